@@ -1,0 +1,421 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+
+/// \file
+/// Byte accounting by category: every memgov component charges what it holds and releases what
+/// it gives back, and the pressure monitor reads the total between its samples.
+///
+/// ## Design
+/// Each thread that charges a ledger owns one *slot*: a cache-line aligned array of counters,
+/// one per category. Only the owning thread writes its slot, so a charge is a relaxed load and a
+/// relaxed store to a line no other thread writes (no locked instruction, no sharing). Readers
+/// sum the slots with relaxed loads. A thread finds its slot through a small thread-local cache
+/// keyed by the ledger's unique id; the first charge from a thread takes the ledger's mutex once
+/// to claim a slot. When the thread exits its slot goes back to a free list, keeping its value
+/// (slots hold partial sums, so whichever thread adopts it next simply continues the sum).
+///
+/// Past `max_slots` concurrent threads, or if claiming a slot fails to allocate, charges fall
+/// back to one shared overflow slot updated with atomic adds: slower, never lost.
+///
+/// Thread safety: `charge`, `release`, `total`, `bytes` and `snapshot` are safe from any number
+/// of threads. Sums read while other threads charge are a consistent-enough snapshot: each
+/// counter is read atomically, the set of counters is not read at one instant. When no thread
+/// is charging, reads are exact.
+
+#include <memgov/config.hpp>
+
+#include <array>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <new>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+MEMGOV_NAMESPACE_BEGIN
+
+/// A byte-accounting category. The built-in ones are named here; user-defined categories are
+/// made by `ledger::define` and take the indices from `category::first_user` on.
+enum class category : std::uint8_t {
+    pool_idle = 0,      ///< Idle buffers kept by buffer pools (depots and thread caches).
+    pool_in_use = 1,    ///< Pooled buffers handed out and not yet returned.
+    sessions = 2,       ///< Byte cost of live sessions in session maps.
+    windows = 3,        ///< Bytes held by sliding windows.
+    objects = 4,        ///< Objects held by object pools, idle or leased.
+    kafka_inflight = 5, ///< Bytes handed to a Kafka producer and not yet acknowledged.
+    first_user = 6      ///< The index of the first user-defined category.
+};
+
+namespace detail {
+
+inline constexpr std::size_t ledger_max_categories = 16;
+inline constexpr std::size_t ledger_slots_per_block = 64;
+inline constexpr std::size_t ledger_max_blocks = 64;
+
+/// One thread's counters. Aligned so that two threads' slots never share a cache line.
+struct alignas(cache_line_size) ledger_slot {
+    std::array<std::atomic<std::int64_t>, ledger_max_categories> bytes{};
+};
+
+struct ledger_slot_block {
+    std::array<ledger_slot, ledger_slots_per_block> slots{};
+};
+
+struct ledger_state {
+    std::mutex mutex; // guards names, free list, block allocation
+    std::array<std::atomic<ledger_slot_block*>, ledger_max_blocks> blocks{};
+    std::atomic<std::size_t> slot_count{0}; // slots ever handed out (highest index + 1)
+    std::vector<ledger_slot*> free_slots;
+    ledger_slot overflow; // shared slot, updated with atomic adds
+    std::array<std::string, ledger_max_categories> names;
+    std::atomic<std::size_t> category_count{0};
+
+    ledger_state() = default;
+    ledger_state(const ledger_state&) = delete;
+    ledger_state& operator=(const ledger_state&) = delete;
+    ~ledger_state() {
+        for (auto& b : blocks) delete b.load(std::memory_order_relaxed);
+    }
+
+    // Claims a slot for the calling thread, or nullptr when none can be had.
+    ledger_slot* acquire_slot() noexcept {
+        std::lock_guard lock{mutex};
+        if (!free_slots.empty()) {
+            ledger_slot* s = free_slots.back();
+            free_slots.pop_back();
+            return s;
+        }
+        const std::size_t index = slot_count.load(std::memory_order_relaxed);
+        const std::size_t block = index / ledger_slots_per_block;
+        if (block >= ledger_max_blocks) return nullptr;
+        ledger_slot_block* b = blocks[block].load(std::memory_order_relaxed);
+        if (b == nullptr) {
+            b = new (std::nothrow) ledger_slot_block{};
+            if (b == nullptr) return nullptr;
+            blocks[block].store(b, std::memory_order_release);
+        }
+        slot_count.store(index + 1, std::memory_order_release);
+        return &b->slots[index % ledger_slots_per_block];
+    }
+
+    void release_slot(ledger_slot* s) noexcept {
+        std::lock_guard lock{mutex};
+        try {
+            free_slots.push_back(s);
+        } catch (...) {
+            // The slot stays claimed by nobody; its partial sums are still read. Only reuse is
+            // lost, and only when memory is exhausted.
+        }
+    }
+
+    template <class Fn>
+    void for_each_slot(Fn&& fn) const noexcept {
+        const std::size_t n = slot_count.load(std::memory_order_acquire);
+        for (std::size_t i = 0; i < n; ++i) {
+            const ledger_slot_block* b =
+                blocks[i / ledger_slots_per_block].load(std::memory_order_acquire);
+            fn(b->slots[i % ledger_slots_per_block]);
+        }
+        fn(overflow);
+    }
+};
+
+struct ledger_cache_entry {
+    std::uint64_t id = 0;
+    ledger_slot* slot = nullptr;
+    bool shared = false; // the overflow slot: must use atomic adds
+};
+
+inline constexpr std::size_t ledger_cache_size = 4;
+// Trivially destructible, so reaching it costs no guard check on the hot path.
+inline thread_local std::array<ledger_cache_entry, ledger_cache_size> t_ledger_cache{};
+inline thread_local bool t_ledger_thread_exiting = false;
+
+// Owns the slots a thread claimed and gives them back when the thread exits.
+struct ledger_thread_registry {
+    struct entry {
+        std::uint64_t id;
+        std::weak_ptr<ledger_state> state;
+        ledger_slot* slot;
+    };
+    std::vector<entry> entries;
+
+    ledger_thread_registry() = default;
+    ledger_thread_registry(const ledger_thread_registry&) = delete;
+    ledger_thread_registry& operator=(const ledger_thread_registry&) = delete;
+    ~ledger_thread_registry() {
+        // Charges made by later thread-exit destructors must not write a slot another thread
+        // may adopt: they take the shared overflow path from here on.
+        t_ledger_thread_exiting = true;
+        t_ledger_cache = {};
+        for (auto& e : entries) {
+            if (auto st = e.state.lock()) st->release_slot(e.slot);
+        }
+    }
+};
+
+inline ledger_thread_registry& ledger_registry() {
+    thread_local ledger_thread_registry r;
+    return r;
+}
+
+inline std::uint64_t next_ledger_id() noexcept {
+    static std::atomic<std::uint64_t> next{1};
+    return next.fetch_add(1, std::memory_order_relaxed);
+}
+
+} // namespace detail
+
+/// A point-in-time copy of a ledger's counters.
+struct ledger_snapshot {
+    /// One category's name and bytes.
+    struct entry {
+        std::string name;
+        std::int64_t bytes;
+    };
+    std::vector<entry> categories; ///< Every defined category, in index order.
+    std::int64_t total = 0;        ///< Sum over all categories.
+};
+
+/// Byte accounting by category, built for a hot path: a charge is a plain add on a counter the
+/// calling thread owns. See the file comment for the design.
+class ledger {
+public:
+    /// Categories a ledger can hold, built-in and user-defined together.
+    static constexpr std::size_t max_categories = detail::ledger_max_categories;
+    /// Threads that get a private slot; more than this share one atomically updated slot.
+    static constexpr std::size_t max_slots =
+        detail::ledger_slots_per_block * detail::ledger_max_blocks;
+
+    /// An empty ledger with the built-in categories defined. Throws `std::bad_alloc` only.
+    ledger() : m_state{std::make_shared<detail::ledger_state>()}, m_id{detail::next_ledger_id()} {
+        static constexpr std::array<std::string_view, 6> builtin{
+            "pool_idle", "pool_in_use", "sessions", "windows", "objects", "kafka_inflight"};
+        for (std::size_t i = 0; i < builtin.size(); ++i) m_state->names[i] = builtin[i];
+        m_state->category_count.store(builtin.size(), std::memory_order_release);
+    }
+    ledger(const ledger&) = delete;
+    ledger& operator=(const ledger&) = delete;
+    ~ledger() = default;
+
+    /// Defines a user category named `name` and returns it.
+    /// Throws `std::invalid_argument` if `name` is empty, already defined, or all
+    /// `max_categories` are taken.
+    /// Thread safety: safe with concurrent charges and other definitions. Complexity: O(categories).
+    category define(std::string_view name) {
+        if (name.empty()) throw std::invalid_argument{"memgov::ledger::define: name is empty"};
+        std::lock_guard lock{m_state->mutex};
+        const std::size_t n = m_state->category_count.load(std::memory_order_relaxed);
+        for (std::size_t i = 0; i < n; ++i) {
+            if (m_state->names[i] == name) {
+                throw std::invalid_argument{"memgov::ledger::define: name '" + std::string{name} +
+                                            "' is already defined"};
+            }
+        }
+        if (n >= max_categories) {
+            throw std::invalid_argument{"memgov::ledger::define: all " +
+                                        std::to_string(max_categories) +
+                                        " categories are taken; cannot define '" +
+                                        std::string{name} + "'"};
+        }
+        m_state->names[n] = std::string{name};
+        m_state->category_count.store(n + 1, std::memory_order_release);
+        return static_cast<category>(n);
+    }
+
+    /// The category named `name`, if defined. Thread safety: safe. Complexity: O(categories).
+    [[nodiscard]] std::optional<category> find(std::string_view name) const {
+        std::lock_guard lock{m_state->mutex};
+        const std::size_t n = m_state->category_count.load(std::memory_order_relaxed);
+        for (std::size_t i = 0; i < n; ++i) {
+            if (m_state->names[i] == name) return static_cast<category>(i);
+        }
+        return std::nullopt;
+    }
+
+    /// The name of category `c` (empty if undefined). Thread safety: safe.
+    [[nodiscard]] std::string name(category c) const {
+        std::lock_guard lock{m_state->mutex};
+        const auto i = static_cast<std::size_t>(c);
+        return i < max_categories ? m_state->names[i] : std::string{};
+    }
+
+    /// Number of defined categories. Thread safety: safe. Complexity: O(1).
+    [[nodiscard]] std::size_t category_count() const noexcept {
+        return m_state->category_count.load(std::memory_order_acquire);
+    }
+
+    /// Adds `bytes` (which may be negative) to category `c`.
+    /// A category index past `max_categories` is ignored (and asserts in debug builds).
+    /// Thread safety: safe from any thread. Complexity: O(1); no allocation, lock, system call
+    /// or locked instruction once the calling thread has its slot.
+    void charge(category c, std::int64_t bytes) noexcept {
+        const auto i = static_cast<std::size_t>(c);
+        MEMGOV_ASSERT(i < max_categories, "ledger category out of range");
+        if (MEMGOV_UNLIKELY(i >= max_categories)) return;
+        const detail::ledger_cache_entry& e = local_entry();
+        auto& counter = e.slot->bytes[i];
+        if (MEMGOV_LIKELY(!e.shared)) {
+            // Only this thread writes this counter: a plain read-modify-write is exact.
+            counter.store(counter.load(std::memory_order_relaxed) + bytes,
+                          std::memory_order_relaxed);
+        } else {
+            counter.fetch_add(bytes, std::memory_order_relaxed);
+        }
+    }
+
+    /// Subtracts `bytes` from category `c`. Same guarantees as `charge`.
+    void release(category c, std::int64_t bytes) noexcept { charge(c, -bytes); }
+
+    /// Bytes currently charged to category `c`.
+    /// Thread safety: safe. Complexity: O(threads that have charged this ledger).
+    [[nodiscard]] std::int64_t bytes(category c) const noexcept {
+        const auto i = static_cast<std::size_t>(c);
+        if (i >= max_categories) return 0;
+        std::int64_t sum = 0;
+        m_state->for_each_slot([&](const detail::ledger_slot& s) {
+            sum += s.bytes[i].load(std::memory_order_relaxed);
+        });
+        return sum;
+    }
+
+    /// Bytes charged over all categories.
+    /// Thread safety: safe. Complexity: O(threads × categories).
+    [[nodiscard]] std::int64_t total() const noexcept {
+        const std::size_t n = category_count();
+        std::int64_t sum = 0;
+        m_state->for_each_slot([&](const detail::ledger_slot& s) {
+            for (std::size_t i = 0; i < n; ++i) sum += s.bytes[i].load(std::memory_order_relaxed);
+        });
+        return sum;
+    }
+
+    /// Every category's name and bytes, and the total. Allocates; not for the hot path.
+    [[nodiscard]] ledger_snapshot snapshot() const {
+        std::array<std::int64_t, max_categories> sums{};
+        const std::size_t n = category_count();
+        m_state->for_each_slot([&](const detail::ledger_slot& s) {
+            for (std::size_t i = 0; i < n; ++i) sums[i] += s.bytes[i].load(std::memory_order_relaxed);
+        });
+        ledger_snapshot out;
+        out.categories.reserve(n);
+        std::lock_guard lock{m_state->mutex};
+        for (std::size_t i = 0; i < n; ++i) {
+            out.categories.push_back({m_state->names[i], sums[i]});
+            out.total += sums[i];
+        }
+        return out;
+    }
+
+    /// Threads that currently hold or once held a private slot (the cost factor of reads).
+    [[nodiscard]] std::size_t slot_count() const noexcept {
+        return m_state->slot_count.load(std::memory_order_acquire);
+    }
+
+private:
+    const detail::ledger_cache_entry& local_entry() const noexcept {
+        auto& cache = detail::t_ledger_cache;
+        if (MEMGOV_LIKELY(cache[0].id == m_id)) return cache[0];
+        return local_entry_slow();
+    }
+
+    MEMGOV_NOINLINE const detail::ledger_cache_entry& local_entry_slow() const noexcept {
+        auto& cache = detail::t_ledger_cache;
+        detail::ledger_cache_entry found{};
+        std::size_t at = detail::ledger_cache_size - 1; // the entry that makes room
+        for (std::size_t i = 1; i < detail::ledger_cache_size; ++i) {
+            if (cache[i].id == m_id) {
+                found = cache[i];
+                at = i;
+                break;
+            }
+        }
+        if (found.id == 0) found = claim();
+        // Move to front: the ledger used most recently is found first.
+        for (std::size_t i = at; i > 0; --i) cache[i] = cache[i - 1];
+        cache[0] = found;
+        return cache[0];
+    }
+
+    detail::ledger_cache_entry claim() const noexcept {
+        detail::ledger_cache_entry shared{m_id, &m_state->overflow, true};
+        if (detail::t_ledger_thread_exiting) return shared;
+        try {
+            auto& reg = detail::ledger_registry();
+            for (const auto& e : reg.entries) {
+                if (e.id == m_id) return {m_id, e.slot, false};
+            }
+            std::erase_if(reg.entries, [](const auto& e) { return e.state.expired(); });
+            reg.entries.reserve(reg.entries.size() + 1); // may throw before the slot is claimed
+            detail::ledger_slot* s = m_state->acquire_slot();
+            if (s == nullptr) return shared;
+            reg.entries.push_back({m_id, m_state, s});
+            return {m_id, s, false};
+        } catch (...) {
+            return shared;
+        }
+    }
+
+    std::shared_ptr<detail::ledger_state> m_state;
+    std::uint64_t m_id;
+};
+
+/// An RAII charge: charges its bytes on construction, releases them when destroyed or reset.
+/// Move-only. A default-constructed token charges nothing.
+/// Thread safety: a token is owned by one thread at a time; it may be moved to and destroyed
+/// on another thread.
+class [[nodiscard]] charge_token {
+public:
+    charge_token() noexcept = default;
+    /// Charges `bytes` to `c` in `l`.
+    charge_token(ledger& l, category c, std::int64_t bytes) noexcept
+        : m_ledger{&l}, m_category{c}, m_bytes{bytes} {
+        l.charge(c, bytes);
+    }
+    charge_token(charge_token&& o) noexcept
+        : m_ledger{std::exchange(o.m_ledger, nullptr)}, m_category{o.m_category},
+          m_bytes{std::exchange(o.m_bytes, 0)} {}
+    charge_token& operator=(charge_token&& o) noexcept {
+        if (this != &o) {
+            release();
+            m_ledger = std::exchange(o.m_ledger, nullptr);
+            m_category = o.m_category;
+            m_bytes = std::exchange(o.m_bytes, 0);
+        }
+        return *this;
+    }
+    charge_token(const charge_token&) = delete;
+    charge_token& operator=(const charge_token&) = delete;
+    ~charge_token() { release(); }
+
+    /// Changes the charged amount to `bytes`, charging only the difference.
+    void resize(std::int64_t bytes) noexcept {
+        if (m_ledger != nullptr) m_ledger->charge(m_category, bytes - m_bytes);
+        m_bytes = bytes;
+    }
+    /// Releases the charge now; the token is then empty.
+    void release() noexcept {
+        if (m_ledger != nullptr) m_ledger->release(m_category, m_bytes);
+        m_ledger = nullptr;
+        m_bytes = 0;
+    }
+    /// The bytes this token holds charged.
+    [[nodiscard]] std::int64_t bytes() const noexcept { return m_bytes; }
+    /// The category charged.
+    [[nodiscard]] category charged_category() const noexcept { return m_category; }
+    /// True while the token holds a charge on a ledger.
+    [[nodiscard]] explicit operator bool() const noexcept { return m_ledger != nullptr; }
+
+private:
+    ledger* m_ledger = nullptr;
+    category m_category = category::pool_idle;
+    std::int64_t m_bytes = 0;
+};
+
+MEMGOV_NAMESPACE_END

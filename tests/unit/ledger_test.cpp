@@ -1,0 +1,149 @@
+#include <memgov/ledger.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <type_traits>
+#include <vector>
+
+using memgov::category;
+
+TEST_CASE("ledger: built-in categories are defined and start at zero", "[ledger]") {
+    memgov::ledger l;
+    CHECK(l.category_count() == static_cast<std::size_t>(category::first_user));
+    CHECK(l.name(category::pool_idle) == "pool_idle");
+    CHECK(l.name(category::pool_in_use) == "pool_in_use");
+    CHECK(l.name(category::sessions) == "sessions");
+    CHECK(l.name(category::windows) == "windows");
+    CHECK(l.name(category::objects) == "objects");
+    CHECK(l.name(category::kafka_inflight) == "kafka_inflight");
+    CHECK(l.total() == 0);
+    CHECK(l.find("sessions") == category::sessions);
+    CHECK_FALSE(l.find("nope").has_value());
+}
+
+TEST_CASE("ledger: charge and release per category and in total", "[ledger]") {
+    memgov::ledger l;
+    l.charge(category::sessions, 100);
+    l.charge(category::windows, 50);
+    l.charge(category::sessions, 20);
+    CHECK(l.bytes(category::sessions) == 120);
+    CHECK(l.bytes(category::windows) == 50);
+    CHECK(l.bytes(category::objects) == 0);
+    CHECK(l.total() == 170);
+    l.release(category::sessions, 120);
+    CHECK(l.bytes(category::sessions) == 0);
+    CHECK(l.total() == 50);
+    l.charge(category::windows, -50); // a negative charge is a release
+    CHECK(l.total() == 0);
+}
+
+TEST_CASE("ledger: user categories", "[ledger]") {
+    memgov::ledger l;
+    const category audio = l.define("audio");
+    CHECK(static_cast<int>(audio) == static_cast<int>(category::first_user));
+    CHECK(l.name(audio) == "audio");
+    CHECK(l.find("audio") == audio);
+    l.charge(audio, 4096);
+    CHECK(l.bytes(audio) == 4096);
+    CHECK(l.total() == 4096);
+
+    SECTION("bad names throw std::invalid_argument naming the problem") {
+        CHECK_THROWS_WITH(l.define(""), Catch::Contains("name is empty"));
+        CHECK_THROWS_WITH(l.define("audio"), Catch::Contains("'audio' is already defined"));
+        CHECK_THROWS_AS(l.define("sessions"), std::invalid_argument);
+    }
+    SECTION("capacity is bounded and the overflow is a clear error") {
+        const auto room = memgov::ledger::max_categories - l.category_count();
+        for (std::size_t i = 0; i < room; ++i) (void)l.define("c" + std::to_string(i));
+        CHECK(l.category_count() == memgov::ledger::max_categories);
+        CHECK_THROWS_WITH(l.define("one-too-many"), Catch::Contains("categories are taken"));
+    }
+}
+
+TEST_CASE("ledger: snapshot lists every category with its bytes", "[ledger]") {
+    memgov::ledger l;
+    const category kv = l.define("kv");
+    l.charge(category::pool_idle, 7);
+    l.charge(kv, 3);
+    const auto s = l.snapshot();
+    REQUIRE(s.categories.size() == l.category_count());
+    CHECK(s.categories[0].name == "pool_idle");
+    CHECK(s.categories[0].bytes == 7);
+    CHECK(s.categories.back().name == "kv");
+    CHECK(s.categories.back().bytes == 3);
+    CHECK(s.total == 10);
+}
+
+TEST_CASE("ledger: charge_token is RAII and move-only", "[ledger]") {
+    STATIC_REQUIRE_FALSE(std::is_copy_constructible_v<memgov::charge_token>);
+    STATIC_REQUIRE(std::is_nothrow_move_constructible_v<memgov::charge_token>);
+    STATIC_REQUIRE(std::is_nothrow_move_assignable_v<memgov::charge_token>);
+    STATIC_REQUIRE(std::is_nothrow_destructible_v<memgov::charge_token>);
+    memgov::ledger l;
+    {
+        memgov::charge_token t{l, category::windows, 1000};
+        CHECK(t);
+        CHECK(l.bytes(category::windows) == 1000);
+        t.resize(1500);
+        CHECK(t.bytes() == 1500);
+        CHECK(l.bytes(category::windows) == 1500);
+        memgov::charge_token moved = std::move(t);
+        CHECK_FALSE(t); // NOLINT(bugprone-use-after-move): checking the moved-from state
+        CHECK(l.bytes(category::windows) == 1500);
+        memgov::charge_token other{l, category::objects, 10};
+        other = std::move(moved); // releases other's 10 bytes, takes moved's 1500
+        CHECK(l.bytes(category::objects) == 0);
+        CHECK(l.bytes(category::windows) == 1500);
+    }
+    CHECK(l.total() == 0);
+    memgov::charge_token empty;
+    CHECK_FALSE(empty);
+    empty.release(); // harmless
+}
+
+TEST_CASE("ledger: observers and hot path are noexcept", "[ledger]") {
+    memgov::ledger l;
+    STATIC_REQUIRE(noexcept(l.charge(category::sessions, 1)));
+    STATIC_REQUIRE(noexcept(l.release(category::sessions, 1)));
+    STATIC_REQUIRE(noexcept(l.total()));
+    STATIC_REQUIRE(noexcept(l.bytes(category::sessions)));
+    STATIC_REQUIRE(noexcept(l.category_count()));
+}
+
+TEST_CASE("ledger: charges from exited threads are kept and slots are reused", "[ledger]") {
+    memgov::ledger l;
+    l.charge(category::sessions, 1); // main thread's slot
+    for (int round = 0; round < 8; ++round) {
+        std::thread t{[&] { l.charge(category::sessions, 10); }};
+        t.join();
+    }
+    CHECK(l.bytes(category::sessions) == 81);
+    // One slot for main, one reused by each short-lived thread in turn.
+    CHECK(l.slot_count() == 2);
+    // A thread may release what another charged: totals are sums, not per-thread balances.
+    std::thread t{[&] { l.release(category::sessions, 81); }};
+    t.join();
+    CHECK(l.total() == 0);
+}
+
+TEST_CASE("ledger: several ledgers in one thread stay separate", "[ledger]") {
+    std::vector<std::unique_ptr<memgov::ledger>> ls;
+    for (int i = 0; i < 7; ++i) ls.push_back(std::make_unique<memgov::ledger>()); // > cache size
+    for (int round = 0; round < 3; ++round) {
+        for (std::size_t i = 0; i < ls.size(); ++i) {
+            ls[i]->charge(category::objects, static_cast<std::int64_t>(i + 1));
+        }
+    }
+    for (std::size_t i = 0; i < ls.size(); ++i) {
+        CHECK(ls[i]->bytes(category::objects) == static_cast<std::int64_t>(3 * (i + 1)));
+        CHECK(ls[i]->slot_count() == 1);
+    }
+    // A destroyed ledger's successor (maybe at the same address) starts clean.
+    ls[0] = std::make_unique<memgov::ledger>();
+    CHECK(ls[0]->total() == 0);
+    ls[0]->charge(category::objects, 5);
+    CHECK(ls[0]->total() == 5);
+}
