@@ -1,0 +1,582 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+
+/// \file
+/// The graded evictor: maps pressure levels to ordered reclaim actions through a policy table,
+/// asks registered reclaimers (pools, session maps, anything the user adds) to act, trims the
+/// heap with back-off, and counts everything it does.
+///
+/// ## One step
+/// `step(view, now)` is given the pressure situation (level, limit, estimate, red line, the
+/// usage it should get back under) and walks the current level's row of the policy table in
+/// order. Each entry runs its action on every reclaimer that handles it, bounded by the entry's
+/// work budget. The step wants `wanted = estimate − target` bytes freed, where the target is the
+/// current level's exit ratio times the limit (for emergency: the red line minus the emergency
+/// margin). After each *until-enough* entry the step stops once the bytes freed in this step
+/// reach `wanted` and something was freed; an entry that frees nothing lets the next one run at
+/// once (feedback), rather than waiting for the next period. *Always* entries run on every step
+/// of their level whatever was freed before them.
+///
+/// ## Lock order
+/// `evictor` mutex → a reclaimer's own locks (a pool's depot lock, a session map's shard locks).
+/// Reclaimers must not call back into the evictor.
+
+#include <memgov/clock.hpp>
+#include <memgov/config.hpp>
+#include <memgov/metrics.hpp>
+#include <memgov/pressure_level.hpp>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#if MEMGOV_LINUX
+#include <fcntl.h>
+#include <unistd.h>
+#endif
+#if MEMGOV_HAS_MALLOC_TRIM
+#include <malloc.h>
+#endif
+
+MEMGOV_NAMESPACE_BEGIN
+
+/// What a policy entry asks of reclaimers.
+enum class reclaim_action : std::uint8_t {
+    trim_pools = 0,      ///< Give idle pooled capacity back toward the pools' reserves.
+    sweep_expired = 1,   ///< Remove expired and orphaned sessions.
+    trim_heap = 2,       ///< Return freed heap to the OS (`malloc_trim`), with back-off.
+    evict_by_age = 3,    ///< Evict sessions older than the age the age ladder gives.
+    evict_over_cost = 4, ///< Evict sessions whose byte cost passes the cost cap.
+    evict_lru = 5,       ///< Evict least recently used sessions until enough is freed.
+};
+/// Number of distinct reclaim actions.
+inline constexpr std::size_t reclaim_action_count = 6;
+
+/// The action's name ("trim_pools", ...). Thread safety: pure.
+[[nodiscard]] constexpr std::string_view to_string(reclaim_action a) noexcept {
+    switch (a) {
+    case reclaim_action::trim_pools: return "trim_pools";
+    case reclaim_action::sweep_expired: return "sweep_expired";
+    case reclaim_action::trim_heap: return "trim_heap";
+    case reclaim_action::evict_by_age: return "evict_by_age";
+    case reclaim_action::evict_over_cost: return "evict_over_cost";
+    case reclaim_action::evict_lru: return "evict_lru";
+    }
+    return "unknown";
+}
+
+/// What one reclaimer is asked to do.
+struct reclaim_request {
+    reclaim_action action = reclaim_action::trim_pools;
+    pressure_level level = pressure_level::normal;
+    double usage_ratio = 0.0;     ///< Estimated usage over the limit.
+    std::size_t bytes_wanted = 0; ///< What the step still wants freed (0: nothing more).
+    std::size_t budget = 0;       ///< At most this many items removed or visited.
+    duration max_age{};           ///< evict_by_age: evict what is older than this.
+    std::size_t cost_cap = 0;     ///< evict_over_cost: evict what costs more than this.
+    time_point now{};             ///< The step's time.
+};
+
+/// What a reclaimer did.
+struct reclaim_result {
+    std::size_t bytes = 0; ///< Bytes freed (or, for a pool, given back to the upstream).
+    std::size_t items = 0; ///< Buffers, objects or sessions removed.
+};
+
+/// Something that can give memory back when the evictor asks. Implement it for your own caches;
+/// memgov provides adapters for its pools and session maps (see `memgov/reclaimers.hpp`).
+/// Thread safety: `reclaim` and `on_level` are called by the evictor's stepping thread, one call
+/// at a time; `estimate` and `collect` may be called from a scraping thread concurrently.
+class reclaimer {
+public:
+    reclaimer() = default;
+    reclaimer(const reclaimer&) = delete;
+    reclaimer& operator=(const reclaimer&) = delete;
+    virtual ~reclaimer() = default;
+
+    /// A short name for counters and metrics ("buffer_pool", "sessions", ...).
+    [[nodiscard]] virtual std::string_view name() const noexcept = 0;
+    /// True if this reclaimer answers `a`.
+    [[nodiscard]] virtual bool handles(reclaim_action a) const noexcept = 0;
+    /// A cheap estimate of the bytes `a` could free now (used by dry runs and the health view).
+    [[nodiscard]] virtual std::size_t estimate(reclaim_action a) const noexcept = 0;
+    /// Does the work for `req.action`, bounded by `req.budget`, and says what it freed.
+    virtual reclaim_result reclaim(const reclaim_request& req) noexcept = 0;
+    /// Told when the pressure level changes (pools shrink or grow their caps). Default: nothing.
+    virtual void on_level(pressure_level /*level*/) noexcept {}
+    /// Writes the reclaimer's own statistics (default: none). May throw `std::bad_alloc`.
+    virtual void collect(metric_sink& /*sink*/) const {}
+    /// The fraction of requests served by reuse, in [0, 1], for the health summary; negative
+    /// when the notion does not apply (default).
+    [[nodiscard]] virtual double reuse_rate() const noexcept { return -1.0; }
+};
+
+/// A reclaimer made of functions, for user caches and tests.
+class function_reclaimer final : public reclaimer {
+public:
+    /// The work function: called for every action in `actions`.
+    using reclaim_fn = std::function<reclaim_result(const reclaim_request&)>;
+    /// The estimate function (optional).
+    using estimate_fn = std::function<std::size_t(reclaim_action)>;
+
+    /// Throws `std::invalid_argument` if `name` is empty or `fn` is empty.
+    function_reclaimer(std::string name, std::vector<reclaim_action> actions, reclaim_fn fn,
+                       estimate_fn estimate = {})
+        : m_name{std::move(name)}, m_fn{std::move(fn)}, m_estimate{std::move(estimate)} {
+        if (m_name.empty()) throw std::invalid_argument{"memgov::function_reclaimer: name is empty"};
+        if (!m_fn) throw std::invalid_argument{"memgov::function_reclaimer: reclaim function is empty"};
+        for (auto a : actions) m_handles[static_cast<std::size_t>(a)] = true;
+    }
+    [[nodiscard]] std::string_view name() const noexcept override { return m_name; }
+    [[nodiscard]] bool handles(reclaim_action a) const noexcept override {
+        return m_handles[static_cast<std::size_t>(a)];
+    }
+    [[nodiscard]] std::size_t estimate(reclaim_action a) const noexcept override {
+        try {
+            return m_estimate ? m_estimate(a) : 0;
+        } catch (...) {
+            return 0;
+        }
+    }
+    reclaim_result reclaim(const reclaim_request& req) noexcept override {
+        try {
+            return m_fn(req);
+        } catch (...) {
+            return {}; // a throwing user function frees nothing; the ladder moves on
+        }
+    }
+
+private:
+    std::string m_name;
+    std::array<bool, reclaim_action_count> m_handles{};
+    reclaim_fn m_fn;
+    estimate_fn m_estimate;
+};
+
+/// One entry of a policy row.
+struct policy_entry {
+    reclaim_action action = reclaim_action::trim_pools;
+    /// At most this many items per reclaimer per step (Envoy resets at most 50 streams per
+    /// tick; Redis bounds each eviction pass).
+    std::size_t budget = 64;
+    /// Run on every step of the level, whatever earlier entries freed (otherwise: only while
+    /// the step still wants bytes).
+    bool always = false;
+};
+
+/// From this usage ratio on, sessions older than `max_age` are evicted (critical and above).
+struct age_step {
+    double usage_ratio = 0.0;
+    duration max_age{};
+};
+
+/// Back-off for the heap trimmer (`malloc_trim(0)` under glibc).
+struct heap_trim_config {
+    bool enabled = true;
+    /// The shortest interval between two trims (the seed gateway's 200 ms).
+    duration min_interval = std::chrono::milliseconds{200};
+    /// The longest interval the back-off grows to.
+    duration max_interval = std::chrono::seconds{10};
+    /// The interval is multiplied by this after a trim that freed less than `useful_bytes`.
+    double backoff_factor = 2.0;
+    /// A trim that frees at least this much resets the interval to `min_interval`.
+    std::size_t useful_bytes = std::size_t{1} << 20;
+};
+
+/// The evictor's policy table and limits. Every number is documented with its origin in
+/// docs/governor.md.
+struct evictor_config {
+    /// The ordered actions of each level, indexed by `pressure_level`. Defaults: see
+    /// `default_ladder()`.
+    std::array<std::vector<policy_entry>, pressure_level_count> ladder = default_ladder();
+    /// Age ladder for evict_by_age, by rising usage ratio (seed gateway: 94% → 400 s,
+    /// 96% → 200 s, 98% → 100 s). Below the first step nothing is evicted by age.
+    std::vector<age_step> age_ladder = {{0.94, std::chrono::seconds{400}},
+                                        {0.96, std::chrono::seconds{200}},
+                                        {0.98, std::chrono::seconds{100}}};
+    /// evict_over_cost: sessions costing more than this are evicted (seed: 30 MiB).
+    std::size_t session_cost_cap = std::size_t{30} << 20;
+    /// emergency: evict until usage is under the red line minus this margin (hysteresis).
+    double emergency_margin = 0.02;
+    /// Heap trimming with back-off.
+    heap_trim_config heap{};
+    /// Count what would be done, do nothing.
+    bool dry_run = false;
+
+    /// The default policy table (docs/governor.md explains each row).
+    [[nodiscard]] static std::array<std::vector<policy_entry>, pressure_level_count>
+    default_ladder() {
+        using a = reclaim_action;
+        std::array<std::vector<policy_entry>, pressure_level_count> t;
+        t[to_index(pressure_level::normal)] = {};
+        t[to_index(pressure_level::elevated)] = {
+            {a::trim_pools, 256, false}, {a::sweep_expired, 256, false}, {a::trim_heap, 0, false}};
+        t[to_index(pressure_level::high)] = {{a::trim_pools, 1024, false},
+                                             {a::sweep_expired, 1024, false},
+                                             {a::trim_heap, 0, false}};
+        t[to_index(pressure_level::critical)] = {
+            {a::evict_over_cost, 64, true}, {a::trim_pools, 4096, false},
+            {a::sweep_expired, 1024, false}, {a::evict_by_age, 64, false},
+            {a::trim_heap, 0, false}};
+        t[to_index(pressure_level::emergency)] = {
+            {a::evict_over_cost, 64, true}, {a::trim_pools, 65536, false},
+            {a::sweep_expired, 4096, false}, {a::evict_by_age, 256, false},
+            {a::evict_lru, 256, false},      {a::trim_heap, 0, false}};
+        return t;
+    }
+};
+
+/// The pressure situation one step acts on (usually built from a monitor snapshot).
+struct pressure_view {
+    pressure_level level = pressure_level::normal;
+    std::size_t limit_bytes = 0;    ///< The binding limit.
+    std::size_t estimate_bytes = 0; ///< Current usage estimate.
+    double red_line = 0.85;         ///< The critical threshold as a ratio of the limit.
+    double exit_ratio = 0.0;        ///< Below this ratio the current level is left.
+};
+
+/// Counters for one (level, action) cell.
+struct action_counters {
+    std::uint64_t runs = 0;      ///< Times the action ran (on at least one reclaimer).
+    std::uint64_t bytes = 0;     ///< Bytes it freed.
+    std::uint64_t items = 0;     ///< Items it removed.
+    std::uint64_t empty = 0;     ///< Runs that freed nothing (feedback passed on).
+    std::uint64_t dry_runs = 0;  ///< Runs counted in dry-run mode.
+    std::uint64_t dry_bytes = 0; ///< Bytes the reclaimers' estimates said a dry run would free.
+};
+
+/// What one step did.
+struct step_report {
+    pressure_level level = pressure_level::normal;
+    std::size_t wanted = 0;    ///< Bytes the step wanted freed.
+    std::size_t freed = 0;     ///< Bytes freed (0 in dry run).
+    std::size_t items = 0;     ///< Items removed (0 in dry run).
+    std::size_t actions_run = 0;
+    bool dry_run = false;
+};
+
+/// A copy of the evictor's counters.
+struct evictor_stats {
+    std::array<std::array<action_counters, reclaim_action_count>, pressure_level_count> cells{};
+    std::array<std::uint64_t, pressure_level_count> steps{}; ///< Steps taken at each level.
+    std::uint64_t heap_trims = 0;          ///< malloc_trim calls made.
+    std::uint64_t heap_trims_deferred = 0; ///< Trims skipped by the back-off.
+    std::uint64_t heap_trimmed_bytes = 0;  ///< RSS given back by heap trims.
+    duration heap_interval{};              ///< The back-off's current interval.
+
+    /// Sum of a column over all levels.
+    [[nodiscard]] action_counters total(reclaim_action a) const noexcept {
+        action_counters t;
+        for (const auto& row : cells) {
+            const auto& c = row[static_cast<std::size_t>(a)];
+            t.runs += c.runs;
+            t.bytes += c.bytes;
+            t.items += c.items;
+            t.empty += c.empty;
+            t.dry_runs += c.dry_runs;
+            t.dry_bytes += c.dry_bytes;
+        }
+        return t;
+    }
+};
+
+namespace detail {
+
+/// Resident set size from /proc/self/statm, or 0 where unavailable. A system call: never on a
+/// hot path.
+inline std::size_t read_rss_bytes() noexcept {
+#if MEMGOV_LINUX
+    const int fd = ::open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    char buf[128];
+    const ssize_t n = ::read(fd, buf, sizeof buf - 1);
+    ::close(fd);
+    if (n <= 0) return 0;
+    buf[n] = '\0';
+    // "size resident shared ...": the second field, in pages.
+    const char* p = buf;
+    while (*p != '\0' && *p != ' ') ++p;
+    std::size_t pages = 0;
+    for (++p; *p >= '0' && *p <= '9'; ++p) pages = pages * 10 + static_cast<std::size_t>(*p - '0');
+    const long page = ::sysconf(_SC_PAGESIZE);
+    return pages * static_cast<std::size_t>(page > 0 ? page : 4096);
+#else
+    return 0;
+#endif
+}
+
+} // namespace detail
+
+/// Returns freed heap to the OS with the seed gateway's gentle back-off: at most one
+/// `malloc_trim(0)` per interval; the interval starts at `min_interval`, grows by
+/// `backoff_factor` after each trim that gave back less than `useful_bytes`, up to
+/// `max_interval`, and resets after a useful one. Never a tight loop.
+/// Thread safety: not thread-safe; the evictor calls it under its mutex.
+class heap_trimmer {
+public:
+    /// The function that trims and the one that measures RSS; replaceable for tests.
+    using trim_fn = std::function<void()>;
+    using rss_fn = std::function<std::size_t()>;
+
+    /// Throws `std::invalid_argument` naming a bad field of `cfg`.
+    explicit heap_trimmer(heap_trim_config cfg, trim_fn trim = {}, rss_fn rss = {})
+        : m_cfg{cfg}, m_trim{std::move(trim)}, m_rss{std::move(rss)}, m_interval{cfg.min_interval} {
+        if (cfg.min_interval.count() <= 0) {
+            throw std::invalid_argument{"memgov::heap_trim_config::min_interval: must be > 0"};
+        }
+        if (cfg.max_interval < cfg.min_interval) {
+            throw std::invalid_argument{
+                "memgov::heap_trim_config::max_interval: must be >= min_interval"};
+        }
+        if (!(cfg.backoff_factor >= 1.0)) {
+            throw std::invalid_argument{"memgov::heap_trim_config::backoff_factor: must be >= 1"};
+        }
+        if (!m_trim) {
+            m_trim = [] {
+#if MEMGOV_HAS_MALLOC_TRIM
+                ::malloc_trim(0);
+#endif
+            };
+        }
+        if (!m_rss) m_rss = [] { return detail::read_rss_bytes(); };
+    }
+
+    /// Trims if the back-off allows at `now`; returns the RSS given back (0 if deferred).
+    std::size_t maybe_trim(time_point now) noexcept {
+        if (!m_cfg.enabled) return 0;
+        if (m_started && now < m_next) {
+            ++m_deferred;
+            return 0;
+        }
+        std::size_t freed = 0;
+        try {
+            const std::size_t before = m_rss();
+            m_trim();
+            const std::size_t after = m_rss();
+            freed = before > after ? before - after : 0;
+        } catch (...) {
+            freed = 0;
+        }
+        ++m_trims;
+        m_bytes += freed;
+        if (freed >= m_cfg.useful_bytes) {
+            m_interval = m_cfg.min_interval;
+        } else if (m_started) {
+            const auto grown = std::chrono::duration_cast<duration>(
+                std::chrono::duration<double, duration::period>(
+                    static_cast<double>(m_interval.count()) * m_cfg.backoff_factor));
+            m_interval = std::min(grown, m_cfg.max_interval);
+        }
+        m_started = true;
+        m_next = now + m_interval;
+        return freed;
+    }
+
+    /// Trims made, trims deferred by the back-off, bytes given back.
+    [[nodiscard]] std::uint64_t trims() const noexcept { return m_trims; }
+    [[nodiscard]] std::uint64_t deferred() const noexcept { return m_deferred; }
+    [[nodiscard]] std::uint64_t bytes() const noexcept { return m_bytes; }
+    /// The current interval between trims.
+    [[nodiscard]] duration interval() const noexcept { return m_interval; }
+
+private:
+    heap_trim_config m_cfg;
+    trim_fn m_trim;
+    rss_fn m_rss;
+    duration m_interval;
+    time_point m_next{};
+    bool m_started = false;
+    std::uint64_t m_trims = 0;
+    std::uint64_t m_deferred = 0;
+    std::uint64_t m_bytes = 0;
+};
+
+/// The graded evictor. See the file comment for how a step works.
+/// Thread safety: every member is safe to call from any thread; steps are serialised by an
+/// internal mutex (held while reclaimers run). `stats()` takes the same mutex briefly.
+/// Time comes in through `step(view, now)`, so the evictor needs no clock of its own.
+class evictor {
+public:
+    /// Validates `cfg`; throws `std::invalid_argument` naming the bad field.
+    /// `trim` and `rss` replace `malloc_trim(0)` and the RSS reading (tests, other allocators).
+    explicit evictor(evictor_config cfg = {}, heap_trimmer::trim_fn trim = {},
+                     heap_trimmer::rss_fn rss = {})
+        : m_cfg{validate(std::move(cfg))}, m_heap{m_cfg.heap, std::move(trim), std::move(rss)} {}
+
+    /// Adds a reclaimer; the evictor shares ownership. Reclaimers run in registration order
+    /// within an action. Throws `std::invalid_argument` if `r` is null.
+    void add(std::shared_ptr<reclaimer> r) {
+        if (!r) throw std::invalid_argument{"memgov::evictor::add: reclaimer is null"};
+        std::lock_guard lock{m_mutex};
+        m_reclaimers.push_back(std::move(r));
+    }
+
+    /// The registered reclaimers (a copy of the list).
+    [[nodiscard]] std::vector<std::shared_ptr<reclaimer>> reclaimers() const {
+        std::lock_guard lock{m_mutex};
+        return m_reclaimers;
+    }
+
+    /// Turns dry-run mode on or off at run time.
+    void set_dry_run(bool on) noexcept { m_dry_run.store(on, std::memory_order_relaxed); }
+    /// True in dry-run mode.
+    [[nodiscard]] bool dry_run() const noexcept { return m_dry_run.load(std::memory_order_relaxed); }
+
+    /// The max age evict_by_age uses at `usage_ratio` (zero: no age eviction there).
+    [[nodiscard]] duration age_limit(double usage_ratio) const noexcept {
+        duration age{};
+        for (const auto& s : m_cfg.age_ladder) {
+            if (usage_ratio >= s.usage_ratio) age = s.max_age;
+        }
+        return age;
+    }
+
+    /// Runs one step of the policy for `view` at `now`; see the file comment.
+    /// Complexity: bounded by the budgets of the level's row.
+    step_report step(const pressure_view& view, time_point now) noexcept {
+        std::lock_guard lock{m_mutex};
+        step_report rep;
+        rep.level = view.level;
+        rep.dry_run = m_dry_run.load(std::memory_order_relaxed);
+        const std::size_t li = to_index(view.level);
+        ++m_steps[li];
+        if (view.level != m_last_level) {
+            m_last_level = view.level;
+            for (auto& r : m_reclaimers) r->on_level(view.level);
+        }
+
+        const double limit = static_cast<double>(view.limit_bytes);
+        const double target_ratio = view.level == pressure_level::emergency
+                                        ? view.red_line - m_cfg.emergency_margin
+                                        : view.exit_ratio;
+        const double target = std::max(0.0, target_ratio) * limit;
+        const double est = static_cast<double>(view.estimate_bytes);
+        rep.wanted = est > target ? static_cast<std::size_t>(est - target) : 0;
+        const double ratio = limit > 0 ? est / limit : 0.0;
+
+        for (const policy_entry& e : m_cfg.ladder[li]) {
+            if (!e.always && rep.freed > 0 && rep.freed >= rep.wanted) continue;
+            reclaim_request req;
+            req.action = e.action;
+            req.level = view.level;
+            req.usage_ratio = ratio;
+            req.bytes_wanted = rep.wanted > rep.freed ? rep.wanted - rep.freed : 0;
+            req.budget = e.budget;
+            req.max_age = age_limit(ratio);
+            req.cost_cap = m_cfg.session_cost_cap;
+            req.now = now;
+            if (e.action == reclaim_action::evict_by_age && req.max_age.count() == 0) continue;
+            run(li, req, rep);
+        }
+        return rep;
+    }
+
+    /// A copy of the counters. Thread safety: safe.
+    [[nodiscard]] evictor_stats stats() const {
+        std::lock_guard lock{m_mutex};
+        evictor_stats s;
+        s.cells = m_cells;
+        s.steps = m_steps;
+        s.heap_trims = m_heap.trims();
+        s.heap_trims_deferred = m_heap.deferred();
+        s.heap_trimmed_bytes = m_heap.bytes();
+        s.heap_interval = m_heap.interval();
+        return s;
+    }
+
+    /// The configuration in force.
+    [[nodiscard]] const evictor_config& config() const noexcept { return m_cfg; }
+
+private:
+    static evictor_config validate(evictor_config cfg) {
+        double prev = -1.0;
+        for (const auto& s : cfg.age_ladder) {
+            if (!(s.usage_ratio > prev) || s.usage_ratio > 1.5) {
+                throw std::invalid_argument{
+                    "memgov::evictor_config::age_ladder: usage ratios must rise and be <= 1.5"};
+            }
+            if (s.max_age.count() <= 0) {
+                throw std::invalid_argument{"memgov::evictor_config::age_ladder: max_age must be > 0"};
+            }
+            prev = s.usage_ratio;
+        }
+        if (cfg.session_cost_cap == 0) {
+            throw std::invalid_argument{"memgov::evictor_config::session_cost_cap: must be > 0"};
+        }
+        if (!(cfg.emergency_margin >= 0.0 && cfg.emergency_margin < 1.0)) {
+            throw std::invalid_argument{
+                "memgov::evictor_config::emergency_margin: must be in [0, 1)"};
+        }
+        for (const auto& row : cfg.ladder) {
+            for (const auto& e : row) {
+                if (static_cast<std::size_t>(e.action) >= reclaim_action_count) {
+                    throw std::invalid_argument{"memgov::evictor_config::ladder: unknown action"};
+                }
+                if (e.budget == 0 && e.action != reclaim_action::trim_heap) {
+                    throw std::invalid_argument{"memgov::evictor_config::ladder: budget must be > 0"};
+                }
+            }
+        }
+        return cfg;
+    }
+
+    void run(std::size_t li, const reclaim_request& req, step_report& rep) noexcept {
+        action_counters& c = m_cells[li][static_cast<std::size_t>(req.action)];
+        if (rep.dry_run) {
+            std::size_t would = 0;
+            for (auto& r : m_reclaimers) {
+                if (r->handles(req.action)) would += r->estimate(req.action);
+            }
+            ++c.dry_runs;
+            c.dry_bytes += would;
+            ++rep.actions_run;
+            return;
+        }
+        reclaim_result got;
+        bool ran = false;
+        if (req.action == reclaim_action::trim_heap) {
+            got.bytes = m_heap.maybe_trim(req.now);
+            ran = true;
+        } else {
+            for (auto& r : m_reclaimers) {
+                if (!r->handles(req.action)) continue;
+                reclaim_request sub = req;
+                sub.bytes_wanted = req.bytes_wanted > got.bytes ? req.bytes_wanted - got.bytes : 0;
+                const reclaim_result one = r->reclaim(sub);
+                got.bytes += one.bytes;
+                got.items += one.items;
+                ran = true;
+            }
+        }
+        if (!ran) return;
+        ++c.runs;
+        ++rep.actions_run;
+        c.bytes += got.bytes;
+        c.items += got.items;
+        if (got.bytes == 0 && got.items == 0) ++c.empty;
+        rep.freed += got.bytes;
+        rep.items += got.items;
+    }
+
+    evictor_config m_cfg;
+    mutable std::mutex m_mutex;
+    std::vector<std::shared_ptr<reclaimer>> m_reclaimers;
+    heap_trimmer m_heap;
+    std::array<std::array<action_counters, reclaim_action_count>, pressure_level_count> m_cells{};
+    std::array<std::uint64_t, pressure_level_count> m_steps{};
+    pressure_level m_last_level = pressure_level::normal;
+    std::atomic<bool> m_dry_run{m_cfg.dry_run};
+};
+
+MEMGOV_NAMESPACE_END

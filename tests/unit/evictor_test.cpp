@@ -1,0 +1,275 @@
+#include <memgov/evictor.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+using namespace std::chrono_literals;
+using memgov::pressure_level;
+using memgov::reclaim_action;
+
+namespace {
+
+constexpr std::size_t mib = std::size_t{1} << 20;
+
+// Records every request and frees what its script says.
+struct scripted {
+    std::vector<memgov::reclaim_request> seen;
+    std::size_t frees = 0;
+    std::size_t items = 0;
+};
+
+std::shared_ptr<memgov::function_reclaimer> make(std::string name,
+                                                 std::vector<reclaim_action> actions,
+                                                 std::shared_ptr<scripted> s) {
+    return std::make_shared<memgov::function_reclaimer>(
+        std::move(name), std::move(actions),
+        [s](const memgov::reclaim_request& r) {
+            s->seen.push_back(r);
+            return memgov::reclaim_result{s->frees, s->items};
+        },
+        [s](reclaim_action) { return std::size_t{7} * mib; });
+}
+
+memgov::evictor quiet_evictor(memgov::evictor_config cfg = {}) {
+    // No real malloc_trim and a fixed RSS in unit tests.
+    return memgov::evictor{std::move(cfg), [] {}, [] { return std::size_t{0}; }};
+}
+
+memgov::pressure_view view(pressure_level l, double usage, double exit_ratio) {
+    memgov::pressure_view v;
+    v.level = l;
+    v.limit_bytes = 100 * mib;
+    v.estimate_bytes = static_cast<std::size_t>(usage * 100.0 * static_cast<double>(mib));
+    v.red_line = 0.85;
+    v.exit_ratio = exit_ratio;
+    return v;
+}
+
+const memgov::time_point t0 = memgov::manual_clock{}.now();
+
+} // namespace
+
+TEST_CASE("evictor: normal level does nothing", "[evictor]") {
+    auto ev = quiet_evictor();
+    auto pools = std::make_shared<scripted>();
+    ev.add(make("pools", {reclaim_action::trim_pools}, pools));
+    const auto rep = ev.step(view(pressure_level::normal, 0.5, 0.0), t0);
+    CHECK(rep.actions_run == 0);
+    CHECK(pools->seen.empty());
+    CHECK(ev.stats().steps[0] == 1);
+}
+
+TEST_CASE("evictor: elevated trims pools first and stops once enough is freed", "[evictor]") {
+    auto ev = quiet_evictor();
+    auto pools = std::make_shared<scripted>();
+    auto sessions = std::make_shared<scripted>();
+    pools->frees = 20 * mib; // more than the 10 MiB wanted (usage 0.75, exit 0.65)
+    ev.add(make("pools", {reclaim_action::trim_pools}, pools));
+    ev.add(make("sessions", {reclaim_action::sweep_expired}, sessions));
+    const auto rep = ev.step(view(pressure_level::elevated, 0.75, 0.65), t0);
+    CHECK(rep.wanted == 10 * mib);
+    CHECK(rep.freed == 20 * mib);
+    REQUIRE(pools->seen.size() == 1);
+    CHECK(pools->seen[0].bytes_wanted == 10 * mib);
+    CHECK(pools->seen[0].budget == 256);
+    CHECK(pools->seen[0].level == pressure_level::elevated);
+    CHECK(sessions->seen.empty()); // enough was freed: the ladder stopped
+    const auto st = ev.stats();
+    CHECK(st.total(reclaim_action::trim_pools).runs == 1);
+    CHECK(st.total(reclaim_action::trim_pools).bytes == 20 * mib);
+    CHECK(st.total(reclaim_action::sweep_expired).runs == 0);
+}
+
+TEST_CASE("evictor: an action that frees nothing lets the next run in the same step",
+          "[evictor]") {
+    auto ev = quiet_evictor();
+    auto pools = std::make_shared<scripted>();    // frees nothing
+    auto sessions = std::make_shared<scripted>(); // frees 3 MiB of the 10 wanted
+    sessions->frees = 3 * mib;
+    sessions->items = 5;
+    ev.add(make("pools", {reclaim_action::trim_pools}, pools));
+    ev.add(make("sessions", {reclaim_action::sweep_expired}, sessions));
+    const auto rep = ev.step(view(pressure_level::elevated, 0.75, 0.65), t0);
+    CHECK(pools->seen.size() == 1);
+    REQUIRE(sessions->seen.size() == 1);
+    CHECK(sessions->seen[0].bytes_wanted == 10 * mib);
+    CHECK(rep.freed == 3 * mib);
+    CHECK(rep.items == 5);
+    CHECK(rep.actions_run == 3); // trim_pools, sweep_expired, trim_heap
+    const auto st = ev.stats();
+    CHECK(st.total(reclaim_action::trim_pools).empty == 1);
+    CHECK(st.total(reclaim_action::sweep_expired).items == 5);
+    CHECK(st.total(reclaim_action::trim_heap).runs == 1);
+}
+
+TEST_CASE("evictor: critical always evicts over-cost sessions and uses the age ladder",
+          "[evictor]") {
+    auto ev = quiet_evictor();
+    auto sessions = std::make_shared<scripted>();
+    ev.add(make("sessions",
+                {reclaim_action::evict_over_cost, reclaim_action::evict_by_age,
+                 reclaim_action::sweep_expired},
+                sessions));
+    SECTION("below 94% there is no age eviction") {
+        (void)ev.step(view(pressure_level::critical, 0.90, 0.80), t0);
+        REQUIRE(sessions->seen.size() == 2);
+        CHECK(sessions->seen[0].action == reclaim_action::evict_over_cost);
+        CHECK(sessions->seen[0].cost_cap == 30 * mib);
+        CHECK(sessions->seen[1].action == reclaim_action::sweep_expired);
+    }
+    SECTION("the age shortens as usage climbs") {
+        CHECK(ev.age_limit(0.93) == 0s);
+        CHECK(ev.age_limit(0.94) == 400s);
+        CHECK(ev.age_limit(0.97) == 200s);
+        CHECK(ev.age_limit(0.985) == 100s);
+        (void)ev.step(view(pressure_level::critical, 0.97, 0.80), t0);
+        REQUIRE(sessions->seen.size() == 3);
+        CHECK(sessions->seen[2].action == reclaim_action::evict_by_age);
+        CHECK(sessions->seen[2].max_age == 200s);
+        CHECK(sessions->seen[2].budget == 64);
+    }
+}
+
+TEST_CASE("evictor: emergency evicts LRU toward the red line minus the margin", "[evictor]") {
+    auto ev = quiet_evictor();
+    auto sessions = std::make_shared<scripted>();
+    ev.add(make("sessions", {reclaim_action::evict_lru}, sessions));
+    const auto rep = ev.step(view(pressure_level::emergency, 0.99, 0.90), t0);
+    // Target: (0.85 - 0.02) * 100 MiB = 83 MiB; wanted = 99 - 83 = 16 MiB.
+    CHECK(rep.wanted == 16 * mib);
+    REQUIRE(sessions->seen.size() == 1);
+    CHECK(sessions->seen[0].action == reclaim_action::evict_lru);
+    CHECK(sessions->seen[0].bytes_wanted == 16 * mib);
+}
+
+TEST_CASE("evictor: dry run counts what would be done and does nothing", "[evictor]") {
+    memgov::evictor_config cfg;
+    cfg.dry_run = true;
+    auto ev = quiet_evictor(cfg);
+    auto pools = std::make_shared<scripted>();
+    ev.add(make("pools", {reclaim_action::trim_pools}, pools));
+    CHECK(ev.dry_run());
+    const auto rep = ev.step(view(pressure_level::elevated, 0.75, 0.65), t0);
+    CHECK(pools->seen.empty());
+    CHECK(rep.dry_run);
+    CHECK(rep.freed == 0);
+    const auto st = ev.stats();
+    CHECK(st.total(reclaim_action::trim_pools).dry_runs == 1);
+    CHECK(st.total(reclaim_action::trim_pools).dry_bytes == 7 * mib);
+    CHECK(st.total(reclaim_action::trim_pools).runs == 0);
+    CHECK(st.heap_trims == 0);
+    ev.set_dry_run(false);
+    (void)ev.step(view(pressure_level::elevated, 0.75, 0.65), t0);
+    CHECK(pools->seen.size() == 1);
+}
+
+TEST_CASE("evictor: level changes reach reclaimers", "[evictor]") {
+    struct listening final : memgov::reclaimer {
+        std::vector<pressure_level> levels;
+        std::string_view name() const noexcept override { return "listening"; }
+        bool handles(reclaim_action) const noexcept override { return false; }
+        std::size_t estimate(reclaim_action) const noexcept override { return 0; }
+        memgov::reclaim_result reclaim(const memgov::reclaim_request&) noexcept override {
+            return {};
+        }
+        void on_level(pressure_level l) noexcept override { levels.push_back(l); }
+    };
+    auto ev = quiet_evictor();
+    auto r = std::make_shared<listening>();
+    ev.add(r);
+    (void)ev.step(view(pressure_level::elevated, 0.75, 0.65), t0);
+    (void)ev.step(view(pressure_level::elevated, 0.75, 0.65), t0);
+    (void)ev.step(view(pressure_level::normal, 0.5, 0.0), t0);
+    CHECK(r->levels == std::vector{pressure_level::elevated, pressure_level::normal});
+}
+
+TEST_CASE("evictor: heap trimmer backs off while trims free little", "[evictor]") {
+    int calls = 0;
+    std::size_t rss = 100 * mib;
+    memgov::heap_trimmer h{memgov::heap_trim_config{}, [&] { ++calls; },
+                           [&] { return rss; }};
+    auto now = t0;
+    CHECK(h.maybe_trim(now) == 0); // first trim runs, frees nothing
+    CHECK(calls == 1);
+    CHECK(h.interval() == 200ms);
+    CHECK(h.maybe_trim(now + 100ms) == 0); // too soon: deferred
+    CHECK(calls == 1);
+    CHECK(h.deferred() == 1);
+    now += 200ms;
+    (void)h.maybe_trim(now); // frees nothing: interval doubles
+    CHECK(calls == 2);
+    CHECK(h.interval() == 400ms);
+    now += 400ms;
+    (void)h.maybe_trim(now);
+    CHECK(h.interval() == 800ms);
+    for (int i = 0; i < 10; ++i) {
+        now += h.interval();
+        (void)h.maybe_trim(now);
+    }
+    CHECK(h.interval() == 10s); // capped
+    // A useful trim resets the interval.
+    int trims_before = calls;
+    now += h.interval();
+    memgov::heap_trimmer::trim_fn dummy;
+    rss = 100 * mib;
+    // Make the next trim give back 5 MiB.
+    memgov::heap_trimmer h2{memgov::heap_trim_config{},
+                            [&] { rss -= 5 * mib; },
+                            [&] { return rss; }};
+    CHECK(h2.maybe_trim(now) == 5 * mib);
+    CHECK(h2.interval() == 200ms);
+    CHECK(calls == trims_before);
+}
+
+TEST_CASE("evictor: bad configuration throws std::invalid_argument naming the field",
+          "[evictor]") {
+    auto bad = [](auto mutate) {
+        memgov::evictor_config cfg;
+        mutate(cfg);
+        return memgov::evictor{cfg};
+    };
+    CHECK_THROWS_WITH(bad([](auto& c) { c.session_cost_cap = 0; }),
+                      Catch::Contains("session_cost_cap"));
+    CHECK_THROWS_WITH(bad([](auto& c) { c.emergency_margin = 1.5; }),
+                      Catch::Contains("emergency_margin"));
+    CHECK_THROWS_WITH(bad([](auto& c) { c.age_ladder = {{0.96, 200s}, {0.94, 400s}}; }),
+                      Catch::Contains("age_ladder"));
+    CHECK_THROWS_WITH(bad([](auto& c) { c.age_ladder = {{0.96, 0s}}; }),
+                      Catch::Contains("age_ladder"));
+    CHECK_THROWS_WITH(bad([](auto& c) {
+                          c.ladder[1] = {{reclaim_action::trim_pools, 0, false}};
+                      }),
+                      Catch::Contains("ladder"));
+    CHECK_THROWS_WITH(bad([](auto& c) { c.heap.min_interval = 0s; }),
+                      Catch::Contains("heap_trim_config::min_interval"));
+    CHECK_THROWS_WITH(bad([](auto& c) { c.heap.backoff_factor = 0.5; }),
+                      Catch::Contains("backoff_factor"));
+    memgov::evictor ev;
+    CHECK_THROWS_AS(ev.add(nullptr), std::invalid_argument);
+    CHECK_THROWS_WITH(memgov::function_reclaimer("", {}, [](const auto&) {
+                          return memgov::reclaim_result{};
+                      }),
+                      Catch::Contains("name is empty"));
+}
+
+TEST_CASE("evictor: a throwing user reclaimer frees nothing and the ladder goes on",
+          "[evictor]") {
+    auto ev = quiet_evictor();
+    auto sessions = std::make_shared<scripted>();
+    sessions->frees = 1;
+    ev.add(std::make_shared<memgov::function_reclaimer>(
+        "throws", std::vector{reclaim_action::trim_pools},
+        [](const memgov::reclaim_request&) -> memgov::reclaim_result {
+            throw std::runtime_error{"boom"};
+        }));
+    ev.add(make("sessions", {reclaim_action::sweep_expired}, sessions));
+    (void)ev.step(view(pressure_level::elevated, 0.75, 0.65), t0);
+    CHECK(sessions->seen.size() == 1);
+    const auto v = view(pressure_level::elevated, 0.75, 0.65);
+    STATIC_REQUIRE(noexcept(ev.step(v, t0)));
+}
