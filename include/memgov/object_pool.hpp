@@ -273,7 +273,8 @@ public:
         slot* m_slot = nullptr;
     };
 
-    /// A pool with `cfg`, charging `ledger` (if not null) and reading time from `clock`.
+    /// A pool with `cfg`, charging `ledger` (if not null; it must outlive the pool), reading
+    /// time from `clock` and resetting released objects with `reset`. Allocates no slots yet.
     /// Throws `std::invalid_argument` naming the bad field of `cfg`, or `std::bad_alloc`.
     explicit object_pool(object_pool_config cfg = {}, ledger* ledger = nullptr,
                          Clock clock = Clock{}, Reset reset = Reset{})
