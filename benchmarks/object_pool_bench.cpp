@@ -157,16 +157,6 @@ void memgov_object_pool_shared(benchmark::State& state) {
     state.SetItemsProcessed(state.iterations());
 }
 
-} // namespace
-
-BENCHMARK(memgov_object_pool)->ArgName("inflight")->Arg(1)->Arg(64);
-BENCHMARK(make_unique)->ArgName("inflight")->Arg(1)->Arg(64);
-BENCHMARK(boost_object_pool)->ArgName("inflight")->Arg(1)->Arg(64);
-BENCHMARK(memgov_object_pool_shared)->ArgName("inflight")->Arg(64)->Threads(2)->UseRealTime();
-BENCHMARK(make_unique)->ArgName("inflight")->Arg(64)->Threads(2)->UseRealTime();
-
-
-namespace {
 // Reference row, not a peer: the same use and reset on one object, no pool, no allocation.
 void floor_reused_object(benchmark::State& state) {
     message m;
@@ -177,6 +167,15 @@ void floor_reused_object(benchmark::State& state) {
         ++i;
     }
 }
-}
+
+} // namespace
+
+BENCHMARK(memgov_object_pool)->ArgName("inflight")->Arg(1)->Arg(64);
+BENCHMARK(make_unique)->ArgName("inflight")->Arg(1)->Arg(64);
+BENCHMARK(boost_object_pool)->ArgName("inflight")->Arg(1)->Arg(64);
+BENCHMARK(memgov_object_pool_shared)->ArgName("inflight")->Arg(64)->Threads(2)->UseRealTime();
+BENCHMARK(make_unique)->ArgName("inflight")->Arg(64)->Threads(2)->UseRealTime();
+
 BENCHMARK(floor_reused_object);
+
 BENCHMARK_MAIN();
