@@ -1,0 +1,474 @@
+// SPDX-License-Identifier: MIT
+// Tests of the pressure monitor on fake cgroup trees with a manual clock: sampling and
+// in-place rewrites, thresholds that scale with the limit, levels with hysteresis and dwell,
+// the ledger estimate between samples, the forecast, PSI triggers and their polling fallback,
+// subscribers, snapshots and configuration errors. Nothing sleeps to make time pass.
+
+#include <memgov/pressure_monitor.hpp>
+
+#include "fake_cgroup.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <chrono>
+#include <cstdlib>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+using namespace std::chrono_literals;
+using memgov::level_change;
+using memgov::manual_clock;
+using memgov::pressure_cause;
+using memgov::pressure_level;
+using memgov::pressure_monitor;
+using memgov::pressure_monitor_config;
+using memgov_test::fake_cgroup_tree;
+
+namespace {
+
+constexpr std::uint64_t MiB = 1024 * 1024;
+constexpr std::uint64_t GiB = 1024 * MiB;
+
+// A v2 tree with a 1 GiB limit on /app: red line 85%; enter 70/78/85/89%, exit 65/74/81/85%.
+struct rig {
+    fake_cgroup_tree tree = fake_cgroup_tree::v2("/app");
+    manual_clock clock;
+    memgov::ledger ledger;
+
+    rig() {
+        tree.set_limit("/app", GiB);
+        tree.set_usage("/app", 100 * MiB);
+    }
+    pressure_monitor_config config(bool forecast = false) const {
+        pressure_monitor_config c;
+        c.cgroup = tree.config();
+        c.use_systemd_pressure_env = false;
+        if (!forecast) c.forecast_horizon = 0s;
+        return c;
+    }
+    void usage(std::uint64_t bytes) { tree.set_usage("/app", bytes); }
+    // Usage at `percent` of 1 GiB.
+    void percent(double p) { usage(static_cast<std::uint64_t>(p / 100.0 * static_cast<double>(GiB))); }
+};
+
+struct recorder {
+    std::vector<level_change> changes;
+    memgov::pressure_subscription sub;
+    template <class Monitor>
+    explicit recorder(Monitor& m) : sub{m.subscribe([this](const level_change& c) { changes.push_back(c); })} {}
+};
+
+} // namespace
+
+TEST_CASE("pressure_monitor: the red line and thresholds scale with the limit", "[pressure_monitor]") {
+    const pressure_monitor_config c;
+    CHECK(c.red_line.ratio_for(4 * GiB) == 0.85);
+    CHECK(c.red_line.ratio_for(4 * GiB + 1) == 0.92);
+    CHECK(c.sample_period == 100ms);
+    CHECK(c.forecast_horizon == 10s);
+    const auto small = c.thresholds_for(GiB);
+    CHECK(small[0].enter == Approx(0.70));
+    CHECK(small[0].exit == Approx(0.65));
+    CHECK(small[1].enter == Approx(0.78));
+    CHECK(small[1].exit == Approx(0.74));
+    CHECK(small[2].enter == Approx(0.85)); // critical enter = the red line
+    CHECK(small[2].exit == Approx(0.81));
+    CHECK(small[3].enter == Approx(0.89)); // emergency above it
+    CHECK(small[3].exit == Approx(0.85));
+    const auto large = c.thresholds_for(8 * GiB);
+    CHECK(large[0].enter == Approx(0.77));
+    CHECK(large[2].enter == Approx(0.92));
+    CHECK(large[3].enter == Approx(0.96));
+    pressure_monitor_config abs;
+    abs.thresholds_relative = false;
+    abs.thresholds = {{{0.5, 0.4, 0s}, {0.6, 0.5, 0s}, {0.7, 0.6, 0s}, {0.8, 0.7, 0s}}};
+    CHECK(abs.thresholds_for(GiB)[2].enter == 0.7);
+    CHECK(abs.thresholds_for(64 * GiB)[2].enter == 0.7);
+}
+
+TEST_CASE("pressure_monitor: configuration errors name the field", "[pressure_monitor]") {
+    rig r;
+    auto bad = [&](auto&& edit) {
+        pressure_monitor_config c = r.config();
+        edit(c);
+        return c;
+    };
+    using M = pressure_monitor<manual_clock>;
+    CHECK_THROWS_WITH(M(bad([](auto& c) { c.sample_period = 0s; }), nullptr, r.clock),
+                      "memgov::pressure_monitor_config::sample_period: must be > 0");
+    CHECK_THROWS_WITH(M(bad([](auto& c) { c.growth_half_life = 0s; }), nullptr, r.clock),
+                      "memgov::pressure_monitor_config::growth_half_life: must be > 0");
+    CHECK_THROWS_WITH(M(bad([](auto& c) { c.red_line.small_limit_ratio = 1.5; }), nullptr, r.clock),
+                      "memgov::pressure_monitor_config::red_line.small_limit_ratio: must be in (0, 1]");
+    CHECK_THROWS_WITH(M(bad([](auto& c) { c.thresholds[1].exit = c.thresholds[1].enter; }), nullptr, r.clock),
+                      "memgov::pressure_monitor_config::thresholds[1].exit: must be below enter");
+    CHECK_THROWS_WITH(M(bad([](auto& c) { c.thresholds[2].enter = -0.5; c.thresholds[2].exit = -0.6; }), nullptr, r.clock),
+                      "memgov::pressure_monitor_config::thresholds[2].enter: must be above the previous level's enter");
+    CHECK_THROWS_WITH(M(bad([](auto& c) { c.thresholds[0].dwell = -1s; }), nullptr, r.clock),
+                      "memgov::pressure_monitor_config::thresholds[0].dwell: must be >= 0");
+    CHECK_THROWS_WITH(M(bad([](auto& c) { c.psi_trigger = "sometimes"; }), nullptr, r.clock),
+                      Catch::StartsWith("memgov::pressure_monitor_config::psi_trigger:"));
+    CHECK_THROWS_WITH(M(bad([](auto& c) { c.cgroup.root = "x"; }), nullptr, r.clock),
+                      "memgov::cgroup_config::root: must be an absolute path");
+    CHECK_THROWS_AS(M(bad([](auto& c) { c.estimate_period = -1ms; }), nullptr, r.clock), std::invalid_argument);
+}
+
+TEST_CASE("pressure_monitor: poll samples on the period and sees files rewritten in place", "[pressure_monitor]") {
+    rig r;
+    pressure_monitor<manual_clock> m{r.config(), nullptr, r.clock};
+    CHECK(m.snapshot().sample_count == 1); // the constructor samples
+    CHECK(m.snapshot().working_set_bytes == 100 * MiB);
+    r.usage(200 * MiB);
+    r.clock.advance(50ms);
+    m.poll(r.clock.now());
+    CHECK(m.snapshot().working_set_bytes == 100 * MiB); // not due yet
+    CHECK(m.snapshot().sample_count == 1);
+    r.clock.advance(50ms);
+    m.poll(r.clock.now());
+    CHECK(m.snapshot().working_set_bytes == 200 * MiB);
+    CHECK(m.snapshot().sample_count == 2);
+    r.usage(300 * MiB);
+    m.sample(r.clock.now()); // forced, whatever the period
+    CHECK(m.snapshot().working_set_bytes == 300 * MiB);
+    r.tree.set_limit("/app", 2 * GiB); // limits change at run time
+    m.sample(r.clock.now());
+    CHECK(m.snapshot().limit_bytes == 2 * GiB);
+}
+
+TEST_CASE("pressure_monitor: levels rise at once and fall below exit only after the dwell", "[pressure_monitor]") {
+    rig r;
+    pressure_monitor<manual_clock> m{r.config(), nullptr, r.clock};
+    recorder rec{m};
+    CHECK(m.level() == pressure_level::normal);
+    r.percent(80); // above high's 78%
+    m.sample(r.clock.now());
+    CHECK(m.level() == pressure_level::high);
+    REQUIRE(rec.changes.size() == 1);
+    CHECK(rec.changes[0].from == pressure_level::normal);
+    CHECK(rec.changes[0].to == pressure_level::high);
+    CHECK(rec.changes[0].cause == pressure_cause::ratio);
+    CHECK(rec.changes[0].limit_bytes == GiB);
+
+    r.percent(68); // below high's exit (74%), above elevated's exit (65%)
+    r.clock.advance(1s);
+    m.sample(r.clock.now());
+    CHECK(m.level() == pressure_level::high); // the 2 s dwell has not passed
+    r.clock.advance(1s);
+    m.sample(r.clock.now());
+    CHECK(m.level() == pressure_level::elevated);
+    CHECK(rec.changes.back().cause == pressure_cause::recovery);
+    r.percent(50);
+    r.clock.advance(1s);
+    m.sample(r.clock.now());
+    CHECK(m.level() == pressure_level::elevated); // elevated's own dwell restarted
+    r.clock.advance(1s);
+    m.sample(r.clock.now());
+    CHECK(m.level() == pressure_level::normal);
+    CHECK(rec.changes.size() == 3);
+
+    r.percent(95);
+    r.clock.advance(100ms);
+    m.sample(r.clock.now());
+    CHECK(m.level() == pressure_level::emergency); // straight up, no dwell on the way up
+}
+
+TEST_CASE("pressure_monitor: a ratio oscillating around an enter threshold does not flap", "[pressure_monitor]") {
+    rig r;
+    pressure_monitor<manual_clock> m{r.config(), nullptr, r.clock};
+    recorder rec{m};
+    for (int i = 0; i < 100; ++i) {
+        r.percent(i % 2 == 0 ? 86 : 83.5); // around critical's 85%, above its 81% exit
+        r.clock.advance(100ms);
+        m.poll(r.clock.now());
+    }
+    CHECK(m.level() == pressure_level::critical);
+    CHECK(rec.changes.size() == 1);
+}
+
+TEST_CASE("pressure_monitor: a zero limit is an emergency", "[pressure_monitor]") {
+    rig r;
+    r.tree.set_limit("/app", 0);
+    pressure_monitor<manual_clock> m{r.config(), nullptr, r.clock};
+    CHECK(m.level() == pressure_level::emergency);
+    CHECK(m.snapshot().ratio == std::numeric_limits<double>::infinity());
+}
+
+TEST_CASE("pressure_monitor: the ledger moves the estimate between samples", "[pressure_monitor]") {
+    rig r;
+    pressure_monitor<manual_clock> m{r.config(), &r.ledger, r.clock};
+    recorder rec{m};
+    CHECK(m.estimate_bytes() == 100 * MiB);
+    r.ledger.charge(memgov::category::sessions, 700 * MiB); // 800 MiB = 78.1%: high
+    CHECK(m.estimate_bytes() == 800 * MiB);
+    CHECK(m.level() == pressure_level::normal); // level() is only a load
+    CHECK(m.update_estimate(r.clock.now()) == pressure_level::high); // seen at once, no sample
+    CHECK(m.snapshot().sample_count == 1);
+    CHECK(m.snapshot().ledger_delta_bytes == static_cast<std::int64_t>(700 * MiB));
+    REQUIRE(rec.changes.size() == 1);
+    CHECK(rec.changes[0].estimate_bytes == 800 * MiB);
+
+    // The next sample recalibrates: the cgroup now shows the memory; the delta restarts.
+    r.usage(810 * MiB);
+    r.clock.advance(100ms);
+    m.poll(r.clock.now());
+    CHECK(m.estimate_bytes() == 810 * MiB);
+    CHECK(m.snapshot().ledger_delta_bytes == 0);
+    // A release lowers the estimate at once too (falls wait for poll and the dwell).
+    r.ledger.release(memgov::category::sessions, 300 * MiB);
+    CHECK(m.estimate_bytes() == 510 * MiB);
+    r.clock.advance(2s);
+    m.poll(r.clock.now()); // due: a sample, with the usage file still at 810 MiB
+    CHECK(m.level() == pressure_level::high);
+}
+
+TEST_CASE("pressure_monitor: growth toward the limit raises the level early", "[pressure_monitor]") {
+    rig r;
+    pressure_monitor<manual_clock> m{r.config(true), nullptr, r.clock};
+    recorder rec{m};
+    std::uint64_t u = 100 * MiB;
+    // 40 MiB per 100 ms = 400 MiB/s: from 10% the limit is ~2 s away.
+    for (int i = 0; i < 6 && m.level() == pressure_level::normal; ++i) {
+        u += 40 * MiB;
+        r.usage(u);
+        r.clock.advance(100ms);
+        m.poll(r.clock.now());
+    }
+    const auto s = m.snapshot();
+    INFO("ratio " << s.ratio << " growth " << s.growth_bytes_per_second);
+    CHECK(s.ratio < 0.5); // far below any ratio threshold...
+    CHECK(m.level() >= pressure_level::elevated); // ...yet raised
+    REQUIRE_FALSE(rec.changes.empty());
+    CHECK(rec.changes[0].cause == pressure_cause::forecast);
+    CHECK(s.growth_bytes_per_second > 0);
+    REQUIRE(s.time_to_limit);
+    CHECK(*s.time_to_limit < 10s);
+
+    // The forecast alone never goes past critical.
+    for (int i = 0; i < 5; ++i) {
+        u += 10 * MiB;
+        r.usage(u);
+        r.clock.advance(100ms);
+        m.poll(r.clock.now());
+    }
+    CHECK(m.level() <= pressure_level::critical);
+}
+
+TEST_CASE("pressure_monitor: slow growth does not raise the level", "[pressure_monitor]") {
+    rig r;
+    pressure_monitor<manual_clock> m{r.config(true), nullptr, r.clock};
+    std::uint64_t u = 100 * MiB;
+    for (int i = 0; i < 50; ++i) {
+        u += MiB / 10; // 1 MiB/s: the limit is ~15 minutes away
+        r.usage(u);
+        r.clock.advance(100ms);
+        m.poll(r.clock.now());
+    }
+    CHECK(m.level() == pressure_level::normal);
+    const auto s = m.snapshot();
+    REQUIRE(s.time_to_limit);
+    CHECK(*s.time_to_limit > 60s);
+}
+
+TEST_CASE("pressure_monitor: subscribers run outside the locks and stop when reset", "[pressure_monitor]") {
+    rig r;
+    pressure_monitor<manual_clock> m{r.config(), nullptr, r.clock};
+    int calls = 0;
+    int nested_calls = 0;
+    memgov::pressure_subscription nested;
+    auto sub = m.subscribe([&](const level_change& c) {
+        ++calls;
+        // Re-entering the monitor from a callback must not deadlock.
+        CHECK(m.level() == c.to);
+        CHECK(m.snapshot().level == c.to);
+        m.poll(r.clock.now());
+        if (!nested) nested = m.subscribe([&](const level_change&) { ++nested_calls; });
+    });
+    auto thrower = m.subscribe([](const level_change&) { throw std::runtime_error{"ignored"}; });
+    r.percent(80);
+    m.sample(r.clock.now());
+    CHECK(calls == 1);
+    r.percent(95);
+    m.sample(r.clock.now());
+    CHECK(calls == 2);
+    CHECK(nested_calls == 1);
+    sub.reset();
+    CHECK_FALSE(sub);
+    r.percent(10);
+    r.clock.advance(10s);
+    m.sample(r.clock.now());
+    CHECK(calls == 2);
+    CHECK(nested_calls == 2);
+}
+
+TEST_CASE("pressure_monitor: snapshot reports every figure", "[pressure_monitor]") {
+    rig r;
+    r.tree.set_inactive_file("/app", 20 * MiB);
+    r.tree.set_oom_kills("/app", 4);
+    r.tree.set_peak("/app", 900 * MiB);
+    r.tree.set_psi(3.5, 1.25, 100, 50);
+    r.tree.set_rss(70 * MiB);
+    pressure_monitor<manual_clock> m{r.config(), &r.ledger, r.clock};
+    r.ledger.charge(memgov::category::windows, 10 * MiB);
+    r.tree.set_oom_kills("/app", 6);
+    r.clock.advance(100ms);
+    m.poll(r.clock.now());
+    r.clock.advance(30ms);
+    const auto s = m.snapshot();
+    CHECK(s.limit_bytes == GiB);
+    CHECK(s.limit_from == memgov::limit_source::cgroup_v2_max);
+    CHECK(s.binding_cgroup == "/app");
+    CHECK(s.limit_origin.find("/sys/fs/cgroup/app/memory.max") != std::string::npos);
+    CHECK(s.usage_bytes == 100 * MiB);
+    CHECK(s.usage_from == memgov::usage_source::cgroup_v2);
+    CHECK(s.working_set_bytes == 80 * MiB);
+    CHECK(s.rss_bytes == 70 * MiB);
+    CHECK(s.estimate_bytes == 80 * MiB); // the charge came before this sample: already in
+    CHECK(s.ratio == Approx(80.0 / 1024.0));
+    CHECK(s.red_line == 0.85);
+    CHECK(s.thresholds[2].enter == Approx(0.85));
+    CHECK(s.level == pressure_level::normal);
+    REQUIRE(s.psi);
+    CHECK(s.psi->some.avg10 == Approx(3.5));
+    CHECK(s.psi->full.total_us == 50U);
+    CHECK(s.oom_kills == 6U);
+    CHECK(s.oom_kills_since_start == 2U);
+    CHECK(s.peak_bytes == 900 * MiB);
+    CHECK(s.sample_count == 2);
+    CHECK(s.sample_failures == 0);
+    CHECK(s.sample_age == 30ms);
+    CHECK(s.psi_watch == memgov::psi_watch_state::disabled);
+}
+
+TEST_CASE("pressure_monitor: an explicit limit works without any cgroup", "[pressure_monitor]") {
+    rig r;
+    pressure_monitor_config c = r.config();
+    c.cgroup.root = std::string{MEMGOV_TEST_DATA_DIR} + "/cgroup/v2_max"; // no cgroup limit
+    c.cgroup.explicit_limit = 8 * MiB;                                    // statm RSS is ~4 MB
+    pressure_monitor<manual_clock> m{c, nullptr, r.clock};
+    const auto s = m.snapshot();
+    CHECK(s.limit_from == memgov::limit_source::configuration);
+    CHECK(s.usage_from == memgov::usage_source::proc_statm);
+    CHECK(s.ratio == Approx(static_cast<double>(1000 * fake_cgroup_tree::page_size()) / (8.0 * MiB)));
+}
+
+TEST_CASE("pressure_monitor: failed samples are counted and keep the level", "[pressure_monitor]") {
+    rig r;
+    pressure_monitor_config c = r.config();
+    c.cgroup.root = std::string{MEMGOV_TEST_DATA_DIR} + "/cgroup/empty";
+    pressure_monitor<manual_clock> m{c, nullptr, r.clock};
+    r.clock.advance(100ms);
+    m.poll(r.clock.now());
+    const auto s = m.snapshot();
+    CHECK(s.sample_count == 0);
+    CHECK(s.sample_failures == 2);
+    CHECK(m.level() == pressure_level::normal);
+    CHECK_FALSE(s.fallbacks.empty());
+}
+
+TEST_CASE("pressure_monitor: a PSI watch that cannot register falls back to polling the file", "[pressure_monitor]") {
+    rig r;
+    // systemd's variables, with a WRITE that is not base64: the trigger cannot be registered,
+    // so the file is polled against the configured trigger (10%: 200 ms in 2 s).
+    const std::string watch = r.tree.path("/proc/pressure/memory").string();
+    ::setenv("MEMORY_PRESSURE_WATCH", watch.c_str(), 1);
+    ::setenv("MEMORY_PRESSURE_WRITE", "***", 1);
+    pressure_monitor_config c = r.config();
+    c.use_systemd_pressure_env = true;
+    c.psi_hold = 2s;
+    pressure_monitor<manual_clock> m{c, nullptr, r.clock};
+    ::unsetenv("MEMORY_PRESSURE_WATCH");
+    ::unsetenv("MEMORY_PRESSURE_WRITE");
+    recorder rec{m};
+    auto s = m.snapshot();
+    CHECK(s.psi_watch == memgov::psi_watch_state::polling);
+    CHECK(s.psi_watch_path == watch);
+    CHECK(s.psi_watch_reason.find("not valid base64") != std::string::npos);
+    CHECK(m.level() == pressure_level::normal);
+
+    r.tree.set_psi(15.0, 2.0); // some avg10 15% >= 10%
+    r.clock.advance(100ms);
+    m.poll(r.clock.now());
+    CHECK(m.level() == pressure_level::elevated);
+    REQUIRE(rec.changes.size() == 1);
+    CHECK(rec.changes[0].cause == pressure_cause::psi);
+    CHECK(m.snapshot().psi_events == 1);
+
+    r.tree.set_psi(0.0, 0.0);
+    r.clock.advance(2s); // past the hold and elevated's dwell
+    m.poll(r.clock.now());
+    CHECK(m.level() == pressure_level::normal);
+}
+
+TEST_CASE("pressure_monitor: /dev/null disables the watch; the real PSI file registers or polls", "[pressure_monitor]") {
+    rig r;
+    pressure_monitor_config c = r.config();
+    c.psi_watch = "/dev/null";
+    {
+        pressure_monitor<manual_clock> m{c, nullptr, r.clock};
+        CHECK(m.snapshot().psi_watch == memgov::psi_watch_state::disabled);
+        CHECK(m.psi_fd() == -1);
+    }
+    if (::access("/proc/pressure/memory", R_OK) != 0) {
+        WARN("SKIPPED: no /proc/pressure/memory on this machine");
+        return;
+    }
+    c.psi_watch = "/proc/pressure/memory";
+    c.psi_trigger = "some 150000 1000000"; // a 1 s window: refused without CAP_SYS_RESOURCE
+    {
+        pressure_monitor<manual_clock> m{c, nullptr, r.clock};
+        const auto s = m.snapshot();
+        INFO(s.psi_watch_reason);
+        if (s.psi_watch == memgov::psi_watch_state::polling) {
+            CHECK(s.psi_watch_reason.find("refused") != std::string::npos);
+            CHECK(m.psi_fd() == -1);
+        } else {
+            CHECK(s.psi_watch == memgov::psi_watch_state::registered);
+        }
+    }
+    c.psi_trigger = "some 200000 2000000";
+    {
+        pressure_monitor<manual_clock> m{c, nullptr, r.clock};
+        const auto s = m.snapshot();
+        INFO(s.psi_watch_reason);
+        CHECK(s.psi_watch != memgov::psi_watch_state::disabled);
+        if (s.psi_watch == memgov::psi_watch_state::registered) CHECK(m.psi_fd() >= 0);
+    }
+}
+
+TEST_CASE("pressure_monitor: start and stop the sampler thread", "[pressure_monitor]") {
+    rig r;
+    pressure_monitor_config c = r.config();
+    c.sample_period = 1ms;
+    c.estimate_period = 1ms;
+    pressure_monitor<> m{c, &r.ledger};
+    m.start();
+    m.start(); // no-op
+    CHECK(m.running());
+    r.percent(80);
+    // Wait (bounded) for the thread to sample the new usage.
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (m.level() != pressure_level::high && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::yield();
+    }
+    CHECK(m.level() == pressure_level::high);
+    m.stop();
+    CHECK_FALSE(m.running());
+    m.stop(); // no-op
+    CHECK(m.snapshot().sample_count >= 2);
+}
+
+TEST_CASE("pressure_monitor: observers, stop and subscriptions are noexcept", "[pressure_monitor]") {
+    using M = pressure_monitor<manual_clock>;
+    STATIC_REQUIRE(noexcept(std::declval<const M&>().level()));
+    STATIC_REQUIRE(noexcept(std::declval<const M&>().estimate_bytes()));
+    STATIC_REQUIRE(noexcept(std::declval<M&>().update_estimate(std::declval<memgov::time_point>())));
+    STATIC_REQUIRE(noexcept(std::declval<M&>().stop()));
+    STATIC_REQUIRE(noexcept(std::declval<const M&>().psi_fd()));
+    STATIC_REQUIRE(std::is_nothrow_destructible_v<M>);
+    STATIC_REQUIRE(std::is_nothrow_move_constructible_v<memgov::pressure_subscription>);
+    STATIC_REQUIRE(std::is_nothrow_move_assignable_v<memgov::pressure_subscription>);
+    STATIC_REQUIRE(noexcept(std::declval<memgov::pressure_subscription&>().reset()));
+    STATIC_REQUIRE_FALSE(std::is_copy_constructible_v<memgov::pressure_subscription>);
+    STATIC_REQUIRE(noexcept(memgov::to_string(pressure_cause::forecast)));
+}
