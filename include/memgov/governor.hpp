@@ -1,0 +1,620 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+
+/// \file
+/// The governor: one small facade over the ledger, the pressure monitor and the graded evictor.
+///
+/// - `admit(cost, kind)` at ingress: one atomic load and a compare on the fast path. New
+///   sessions are refused from `admission_config::close_sessions_at` (critical, the red line),
+///   all new work from `refuse_all_at` (emergency), and any admission whose cost would pass the
+///   ceiling (`ceiling_ratio` of the limit) is refused for lack of headroom.
+/// - `poll(now)` from the service's event loop, or `start()`/`stop()` for a thread of its own:
+///   polls the monitor, updates the admission gates, and steps the evictor while the level is
+///   above normal (every `step_period`, and at once when the level rises).
+/// - `register_reclaimer(...)` adds what the evictor may ask to give memory back.
+/// - `stats()`, `health()` and `collect(sink)` report everything (Prometheus: `prometheus.hpp`).
+///
+/// Lock order: governor poll mutex → monitor mutex (inside `poll`) → evictor mutex (inside
+/// `step`) → reclaimers' own locks. The admission path takes no lock.
+
+#include <memgov/clock.hpp>
+#include <memgov/config.hpp>
+#include <memgov/evictor.hpp>
+#include <memgov/ledger.hpp>
+#include <memgov/metrics.hpp>
+#include <memgov/pressure_level.hpp>
+#include <memgov/pressure_monitor.hpp>
+#include <memgov/prometheus.hpp>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <limits>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <utility>
+#include <vector>
+
+MEMGOV_NAMESPACE_BEGIN
+
+/// What is being admitted.
+enum class admit_kind : std::uint8_t {
+    session = 0, ///< A new session (connection, stream): refused from the red line on.
+    work = 1     ///< New work for an existing session (a message, bytes): refused at emergency.
+};
+/// Number of admission kinds.
+inline constexpr std::size_t admit_kind_count = 2;
+
+/// The outcome of an admission.
+enum class admit_reason : std::uint8_t {
+    admitted = 0,        ///< Go ahead.
+    sessions_closed = 1, ///< New sessions are closed (critical or above).
+    all_closed = 2,      ///< All new work is refused (emergency).
+    no_headroom = 3      ///< The cost would pass the ceiling.
+};
+/// Number of admission reasons, `admitted` included.
+inline constexpr std::size_t admit_reason_count = 4;
+
+/// Names ("session", "work"; "admitted", "sessions_closed", ...). Thread safety: pure.
+[[nodiscard]] constexpr std::string_view to_string(admit_kind k) noexcept {
+    return k == admit_kind::session ? "session" : "work";
+}
+/// See `to_string(admit_kind)`.
+[[nodiscard]] constexpr std::string_view to_string(admit_reason r) noexcept {
+    switch (r) {
+    case admit_reason::admitted: return "admitted";
+    case admit_reason::sessions_closed: return "sessions_closed";
+    case admit_reason::all_closed: return "all_closed";
+    case admit_reason::no_headroom: return "no_headroom";
+    }
+    return "unknown";
+}
+
+/// The answer of `governor::admit`: true when admitted, else the reason.
+struct admission {
+    admit_reason reason = admit_reason::admitted;
+    /// True when admitted.
+    [[nodiscard]] explicit operator bool() const noexcept {
+        return reason == admit_reason::admitted;
+    }
+};
+
+/// Admission control at ingress.
+struct admission_config {
+    /// False: everything is admitted (refusals are neither made nor counted).
+    bool enabled = true;
+    /// New sessions are refused from this level on (default: critical, the red line).
+    pressure_level close_sessions_at = pressure_level::critical;
+    /// All new work is refused from this level on (default: emergency).
+    pressure_level refuse_all_at = pressure_level::emergency;
+    /// An admission whose cost would take the estimate past this share of the limit is refused
+    /// (no_headroom). Default 0.95: the last 5% are for what does not go through memgov.
+    double ceiling_ratio = 0.95;
+};
+
+/// Configuration of a `governor`. Validated once by the constructor.
+struct governor_config {
+    /// The pressure monitor (limit discovery, thresholds, sampling period, forecast).
+    pressure_monitor_config monitor{};
+    /// The evictor's policy table.
+    evictor_config evictor{};
+    /// Admission control.
+    admission_config admission{};
+    /// How often the governor's own thread polls (`start()`). Files are still read only every
+    /// `monitor.sample_period`; in between the ledger estimate is re-evaluated. Default 10 ms.
+    duration poll_period = std::chrono::milliseconds{10};
+    /// While above normal, the evictor steps at most this often (and at once when the level
+    /// rises). Default 100 ms.
+    duration step_period = std::chrono::milliseconds{100};
+    /// Dry run: the evictor counts instead of acting, and admission counts would-be refusals
+    /// but admits.
+    bool dry_run = false;
+};
+
+/// Admission counters.
+struct admission_stats {
+    /// Admitted, by kind.
+    std::array<std::uint64_t, admit_kind_count> admitted{};
+    /// Refused, by kind and reason (index by `admit_reason`; `admitted` stays 0).
+    std::array<std::array<std::uint64_t, admit_reason_count>, admit_kind_count> refused{};
+    /// Would-be refusals counted in dry run, by kind and reason.
+    std::array<std::array<std::uint64_t, admit_reason_count>, admit_kind_count> dry_refused{};
+    /// Times the session gate closed and reopened.
+    std::uint64_t session_gate_closes = 0;
+    std::uint64_t session_gate_opens = 0;
+    /// Whether new sessions and new work are admitted now (cost aside).
+    bool sessions_open = true;
+    bool work_open = true;
+
+    /// All refusals.
+    [[nodiscard]] std::uint64_t total_refused() const noexcept {
+        std::uint64_t t = 0;
+        for (const auto& k : refused) {
+            for (auto n : k) t += n;
+        }
+        return t;
+    }
+};
+
+/// One reclaimer as seen in the stats.
+struct reclaimer_info {
+    std::string name;
+    double reuse_rate = -1.0; ///< negative when not applicable
+};
+
+/// Everything the governor knows.
+struct governor_stats {
+    pressure_snapshot pressure;
+    evictor_stats evictor;
+    admission_stats admission;
+    ledger_snapshot ledger;
+    std::vector<reclaimer_info> reclaimers;
+    std::uint64_t polls = 0;
+    std::uint64_t steps = 0;
+};
+
+/// A short answer to "how is it doing?" (seed gateway's health endpoint).
+struct health_summary {
+    pressure_level level = pressure_level::normal;
+    std::uint64_t limit_bytes = 0;
+    std::uint64_t estimate_bytes = 0;
+    /// Bytes left before the red line (negative: past it).
+    std::int64_t headroom_bytes = 0;
+    double ratio = 0.0;
+    double growth_bytes_per_second = 0.0;
+    std::optional<duration> time_to_limit{};
+    std::uint64_t rejections_last_minute = 0;
+    std::uint64_t evictions_last_minute = 0;
+    std::vector<reclaimer_info> reuse_rates;
+};
+
+/// The facade. See the file comment.
+/// Thread safety: `admit` from any number of threads, lock-free; everything else from any
+/// thread (serialised internally).
+template <clock_type Clock = steady_clock>
+class governor {
+public:
+    /// Validates `cfg` (throws `std::invalid_argument` naming the field), builds the ledger,
+    /// the monitor (which takes a first sample) and the evictor. `trim` and `rss` replace
+    /// `malloc_trim(0)` and the RSS reading of the heap trimmer (tests, other allocators).
+    explicit governor(governor_config cfg = {}, Clock clock = Clock{},
+                      heap_trimmer::trim_fn trim = {}, heap_trimmer::rss_fn rss = {})
+        : m_cfg{validate(std::move(cfg))}, m_clock{std::move(clock)},
+          m_monitor{m_cfg.monitor, &m_ledger, m_clock},
+          m_evictor{with_dry_run(m_cfg.evictor, m_cfg.dry_run), std::move(trim), std::move(rss)} {
+        m_counts_session = m_counts.define("admitted_session");
+        m_counts_work = m_counts.define("admitted_work");
+        const auto s = m_monitor.snapshot();
+        update_gates(s.level, s.estimate_bytes, s.limit_bytes);
+        m_subscription = m_monitor.subscribe([this](const level_change& c) {
+            update_gates(c.to, c.estimate_bytes, c.limit_bytes);
+        });
+    }
+
+    governor(const governor&) = delete;
+    governor& operator=(const governor&) = delete;
+    /// Stops the thread if it runs.
+    ~governor() {
+        stop();
+        m_subscription.reset();
+    }
+
+    /// The ledger every part should charge.
+    [[nodiscard]] memgov::ledger& ledger() noexcept { return m_ledger; }
+    /// The pressure monitor.
+    [[nodiscard]] pressure_monitor<Clock>& monitor() noexcept { return m_monitor; }
+    /// The evictor.
+    [[nodiscard]] memgov::evictor& evictor() noexcept { return m_evictor; }
+    /// The configuration in force.
+    [[nodiscard]] const governor_config& config() const noexcept { return m_cfg; }
+
+    /// The current level: one atomic load.
+    [[nodiscard]] pressure_level level() const noexcept { return m_monitor.level(); }
+
+    /// Asks to admit `cost` bytes of `kind`. Fast path: one atomic load and a compare, plus a
+    /// thread-owned counter; no lock, no allocation, no system call.
+    /// Thread safety: any thread. Complexity: O(1).
+    [[nodiscard]] admission admit(std::size_t cost, admit_kind kind = admit_kind::work) noexcept {
+        const auto k = static_cast<std::size_t>(kind);
+        const std::int64_t allow = m_allow[k].load(std::memory_order_relaxed);
+        const auto c = static_cast<std::int64_t>(
+            std::min<std::size_t>(cost, static_cast<std::size_t>(std::numeric_limits<std::int64_t>::max())));
+        if (MEMGOV_LIKELY(c <= allow)) {
+            m_counts.charge(kind == admit_kind::session ? m_counts_session : m_counts_work, 1);
+            return {};
+        }
+        return refuse(k, c);
+    }
+
+    /// Adds a reclaimer for the evictor (it shares ownership). Throws `std::invalid_argument`
+    /// if `r` is null.
+    void register_reclaimer(std::shared_ptr<reclaimer> r) { m_evictor.add(std::move(r)); }
+
+    /// Polls the monitor, updates the gates and steps the evictor when due; returns the level.
+    /// Call it from an event loop every few milliseconds, or use `start()`.
+    /// Thread safety: any thread (serialised). Throws `std::bad_alloc` only.
+    pressure_level poll(time_point now) {
+        std::lock_guard lock{m_poll_mutex};
+        ++m_polls;
+        record_history(now); // the counts as they stand before this poll acts
+        const pressure_level lvl = m_monitor.poll(now);
+        const std::uint64_t est = m_monitor.estimate_bytes();
+        // The limit changes rarely; refresh it (and the thresholds) with each file sample.
+        if (m_polls == 1 || now - m_limit_read >= m_cfg.monitor.sample_period) {
+            refresh_limit(now);
+        }
+        update_gates(lvl, est, m_limit_cache);
+        const bool rose = lvl > m_last_step_level;
+        if (lvl > pressure_level::normal &&
+            (rose || !m_stepped || now - m_last_step >= m_cfg.step_period)) {
+            const pressure_view v = view(lvl, est);
+            (void)m_evictor.step(v, now);
+            ++m_steps;
+            m_stepped = true;
+            m_last_step = now;
+            // The step may have freed enough to change the level at once.
+            const pressure_level after = m_monitor.poll(now);
+            update_gates(after, m_monitor.estimate_bytes(), m_limit_cache);
+        }
+        m_last_step_level = lvl;
+        return m_monitor.level();
+    }
+    /// `poll(clock.now())`.
+    pressure_level poll() { return poll(m_clock.now()); }
+
+    /// Starts a thread that calls `poll()` every `poll_period`. No-op if running.
+    /// Throws `std::system_error` if the thread cannot start.
+    void start() {
+        std::lock_guard lock{m_thread_mutex};
+        if (m_thread.joinable()) return;
+        m_stop = false;
+        m_thread = std::thread{[this] { run(); }};
+    }
+    /// Stops the thread and waits for it. Never throws.
+    void stop() noexcept {
+        std::lock_guard lock{m_thread_mutex};
+        if (!m_thread.joinable()) return;
+        {
+            std::lock_guard l{m_wait_mutex};
+            m_stop = true;
+        }
+        m_wake.notify_all();
+        m_thread.join();
+    }
+    /// True while the thread runs.
+    [[nodiscard]] bool running() const noexcept {
+        std::lock_guard lock{m_thread_mutex};
+        return m_thread.joinable();
+    }
+
+    /// A copy of every counter. Allocates. Thread safety: any thread.
+    [[nodiscard]] governor_stats stats() const {
+        governor_stats s;
+        s.pressure = m_monitor.snapshot();
+        s.evictor = m_evictor.stats();
+        s.admission = admission_counts();
+        s.ledger = m_ledger.snapshot();
+        for (const auto& r : m_evictor.reclaimers()) {
+            s.reclaimers.push_back({std::string{r->name()}, r->reuse_rate()});
+        }
+        std::lock_guard lock{m_poll_mutex};
+        s.polls = m_polls;
+        s.steps = m_steps;
+        return s;
+    }
+
+    /// The health summary. Allocates. Thread safety: any thread.
+    [[nodiscard]] health_summary health() const {
+        const pressure_snapshot p = m_monitor.snapshot();
+        health_summary h;
+        h.level = p.level;
+        h.limit_bytes = p.limit_bytes;
+        h.estimate_bytes = p.estimate_bytes;
+        h.ratio = p.ratio;
+        h.headroom_bytes = static_cast<std::int64_t>(p.red_line * static_cast<double>(p.limit_bytes)) -
+                           static_cast<std::int64_t>(p.estimate_bytes);
+        h.growth_bytes_per_second = p.growth_bytes_per_second;
+        h.time_to_limit = p.time_to_limit;
+        for (const auto& r : m_evictor.reclaimers()) {
+            if (r->reuse_rate() >= 0.0) h.reuse_rates.push_back({std::string{r->name()}, r->reuse_rate()});
+        }
+        const std::uint64_t rej = admission_counts().total_refused();
+        const std::uint64_t ev = evictions(m_evictor.stats());
+        const time_point now = m_clock.now();
+        std::lock_guard lock{m_poll_mutex};
+        std::uint64_t rej0 = rej;
+        std::uint64_t ev0 = ev;
+        for (const auto& e : m_history) { // oldest first: the first within the minute is the base
+            if (now - e.at <= std::chrono::minutes{1}) {
+                rej0 = e.rejections;
+                ev0 = e.evictions;
+                break;
+            }
+        }
+        h.rejections_last_minute = rej - std::min(rej, rej0);
+        h.evictions_last_minute = ev - std::min(ev, ev0);
+        return h;
+    }
+
+    /// Writes every statistic of the governor and of every registered part into `sink`.
+    /// Throws `std::bad_alloc`.
+    void collect(metric_sink& sink) const {
+        const governor_stats s = stats();
+        const auto& p = s.pressure;
+        const auto g = [&](std::string_view name, std::string_view help, double v) {
+            sink.sample(name, help, metric_type::gauge, {}, v);
+        };
+        g("limit_bytes", "The binding memory limit", static_cast<double>(p.limit_bytes));
+        g("usage_bytes", "Usage of the binding cgroup at the last sample",
+          static_cast<double>(p.usage_bytes));
+        g("working_set_bytes", "Usage minus inactive file cache at the last sample",
+          static_cast<double>(p.working_set_bytes));
+        g("rss_bytes", "The process's resident set at the last sample",
+          static_cast<double>(p.rss_bytes));
+        g("estimate_bytes", "Working set plus what the ledger moved since the last sample",
+          static_cast<double>(p.estimate_bytes));
+        g("usage_ratio", "Estimate over limit", p.ratio);
+        g("red_line_ratio", "The red line (critical threshold) as a share of the limit",
+          p.red_line);
+        g("growth_bytes_per_second", "Smoothed growth rate of the working set",
+          p.growth_bytes_per_second);
+        g("time_to_limit_seconds", "Forecast time to the limit (+Inf when not growing)",
+          p.time_to_limit ? std::chrono::duration<double>(*p.time_to_limit).count()
+                          : std::numeric_limits<double>::infinity());
+        for (std::size_t li = 0; li < pressure_level_count; ++li) {
+            const auto l = static_cast<pressure_level>(li);
+            sink.sample("pressure_level", "1 for the current pressure level, 0 for the others",
+                        metric_type::gauge, {{"level", to_string(l)}}, l == p.level ? 1.0 : 0.0);
+        }
+        if (p.psi) {
+            const auto psi = [&](std::string_view kind, const psi_line& l) {
+                sink.sample("psi_avg10_percent", "PSI memory stall share over 10 s",
+                            metric_type::gauge, {{"kind", kind}}, l.avg10);
+                sink.sample("psi_avg60_percent", "PSI memory stall share over 60 s",
+                            metric_type::gauge, {{"kind", kind}}, l.avg60);
+                sink.sample("psi_stall_seconds_total", "PSI memory stall time",
+                            metric_type::counter, {{"kind", kind}},
+                            static_cast<double>(l.total_us) / 1e6);
+            };
+            psi("some", p.psi->some);
+            if (p.psi->has_full) psi("full", p.psi->full);
+        }
+        sink.sample("oom_kills_total", "OOM kills in the binding cgroup since the monitor started",
+                    metric_type::counter, {}, static_cast<double>(p.oom_kills_since_start));
+        sink.sample("samples_total", "Successful monitor samples", metric_type::counter, {},
+                    static_cast<double>(p.sample_count));
+        sink.sample("sample_failures_total", "Monitor samples with no limit or usage",
+                    metric_type::counter, {}, static_cast<double>(p.sample_failures));
+        g("sample_age_seconds", "Age of the last successful sample",
+          std::chrono::duration<double>(p.sample_age).count());
+
+        for (std::size_t k = 0; k < admit_kind_count; ++k) {
+            const auto kind = to_string(static_cast<admit_kind>(k));
+            sink.sample("admissions_total", "Admissions granted, by kind", metric_type::counter,
+                        {{"kind", kind}}, static_cast<double>(s.admission.admitted[k]));
+            for (std::size_t r = 1; r < admit_reason_count; ++r) {
+                const auto reason = to_string(static_cast<admit_reason>(r));
+                sink.sample("rejections_total", "Admissions refused, by kind and reason",
+                            metric_type::counter, {{"kind", kind}, {"reason", reason}},
+                            static_cast<double>(s.admission.refused[k][r]));
+                sink.sample("dry_run_rejections_total",
+                            "Admissions that would have been refused (dry run)",
+                            metric_type::counter, {{"kind", kind}, {"reason", reason}},
+                            static_cast<double>(s.admission.dry_refused[k][r]));
+            }
+        }
+        g("sessions_admission_open", "1 while new sessions are admitted",
+          s.admission.sessions_open ? 1.0 : 0.0);
+        g("work_admission_open", "1 while new work is admitted", s.admission.work_open ? 1.0 : 0.0);
+        sink.sample("polls_total", "Governor polls", metric_type::counter, {},
+                    static_cast<double>(s.polls));
+        memgov::collect(sink, m_ledger);
+        memgov::collect(sink, s.evictor);
+        for (const auto& r : m_evictor.reclaimers()) {
+            r->collect(sink);
+            if (r->reuse_rate() >= 0.0) {
+                sink.sample("reuse_ratio", "Share of requests served by reuse, by reclaimer",
+                            metric_type::gauge, {{"reclaimer", r->name()}}, r->reuse_rate());
+            }
+        }
+    }
+
+private:
+    struct history_entry {
+        time_point at;
+        std::uint64_t rejections;
+        std::uint64_t evictions;
+    };
+
+    static governor_config validate(governor_config c) {
+        const auto& a = c.admission;
+        if (!(a.ceiling_ratio > 0.0 && a.ceiling_ratio <= 1.0)) {
+            throw std::invalid_argument{
+                "memgov::admission_config::ceiling_ratio: must be in (0, 1]"};
+        }
+        if (a.refuse_all_at < a.close_sessions_at) {
+            throw std::invalid_argument{
+                "memgov::admission_config::refuse_all_at: must not be below close_sessions_at"};
+        }
+        if (c.poll_period.count() <= 0) {
+            throw std::invalid_argument{"memgov::governor_config::poll_period: must be > 0"};
+        }
+        if (c.step_period.count() < 0) {
+            throw std::invalid_argument{"memgov::governor_config::step_period: must be >= 0"};
+        }
+        return c;
+    }
+
+    static evictor_config with_dry_run(evictor_config e, bool dry) {
+        e.dry_run = e.dry_run || dry;
+        return e;
+    }
+
+    static std::uint64_t evictions(const evictor_stats& s) noexcept {
+        std::uint64_t n = 0;
+        for (auto a : {reclaim_action::sweep_expired, reclaim_action::evict_by_age,
+                       reclaim_action::evict_over_cost, reclaim_action::evict_lru}) {
+            n += s.total(a).items;
+        }
+        return n;
+    }
+
+    MEMGOV_COLD admission refuse(std::size_t k, std::int64_t cost) noexcept {
+        auto reason = static_cast<admit_reason>(m_reason[k].load(std::memory_order_relaxed));
+        if (reason == admit_reason::admitted) {
+            // The gate opened between the two loads; recheck against the current allowance.
+            if (cost <= m_allow[k].load(std::memory_order_relaxed)) {
+                m_counts.charge(k == 0 ? m_counts_session : m_counts_work, 1);
+                return {};
+            }
+            reason = admit_reason::no_headroom;
+        }
+        const auto r = static_cast<std::size_t>(reason);
+        if (m_cfg.dry_run) {
+            m_dry_refused[k][r].fetch_add(1, std::memory_order_relaxed);
+            m_counts.charge(k == 0 ? m_counts_session : m_counts_work, 1);
+            return {};
+        }
+        m_refused[k][r].fetch_add(1, std::memory_order_relaxed);
+        return {reason};
+    }
+
+    void update_gates(pressure_level lvl, std::uint64_t est, std::uint64_t limit) noexcept {
+        std::lock_guard lock{m_gate_mutex};
+        const auto& a = m_cfg.admission;
+        std::int64_t headroom = std::numeric_limits<std::int64_t>::max();
+        if (limit > 0) {
+            const auto ceiling = static_cast<std::int64_t>(a.ceiling_ratio * static_cast<double>(limit));
+            headroom = ceiling - static_cast<std::int64_t>(est);
+        }
+        for (std::size_t k = 0; k < admit_kind_count; ++k) {
+            admit_reason reason = admit_reason::admitted;
+            if (a.enabled) {
+                if (lvl >= a.refuse_all_at) reason = admit_reason::all_closed;
+                else if (k == 0 && lvl >= a.close_sessions_at) reason = admit_reason::sessions_closed;
+                else if (headroom < 0) reason = admit_reason::no_headroom;
+            }
+            std::int64_t allow = std::numeric_limits<std::int64_t>::max();
+            if (reason != admit_reason::admitted) allow = -1;
+            else if (a.enabled) allow = headroom;
+            m_reason[k].store(static_cast<std::uint8_t>(reason), std::memory_order_relaxed);
+            m_allow[k].store(allow, std::memory_order_relaxed);
+        }
+        const bool sessions_open = !(a.enabled && lvl >= a.close_sessions_at);
+        if (sessions_open != m_sessions_open) {
+            (sessions_open ? m_gate_opens : m_gate_closes).fetch_add(1, std::memory_order_relaxed);
+            m_sessions_open = sessions_open;
+        }
+        m_work_open.store(!(a.enabled && lvl >= a.refuse_all_at), std::memory_order_relaxed);
+        m_sessions_open_atomic.store(sessions_open, std::memory_order_relaxed);
+    }
+
+    void refresh_limit(time_point now) {
+        const pressure_snapshot s = m_monitor.snapshot();
+        m_limit_cache = s.limit_bytes;
+        m_red_line = s.red_line;
+        m_thresholds = s.thresholds;
+        m_limit_read = now;
+    }
+
+    pressure_view view(pressure_level lvl, std::uint64_t est) const noexcept {
+        pressure_view v;
+        v.level = lvl;
+        v.limit_bytes = static_cast<std::size_t>(m_limit_cache);
+        v.estimate_bytes = static_cast<std::size_t>(est);
+        v.red_line = m_red_line;
+        v.exit_ratio = lvl == pressure_level::normal ? 0.0 : m_thresholds[to_index(lvl) - 1].exit;
+        return v;
+    }
+
+    admission_stats admission_counts() const noexcept {
+        admission_stats a;
+        a.admitted[0] = static_cast<std::uint64_t>(std::max<std::int64_t>(0, m_counts.bytes(m_counts_session)));
+        a.admitted[1] = static_cast<std::uint64_t>(std::max<std::int64_t>(0, m_counts.bytes(m_counts_work)));
+        for (std::size_t k = 0; k < admit_kind_count; ++k) {
+            for (std::size_t r = 0; r < admit_reason_count; ++r) {
+                a.refused[k][r] = m_refused[k][r].load(std::memory_order_relaxed);
+                a.dry_refused[k][r] = m_dry_refused[k][r].load(std::memory_order_relaxed);
+            }
+        }
+        a.session_gate_closes = m_gate_closes.load(std::memory_order_relaxed);
+        a.session_gate_opens = m_gate_opens.load(std::memory_order_relaxed);
+        a.sessions_open = m_sessions_open_atomic.load(std::memory_order_relaxed);
+        a.work_open = m_work_open.load(std::memory_order_relaxed);
+        return a;
+    }
+
+    void record_history(time_point now) {
+        if (!m_history.empty() && now - m_history.back().at < std::chrono::seconds{1}) return;
+        m_history.push_back({now, admission_counts().total_refused(), evictions(m_evictor.stats())});
+        while (m_history.size() > 62) m_history.pop_front();
+    }
+
+    void run() noexcept {
+        std::unique_lock lock{m_wait_mutex};
+        while (!m_stop) {
+            lock.unlock();
+            try {
+                (void)poll(m_clock.now());
+            } catch (...) {
+                // Out of memory while polling: try again next period.
+            }
+            lock.lock();
+            m_wake.wait_for(lock, m_cfg.poll_period, [this] { return m_stop; });
+        }
+    }
+
+    governor_config m_cfg;
+    Clock m_clock;
+    memgov::ledger m_ledger;
+    pressure_monitor<Clock> m_monitor;
+    memgov::evictor m_evictor;
+    pressure_subscription m_subscription;
+
+    // Admission: read by every admit, written under m_gate_mutex.
+    alignas(cache_line_size) std::array<std::atomic<std::int64_t>, admit_kind_count> m_allow{};
+    std::array<std::atomic<std::uint8_t>, admit_kind_count> m_reason{};
+    alignas(cache_line_size) mutable memgov::ledger m_counts; // thread-owned admit counters
+    category m_counts_session{};
+    category m_counts_work{};
+    std::array<std::array<std::atomic<std::uint64_t>, admit_reason_count>, admit_kind_count> m_refused{};
+    std::array<std::array<std::atomic<std::uint64_t>, admit_reason_count>, admit_kind_count> m_dry_refused{};
+    std::mutex m_gate_mutex;
+    bool m_sessions_open = true; // under m_gate_mutex
+    std::atomic<bool> m_sessions_open_atomic{true};
+    std::atomic<bool> m_work_open{true};
+    std::atomic<std::uint64_t> m_gate_closes{0};
+    std::atomic<std::uint64_t> m_gate_opens{0};
+
+    // Polling state, under m_poll_mutex.
+    mutable std::mutex m_poll_mutex;
+    std::uint64_t m_polls = 0;
+    std::uint64_t m_steps = 0;
+    bool m_stepped = false;
+    time_point m_last_step{};
+    pressure_level m_last_step_level = pressure_level::normal;
+    std::uint64_t m_limit_cache = 0;
+    double m_red_line = 0.85;
+    std::array<level_threshold, 4> m_thresholds{};
+    time_point m_limit_read{};
+    std::deque<history_entry> m_history;
+
+    // The thread.
+    mutable std::mutex m_thread_mutex;
+    std::mutex m_wait_mutex;
+    std::condition_variable m_wake;
+    bool m_stop = false;
+    std::thread m_thread;
+};
+
+MEMGOV_NAMESPACE_END

@@ -1,0 +1,320 @@
+#include <memgov/governor.hpp>
+
+#include "fake_cgroup.hpp"
+#include "promtool.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+using namespace std::chrono_literals;
+using memgov::admit_kind;
+using memgov::admit_reason;
+using memgov::pressure_level;
+using memgov::reclaim_action;
+using memgov_test::fake_cgroup_tree;
+
+namespace {
+
+constexpr std::uint64_t MiB = 1024 * 1024;
+constexpr std::uint64_t GiB = 1024 * MiB;
+
+// Records every request; frees `frees` bytes and `items` items per call.
+struct recording_reclaimer final : memgov::reclaimer {
+    std::string label;
+    std::vector<reclaim_action> actions;
+    std::vector<memgov::reclaim_request> seen;
+    std::size_t frees = 0;
+    std::size_t items = 0;
+
+    recording_reclaimer(std::string n, std::vector<reclaim_action> a)
+        : label{std::move(n)}, actions{std::move(a)} {}
+    std::string_view name() const noexcept override { return label; }
+    bool handles(reclaim_action a) const noexcept override {
+        for (auto x : actions) {
+            if (x == a) return true;
+        }
+        return false;
+    }
+    std::size_t estimate(reclaim_action) const noexcept override { return 5 * MiB; }
+    memgov::reclaim_result reclaim(const memgov::reclaim_request& r) noexcept override {
+        seen.push_back(r);
+        return {frees, items};
+    }
+    double reuse_rate() const noexcept override { return label == "pools" ? 0.9 : -1.0; }
+    std::size_t count(reclaim_action a) const {
+        std::size_t n = 0;
+        for (const auto& r : seen) n += r.action == a ? 1 : 0;
+        return n;
+    }
+};
+
+// A v2 tree with a 1 GiB limit on /app. Red line 85%; levels enter at 70/78/85/89% and leave
+// below 65/74/81/85% after dwelling 2/2/5/1 s (the monitor's documented defaults).
+struct rig {
+    fake_cgroup_tree tree = fake_cgroup_tree::v2("/app");
+    memgov::manual_clock clock;
+    std::unique_ptr<memgov::governor<memgov::manual_clock>> gov;
+    std::shared_ptr<recording_reclaimer> pools =
+        std::make_shared<recording_reclaimer>("pools", std::vector{reclaim_action::trim_pools});
+    std::shared_ptr<recording_reclaimer> sessions = std::make_shared<recording_reclaimer>(
+        "sessions", std::vector{reclaim_action::sweep_expired, reclaim_action::evict_by_age,
+                                reclaim_action::evict_over_cost, reclaim_action::evict_lru});
+    std::vector<memgov::level_change> changes;
+    memgov::pressure_subscription sub;
+    int trims = 0;
+
+    explicit rig(bool dry_run = false) {
+        tree.set_limit("/app", GiB);
+        percent(50);
+        memgov::governor_config cfg;
+        cfg.monitor.cgroup = tree.config();
+        cfg.monitor.use_systemd_pressure_env = false;
+        cfg.monitor.forecast_horizon = 0s; // the replay tests the ratio ladder; forecast: below
+        cfg.dry_run = dry_run;
+        gov = std::make_unique<memgov::governor<memgov::manual_clock>>(
+            cfg, clock, [this] { ++trims; }, [] { return std::size_t{0}; });
+        gov->register_reclaimer(pools);
+        gov->register_reclaimer(sessions);
+        sub = gov->monitor().subscribe([this](const memgov::level_change& c) { changes.push_back(c); });
+    }
+    void percent(double p) {
+        tree.set_usage("/app", static_cast<std::uint64_t>(p / 100.0 * static_cast<double>(GiB)));
+    }
+    // One second passes, usage is now `p` percent, the governor polls.
+    pressure_level at(double p) {
+        clock.advance(1s);
+        percent(p);
+        return gov->poll(clock.now());
+    }
+    std::vector<pressure_level> levels() const {
+        std::vector<pressure_level> out;
+        for (const auto& c : changes) out.push_back(c.to);
+        return out;
+    }
+};
+
+} // namespace
+
+TEST_CASE("governor: replay from 50% to 99% and back follows the documented ladder",
+          "[governor]") {
+    rig r;
+    auto& g = *r.gov;
+    CHECK(g.level() == pressure_level::normal);
+    CHECK(g.admit(64 * 1024, admit_kind::session));
+
+    // 50 → 60%: nothing happens.
+    CHECK(r.at(60) == pressure_level::normal);
+    CHECK(r.pools->seen.empty());
+
+    // 72%: elevated. Pools are trimmed first; they free nothing, so the sweep runs in the same
+    // step (feedback), then the heap trim.
+    CHECK(r.at(72) == pressure_level::elevated);
+    REQUIRE(r.pools->seen.size() == 1);
+    CHECK(r.pools->seen[0].level == pressure_level::elevated);
+    CHECK(r.sessions->count(reclaim_action::sweep_expired) == 1);
+    CHECK(r.trims == 1);
+    CHECK(g.admit(64 * 1024, admit_kind::session));
+
+    // 80%: high.
+    CHECK(r.at(80) == pressure_level::high);
+    CHECK(r.pools->seen.back().level == pressure_level::high);
+
+    // 86%: critical, the red line. New sessions are refused; work is still admitted.
+    CHECK(r.at(86) == pressure_level::critical);
+    CHECK(g.admit(64 * 1024, admit_kind::session).reason == admit_reason::sessions_closed);
+    CHECK(g.admit(4096, admit_kind::work));
+    CHECK(r.sessions->count(reclaim_action::evict_over_cost) == 1);
+    CHECK(r.sessions->count(reclaim_action::evict_by_age) == 0); // below 94%: no age eviction
+    CHECK(r.sessions->seen.back().cost_cap == 30 * MiB);
+
+    // 95%: emergency. Everything new is refused; LRU eviction aims at the red line − 2%, and
+    // the age ladder gives 400 s.
+    CHECK(r.at(95) == pressure_level::emergency);
+    CHECK(g.admit(1, admit_kind::work).reason == admit_reason::all_closed);
+    CHECK(g.admit(1, admit_kind::session).reason == admit_reason::all_closed);
+    {
+        const auto& s = r.sessions->seen;
+        std::vector<reclaim_action> order;
+        for (auto it = s.end() - 4; it != s.end(); ++it) order.push_back(it->action);
+        CHECK(order == std::vector{reclaim_action::evict_over_cost, reclaim_action::sweep_expired,
+                                   reclaim_action::evict_by_age, reclaim_action::evict_lru});
+        CHECK(s[s.size() - 2].max_age == 400s);
+        const auto want = static_cast<std::size_t>(0.95 * GiB) - static_cast<std::size_t>((0.85 - 0.02) * GiB);
+        CHECK(static_cast<double>(s.back().bytes_wanted) == Approx(static_cast<double>(want)).epsilon(0.001));
+    }
+    // 97% and 99%: the age shortens to 200 s, then 100 s.
+    (void)r.at(97);
+    CHECK(r.sessions->seen[r.sessions->seen.size() - 2].max_age == 200s);
+    (void)r.at(99);
+    CHECK(r.sessions->seen[r.sessions->seen.size() - 2].max_age == 100s);
+
+    // Down again: 84% leaves emergency (exit 85%) after its 1 s dwell. With a ledger attached
+    // the monitor believes a drop once two samples agree (it keeps the higher of the last two
+    // calibrations: the safe side), so the level falls at the second poll.
+    CHECK(r.at(84) == pressure_level::emergency);
+    CHECK(r.at(84) == pressure_level::critical);
+    CHECK(g.admit(1, admit_kind::work));
+    CHECK_FALSE(g.admit(1, admit_kind::session));
+    // Critical is left below 81% after 5 s at the level.
+    CHECK(r.at(79) == pressure_level::critical); // dwell not over
+    for (int i = 0; i < 5; ++i) (void)r.at(60);
+    CHECK(g.level() < pressure_level::critical);
+    CHECK(g.admit(64 * 1024, admit_kind::session)); // sessions reopen
+    for (int i = 0; i < 10; ++i) (void)r.at(50);
+    CHECK(g.level() == pressure_level::normal);
+
+    const std::vector<pressure_level> up{pressure_level::elevated, pressure_level::high,
+                                         pressure_level::critical, pressure_level::emergency,
+                                         pressure_level::critical};
+    const auto lv = r.levels();
+    REQUIRE(lv.size() >= up.size() + 1);
+    CHECK(std::vector(lv.begin(), lv.begin() + static_cast<std::ptrdiff_t>(up.size())) == up);
+    CHECK(lv.back() == pressure_level::normal);
+
+    const auto st = g.stats();
+    CHECK(st.admission.session_gate_closes == 1);
+    CHECK(st.admission.session_gate_opens == 1);
+    CHECK(st.admission.refused[0][static_cast<int>(admit_reason::sessions_closed)] == 2);
+    CHECK(st.admission.refused[0][static_cast<int>(admit_reason::all_closed)] == 1);
+    CHECK(st.admission.refused[1][static_cast<int>(admit_reason::all_closed)] == 1);
+    CHECK(st.admission.admitted[0] == 3);
+    CHECK(st.admission.admitted[1] == 2);
+    CHECK(st.evictor.total(reclaim_action::evict_lru).runs == 4);
+    CHECK(st.evictor.steps[memgov::to_index(pressure_level::emergency)] == 4);
+    CHECK(st.evictor.total(reclaim_action::evict_lru).empty == 4); // the script frees nothing
+}
+
+TEST_CASE("governor: usage oscillating ±1% around the red line makes at most 2 transitions",
+          "[governor]") {
+    rig r;
+    for (int i = 0; i < 40; ++i) (void)r.at(i % 2 == 0 ? 84.0 : 86.0);
+    INFO("transitions: " << r.changes.size());
+    CHECK(r.changes.size() <= 2);
+    CHECK(r.gov->level() == pressure_level::critical);
+}
+
+TEST_CASE("governor: evictions by reason are counted as the reclaimers report them",
+          "[governor]") {
+    rig r;
+    r.sessions->frees = 1 * MiB;
+    r.sessions->items = 2;
+    (void)r.at(95); // straight to emergency
+    const auto st = r.gov->stats();
+    // evict_over_cost always runs; then pools free nothing, the sweep frees 1 MiB of the
+    // wanted ~123 MiB, age and LRU follow.
+    CHECK(st.evictor.total(reclaim_action::evict_over_cost).items == 2);
+    CHECK(st.evictor.total(reclaim_action::sweep_expired).items == 2);
+    CHECK(st.evictor.total(reclaim_action::evict_by_age).items == 2);
+    CHECK(st.evictor.total(reclaim_action::evict_lru).items == 2);
+    CHECK(r.gov->health().evictions_last_minute == 8);
+}
+
+TEST_CASE("governor: dry run admits and acts on nothing but counts", "[governor]") {
+    rig r{true};
+    (void)r.at(95);
+    CHECK(r.gov->level() == pressure_level::emergency);
+    CHECK(r.gov->admit(1, admit_kind::session));
+    CHECK(r.gov->admit(1, admit_kind::work));
+    CHECK(r.pools->seen.empty());
+    CHECK(r.sessions->seen.empty());
+    CHECK(r.trims == 0);
+    const auto st = r.gov->stats();
+    CHECK(st.admission.dry_refused[0][static_cast<int>(admit_reason::all_closed)] == 1);
+    CHECK(st.admission.dry_refused[1][static_cast<int>(admit_reason::all_closed)] == 1);
+    CHECK(st.admission.total_refused() == 0);
+    CHECK(st.evictor.total(reclaim_action::evict_lru).dry_runs == 1);
+    CHECK(st.evictor.total(reclaim_action::evict_lru).dry_bytes == 5 * MiB);
+}
+
+TEST_CASE("governor: a cost past the ceiling is refused for lack of headroom", "[governor]") {
+    rig r;
+    (void)r.at(60);
+    // Ceiling 95% of 1 GiB; usage 60%: about 358 MiB left.
+    CHECK(r.gov->admit(300 * MiB, admit_kind::session));
+    CHECK(r.gov->admit(400 * MiB, admit_kind::session).reason == admit_reason::no_headroom);
+    CHECK(r.gov->stats().admission.refused[0][static_cast<int>(admit_reason::no_headroom)] == 1);
+}
+
+TEST_CASE("governor: health summary and Prometheus output", "[governor]") {
+    rig r;
+    (void)r.at(80);
+    CHECK_FALSE(r.gov->admit(GiB, admit_kind::work));
+    const auto h = r.gov->health();
+    CHECK(h.level == pressure_level::high);
+    CHECK(h.limit_bytes == GiB);
+    CHECK(h.headroom_bytes == static_cast<std::int64_t>(0.85 * GiB) - static_cast<std::int64_t>(h.estimate_bytes));
+    CHECK(h.rejections_last_minute == 1);
+    REQUIRE(h.reuse_rates.size() == 1);
+    CHECK(h.reuse_rates[0].name == "pools");
+    CHECK(h.reuse_rates[0].reuse_rate == Approx(0.9));
+    // More than a minute later the rejection has aged out of the window.
+    for (int i = 0; i < 70; ++i) (void)r.at(50);
+    CHECK(r.gov->health().rejections_last_minute == 0);
+
+    memgov::prometheus_writer w;
+    r.gov->collect(w);
+    const std::string text = w.str();
+    CHECK_THAT(text, Catch::Contains("memgov_limit_bytes 1073741824"));
+    CHECK_THAT(text, Catch::Contains("memgov_pressure_level{level=\"normal\"} 1"));
+    CHECK_THAT(text, Catch::Contains(
+                         "memgov_rejections_total{kind=\"work\",reason=\"no_headroom\"} 1"));
+    CHECK_THAT(text, Catch::Contains("memgov_reuse_ratio{reclaimer=\"pools\"} 0.9"));
+    const auto promtool = memgov_test::find_promtool();
+    if (!promtool) {
+        WARN("promtool not installed (Debian package 'prometheus'): format check skipped");
+        return;
+    }
+    const auto res = memgov_test::promtool_check(*promtool, text);
+    INFO(res.output);
+    CHECK(res.exit_code == 0);
+}
+
+TEST_CASE("governor: bad configuration throws std::invalid_argument naming the field",
+          "[governor]") {
+    auto tree = fake_cgroup_tree::v2("/app");
+    tree.set_limit("/app", GiB);
+    tree.set_usage("/app", 100 * MiB);
+    auto make = [&](auto mutate) {
+        memgov::governor_config c;
+        c.monitor.cgroup = tree.config();
+        c.monitor.use_systemd_pressure_env = false;
+        mutate(c);
+        return memgov::governor<memgov::manual_clock>{c, memgov::manual_clock{}};
+    };
+    CHECK_THROWS_WITH(make([](auto& c) { c.admission.ceiling_ratio = 0; }),
+                      Catch::Contains("admission_config::ceiling_ratio"));
+    CHECK_THROWS_WITH(make([](auto& c) { c.admission.ceiling_ratio = 1.5; }),
+                      Catch::Contains("admission_config::ceiling_ratio"));
+    CHECK_THROWS_WITH(make([](auto& c) {
+                          c.admission.refuse_all_at = pressure_level::high;
+                          c.admission.close_sessions_at = pressure_level::critical;
+                      }),
+                      Catch::Contains("refuse_all_at"));
+    CHECK_THROWS_WITH(make([](auto& c) { c.poll_period = 0s; }),
+                      Catch::Contains("poll_period"));
+    CHECK_THROWS_WITH(make([](auto& c) { c.evictor.session_cost_cap = 0; }),
+                      Catch::Contains("session_cost_cap"));
+}
+
+TEST_CASE("governor: admission is noexcept and disabled admission admits everything",
+          "[governor]") {
+    auto tree = fake_cgroup_tree::v2("/app");
+    tree.set_limit("/app", GiB);
+    tree.set_usage("/app", static_cast<std::uint64_t>(0.99 * GiB));
+    memgov::governor_config c;
+    c.monitor.cgroup = tree.config();
+    c.monitor.use_systemd_pressure_env = false;
+    c.admission.enabled = false;
+    memgov::manual_clock clock;
+    memgov::governor<memgov::manual_clock> g{c, clock, [] {}, [] { return std::size_t{0}; }};
+    clock.advance(1s);
+    (void)g.poll(clock.now());
+    CHECK(g.level() == pressure_level::emergency);
+    CHECK(g.admit(GiB, admit_kind::session));
+    STATIC_REQUIRE(noexcept(g.admit(1, admit_kind::work)));
+    STATIC_REQUIRE(noexcept(g.level()));
+}
