@@ -21,8 +21,9 @@
 /// Another thread's cache can only be emptied by its owner (anything else would put a locked
 /// instruction on every acquire and release). So thread caches are *bounded and flushed*:
 /// - per thread and class at most `min(thread_cache_buffers, thread_cache_bytes / class size)`
-///   buffers, scaled by the pressure factor (defaults: 8 buffers and 1 MiB per class, so 8, 8, 8,
-///   4 and 1 buffers for the default classes: about 2.6 MiB per thread at most);
+///   buffers, scaled by the pressure factor (defaults: 8 buffers and 4 MiB per class, so 8, 8,
+///   8, 8 and 4 buffers for the default classes: at most 6.66 MiB per thread at `normal`,
+///   3.33 MiB at `elevated`, 1.66 MiB at `high`, nothing at `critical`);
 /// - `trim` empties the calling thread's cache at once and, if other caches hold anything,
 ///   raises the pool's epoch; every thread flushes its whole cache to the depot on its next
 ///   pool operation, where the next `trim` reaches it;
@@ -33,10 +34,12 @@
 ///
 /// ## Accounting
 /// With a ledger, idle buffers (depots and thread caches) are charged to `category::pool_idle`
-/// and buffers handed out (pooled or oversize) to `category::pool_in_use`, at the moment they
-/// move: a miss shows up in the ledger's total at once. The charge is the ledger's thread-owned
-/// add, and the pool's own statistics are per-thread counters too, so the hot path touches no
-/// shared cache line.
+/// and buffers handed out (pooled or oversize) to `category::pool_in_use`. Bytes that enter or
+/// leave the pool (a miss, a free) are charged at once, so the ledger's total is always exact
+/// and growth is seen immediately. A thread's moves between its cache and its users only
+/// change the split between the two categories; they are summed per thread and charged in
+/// batches (`ledger_batch_bytes`, default 1 MiB, and at every depot visit). The pool's own
+/// statistics are per-thread counters too, so the hot path touches no shared cache line.
 
 #include <memgov/clock.hpp>
 #include <memgov/config.hpp>
@@ -81,7 +84,7 @@ struct buffer_pool_config {
     std::size_t thread_cache_buffers = 8;
     /// Most bytes a thread caches per class (before the pressure factor): a class caches
     /// `min(thread_cache_buffers, thread_cache_bytes / class size)` buffers per thread.
-    std::size_t thread_cache_bytes = std::size_t{1} << 20;
+    std::size_t thread_cache_bytes = std::size_t{4} << 20;
     /// Byte cap of each class's shared depot at `pressure_level::normal` with factor 1. Must be > 0.
     std::size_t depot_bytes = std::size_t{16} << 20;
     /// Factor applied to depot and thread-cache caps at each pressure level, in [0, 1] and
@@ -97,6 +100,12 @@ struct buffer_pool_config {
     /// released, first tell the kernel its whole pages are unused (`madvise(MADV_DONTNEED)`),
     /// so resident memory drops at once even if the upstream allocator keeps the block.
     bool release_pages = true;
+    /// A thread's moves of buffers between its cache and its users (idle to in use and back)
+    /// are charged to the ledger once they add up to this many bytes, and at every depot visit;
+    /// 0 charges every move. Bytes entering or leaving the pool (misses, frees) are charged at
+    /// once, so the ledger's total is always exact; only its split between `pool_idle` and
+    /// `pool_in_use` may lag, by less than this per thread.
+    std::size_t ledger_batch_bytes = std::size_t{1} << 20;
 };
 
 /// Statistics of one size class. Counters are totals since construction; `*_bytes` without
@@ -330,6 +339,9 @@ public:
           m_alignment{cfg.alignment},
           m_upstream{cfg.upstream != nullptr ? cfg.upstream : std::pmr::new_delete_resource()},
           m_release_pages{cfg.release_pages}, m_page_size{buffer_pool_page_size()},
+          m_ledger_batch{l == nullptr ? std::numeric_limits<std::int64_t>::max()
+                                      : static_cast<std::int64_t>(std::min<std::size_t>(
+                                            cfg.ledger_batch_bytes, std::size_t{1} << 62))},
           m_clock{std::move(clock)}, m_factors{cfg.pressure_factors},
           m_depot_bytes{cfg.depot_bytes} {
         const std::size_t n = m_map.count();
@@ -355,6 +367,7 @@ public:
                       "buffer_pool destroyed while buffers are still out");
         std::array<std::byte*, transfer_max> batch{};
         for (auto& tc : m_caches) {
+            flush_ledger(*tc);
             for (std::size_t c = 0; c < m_map.count(); ++c) {
                 buffer_pool_cache_class& cc = tc->classes[c];
                 const std::uint32_t k = cc.count.load(std::memory_order_relaxed);
@@ -373,7 +386,7 @@ public:
     // ---- hot path -------------------------------------------------------------------------
 
     template <bool MayAllocate>
-    [[nodiscard]] buffer acquire(std::size_t n) noexcept(!MayAllocate) {
+    [[nodiscard]] MEMGOV_DETAIL_BUFFER_POOL_INLINE buffer acquire(std::size_t n) noexcept(!MayAllocate) {
         const std::size_t c = m_map.index_for(n);
         if (MEMGOV_UNLIKELY(c == m_map.count())) {
             if constexpr (MayAllocate) {
@@ -395,7 +408,8 @@ public:
                 const std::size_t cap = m_map.size_of(c);
                 cc.counters.cache_hits.add(1);
                 cc.counters.harmful_acquired.add(static_cast<std::int64_t>(cap - n));
-                move_charge(cap, true);
+                tc->ledger_pending += static_cast<std::int64_t>(cap);
+                if (MEMGOV_UNLIKELY(tc->ledger_pending >= m_ledger_batch)) flush_ledger(*tc);
                 return buffer{this, p, n, cap, static_cast<std::uint32_t>(c), tc->index};
             }
             return refill<MayAllocate>(*tc, c, n);
@@ -403,8 +417,9 @@ public:
         return acquire_cacheless<MayAllocate>(c, n);
     }
 
-    void release(std::byte* p, std::size_t cap, std::size_t requested, std::uint32_t cls,
-                 std::uint32_t origin) noexcept {
+    MEMGOV_DETAIL_BUFFER_POOL_INLINE void release(std::byte* p, std::size_t cap,
+                                                  std::size_t requested, std::uint32_t cls,
+                                                  std::uint32_t origin) noexcept {
         if (MEMGOV_UNLIKELY(cls == oversize_class)) {
             release_oversize(p, cap, m_alignment);
             return;
@@ -421,14 +436,15 @@ public:
                 cc.counters.remote_releases.add(1);
             }
             cc.counters.harmful_released.add(static_cast<std::int64_t>(cap - requested));
-            move_charge(cap, false);
+            tc->ledger_pending -= static_cast<std::int64_t>(cap);
             const std::uint32_t k = cc.count.load(std::memory_order_relaxed);
             if (MEMGOV_LIKELY(k < cc.cap)) {
                 cc.items[k] = p;
                 cc.count.store(k + 1, std::memory_order_relaxed);
+                if (MEMGOV_UNLIKELY(tc->ledger_pending <= -m_ledger_batch)) flush_ledger(*tc);
                 return;
             }
-            spill(cc, cls, p);
+            spill(*tc, cc, cls, p);
             return;
         }
         release_cacheless(p, cap, requested, cls, origin);
@@ -592,6 +608,16 @@ private:
         }
     }
 
+    // Charges this thread's pending idle <-> in-use moves to the ledger.
+    void flush_ledger(buffer_pool_thread_cache& tc) noexcept {
+        const std::int64_t d = tc.ledger_pending;
+        tc.ledger_pending = 0;
+        if (m_ledger != nullptr && d != 0) {
+            m_ledger->charge(category::pool_idle, -d);
+            m_ledger->charge(category::pool_in_use, d);
+        }
+    }
+
     void move_charge(std::size_t cap, bool to_in_use) noexcept {
         if (m_ledger != nullptr) {
             const auto b = static_cast<std::int64_t>(cap);
@@ -632,6 +658,7 @@ private:
     }
 
     void flush_all(buffer_pool_thread_cache& tc) noexcept {
+        flush_ledger(tc);
         for (std::size_t c = 0; c < m_map.count(); ++c) {
             buffer_pool_cache_class& cc = tc.classes[c];
             const std::uint32_t k = cc.count.load(std::memory_order_relaxed);
@@ -673,7 +700,7 @@ private:
         }
         if (got != 0) {
             cc.counters.depot_hits.add(1);
-            move_charge(cap, true);
+            tc.ledger_pending += static_cast<std::int64_t>(cap);
         } else if constexpr (MayAllocate) {
             p = static_cast<std::byte*>(m_upstream->allocate(cap, m_alignment));
             cc.counters.misses.add(1);
@@ -682,12 +709,15 @@ private:
             cc.counters.failed_tries.add(1);
             return buffer{};
         }
+        flush_ledger(tc);
         cc.counters.harmful_acquired.add(static_cast<std::int64_t>(cap - n));
         return buffer{this, p, n, cap, static_cast<std::uint32_t>(c), tc.index};
     }
 
     // The cache is full: move its oldest half to the depot, then keep the new one.
-    MEMGOV_NOINLINE void spill(buffer_pool_cache_class& cc, std::size_t c, std::byte* p) noexcept {
+    MEMGOV_NOINLINE void spill(buffer_pool_thread_cache& tc, buffer_pool_cache_class& cc,
+                               std::size_t c, std::byte* p) noexcept {
+        flush_ledger(tc); // before any buffer leaves: frees are charged as idle
         if (cc.cap == 0) {
             push_to_depot(c, &p, 1);
             return;
@@ -829,7 +859,7 @@ private:
 
     // ---- thread caches ------------------------------------------------------------------------
 
-    buffer_pool_thread_cache* local_cache(bool may_claim) noexcept {
+    MEMGOV_DETAIL_BUFFER_POOL_INLINE buffer_pool_thread_cache* local_cache(bool may_claim) noexcept {
         const auto& t = t_buffer_pool_tls;
         if (MEMGOV_LIKELY(t[0].id == m_id)) return t[0].cache;
         return local_cache_slow(may_claim);
@@ -888,7 +918,6 @@ private:
         if (m_caches.size() >= buffer_pool_no_origin - 1) return nullptr;
         const std::size_t n = m_map.count();
         auto tc = std::make_unique<buffer_pool_thread_cache>();
-        tc->classes = std::make_unique<buffer_pool_cache_class[]>(n);
         std::size_t slots = 0;
         for (std::size_t c = 0; c < n; ++c) slots += m_tc_max[c];
         if (slots > 0) tc->storage = std::make_unique_for_overwrite<std::byte*[]>(slots);
@@ -912,6 +941,7 @@ private:
     std::pmr::memory_resource* const m_upstream;
     const bool m_release_pages;
     const std::size_t m_page_size;
+    const std::int64_t m_ledger_batch;
     std::unique_ptr<buffer_pool_clock_base> m_clock;
     const std::array<double, pressure_level_count> m_factors;
     const std::size_t m_depot_bytes;

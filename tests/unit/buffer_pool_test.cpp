@@ -186,6 +186,7 @@ TEST_CASE("buffer_pool: statistics are exact on one thread", "[buffer_pool]") {
     memgov::ledger l;
     buffer_pool_config c;
     c.thread_cache_buffers = 2; // 4 KiB class caches 2 per thread, batch 1
+    c.ledger_batch_bytes = 0;   // charge every move, so the split is exact too
     buffer_pool pool{c, &l};
 
     buffer a = pool.acquire(1000); // miss
@@ -326,12 +327,20 @@ TEST_CASE("buffer_pool: a thread that exits gives its cache back", "[buffer_pool
 }
 
 TEST_CASE("buffer_pool: thread caches are bounded", "[buffer_pool]") {
-    buffer_pool pool; // defaults: 8 buffers or 1 MiB per class per thread
+    buffer_pool pool; // defaults: 8 buffers or 4 MiB per class per thread
     CHECK(pool.thread_cache_cap(0) == 8);
-    CHECK(pool.thread_cache_cap(3) == 4);
-    CHECK(pool.thread_cache_cap(4) == 1);
+    CHECK(pool.thread_cache_cap(3) == 8);
+    CHECK(pool.thread_cache_cap(4) == 4);
     CHECK(pool.thread_cache_bound_bytes() == 8 * 4 * KiB + 8 * 16 * KiB + 8 * 64 * KiB +
-                                                 4 * 256 * KiB + 1 * MiB);
+                                                 8 * 256 * KiB + 4 * MiB);
+    pool.set_pressure(pressure_level::elevated);
+    CHECK(pool.thread_cache_bound_bytes() == 4 * 4 * KiB + 4 * 16 * KiB + 4 * 64 * KiB +
+                                                 4 * 256 * KiB + 2 * MiB);
+    pool.set_pressure(pressure_level::high);
+    CHECK(pool.thread_cache_bound_bytes() == 2 * (4 + 16 + 64 + 256) * KiB + 1 * MiB);
+    pool.set_pressure(pressure_level::critical);
+    CHECK(pool.thread_cache_bound_bytes() == 0);
+    pool.set_pressure(pressure_level::normal);
     std::vector<buffer> bs;
     for (std::size_t c = 0; c < pool.size_class_count(); ++c) {
         for (int i = 0; i < 12; ++i) bs.push_back(pool.acquire(pool.size_class(c)));
@@ -521,6 +530,40 @@ TEST_CASE("buffer_pool: oversize release gives memory back to the kernel", "[buf
     CHECK(before - after >= 36 * MiB);
 }
 
+TEST_CASE("buffer_pool: the ledger's total is exact at once, its split lags by a bounded batch",
+          "[buffer_pool]") {
+    memgov::ledger l;
+    buffer_pool_config c;
+    c.ledger_batch_bytes = 100 * KiB;
+    buffer_pool pool{c, &l};
+    buffer a = pool.acquire(64 * KiB); // a miss: charged at once
+    CHECK(l.bytes(category::pool_in_use) == 64 * KiB);
+    a.reset(); // into this thread's cache: the move is pending (64 KiB < 100 KiB)
+    CHECK(l.total() == 64 * KiB);
+    CHECK(l.bytes(category::pool_in_use) == 64 * KiB);
+    buffer b = pool.acquire(64 * KiB); // back out: pending is 0 again
+    b.reset();
+    buffer d = pool.acquire(64 * KiB);
+    CHECK(l.total() == 64 * KiB);
+    std::vector<buffer> more;
+    for (int i = 0; i < 3; ++i) more.push_back(pool.acquire(16 * KiB));
+    more.clear(); // 48 KiB moved to idle, pending: the split lags, the total does not
+    CHECK(l.total() == 64 * KiB + 48 * KiB);
+    CHECK(l.bytes(category::pool_in_use) == 112 * KiB);
+    d.reset(); // now 112 KiB are pending, past the batch: charged
+    CHECK(l.bytes(category::pool_in_use) == 0);
+    CHECK(l.bytes(category::pool_idle) == 112 * KiB);
+    buffer e = pool.acquire(16 * KiB); // pending again
+    CHECK(l.bytes(category::pool_in_use) == 0);
+    pool.flush_thread_cache(); // a flush charges what is pending
+    CHECK(l.bytes(category::pool_in_use) == 16 * KiB);
+    CHECK(l.bytes(category::pool_idle) == 96 * KiB);
+    e.reset();
+    pool.trim(0); // trims the caller's cache: charged exactly
+    CHECK(l.bytes(category::pool_in_use) == 0);
+    CHECK(l.total() == 0);
+}
+
 TEST_CASE("buffer_pool: the ledger sees idle and in-use bytes as they move", "[buffer_pool]") {
     memgov::ledger l;
     {
@@ -547,7 +590,9 @@ TEST_CASE("buffer_pool: the ledger sees idle and in-use bytes as they move", "[b
 
 TEST_CASE("buffer_pool: works as a std::pmr::memory_resource", "[buffer_pool]") {
     memgov::ledger l;
-    buffer_pool pool{{}, &l};
+    buffer_pool_config c;
+    c.ledger_batch_bytes = 0;
+    buffer_pool pool{c, &l};
     std::pmr::memory_resource& r = pool.resource();
     CHECK(r.is_equal(r));
     CHECK_FALSE(r.is_equal(*std::pmr::new_delete_resource()));
