@@ -11,7 +11,9 @@
 ///   `poll(now)` called by the service's event loop.
 /// - **Estimate between samples.** estimate = working set at the last sample + what the ledger
 ///   moved since. A burst that passes through memgov is seen at once (`update_estimate`), not at
-///   the next sample; each sample recalibrates.
+///   the next sample; each sample recalibrates. The estimate keeps the highest calibration of
+///   the last `calibration_window` (1 s), so a sample that catches a tracked allocation half
+///   touched cannot pull it below the truth.
 /// - **Thresholds scale with the limit.** The red line is 85% of limits up to 4 GiB and 92%
 ///   above (configurable). By default each level's thresholds are offsets from the red line:
 ///   elevated −15 points, high −7, critical at the red line, emergency +4.
@@ -96,6 +98,13 @@ struct pressure_monitor_config {
     /// How often the monitor's own thread re-evaluates the ledger estimate between samples
     /// (no system call). Zero: only at samples. Default 10 ms.
     duration estimate_period = std::chrono::milliseconds{10};
+    /// How long a calibration of the estimate is kept (with a ledger): the estimate is the
+    /// highest of those calibrated by the samples in this window (at most 64 samples). A sample
+    /// that lands while a tracked allocation is being touched sees only part of it, so it
+    /// calibrates low; the window keeps the earlier, better calibrations. Decreases in untracked
+    /// memory show up this much later: shorter than the default dwell times. Zero: only the
+    /// last sample. Default 1 s.
+    duration calibration_window = std::chrono::seconds{1};
     /// The red line by limit size (85% up to 4 GiB, 92% above).
     red_line_rule red_line{};
     /// True: `thresholds` are offsets from the red line (so they scale with the limit).
@@ -337,6 +346,7 @@ public:
     /// The estimate now: the last sample's working set plus what the ledger moved since.
     /// Thread safety: any thread. Complexity: O(ledger threads); no system call.
     [[nodiscard]] std::uint64_t estimate_bytes() const noexcept {
+        // The highest calibration in the window (see `calibration_window`).
         const std::int64_t base = m_base.load(std::memory_order_acquire);
         const std::int64_t e = base + (m_ledger != nullptr ? m_ledger->total() : 0);
         return e > 0 ? static_cast<std::uint64_t>(e) : 0;
@@ -512,6 +522,7 @@ private:
         };
         if (c.sample_period <= duration::zero()) fail("sample_period", "must be > 0");
         if (c.estimate_period < duration::zero()) fail("estimate_period", "must be >= 0");
+        if (c.calibration_window < duration::zero()) fail("calibration_window", "must be >= 0");
         if (c.growth_half_life <= duration::zero()) fail("growth_half_life", "must be > 0");
         if (c.forecast_horizon < duration::zero()) fail("forecast_horizon", "must be >= 0");
         if (c.psi_hold < duration::zero()) fail("psi_hold", "must be >= 0");
@@ -604,11 +615,27 @@ private:
         const bool had_previous = m_sample_count > 0;
         const std::uint64_t prev_ws = m_sample.working_set;
         const time_point prev_t = m_last_sample;
+        // Calibrations are comparable only if they measured the same thing. Without a ledger
+        // there is no allocation in flight to protect: the last sample rules.
+        const bool comparable = m_ledger != nullptr && had_previous &&
+                                s.usage_from == m_sample.usage_from && s.binding == m_sample.binding;
         m_sample = s;
         ++m_sample_count;
         m_last_sample = now;
         m_ledger_at_sample = ledger_now;
-        m_base.store(static_cast<std::int64_t>(s.working_set) - ledger_now, std::memory_order_release);
+        const std::int64_t base = static_cast<std::int64_t>(s.working_set) - ledger_now;
+        if (!comparable) m_calibrations_used = 0;
+        m_calibrations[m_calibration_next] = {base, now};
+        m_calibration_next = (m_calibration_next + 1) % m_calibrations.size();
+        if (m_calibrations_used < m_calibrations.size()) ++m_calibrations_used;
+        std::int64_t best = base;
+        for (std::size_t i = 1; i < m_calibrations_used; ++i) {
+            const auto& c = m_calibrations[(m_calibration_next + m_calibrations.size() - 1 - i) %
+                                           m_calibrations.size()];
+            if (now - c.at > m_cfg.calibration_window) break; // older ones are older still
+            best = std::max(best, c.base);
+        }
+        m_base.store(best, std::memory_order_release);
         if (s.limit != m_limit || m_sample_count == 1) {
             m_limit = s.limit;
             m_thresholds = m_cfg.thresholds_for(m_limit);
@@ -766,10 +793,17 @@ private:
     time_point m_psi_until{};
     double m_growth = 0;
     bool m_force_sample = false;
+    struct calibration {
+        std::int64_t base = 0; // working set − ledger total at a sample
+        time_point at{};
+    };
+    std::array<calibration, 64> m_calibrations{};
+    std::size_t m_calibration_next = 0;
+    std::size_t m_calibrations_used = 0;
 
     // Read without the lock.
     std::atomic<pressure_level> m_level{pressure_level::normal};
-    std::atomic<std::int64_t> m_base{0}; // working set at the last sample − ledger total then
+    std::atomic<std::int64_t> m_base{0}; // max over the window of (working set − ledger total)
     std::atomic<std::uint64_t> m_rise_bytes{std::numeric_limits<std::uint64_t>::max()};
 
     std::shared_ptr<detail::pm_registry> m_registry;

@@ -112,6 +112,8 @@ TEST_CASE("pressure_monitor: configuration errors name the field", "[pressure_mo
     CHECK_THROWS_WITH(M(bad([](auto& c) { c.cgroup.root = "x"; }), nullptr, r.clock),
                       "memgov::cgroup_config::root: must be an absolute path");
     CHECK_THROWS_AS(M(bad([](auto& c) { c.estimate_period = -1ms; }), nullptr, r.clock), std::invalid_argument);
+    CHECK_THROWS_WITH(M(bad([](auto& c) { c.calibration_window = -1ms; }), nullptr, r.clock),
+                      "memgov::pressure_monitor_config::calibration_window: must be >= 0");
 }
 
 TEST_CASE("pressure_monitor: poll samples on the period and sees files rewritten in place", "[pressure_monitor]") {
@@ -222,6 +224,56 @@ TEST_CASE("pressure_monitor: the ledger moves the estimate between samples", "[p
     CHECK(m.level() == pressure_level::high);
 }
 
+TEST_CASE("pressure_monitor: a sample that catches an allocation half touched keeps the estimate", "[pressure_monitor]") {
+    rig r;
+    pressure_monitor<manual_clock> m{r.config(), &r.ledger, r.clock};
+    r.ledger.charge(memgov::category::windows, 200 * MiB); // charged, then touched
+    CHECK(m.estimate_bytes() == 300 * MiB);
+    r.usage(200 * MiB); // the sample sees only half of it resident so far
+    r.clock.advance(100ms);
+    m.poll(r.clock.now());
+    CHECK(m.estimate_bytes() == 300 * MiB); // not 200: the previous calibration still holds
+    r.usage(300 * MiB); // fully touched
+    r.clock.advance(100ms);
+    m.poll(r.clock.now());
+    CHECK(m.estimate_bytes() == 300 * MiB);
+    r.ledger.release(memgov::category::windows, 200 * MiB);
+    r.usage(100 * MiB);
+    CHECK(m.estimate_bytes() == 100 * MiB);
+    r.clock.advance(100ms);
+    m.poll(r.clock.now());
+    CHECK(m.estimate_bytes() == 100 * MiB);
+}
+
+TEST_CASE("pressure_monitor: untracked decreases show after the calibration window", "[pressure_monitor]") {
+    rig r;
+    r.usage(500 * MiB);
+    pressure_monitor<manual_clock> m{r.config(), &r.ledger, r.clock};
+    r.usage(100 * MiB); // freed outside the ledger
+    r.clock.advance(100ms);
+    m.poll(r.clock.now());
+    CHECK(m.estimate_bytes() == 500 * MiB); // the safe side, for at most the window
+    r.usage(600 * MiB); // untracked growth is seen at once
+    r.clock.advance(100ms);
+    m.poll(r.clock.now());
+    CHECK(m.estimate_bytes() == 600 * MiB);
+    r.usage(100 * MiB);
+    r.clock.advance(1100ms);
+    m.poll(r.clock.now());
+    CHECK(m.estimate_bytes() == 100 * MiB);
+
+    pressure_monitor_config c = r.config();
+    c.calibration_window = 0s; // only the last sample
+    pressure_monitor<manual_clock> last{c, &r.ledger, r.clock};
+    r.usage(700 * MiB);
+    r.clock.advance(100ms);
+    last.poll(r.clock.now());
+    r.usage(100 * MiB);
+    r.clock.advance(100ms);
+    last.poll(r.clock.now());
+    CHECK(last.estimate_bytes() == 100 * MiB);
+}
+
 TEST_CASE("pressure_monitor: growth toward the limit raises the level early", "[pressure_monitor]") {
     rig r;
     pressure_monitor<manual_clock> m{r.config(true), nullptr, r.clock};
@@ -313,6 +365,11 @@ TEST_CASE("pressure_monitor: snapshot reports every figure", "[pressure_monitor]
     r.tree.set_oom_kills("/app", 6);
     r.clock.advance(100ms);
     m.poll(r.clock.now());
+    // The charge never showed in the cgroup: for the calibration window the estimate keeps the
+    // earlier calibration (working set + charge), then the working set alone.
+    CHECK(m.estimate_bytes() == 90 * MiB);
+    r.clock.advance(1s);
+    m.poll(r.clock.now());
     r.clock.advance(30ms);
     const auto s = m.snapshot();
     CHECK(s.limit_bytes == GiB);
@@ -323,7 +380,7 @@ TEST_CASE("pressure_monitor: snapshot reports every figure", "[pressure_monitor]
     CHECK(s.usage_from == memgov::usage_source::cgroup_v2);
     CHECK(s.working_set_bytes == 80 * MiB);
     CHECK(s.rss_bytes == 70 * MiB);
-    CHECK(s.estimate_bytes == 80 * MiB); // the charge came before this sample: already in
+    CHECK(s.estimate_bytes == 80 * MiB); // recalibrated twice: the working set says 80 MiB
     CHECK(s.ratio == Approx(80.0 / 1024.0));
     CHECK(s.red_line == 0.85);
     CHECK(s.thresholds[2].enter == Approx(0.85));
@@ -334,7 +391,7 @@ TEST_CASE("pressure_monitor: snapshot reports every figure", "[pressure_monitor]
     CHECK(s.oom_kills == 6U);
     CHECK(s.oom_kills_since_start == 2U);
     CHECK(s.peak_bytes == 900 * MiB);
-    CHECK(s.sample_count == 2);
+    CHECK(s.sample_count == 3);
     CHECK(s.sample_failures == 0);
     CHECK(s.sample_age == 30ms);
     CHECK(s.psi_watch == memgov::psi_watch_state::disabled);
