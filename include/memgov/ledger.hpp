@@ -17,6 +17,15 @@
 /// Past `max_slots` concurrent threads, or if claiming a slot fails to allocate, charges fall
 /// back to one shared overflow slot updated with atomic adds: slower, never lost.
 ///
+/// ## Counted and attribution categories
+/// A category is either *counted* (its bytes are memory nobody else charged: pool buffers,
+/// pooled objects, producer buffers) or an *attribution* (it says who holds memory that a
+/// counted category already has, such as a window's chunks, which the pool charges as
+/// `pool_in_use`). `total()` sums counted categories only, so the pressure monitor's estimate
+/// never counts one byte twice. Built-in defaults: `windows` is an attribution, all others are
+/// counted; `set_counted` changes it (for example to make `sessions` an attribution when a
+/// session's cost is the bytes of its window).
+///
 /// Thread safety: `charge`, `release`, `total`, `bytes` and `snapshot` are safe from any number
 /// of threads. Sums read while other threads charge are a consistent-enough snapshot: each
 /// counter is read atomically, the set of counters is not read at one instant. When no thread
@@ -75,6 +84,7 @@ struct ledger_state {
     ledger_slot overflow; // shared slot, updated with atomic adds
     std::array<std::string, ledger_max_categories> names;
     std::atomic<std::size_t> category_count{0};
+    std::atomic<std::uint32_t> counted_mask{0}; // bit i: category i counts in total()
 
     ledger_state() = default;
     ledger_state(const ledger_state&) = delete;
@@ -178,9 +188,10 @@ struct ledger_snapshot {
     struct entry {
         std::string name;
         std::int64_t bytes;
+        bool counted; ///< False for an attribution (not part of `total`).
     };
     std::vector<entry> categories; ///< Every defined category, in index order.
-    std::int64_t total = 0;        ///< Sum over all categories.
+    std::int64_t total = 0;        ///< Sum over the counted categories.
 };
 
 /// Byte accounting by category, built for a hot path: a charge is a plain add on a counter the
@@ -198,17 +209,21 @@ public:
         static constexpr std::array<std::string_view, 6> builtin{
             "pool_idle", "pool_in_use", "sessions", "windows", "objects", "kafka_inflight"};
         for (std::size_t i = 0; i < builtin.size(); ++i) m_state->names[i] = builtin[i];
+        std::uint32_t mask = (1U << builtin.size()) - 1U;
+        mask &= ~(1U << static_cast<unsigned>(category::windows)); // the pool counts the chunks
+        m_state->counted_mask.store(mask, std::memory_order_release);
         m_state->category_count.store(builtin.size(), std::memory_order_release);
     }
     ledger(const ledger&) = delete;
     ledger& operator=(const ledger&) = delete;
     ~ledger() = default;
 
-    /// Defines a user category named `name` and returns it.
+    /// Defines a user category named `name` and returns it. `counted` false makes it an
+    /// attribution (not part of `total()`, see the file comment).
     /// Throws `std::invalid_argument` if `name` is empty, already defined, or all
     /// `max_categories` are taken.
     /// Thread safety: safe with concurrent charges and other definitions. Complexity: O(categories).
-    category define(std::string_view name) {
+    category define(std::string_view name, bool counted = true) {
         if (name.empty()) throw std::invalid_argument{"memgov::ledger::define: name is empty"};
         std::lock_guard lock{m_state->mutex};
         const std::size_t n = m_state->category_count.load(std::memory_order_relaxed);
@@ -225,8 +240,28 @@ public:
                                         std::string{name} + "'"};
         }
         m_state->names[n] = std::string{name};
+        if (counted) m_state->counted_mask.fetch_or(1U << n, std::memory_order_acq_rel);
         m_state->category_count.store(n + 1, std::memory_order_release);
         return static_cast<category>(n);
+    }
+
+    /// Makes `c` counted (part of `total()`) or an attribution. Throws `std::invalid_argument`
+    /// if `c` is not defined. Thread safety: safe; `total()` follows from its next call.
+    void set_counted(category c, bool counted) {
+        const auto i = static_cast<std::size_t>(c);
+        if (i >= category_count()) {
+            throw std::invalid_argument{"memgov::ledger::set_counted: category " +
+                                        std::to_string(i) + " is not defined"};
+        }
+        if (counted) m_state->counted_mask.fetch_or(1U << i, std::memory_order_acq_rel);
+        else m_state->counted_mask.fetch_and(~(1U << i), std::memory_order_acq_rel);
+    }
+
+    /// True if `c` is counted in `total()`. Thread safety: safe. Complexity: O(1).
+    [[nodiscard]] bool counted(category c) const noexcept {
+        const auto i = static_cast<std::size_t>(c);
+        return i < max_categories &&
+               ((m_state->counted_mask.load(std::memory_order_acquire) >> i) & 1U) != 0;
     }
 
     /// The category named `name`, if defined. Thread safety: safe. Complexity: O(categories).
@@ -285,13 +320,17 @@ public:
         return sum;
     }
 
-    /// Bytes charged over all categories.
+    /// Bytes charged over all counted categories (attributions are left out: their bytes are
+    /// already in a counted category).
     /// Thread safety: safe. Complexity: O(threads × categories).
     [[nodiscard]] std::int64_t total() const noexcept {
         const std::size_t n = category_count();
+        const std::uint32_t mask = m_state->counted_mask.load(std::memory_order_acquire);
         std::int64_t sum = 0;
         m_state->for_each_slot([&](const detail::ledger_slot& s) {
-            for (std::size_t i = 0; i < n; ++i) sum += s.bytes[i].load(std::memory_order_relaxed);
+            for (std::size_t i = 0; i < n; ++i) {
+                if (((mask >> i) & 1U) != 0) sum += s.bytes[i].load(std::memory_order_relaxed);
+            }
         });
         return sum;
     }
@@ -305,10 +344,12 @@ public:
         });
         ledger_snapshot out;
         out.categories.reserve(n);
+        const std::uint32_t mask = m_state->counted_mask.load(std::memory_order_acquire);
         std::lock_guard lock{m_state->mutex};
         for (std::size_t i = 0; i < n; ++i) {
-            out.categories.push_back({m_state->names[i], sums[i]});
-            out.total += sums[i];
+            const bool counted = ((mask >> i) & 1U) != 0;
+            out.categories.push_back({m_state->names[i], sums[i], counted});
+            if (counted) out.total += sums[i];
         }
         return out;
     }

@@ -27,17 +27,42 @@ TEST_CASE("ledger: built-in categories are defined and start at zero", "[ledger]
 TEST_CASE("ledger: charge and release per category and in total", "[ledger]") {
     memgov::ledger l;
     l.charge(category::sessions, 100);
-    l.charge(category::windows, 50);
+    l.charge(category::objects, 50);
     l.charge(category::sessions, 20);
     CHECK(l.bytes(category::sessions) == 120);
-    CHECK(l.bytes(category::windows) == 50);
-    CHECK(l.bytes(category::objects) == 0);
+    CHECK(l.bytes(category::objects) == 50);
+    CHECK(l.bytes(category::pool_idle) == 0);
     CHECK(l.total() == 170);
     l.release(category::sessions, 120);
     CHECK(l.bytes(category::sessions) == 0);
     CHECK(l.total() == 50);
-    l.charge(category::windows, -50); // a negative charge is a release
+    l.charge(category::objects, -50); // a negative charge is a release
     CHECK(l.total() == 0);
+}
+
+TEST_CASE("ledger: attribution categories are kept out of the total", "[ledger]") {
+    memgov::ledger l;
+    CHECK_FALSE(l.counted(category::windows)); // a window's chunks are the pool's pool_in_use
+    CHECK(l.counted(category::pool_in_use));
+    CHECK(l.counted(category::sessions));
+    l.charge(category::pool_in_use, 64);
+    l.charge(category::windows, 64);
+    CHECK(l.total() == 64);
+    CHECK(l.bytes(category::windows) == 64);
+    const category who = l.define("per_tenant", false);
+    l.charge(who, 64);
+    CHECK(l.total() == 64);
+    l.set_counted(category::sessions, false);
+    l.charge(category::sessions, 10);
+    CHECK(l.total() == 64);
+    l.set_counted(category::sessions, true);
+    CHECK(l.total() == 74);
+    const auto s = l.snapshot();
+    CHECK(s.total == 74);
+    CHECK_FALSE(s.categories[static_cast<std::size_t>(category::windows)].counted);
+    CHECK(s.categories[static_cast<std::size_t>(category::sessions)].counted);
+    CHECK_THROWS_WITH(l.set_counted(static_cast<category>(15), true),
+                      Catch::Contains("category 15 is not defined"));
 }
 
 TEST_CASE("ledger: user categories", "[ledger]") {
@@ -72,6 +97,7 @@ TEST_CASE("ledger: snapshot lists every category with its bytes", "[ledger]") {
     REQUIRE(s.categories.size() == l.category_count());
     CHECK(s.categories[0].name == "pool_idle");
     CHECK(s.categories[0].bytes == 7);
+    CHECK(s.categories[0].counted);
     CHECK(s.categories.back().name == "kv");
     CHECK(s.categories.back().bytes == 3);
     CHECK(s.total == 10);
