@@ -1,0 +1,324 @@
+// session_map against the concurrent maps a user would otherwise pick, in one binary.
+//
+// P4: `with()` + touch on 1 M sessions, 90 % reads (find and update a 16-byte value) and 10 %
+//     writes (5 % upsert, 5 % erase) over random keys, at 1 and 2 threads. Peers:
+//     std::unordered_map under a std::shared_mutex (exclusive, since the value is updated),
+//     tbb::concurrent_hash_map with accessors, libcuckoo with plain find_fn (reads without
+//     updating) and with update_fn (the same work as ours). None of them does TTL or LRU work.
+// P5: a sweep of 1 M sessions of which 1 % have been idle past idle_ttl, against a full scan
+//     of the same map (visit every entry, erase the expired ones).
+// Memory: bytes per entry at 1 M entries (mallinfo2, including mmapped blocks), minus key and
+//     value, against std::unordered_map's.
+//
+//   build/bench/benchmarks/session_map_bench --benchmark_repetitions=5
+//       --benchmark_report_aggregates_only=true --benchmark_format=json > session_map.json
+//   scripts/bench_ratio.py session_map.json
+#include <memgov/session_map.hpp>
+
+#include <benchmark/benchmark.h>
+#include <libcuckoo/cuckoohash_map.hh>
+#include <oneapi/tbb/concurrent_hash_map.h>
+
+#include <malloc.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <unordered_map>
+#include <vector>
+
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr std::size_t sessions = 1'000'000;
+
+struct value16 {
+    std::uint64_t count = 0;
+    std::uint64_t bytes = 0;
+};
+
+std::uint64_t splitmix(std::uint64_t& x) noexcept {
+    std::uint64_t z = (x += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+const std::vector<std::uint64_t>& keys() {
+    static const std::vector<std::uint64_t> k = [] {
+        std::vector<std::uint64_t> v(sessions);
+        std::uint64_t seed = 42;
+        for (auto& x : v) x = splitmix(seed);
+        return v;
+    }();
+    return k;
+}
+
+// The P4 loop, shared by every peer: `read` updates the value of a key (or does nothing if
+// absent), `upsert` inserts or updates, `erase` removes.
+template <class Read, class Upsert, class Erase>
+void run_mix(benchmark::State& state, Read&& read, Upsert&& upsert, Erase&& erase) {
+    const auto& k = keys();
+    std::uint64_t rng = 0x1234567ULL + static_cast<std::uint64_t>(state.thread_index()) * 7919ULL;
+    for (auto _ : state) {
+        const std::uint64_t r = splitmix(rng);
+        const std::uint64_t key = k[(r & 0xFFFFFFFFULL) % sessions];
+        const std::uint64_t pick = (r >> 32) % 100;
+        if (pick < 90) {
+            read(key);
+        } else if (pick < 95) {
+            upsert(key);
+        } else {
+            erase(key);
+        }
+    }
+    state.SetItemsProcessed(state.iterations());
+}
+
+// ------------------------------------------------------------------ memgov
+
+template <memgov::touch_time Touch>
+memgov::session_map<std::uint64_t, value16>& memgov_instance() {
+    static auto* m = [] {
+        memgov::session_map_config c;
+        c.touch = Touch;
+        auto* p = new memgov::session_map<std::uint64_t, value16>{c};
+        for (std::uint64_t key : keys()) p->insert(key, [] { return value16{}; });
+        return p;
+    }();
+    return *m;
+}
+
+template <memgov::touch_time Touch>
+void memgov_session_map(benchmark::State& state) {
+    auto& m = memgov_instance<Touch>();
+    run_mix(
+        state, [&](std::uint64_t key) { m.with(key, [](value16& v) noexcept { ++v.count; }); },
+        [&](std::uint64_t key) {
+            m.upsert(key, [] { return value16{}; }, [](value16& v) noexcept { v = value16{}; });
+        },
+        [&](std::uint64_t key) { m.erase(key); });
+}
+
+void memgov_session_map_clock(benchmark::State& state) {
+    memgov_session_map<memgov::touch_time::clock>(state);
+}
+void memgov_session_map_coarse(benchmark::State& state) {
+    if (state.thread_index() == 0) memgov_instance<memgov::touch_time::coarse>().tick(memgov::steady_clock{}.now());
+    memgov_session_map<memgov::touch_time::coarse>(state);
+}
+
+// ------------------------------------------------------------------ unordered_map + shared_mutex
+
+struct mutex_map {
+    std::shared_mutex mutex;
+    std::unordered_map<std::uint64_t, value16> map;
+};
+
+mutex_map& mutex_instance() {
+    static auto* m = [] {
+        auto* p = new mutex_map;
+        p->map.reserve(sessions);
+        for (std::uint64_t key : keys()) p->map.emplace(key, value16{});
+        return p;
+    }();
+    return *m;
+}
+
+void unordered_map_shared_mutex(benchmark::State& state) {
+    auto& m = mutex_instance();
+    run_mix(
+        state,
+        [&](std::uint64_t key) {
+            std::unique_lock lock{m.mutex};
+            if (auto it = m.map.find(key); it != m.map.end()) ++it->second.count;
+        },
+        [&](std::uint64_t key) {
+            std::unique_lock lock{m.mutex};
+            m.map[key] = value16{};
+        },
+        [&](std::uint64_t key) {
+            std::unique_lock lock{m.mutex};
+            m.map.erase(key);
+        });
+}
+
+// ------------------------------------------------------------------ tbb
+
+using tbb_map = tbb::concurrent_hash_map<std::uint64_t, value16>;
+
+tbb_map& tbb_instance() {
+    static auto* m = [] {
+        auto* p = new tbb_map{sessions};
+        for (std::uint64_t key : keys()) p->emplace(key, value16{});
+        return p;
+    }();
+    return *m;
+}
+
+void tbb_concurrent_hash_map(benchmark::State& state) {
+    auto& m = tbb_instance();
+    run_mix(
+        state,
+        [&](std::uint64_t key) {
+            tbb_map::accessor a;
+            if (m.find(a, key)) ++a->second.count;
+        },
+        [&](std::uint64_t key) {
+            tbb_map::accessor a;
+            m.insert(a, key);
+            a->second = value16{};
+        },
+        [&](std::uint64_t key) { m.erase(key); });
+}
+
+// ------------------------------------------------------------------ libcuckoo
+
+using cuckoo_map = libcuckoo::cuckoohash_map<std::uint64_t, value16>;
+
+cuckoo_map& cuckoo_instance() {
+    static auto* m = [] {
+        auto* p = new cuckoo_map{sessions};
+        for (std::uint64_t key : keys()) p->insert(key, value16{});
+        return p;
+    }();
+    return *m;
+}
+
+void libcuckoo_find_fn(benchmark::State& state) {
+    auto& m = cuckoo_instance();
+    std::uint64_t sink = 0;
+    run_mix(
+        state, [&](std::uint64_t key) { m.find_fn(key, [&](const value16& v) { sink += v.count; }); },
+        [&](std::uint64_t key) { m.upsert(key, [](value16& v) { v = value16{}; }, value16{}); },
+        [&](std::uint64_t key) { m.erase(key); });
+    benchmark::DoNotOptimize(sink);
+}
+
+void libcuckoo_update_fn(benchmark::State& state) {
+    auto& m = cuckoo_instance();
+    run_mix(
+        state, [&](std::uint64_t key) { m.update_fn(key, [](value16& v) { ++v.count; }); },
+        [&](std::uint64_t key) { m.upsert(key, [](value16& v) { v = value16{}; }, value16{}); },
+        [&](std::uint64_t key) { m.erase(key); });
+}
+
+// ------------------------------------------------------------------ P5: sweep vs full scan
+
+using sweep_map = memgov::session_map<std::uint64_t, value16, memgov::manual_clock>;
+
+// 1 % of the sessions were created at t0 and never touched again; the other 99 % arrived
+// 5 minutes later. At t0 + idle_ttl the 1 % are expired and the rest have 5 minutes to go.
+std::unique_ptr<sweep_map> build_sweep_map(memgov::manual_clock& clock) {
+    memgov::session_map_config c;
+    c.idle_ttl = 10min;
+    c.absolute_ttl = memgov::session_map_config::never;
+    c.suspicious_age = memgov::session_map_config::never;
+    auto m = std::make_unique<sweep_map>(c, sweep_map::hooks_type{}, clock);
+    const auto& k = keys();
+    for (std::size_t i = 0; i < sessions; i += 100) m->insert(k[i], [] { return value16{}; });
+    clock.advance(5min);
+    for (std::size_t i = 0; i < sessions; ++i) {
+        if (i % 100 != 0) m->insert(k[i], [] { return value16{}; });
+    }
+    clock.advance(5min + 1ms);
+    return m;
+}
+
+void p5_incremental_sweep(benchmark::State& state) {
+    std::size_t evicted = 0;
+    std::size_t work = 0;
+    for (auto _ : state) {
+        state.PauseTiming();
+        memgov::manual_clock clock;
+        auto m = build_sweep_map(clock);
+        state.ResumeTiming();
+        const memgov::evict_result r = m->sweep(clock.now(), std::numeric_limits<std::size_t>::max());
+        state.PauseTiming();
+        evicted = r.evicted;
+        work = r.work;
+        m.reset();
+        state.ResumeTiming();
+    }
+    state.counters["evicted"] = static_cast<double>(evicted);
+    state.counters["work"] = static_cast<double>(work);
+}
+
+void p5_full_scan(benchmark::State& state) {
+    std::size_t evicted = 0;
+    for (auto _ : state) {
+        state.PauseTiming();
+        memgov::manual_clock clock;
+        auto m = build_sweep_map(clock);
+        std::vector<std::uint64_t> expired;
+        expired.reserve(sessions / 50);
+        state.ResumeTiming();
+        const memgov::time_point now = clock.now();
+        m->for_each_info([&](std::uint64_t key, const memgov::session_info& info) {
+            if (info.idle(now) >= 10min) expired.push_back(key);
+        });
+        for (std::uint64_t key : expired) m->erase(key);
+        state.PauseTiming();
+        evicted = expired.size();
+        m.reset();
+        state.ResumeTiming();
+    }
+    state.counters["evicted"] = static_cast<double>(evicted);
+}
+
+// ------------------------------------------------------------------ memory per entry
+
+std::size_t heap_in_use() {
+    const struct mallinfo2 mi = mallinfo2();
+    return mi.uordblks + mi.hblkhd;
+}
+
+template <class Build>
+void measure_memory(benchmark::State& state, Build&& build) {
+    double per_entry = 0;
+    for (auto _ : state) {
+        const std::size_t before = heap_in_use();
+        auto holder = build();
+        per_entry = static_cast<double>(heap_in_use() - before) / static_cast<double>(sessions);
+        benchmark::DoNotOptimize(holder);
+    }
+    state.counters["bytes_per_entry"] = per_entry;
+    state.counters["overhead_per_entry"] = per_entry - static_cast<double>(sizeof(std::uint64_t) + sizeof(value16));
+}
+
+void memory_session_map(benchmark::State& state) {
+    measure_memory(state, [] {
+        auto m = std::make_unique<memgov::session_map<std::uint64_t, value16>>();
+        for (std::uint64_t key : keys()) m->insert(key, [] { return value16{}; });
+        return m;
+    });
+}
+
+void memory_unordered_map(benchmark::State& state) {
+    measure_memory(state, [] {
+        auto m = std::make_unique<std::unordered_map<std::uint64_t, value16>>();
+        for (std::uint64_t key : keys()) m->emplace(key, value16{});
+        return m;
+    });
+}
+
+} // namespace
+
+BENCHMARK(memgov_session_map_clock)->Threads(1)->Threads(2)->UseRealTime();
+BENCHMARK(memgov_session_map_coarse)->Threads(1)->Threads(2)->UseRealTime();
+BENCHMARK(unordered_map_shared_mutex)->Threads(1)->Threads(2)->UseRealTime();
+BENCHMARK(tbb_concurrent_hash_map)->Threads(1)->Threads(2)->UseRealTime();
+BENCHMARK(libcuckoo_find_fn)->Threads(1)->Threads(2)->UseRealTime();
+BENCHMARK(libcuckoo_update_fn)->Threads(1)->Threads(2)->UseRealTime();
+BENCHMARK(p5_incremental_sweep)->Iterations(3)->Unit(benchmark::kMillisecond);
+BENCHMARK(p5_full_scan)->Iterations(3)->Unit(benchmark::kMillisecond);
+BENCHMARK(memory_session_map)->Iterations(1)->Unit(benchmark::kMillisecond);
+BENCHMARK(memory_unordered_map)->Iterations(1)->Unit(benchmark::kMillisecond);
+
+BENCHMARK_MAIN();

@@ -1,0 +1,1548 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+
+/// \file
+/// `session_map<Key, Value>`: a sharded concurrent map of long-lived sessions with two-level
+/// locking, idle/absolute/ended expiry, pluggable orphan rules, an incremental sweep whose cost
+/// follows what expires, pressure eviction by age, cost, recency and size, and an eviction
+/// callback that runs exactly once per removed entry, after the last user lets go of it.
+///
+/// ## Locking model
+/// - **Shard lock** (one per shard, a short futex mutex): guards structure only: the lookup
+///   table, the expiry wheel, the creation-order list, the cost buckets and node storage.
+///   It is a *leaf* lock: while it is held nothing blocks on another lock and no user code
+///   runs, except the metadata predicates of user orphan rules (`orphan_rule::applies`,
+///   `orphan_rule::earliest`), which must be cheap and must not call into the map.
+/// - **Entry lock** (one per entry, shared or exclusive): guards the session's value. User
+///   callbacks (`with`, `with_shared`, `inspect`, the `upsert` update function) run under it.
+/// - **Pins**: `with(key, fn)` finds the entry and pins it under the shard lock, releases the
+///   shard lock, then takes the entry lock and runs `fn`. A pinned entry is never freed.
+///
+/// **Lock order:** entry lock, then shard lock. A thread holding an entry lock may take a
+/// shard lock (for example `entry::set_no_evict`, `entry::mark_ended`, or `erase` of another
+/// key from inside a callback); a thread holding a shard lock never waits for an entry lock
+/// (the sweep only *tries* entry locks). `on_evict` runs with no map lock held at all.
+///
+/// **Re-entry:** calling `with`, `with_shared`, `inspect`, `set_cost` or `upsert`-with-update
+/// on the key whose callback the thread is already inside would deadlock, and is forbidden.
+/// It is detected (up to 8 nested callbacks deep) and throws `std::logic_error` instead.
+/// Structure operations on that same key (`erase`, `mark_ended`, `contains`, `info`,
+/// `upsert` that replaces) are allowed from inside its callback. Holding callbacks on two
+/// different keys at once is allowed but, as with any pair of locks, two threads that nest
+/// them in opposite orders can deadlock.
+///
+/// ## Expiry and orphan rules
+/// Five built-in rules, each configurable and each disabled by `session_map_config::never`:
+/// 1. inconsistent state: `session_map_hooks::inconsistent(key, value)` under the entry's
+///    shared lock (reason `orphan`), checked every `check_interval`;
+/// 2. ended and `ended_grace` (60 s) past the end (reason `ended`);
+/// 3. idle for `idle_ttl` (10 min) (reason `expired_idle`);
+/// 4. older than `absolute_ttl` (1 h) (reason `expired_absolute`);
+/// 5. suspicious: older than `suspicious_age` (20 min), idle for `suspicious_idle` (10 min) and
+///    fewer than `suspicious_min_messages` (3) messages in its life (reason `suspicious`).
+/// User rules (`orphan_rule`) add predicates over `session_info`, optionally confirmed under
+/// the entry's shared lock. All bounds are inclusive: idle for exactly `idle_ttl` expires.
+/// Metadata rules are checked first (in the order 2, 3, 4, 5, user rules), then value checks.
+///
+/// ## Sweep
+/// Each shard files every entry under its next possible deadline in a hierarchical timer wheel.
+/// Touching an entry does not move it; when the sweep reaches it, it re-checks the rules and
+/// either evicts it or re-files it under its new deadline. So `sweep(now, max_work)` costs in
+/// proportion to the entries whose filed deadline has passed, not to the map's size, and
+/// stops after `max_work` of them, resuming where it stopped at the next call.
+///
+/// ## Pressure eviction
+/// `evict_older_than`, `evict_over_cost`, `evict_lru_until` and `evict_largest` each bound
+/// their work and skip `no_evict` entries (which only `erase`, `clear` and expiry remove).
+/// LRU is approximate, as in Redis: each step samples `lru_samples` entries of one shard and
+/// evicts the least recently active (exact when a shard holds no more entries than that).
+/// `evict_largest` walks power-of-two cost buckets from the top, as Redis and Envoy do.
+///
+/// ## Eviction callback
+/// `on_evict(key, value&, reason)` runs exactly once for every entry that leaves the map, with
+/// no map lock held, before the value is destroyed. An entry removed while another thread is
+/// inside its callback vanishes from lookups at once; its `on_evict` and destruction run on
+/// the thread whose pin is released last (possibly a request thread).
+
+#include <memgov/clock.hpp>
+#include <memgov/config.hpp>
+#include <memgov/detail/session_map_index.hpp>
+#include <memgov/detail/session_map_slab.hpp>
+#include <memgov/detail/session_map_sync.hpp>
+#include <memgov/detail/session_map_wheel.hpp>
+#include <memgov/ledger.hpp>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <bit>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <memory>
+#include <mutex>
+#include <new>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+MEMGOV_NAMESPACE_BEGIN
+
+/// Why an entry left a `session_map`. Passed to `on_evict` and counted in `stats()`.
+enum class evict_reason : std::uint8_t {
+    erased = 0,             ///< `erase(key)`.
+    replaced = 1,           ///< `upsert(key, make)` replaced it with a new session.
+    expired_idle = 2,       ///< Rule 3: idle for `idle_ttl`.
+    expired_absolute = 3,   ///< Rule 4: older than `absolute_ttl`.
+    ended = 4,              ///< Rule 2: ended and `ended_grace` past the end.
+    orphan = 5,             ///< Rule 1 (inconsistent state) or a user rule.
+    suspicious = 6,         ///< Rule 5: old, idle and nearly silent.
+    age_under_pressure = 7, ///< `evict_older_than`.
+    over_cost = 8,          ///< `evict_over_cost`.
+    lru_under_pressure = 9, ///< `evict_lru_until`.
+    largest_under_pressure = 10, ///< `evict_largest`.
+    cleared = 11            ///< `clear()` or the map's destruction.
+};
+
+/// Number of `evict_reason` values.
+inline constexpr std::size_t evict_reason_count = 12;
+
+/// The reason's name in snake_case ("erased" ... "cleared").
+/// Thread safety: pure. Complexity: O(1).
+[[nodiscard]] constexpr std::string_view to_string(evict_reason r) noexcept {
+    switch (r) {
+    case evict_reason::erased: return "erased";
+    case evict_reason::replaced: return "replaced";
+    case evict_reason::expired_idle: return "expired_idle";
+    case evict_reason::expired_absolute: return "expired_absolute";
+    case evict_reason::ended: return "ended";
+    case evict_reason::orphan: return "orphan";
+    case evict_reason::suspicious: return "suspicious";
+    case evict_reason::age_under_pressure: return "age_under_pressure";
+    case evict_reason::over_cost: return "over_cost";
+    case evict_reason::lru_under_pressure: return "lru_under_pressure";
+    case evict_reason::largest_under_pressure: return "largest_under_pressure";
+    case evict_reason::cleared: return "cleared";
+    }
+    return "unknown";
+}
+
+/// A copy of one entry's metadata.
+struct session_info {
+    time_point created{};                ///< When the session was inserted.
+    time_point last_active{};            ///< The last `with`/`with_shared` (or insertion).
+    std::optional<time_point> ended_at;  ///< When `mark_ended` was first called, if it was.
+    std::uint32_t messages = 0;          ///< `with`/`with_shared` calls in its life (saturates).
+    std::int64_t cost = 0;               ///< Bytes it is charged for.
+    bool no_evict = false;               ///< Exempt from pressure eviction.
+
+    /// Whether `mark_ended` was called. Thread safety: const. Complexity: O(1).
+    [[nodiscard]] bool ended() const noexcept { return ended_at.has_value(); }
+    /// Time since creation at `now`. Thread safety: const. Complexity: O(1).
+    [[nodiscard]] duration age(time_point now) const noexcept { return now - created; }
+    /// Time since last activity at `now`. Thread safety: const. Complexity: O(1).
+    [[nodiscard]] duration idle(time_point now) const noexcept { return now - last_active; }
+};
+
+/// A user orphan rule. The sweep evicts an entry, with `reason`, when `applies(info, now)` is
+/// true and, if `confirm` is set, `confirm(key, value)` is true under the entry's shared lock
+/// (tried, never waited for: a busy entry is re-checked at the next tick).
+/// `applies` and `earliest` run under the shard lock: they must be cheap, must not throw and
+/// must not call into the map. `confirm` runs under the entry's shared lock only; if it throws
+/// the entry is kept.
+template <class Key, class Value>
+struct orphan_rule {
+    std::string name;                              ///< For diagnostics.
+    evict_reason reason = evict_reason::orphan;    ///< Reported to `on_evict` and stats.
+    /// Required: whether the rule holds for this metadata at `now`.
+    std::function<bool(const session_info&, time_point now)> applies{};
+    /// Optional: the earliest time `applies` can become true (a lower bound that may only move
+    /// later as the entry lives; nullopt: never). Without it, or once that time has passed and
+    /// the rule did not hold, the rule is checked every `check_interval`.
+    std::function<std::optional<time_point>(const session_info&)> earliest{};
+    /// Optional: a look at the value, under the entry's shared lock.
+    std::function<bool(const Key&, const Value&)> confirm{};
+};
+
+/// Callbacks of a `session_map`. All are called concurrently from any thread and must be
+/// thread-safe.
+template <class Key, class Value>
+struct session_map_hooks {
+    /// Called exactly once per entry that leaves the map, with no map lock held, before the
+    /// value is destroyed. Must not throw (the map calls it from noexcept code) and must not
+    /// re-enter the same key (it is already gone; a lookup simply misses).
+    std::function<void(const Key&, Value&, evict_reason)> on_evict;
+    /// Rule 1, "inconsistent state": true evicts the entry (reason `orphan`). Checked under
+    /// the entry's shared lock every `check_interval`; if it throws the entry is kept.
+    std::function<bool(const Key&, const Value&)> inconsistent;
+    /// Further rules, checked after the built-in ones.
+    std::vector<orphan_rule<Key, Value>> rules;
+};
+
+/// Where `with`/`with_shared` take the last-active time from.
+enum class touch_time : std::uint8_t {
+    clock, ///< Read the clock on every access: exact.
+    coarse ///< Use the time last given to `tick(now)` or `sweep(now, ...)`: one relaxed load.
+           ///< Last-active is then as fresh as the ticks; tick at least as often as the
+           ///< resolution you need (a tenth of `idle_ttl` is plenty).
+};
+
+/// Configuration of a `session_map`. Durations equal to `never` disable their rule.
+struct session_map_config {
+    /// A duration that disables a rule.
+    static constexpr duration never = duration::max();
+
+    std::size_t shards = 64;                                   ///< Power of two, 1..65536.
+    duration idle_ttl = std::chrono::minutes{10};              ///< Rule 3.
+    duration absolute_ttl = std::chrono::hours{1};             ///< Rule 4.
+    duration ended_grace = std::chrono::seconds{60};           ///< Rule 2 (0: at the next sweep).
+    duration suspicious_age = std::chrono::minutes{20};        ///< Rule 5: at least this old,
+    duration suspicious_idle = std::chrono::minutes{10};       ///< idle at least this long,
+    std::uint32_t suspicious_min_messages = 3;                 ///< and fewer messages than this.
+    duration check_interval = std::chrono::seconds{60};        ///< Rule 1 and rules without `earliest`.
+    duration sweep_resolution = std::chrono::milliseconds{1};  ///< The expiry wheel's tick.
+    std::size_t lru_samples = 16;                              ///< Entries sampled per LRU step, 1..1024.
+    touch_time touch = touch_time::clock;                      ///< See `touch_time`.
+    category ledger_category = category::sessions;             ///< Where costs are charged.
+};
+
+/// Metadata to give a new entry at insertion, so that it is never visible without it.
+struct session_options {
+    bool no_evict = false;  ///< Exempt from pressure eviction from the start.
+    std::int64_t cost = 0;  ///< Initial cost in bytes (negative counts as 0).
+};
+
+/// What a sweep or an eviction did.
+struct evict_result {
+    std::size_t evicted = 0; ///< Entries removed (their callbacks may still be pending on pins).
+    std::int64_t bytes = 0;  ///< Sum of their costs at removal.
+    std::size_t work = 0;    ///< Entries examined: the unit of `max_work` and `budget`.
+    bool complete = false;   ///< Nothing left to do (sweep: nothing due; evictions: goal met).
+};
+
+/// A snapshot of a map's counters (each read atomically, not all at one instant).
+struct session_map_stats {
+    std::size_t size = 0;              ///< Entries in the map.
+    std::int64_t total_cost = 0;       ///< Sum of their costs.
+    std::uint64_t hits = 0;            ///< Lookups by `with`/`with_shared`/`inspect`/`set_cost` that found.
+    std::uint64_t misses = 0;          ///< ... that did not.
+    std::uint64_t inserts = 0;         ///< Entries inserted (including replacements).
+    std::array<std::uint64_t, evict_reason_count> evictions{}; ///< Removals by reason.
+    std::uint64_t sweep_work = 0;      ///< Entries examined by sweeps.
+    std::uint64_t pinned_at_eviction = 0; ///< Removals that found the entry pinned.
+    std::size_t structure_bytes = 0;   ///< Node storage and tables (not counting costs).
+
+    /// Removals for `r`. Thread safety: const. Complexity: O(1).
+    [[nodiscard]] std::uint64_t evicted(evict_reason r) const noexcept {
+        return evictions[static_cast<std::size_t>(r)];
+    }
+    /// All removals. Thread safety: const. Complexity: O(reasons).
+    [[nodiscard]] std::uint64_t evictions_total() const noexcept {
+        std::uint64_t s = 0;
+        for (std::uint64_t e : evictions) s += e;
+        return s;
+    }
+};
+
+namespace detail {
+
+// wyhash-style mix: spreads weak hashes (std::hash of integers is the identity) over all
+// 64 bits, since shards use the top bits and the table the low ones.
+[[nodiscard]] inline std::uint64_t session_mix(std::uint64_t x) noexcept {
+    __extension__ using u128 = unsigned __int128;
+    const u128 r = static_cast<u128>(x) * 0x9E3779B97F4A7C15ULL;
+    return static_cast<std::uint64_t>(r >> 64) ^ static_cast<std::uint64_t>(r);
+}
+
+[[nodiscard]] inline std::int64_t session_add_sat(std::int64_t t, duration d) noexcept {
+    const std::int64_t c = d.count();
+    if (c >= std::numeric_limits<std::int64_t>::max() - t) return std::numeric_limits<std::int64_t>::max();
+    return t + c;
+}
+
+inline constexpr std::uint64_t session_no_evict_bit = std::uint64_t{1} << 63;
+inline constexpr std::uint64_t session_ended_bit = std::uint64_t{1} << 62;
+// Set by the sweep on an entry whose value check found it busy: evaluate it when next reached.
+inline constexpr std::uint64_t session_recheck_bit = std::uint64_t{1} << 61;
+inline constexpr std::uint64_t session_time_mask = session_recheck_bit - 1;
+inline constexpr std::uint64_t session_detached_bit = std::uint64_t{1} << 63;
+inline constexpr std::int64_t session_never = std::numeric_limits<std::int64_t>::max();
+
+// One entry. Hot fields (touched by every `with`) first, then key and value, then the fields
+// only structure operations use. Times are nanoseconds since the clock's epoch.
+template <class Key, class Value>
+struct session_node {
+    std::atomic<std::uint32_t> state{0};       // detail::entry_state
+    std::atomic<std::uint32_t> messages{0};
+    std::atomic<std::int64_t> last_active{0};
+    alignas(Key) unsigned char key_storage[sizeof(Key)];
+    alignas(Value) unsigned char value_storage[sizeof(Value)];
+    std::int64_t created = 0;                  // written before the entry is published
+    std::atomic<std::uint64_t> ended_flags{0}; // no_evict, ended and recheck bits, ended-at
+    std::atomic<std::uint64_t> cost{0};        // bytes; detached bit once unlinked
+    session_links wheel;                       // expiry wheel (after unlink: .next = reason)
+    session_links age;                         // creation order (when free: .next = free list)
+    session_links bucket;                      // cost bucket
+
+    Key& key() noexcept { return *std::launder(reinterpret_cast<Key*>(key_storage)); }
+    const Key& key() const noexcept { return *std::launder(reinterpret_cast<const Key*>(key_storage)); }
+    Value& value() noexcept { return *std::launder(reinterpret_cast<Value*>(value_storage)); }
+    std::uint32_t& free_link() noexcept { return age.next; }
+};
+
+template <class Value>
+class session_value_buffer {
+public:
+    template <class Make>
+    explicit session_value_buffer(Make& make) {
+        ::new (static_cast<void*>(m_storage)) Value(std::invoke(make));
+    }
+    session_value_buffer(const session_value_buffer&) = delete;
+    session_value_buffer& operator=(const session_value_buffer&) = delete;
+    ~session_value_buffer() { get().~Value(); }
+    Value& get() noexcept { return *std::launder(reinterpret_cast<Value*>(m_storage)); }
+
+private:
+    alignas(Value) unsigned char m_storage[sizeof(Value)];
+};
+
+} // namespace detail
+
+/// A sharded concurrent map from session keys to session values, with two-level locking,
+/// expiry, orphan rules, an incremental sweep and pressure eviction. See the file comment for
+/// the locking model, the rules and the callback guarantees.
+///
+/// `Value` may be move-only; it must be move-constructible (a new value is built by the user's
+/// make function outside any lock and moved in under the shard lock). `Hash` and `KeyEqual`
+/// must not throw.
+///
+/// Costs (`set_cost`) and the map's own storage are charged to the ledger given at
+/// construction, under `config.ledger_category`.
+template <class Key, class Value, clock_type Clock = steady_clock, class Hash = std::hash<Key>,
+          class KeyEqual = std::equal_to<Key>>
+class session_map {
+    using node = detail::session_node<Key, Value>;
+    struct shard;
+
+public:
+    using key_type = Key;                                  ///< The key type.
+    using mapped_type = Value;                             ///< The value type.
+    using hooks_type = session_map_hooks<Key, Value>;      ///< Callbacks.
+    using rule_type = orphan_rule<Key, Value>;             ///< A user orphan rule.
+
+    /// The entry a callback is running on. Valid only inside that callback; never store it.
+    /// `with` passes a mutable one, `with_shared` and `inspect` a const one.
+    class entry {
+    public:
+        entry(const entry&) = delete;
+        entry& operator=(const entry&) = delete;
+        ~entry() = default;
+
+        /// The key. Thread safety: valid inside the callback. Complexity: O(1).
+        [[nodiscard]] const Key& key() const noexcept { return m_node->key(); }
+        /// A copy of the metadata. Thread safety: valid inside the callback. Complexity: O(1).
+        [[nodiscard]] session_info info() const noexcept { return m_map->info_of(*m_node); }
+        /// The cost in bytes. Thread safety: valid inside the callback. Complexity: O(1).
+        [[nodiscard]] std::int64_t cost() const noexcept {
+            return static_cast<std::int64_t>(m_node->cost.load(std::memory_order_relaxed) &
+                                              ~detail::session_detached_bit);
+        }
+        /// True if the entry was removed from the map while this callback holds it: it is no
+        /// longer found, and its `on_evict` runs when the callback returns.
+        /// Thread safety: valid inside the callback. Complexity: O(1).
+        [[nodiscard]] bool evicted() const noexcept {
+            return (m_node->state.load(std::memory_order_acquire) & detail::entry_state::dead) != 0;
+        }
+        /// Sets the cost to `bytes` (negative counts as 0), updating the shard's total and the
+        /// ledger. Only under the exclusive lock (`with`). Thread safety: valid inside the
+        /// callback. Complexity: O(1); takes the shard lock only when the cost crosses a
+        /// power of two.
+        void set_cost(std::int64_t bytes) noexcept { m_map->set_cost_of(*m_shard, m_idx, *m_node, bytes); }
+        /// Adds `delta` (may be negative) to the cost. Same guarantees as `set_cost`.
+        void add_cost(std::int64_t delta) noexcept { set_cost(cost() + delta); }
+        /// Sets or clears `no_evict`. Takes the shard lock. Complexity: O(1).
+        void set_no_evict(bool on) noexcept { m_map->set_no_evict_of(*m_shard, *m_node, on); }
+        /// Marks the session ended now (the first call wins). Takes the shard lock.
+        /// Complexity: O(1).
+        void mark_ended() noexcept { m_map->mark_ended_of(*m_shard, m_idx, *m_node, m_map->now_ns()); }
+
+    private:
+        friend class session_map;
+        entry(session_map* m, shard* s, std::uint32_t idx, node* n) noexcept
+            : m_map{m}, m_shard{s}, m_idx{idx}, m_node{n} {}
+        session_map* m_map;
+        shard* m_shard;
+        std::uint32_t m_idx;
+        node* m_node;
+    };
+
+    /// A map configured by `config`, calling `hooks`, reading time from `clock`, and charging
+    /// costs to `accounting` (nullptr: no accounting).
+    /// Throws `std::invalid_argument` naming the bad field of `config`, `std::bad_alloc`.
+    explicit session_map(session_map_config config = {}, hooks_type hooks = {}, Clock clock = Clock{},
+                         ledger* accounting = nullptr)
+        : m_config{validate(config)}, m_hooks{std::move(hooks)}, m_clock{std::move(clock)},
+          m_ledger{accounting} {
+        for (const rule_type& r : m_hooks.rules) {
+            if (!r.applies) {
+                throw std::invalid_argument{"memgov::session_map_hooks::rules: rule '" + r.name +
+                                            "' has no applies predicate"};
+            }
+            if (!r.earliest || r.confirm) m_interval_rules = true;
+        }
+        if (m_hooks.inconsistent) m_interval_rules = true;
+        m_shard_mask = m_config.shards - 1;
+        m_shards = std::make_unique<shard[]>(m_config.shards);
+        m_epoch = m_clock.now().time_since_epoch().count();
+        m_resolution = m_config.sweep_resolution.count();
+        m_coarse_now.value.store(m_epoch, std::memory_order_relaxed);
+        m_rng = static_cast<std::uint64_t>(m_epoch) | 1U;
+        charge(static_cast<std::int64_t>(sizeof(shard) * m_config.shards));
+    }
+
+    session_map(const session_map&) = delete;
+    session_map& operator=(const session_map&) = delete;
+
+    /// Removes every entry (`on_evict` with `cleared`) and frees the storage. No callback may
+    /// be running on this map. Thread safety: not concurrent with anything else on the map.
+    ~session_map() {
+        clear();
+        charge(-static_cast<std::int64_t>(sizeof(shard) * m_config.shards));
+        for (std::size_t i = 0; i < m_config.shards; ++i) {
+            shard& s = m_shards[i];
+            charge(-static_cast<std::int64_t>(s.structure_bytes.load(std::memory_order_relaxed)));
+        }
+    }
+
+    // ---------------------------------------------------------------- access
+
+    /// Finds `key`, pins it under the shard lock, releases the shard lock, takes the entry's
+    /// exclusive lock and calls `fn(value)` or `fn(value, entry&)`. Counts as activity:
+    /// updates last-active (the LRU position) and the message count.
+    /// Returns false (and does not call `fn`) if the key is absent.
+    /// Throws what `fn` throws (the locks are released), and `std::logic_error` on re-entry
+    /// into a key this thread is already inside.
+    /// Thread safety: safe from any thread. Complexity: O(1) expected; no allocation.
+    template <class Fn>
+    bool with(const Key& key, Fn&& fn) {
+        return access<mode::write>(key, fn);
+    }
+
+    /// As `with`, under the entry's shared lock: `fn(const value&)` or
+    /// `fn(const value&, const entry&)`. Counts as activity.
+    template <class Fn>
+    bool with_shared(const Key& key, Fn&& fn) {
+        return access<mode::read>(key, fn);
+    }
+
+    /// As `with_shared` but does not count as activity (for monitors and scavengers).
+    template <class Fn>
+    bool inspect(const Key& key, Fn&& fn) {
+        return access<mode::peek>(key, fn);
+    }
+
+    /// Inserts `make()` under `key` if the key is absent; returns whether it did. `make` is
+    /// called outside any lock, and only if the key looked absent; if another thread inserts
+    /// the key meanwhile, the made value is destroyed unused and false is returned.
+    /// `options` sets `no_evict` and the cost before the entry becomes visible.
+    /// Throws what `make` throws, `std::bad_alloc` (strong guarantee).
+    /// Thread safety: safe from any thread. Complexity: O(1) amortized.
+    template <class Make>
+    bool insert(const Key& key, Make&& make, session_options options = {}) {
+        const std::uint64_t h = hash_of(key);
+        if (contains_hashed(key, h)) return false;
+        detail::session_value_buffer<Value> value{make};
+        return emplace(key, h, value.get(), false, options);
+    }
+
+    /// Inserts `make()` under `key`, replacing (`on_evict` with `replaced`) any session already
+    /// there; returns true if there was none. A callback still running on the old session keeps
+    /// it until it returns. `make` is called outside any lock. `options` as for `insert`.
+    /// Throws what `make` throws, `std::bad_alloc` (strong guarantee).
+    /// Thread safety: safe from any thread. Complexity: O(1) amortized.
+    template <class Make>
+    bool upsert(const Key& key, Make&& make, session_options options = {}) {
+        const std::uint64_t h = hash_of(key);
+        detail::session_value_buffer<Value> value{make};
+        return emplace(key, h, value.get(), true, options);
+    }
+
+    /// If `key` is present, calls `update(value)` (or `update(value, entry&)`) as `with` does;
+    /// otherwise inserts `make()`. Returns true if it inserted.
+    /// Throws what `make` or `update` throw, `std::bad_alloc`, `std::logic_error` on re-entry.
+    /// Thread safety: safe from any thread. Complexity: O(1) amortized.
+    template <class Make, class Update>
+        requires(!std::is_same_v<std::remove_cvref_t<Update>, session_options>)
+    bool upsert(const Key& key, Make&& make, Update&& update, session_options options = {}) {
+        for (;;) {
+            if (access<mode::write>(key, update)) return false;
+            if (insert(key, make, options)) return true;
+        }
+    }
+
+    /// Removes `key` (`on_evict` with `erased`, now or when the last callback on it returns).
+    /// Returns whether it was present. Thread safety: safe from any thread, including from
+    /// inside a callback on the same key. Complexity: O(1).
+    bool erase(const Key& key) noexcept {
+        const std::uint64_t h = hash_of(key);
+        shard& s = shard_of(h);
+        victims v;
+        {
+            detail::session_shard_guard g{s.mutex};
+            const std::uint32_t pos = find_pos(s, h, key);
+            if (pos == detail::session_nil) return false;
+            const std::uint32_t idx = s.index.slot(pos).idx;
+            unlink(s, pos, idx, evict_reason::erased, v);
+        }
+        finish(s, v);
+        return true;
+    }
+
+    /// Marks `key`'s session ended now (the first call wins), starting its grace period.
+    /// Returns whether it was present. Thread safety: safe from any thread. Complexity: O(1).
+    bool mark_ended(const Key& key) noexcept {
+        const std::int64_t now = now_ns();
+        const std::uint64_t h = hash_of(key);
+        shard& s = shard_of(h);
+        detail::session_shard_guard g{s.mutex};
+        const std::uint32_t pos = find_pos(s, h, key);
+        if (pos == detail::session_nil) return false;
+        const std::uint32_t idx = s.index.slot(pos).idx;
+        end_locked(s, idx, s.slab.at(idx), now);
+        return true;
+    }
+
+    /// Sets or clears `key`'s `no_evict` flag. Returns whether it was present.
+    /// Thread safety: safe from any thread. Complexity: O(1).
+    bool set_no_evict(const Key& key, bool on) noexcept {
+        const std::uint64_t h = hash_of(key);
+        shard& s = shard_of(h);
+        detail::session_shard_guard g{s.mutex};
+        const std::uint32_t pos = find_pos(s, h, key);
+        if (pos == detail::session_nil) return false;
+        flag_no_evict(s.slab.at(s.index.slot(pos).idx), on);
+        return true;
+    }
+
+    /// Sets `key`'s cost to `bytes` under its exclusive lock, without counting as activity.
+    /// Returns whether it was present. Throws `std::logic_error` on re-entry.
+    /// Thread safety: safe from any thread. Complexity: O(1).
+    bool set_cost(const Key& key, std::int64_t bytes) {
+        auto fn = [bytes](Value&, entry& e) noexcept { e.set_cost(bytes); };
+        return access<mode::write_quiet>(key, fn);
+    }
+
+    /// Whether `key` is present. Thread safety: safe from any thread. Complexity: O(1).
+    [[nodiscard]] bool contains(const Key& key) const noexcept {
+        return contains_hashed(key, hash_of(key));
+    }
+
+    /// A copy of `key`'s metadata, if present. Does not count as activity.
+    /// Thread safety: safe from any thread. Complexity: O(1).
+    [[nodiscard]] std::optional<session_info> info(const Key& key) const noexcept {
+        const std::uint64_t h = hash_of(key);
+        shard& s = shard_of(h);
+        detail::session_shard_guard g{s.mutex};
+        const std::uint32_t pos = find_pos(s, h, key);
+        if (pos == detail::session_nil) return std::nullopt;
+        return info_of(s.slab.at(s.index.slot(pos).idx));
+    }
+
+    /// Entries in the map. Thread safety: safe; exact when nothing runs concurrently.
+    /// Complexity: O(shards).
+    [[nodiscard]] std::size_t size() const noexcept {
+        std::size_t n = 0;
+        for (std::size_t i = 0; i < m_config.shards; ++i) {
+            n += m_shards[i].size.load(std::memory_order_relaxed);
+        }
+        return n;
+    }
+
+    /// Whether the map is empty. Thread safety: as `size`. Complexity: O(shards).
+    [[nodiscard]] bool empty() const noexcept { return size() == 0; }
+
+    /// Sum of the entries' costs. Thread safety: safe; exact when nothing runs concurrently.
+    /// Complexity: O(shards).
+    [[nodiscard]] std::int64_t total_cost() const noexcept {
+        std::int64_t n = 0;
+        for (std::size_t i = 0; i < m_config.shards; ++i) {
+            n += m_shards[i].total_cost.value.load(std::memory_order_relaxed);
+        }
+        return n;
+    }
+
+    /// Calls `fn(key, info)` for every entry, one shard at a time under that shard's lock.
+    /// `fn` must not call into the map. Does not count as activity.
+    /// Thread safety: safe from any thread; entries inserted or removed meanwhile may or may
+    /// not be visited. Complexity: O(size + capacity).
+    template <class Fn>
+    void for_each_info(Fn&& fn) const {
+        for (std::size_t i = 0; i < m_config.shards; ++i) {
+            shard& s = m_shards[i];
+            detail::session_shard_guard g{s.mutex};
+            const std::uint32_t cap = s.index.capacity();
+            for (std::uint32_t p = 0; p < cap; ++p) {
+                const detail::session_slot slot = s.index.slot(p);
+                if (slot.idx == detail::session_nil) continue;
+                node& n = s.slab.at(slot.idx);
+                fn(std::as_const(n.key()), info_of(n));
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- time, sweep, eviction
+
+    /// Tells the map the time, for `touch_time::coarse`. Never moves the time back.
+    /// Thread safety: safe from any thread. Complexity: O(1).
+    void tick(time_point now) noexcept {
+        const std::int64_t t = now.time_since_epoch().count();
+        std::int64_t cur = m_coarse_now.value.load(std::memory_order_relaxed);
+        while (t > cur && !m_coarse_now.value.compare_exchange_weak(cur, t, std::memory_order_relaxed)) {
+        }
+    }
+
+    /// Removes what the rules say has expired at `now`, examining at most `max_work` entries
+    /// (those whose filed deadline has passed), and resumes there at the next call. Value
+    /// checks (rule 1, `orphan_rule::confirm`) run under the entry's shared lock, outside the
+    /// shard lock. Also acts as `tick(now)`.
+    /// Thread safety: safe from any thread; concurrent sweeps take turns.
+    /// Complexity: O(max_work + shards); no work for entries whose deadline is in the future.
+    evict_result sweep(time_point now, std::size_t max_work) {
+        tick(now);
+        std::lock_guard lock{m_sweep_mutex};
+        evict_result r;
+        const std::int64_t now_ns = now.time_since_epoch().count();
+        const std::uint64_t now_tick = tick_floor(now_ns);
+        for (std::size_t visited = 0; visited < m_config.shards; ++visited) {
+            shard& s = m_shards[m_sweep_cursor];
+            if (!sweep_shard(s, now_ns, now_tick, max_work, r)) {
+                m_sweep_work.fetch_add(r.work, std::memory_order_relaxed);
+                return r;
+            }
+            m_sweep_cursor = (m_sweep_cursor + 1) & m_shard_mask;
+        }
+        m_sweep_work.fetch_add(r.work, std::memory_order_relaxed);
+        r.complete = true;
+        return r;
+    }
+
+    /// `sweep(clock.now(), max_work)`.
+    evict_result sweep(std::size_t max_work) { return sweep(m_clock.now(), max_work); }
+
+    /// Evicts entries created at least `age` ago (reason `age_under_pressure`), oldest first in
+    /// each shard, skipping `no_evict`, examining at most `budget` entries.
+    /// `complete` is true when no evictable entry that old is left.
+    /// Thread safety: safe from any thread. Complexity: O(budget + shards).
+    evict_result evict_older_than(duration age, std::size_t budget) {
+        std::lock_guard lock{m_evict_mutex};
+        const std::int64_t cutoff = now_ns() - age.count();
+        evict_result r;
+        for (std::size_t visited = 0; visited < m_config.shards; ++visited) {
+            shard& s = m_shards[m_age_cursor];
+            if (!evict_old_in(s, cutoff, budget, r)) return r;
+            m_age_cursor = (m_age_cursor + 1) & m_shard_mask;
+        }
+        r.complete = true;
+        return r;
+    }
+
+    /// Evicts entries whose cost exceeds `bytes` (reason `over_cost`), skipping `no_evict`,
+    /// examining at most `budget` entries. Only cost buckets that can hold such entries are
+    /// visited. Thread safety: safe from any thread. Complexity: O(budget + shards).
+    evict_result evict_over_cost(std::int64_t bytes, std::size_t budget) {
+        std::lock_guard lock{m_evict_mutex};
+        evict_result r;
+        const std::uint64_t limit = bytes < 0 ? 0 : static_cast<std::uint64_t>(bytes);
+        for (std::size_t visited = 0; visited < m_config.shards; ++visited) {
+            shard& s = m_shards[m_cost_cursor];
+            if (!evict_cost_in(s, limit, budget, r)) return r;
+            m_cost_cursor = (m_cost_cursor + 1) & m_shard_mask;
+        }
+        r.complete = true;
+        return r;
+    }
+
+    /// Evicts approximately least recently active entries (reason `lru_under_pressure`),
+    /// skipping `no_evict`, until `total_cost() <= target_total_cost` or `budget` entries have
+    /// been sampled. Each step samples `lru_samples` entries of the next shard.
+    /// Thread safety: safe from any thread. Complexity: O(budget + shards).
+    evict_result evict_lru_until(std::int64_t target_total_cost, std::size_t budget) {
+        std::lock_guard lock{m_evict_mutex};
+        evict_result r;
+        std::int64_t total = total_cost();
+        std::size_t barren = 0; // consecutive shards that offered no victim
+        while (total > target_total_cost && r.work < budget && barren < m_config.shards) {
+            shard& s = m_shards[m_lru_cursor];
+            m_lru_cursor = (m_lru_cursor + 1) & m_shard_mask;
+            victims v;
+            {
+                detail::session_shard_guard g{s.mutex};
+                const std::uint32_t idx = lru_victim(s, budget, r);
+                if (idx == detail::session_nil) {
+                    ++barren;
+                    continue;
+                }
+                barren = 0;
+                r.bytes += unlink(s, detail::session_nil, idx, evict_reason::lru_under_pressure, v);
+                ++r.evicted;
+            }
+            finish(s, v);
+            total = (r.evicted % 64 == 0) ? total_cost() : total - v.last_bytes;
+        }
+        r.complete = total <= target_total_cost;
+        return r;
+    }
+
+    /// Evicts up to `n` of the largest entries (reason `largest_under_pressure`), skipping
+    /// `no_evict`: it empties the highest non-empty power-of-two cost bucket across shards
+    /// first, then the next, so every evicted entry is at least half the cost of any evictable
+    /// entry left. Entries of cost 0 are never chosen. Examines at most `budget` entries.
+    /// Thread safety: safe from any thread. Complexity: O(n + skipped + 64 × shards).
+    evict_result evict_largest(std::size_t n, std::size_t budget = std::numeric_limits<std::size_t>::max()) {
+        std::lock_guard lock{m_evict_mutex};
+        evict_result r;
+        for (int b = 63; b >= 1 && r.evicted < n && r.work < budget; --b) {
+            const std::uint64_t bit = std::uint64_t{1} << b;
+            for (std::size_t i = 0; i < m_config.shards && r.evicted < n && r.work < budget; ++i) {
+                shard& s = m_shards[i];
+                if ((s.bucket_mask.load(std::memory_order_relaxed) & bit) == 0) continue;
+                evict_bucket_in(s, static_cast<unsigned>(b), 0, evict_reason::largest_under_pressure,
+                                n, budget, r);
+            }
+        }
+        r.complete = r.evicted >= n;
+        return r;
+    }
+
+    /// Removes every entry (`on_evict` with `cleared`). Entries pinned by a running callback
+    /// are finalized when it returns. Returns how many were removed.
+    /// Thread safety: safe from any thread. Complexity: O(size).
+    std::size_t clear() noexcept {
+        std::size_t removed = 0;
+        for (std::size_t i = 0; i < m_config.shards; ++i) {
+            shard& s = m_shards[i];
+            for (;;) {
+                victims v;
+                {
+                    detail::session_shard_guard g{s.mutex};
+                    while (!v.full() && s.age.head != detail::session_nil) {
+                        unlink(s, detail::session_nil, s.age.head, evict_reason::cleared, v);
+                        ++removed;
+                    }
+                }
+                const bool more = v.full();
+                finish(s, v);
+                if (!more) break;
+            }
+        }
+        return removed;
+    }
+
+    /// A snapshot of the counters. Thread safety: safe from any thread. Complexity: O(shards).
+    [[nodiscard]] session_map_stats stats() const noexcept {
+        session_map_stats st;
+        for (std::size_t i = 0; i < m_config.shards; ++i) {
+            const shard& s = m_shards[i];
+            st.size += s.size.load(std::memory_order_relaxed);
+            st.total_cost += s.total_cost.value.load(std::memory_order_relaxed);
+            st.hits += s.hits.load(std::memory_order_relaxed);
+            st.misses += s.misses.load(std::memory_order_relaxed);
+            st.inserts += s.inserts.load(std::memory_order_relaxed);
+            st.pinned_at_eviction += s.pinned_at_eviction.load(std::memory_order_relaxed);
+            st.structure_bytes += s.structure_bytes.load(std::memory_order_relaxed);
+            for (std::size_t r = 0; r < evict_reason_count; ++r) {
+                st.evictions[r] += s.evictions[r].load(std::memory_order_relaxed);
+            }
+        }
+        st.structure_bytes += sizeof(shard) * m_config.shards;
+        st.sweep_work = m_sweep_work.load(std::memory_order_relaxed);
+        return st;
+    }
+
+    /// The configuration in use. Thread safety: safe. Complexity: O(1).
+    [[nodiscard]] const session_map_config& config() const noexcept { return m_config; }
+
+    /// Bytes one entry occupies in node storage (key and value included, table slot not).
+    static constexpr std::size_t node_bytes = sizeof(node);
+
+private:
+    enum class mode { write, write_quiet, read, peek };
+
+    // ------------------------------------------------------------ shards
+
+    struct alignas(cache_line_size) padded_cost {
+        std::atomic<std::int64_t> value{0};
+    };
+
+    struct alignas(cache_line_size) shard {
+        // Hot: every lookup touches these.
+        detail::session_shard_mutex mutex;
+        detail::session_index index;
+        detail::session_slab<node> slab;
+        std::atomic<std::uint64_t> hits{0};
+        std::atomic<std::uint64_t> misses{0};
+        // Structure: inserts, removals, sweeps, evictions.
+        std::atomic<std::size_t> size{0};
+        std::int64_t last_created = 0;
+        detail::session_fifo age;
+        detail::session_wheel wheel;
+        std::array<std::uint32_t, 64> buckets{};
+        std::atomic<std::uint64_t> bucket_mask{0};
+        std::atomic<std::uint64_t> inserts{0};
+        std::atomic<std::uint64_t> pinned_at_eviction{0};
+        std::atomic<std::size_t> structure_bytes{0};
+        std::array<std::atomic<std::uint64_t>, evict_reason_count> evictions{};
+        // Updated by `set_cost` without the lock: kept off the lock's cache line.
+        padded_cost total_cost;
+
+        shard() noexcept { buckets.fill(detail::session_nil); }
+    };
+
+    // Entries unlinked under a shard lock whose callbacks run after it is released.
+    struct victim {
+        std::uint32_t idx;
+        node* n;
+        evict_reason reason;
+    };
+    struct victims {
+        static constexpr std::size_t capacity = 32;
+        std::array<victim, capacity> items;
+        std::size_t count = 0;
+        std::int64_t last_bytes = 0;
+        [[nodiscard]] bool full() const noexcept { return count == capacity; }
+    };
+
+    template <class T>
+    static void bump(std::atomic<T>& c, T by = 1) noexcept {
+        // Only ever written under the shard lock: a plain read-modify-write is exact.
+        c.store(c.load(std::memory_order_relaxed) + by, std::memory_order_relaxed);
+    }
+
+    static session_map_config validate(const session_map_config& c) {
+        auto bad = [](const char* field, const char* what) {
+            throw std::invalid_argument{std::string{"memgov::session_map_config::"} + field + ": " + what};
+        };
+        if (c.shards == 0 || c.shards > 65536 || !std::has_single_bit(c.shards)) {
+            bad("shards", "must be a power of two in [1, 65536]");
+        }
+        if (c.idle_ttl < duration::zero()) bad("idle_ttl", "must be >= 0 (never disables)");
+        if (c.absolute_ttl < duration::zero()) bad("absolute_ttl", "must be >= 0 (never disables)");
+        if (c.ended_grace < duration::zero()) bad("ended_grace", "must be >= 0 (never disables)");
+        if (c.suspicious_age < duration::zero()) bad("suspicious_age", "must be >= 0 (never disables)");
+        if (c.suspicious_idle < duration::zero()) bad("suspicious_idle", "must be >= 0");
+        if (c.check_interval <= duration::zero() || c.check_interval == session_map_config::never) {
+            bad("check_interval", "must be > 0 and finite");
+        }
+        if (c.sweep_resolution <= duration::zero() || c.sweep_resolution > std::chrono::hours{1}) {
+            bad("sweep_resolution", "must be in (0, 1h]");
+        }
+        if (c.lru_samples == 0 || c.lru_samples > 1024) bad("lru_samples", "must be in [1, 1024]");
+        if (static_cast<std::size_t>(c.ledger_category) >= ledger::max_categories) {
+            bad("ledger_category", "must be a defined ledger category");
+        }
+        if (c.touch != touch_time::clock && c.touch != touch_time::coarse) bad("touch", "unknown value");
+        return c;
+    }
+
+    [[nodiscard]] std::uint64_t hash_of(const Key& k) const noexcept {
+        return detail::session_mix(static_cast<std::uint64_t>(m_hash(k)));
+    }
+    [[nodiscard]] shard& shard_of(std::uint64_t h) const noexcept {
+        return m_shards[static_cast<std::size_t>(h >> 40) & m_shard_mask];
+    }
+    [[nodiscard]] static std::uint32_t fp_of(std::uint64_t h) noexcept {
+        return static_cast<std::uint32_t>(h);
+    }
+    [[nodiscard]] std::uint32_t find_pos(shard& s, std::uint64_t h, const Key& key) const noexcept {
+        return s.index.find(fp_of(h), [&](std::uint32_t idx) noexcept {
+            const node& n = s.slab.at(idx);
+            // The hot fields (state, times, key, value) may straddle two cache lines: ask for
+            // both at once so the second miss overlaps the first.
+            __builtin_prefetch(reinterpret_cast<const char*>(&n) + sizeof(node) - 1, 1);
+            __builtin_prefetch(&n, 1);
+            return m_eq(n.key(), key);
+        });
+    }
+    [[nodiscard]] bool contains_hashed(const Key& key, std::uint64_t h) const noexcept {
+        shard& s = shard_of(h);
+        detail::session_shard_guard g{s.mutex};
+        return find_pos(s, h, key) != detail::session_nil;
+    }
+
+    void charge(std::int64_t bytes) const noexcept {
+        if (m_ledger != nullptr && bytes != 0) m_ledger->charge(m_config.ledger_category, bytes);
+    }
+
+    // ------------------------------------------------------------ time
+
+    [[nodiscard]] std::int64_t now_ns() const noexcept { return m_clock.now().time_since_epoch().count(); }
+    [[nodiscard]] std::int64_t touch_ns() const noexcept {
+        if (m_config.touch == touch_time::coarse) return m_coarse_now.value.load(std::memory_order_relaxed);
+        return now_ns();
+    }
+    [[nodiscard]] std::uint64_t tick_floor(std::int64_t ns) const noexcept {
+        if (ns <= m_epoch) return 0;
+        return static_cast<std::uint64_t>((ns - m_epoch) / m_resolution);
+    }
+    [[nodiscard]] std::uint64_t tick_ceil(std::int64_t ns) const noexcept {
+        if (ns <= m_epoch) return 0;
+        const std::int64_t d = ns - m_epoch;
+        return static_cast<std::uint64_t>(d / m_resolution + (d % m_resolution != 0 ? 1 : 0));
+    }
+    [[nodiscard]] std::int64_t tick_start_ns(std::uint64_t tick) const noexcept {
+        const auto max_ticks = static_cast<std::uint64_t>((std::numeric_limits<std::int64_t>::max() - m_epoch) / m_resolution);
+        if (tick >= max_ticks) return detail::session_never;
+        return m_epoch + static_cast<std::int64_t>(tick) * m_resolution;
+    }
+    static time_point to_time(std::int64_t ns) noexcept { return time_point{duration{ns}}; }
+
+    // ------------------------------------------------------------ metadata and rules
+
+    [[nodiscard]] session_info info_of(const node& n) const noexcept {
+        session_info i;
+        i.created = to_time(n.created);
+        i.last_active = to_time(n.last_active.load(std::memory_order_relaxed));
+        const std::uint64_t ef = n.ended_flags.load(std::memory_order_relaxed);
+        if ((ef & detail::session_ended_bit) != 0) {
+            i.ended_at = to_time(static_cast<std::int64_t>(ef & detail::session_time_mask));
+        }
+        i.no_evict = (ef & detail::session_no_evict_bit) != 0;
+        i.messages = n.messages.load(std::memory_order_relaxed);
+        i.cost = static_cast<std::int64_t>(n.cost.load(std::memory_order_relaxed) & ~detail::session_detached_bit);
+        return i;
+    }
+
+    [[nodiscard]] bool enabled(duration d) const noexcept { return d != session_map_config::never; }
+
+    // The earliest time any rule could fire for `n`, given the entry was last checked at
+    // `after` (interval rules fire at creation + k × check_interval, the first after it).
+    [[nodiscard]] std::int64_t next_deadline(const node& n, std::int64_t after) const noexcept {
+        const session_map_config& c = m_config;
+        std::int64_t d = detail::session_never;
+        const std::int64_t last = n.last_active.load(std::memory_order_relaxed);
+        if (enabled(c.idle_ttl)) d = std::min(d, detail::session_add_sat(last, c.idle_ttl));
+        if (enabled(c.absolute_ttl)) d = std::min(d, detail::session_add_sat(n.created, c.absolute_ttl));
+        const std::uint64_t ef = n.ended_flags.load(std::memory_order_relaxed);
+        if ((ef & detail::session_ended_bit) != 0 && enabled(c.ended_grace)) {
+            const auto ended = static_cast<std::int64_t>(ef & detail::session_time_mask);
+            d = std::min(d, detail::session_add_sat(ended, c.ended_grace));
+        }
+        if (enabled(c.suspicious_age) && n.messages.load(std::memory_order_relaxed) < c.suspicious_min_messages) {
+            d = std::min(d, std::max(detail::session_add_sat(n.created, c.suspicious_age),
+                                     detail::session_add_sat(last, c.suspicious_idle)));
+        }
+        bool interval = m_interval_rules;
+        if (!m_hooks.rules.empty()) {
+            const session_info info = info_of(n);
+            for (const rule_type& r : m_hooks.rules) {
+                if (!r.earliest) continue;
+                if (const std::optional<time_point> t = r.earliest(info)) {
+                    const std::int64_t at = t->time_since_epoch().count();
+                    // A hint already passed (the rule was checked and did not hold): check it
+                    // again at the next interval rather than at every sweep.
+                    if (at > after) {
+                        d = std::min(d, at);
+                    } else {
+                        interval = true;
+                    }
+                }
+            }
+        }
+        if (interval) {
+            const std::int64_t iv = c.check_interval.count();
+            const std::int64_t since = after - n.created;
+            const std::int64_t k = since < 0 ? 1 : since / iv + 1;
+            d = std::min(d, detail::session_add_sat(n.created, duration{k * iv}));
+        }
+        return d;
+    }
+
+    struct verdict {
+        enum kind_t : std::uint8_t { keep, evict, confirm } kind = keep;
+        evict_reason reason = evict_reason::orphan;
+        std::size_t rule = 0; // confirm: index into rules, or rules.size() for `inconsistent`
+    };
+
+    // Rules 2..5 and user metadata rules, then value checks. Under the shard lock.
+    [[nodiscard]] verdict evaluate(const node& n, std::int64_t now) const noexcept {
+        const session_map_config& c = m_config;
+        const std::int64_t last = n.last_active.load(std::memory_order_relaxed);
+        const std::uint64_t ef = n.ended_flags.load(std::memory_order_relaxed);
+        if ((ef & detail::session_ended_bit) != 0 && enabled(c.ended_grace) &&
+            now >= detail::session_add_sat(static_cast<std::int64_t>(ef & detail::session_time_mask), c.ended_grace)) {
+            return {verdict::evict, evict_reason::ended, 0};
+        }
+        if (enabled(c.idle_ttl) && now >= detail::session_add_sat(last, c.idle_ttl)) {
+            return {verdict::evict, evict_reason::expired_idle, 0};
+        }
+        if (enabled(c.absolute_ttl) && now >= detail::session_add_sat(n.created, c.absolute_ttl)) {
+            return {verdict::evict, evict_reason::expired_absolute, 0};
+        }
+        if (enabled(c.suspicious_age) && n.messages.load(std::memory_order_relaxed) < c.suspicious_min_messages &&
+            now >= detail::session_add_sat(n.created, c.suspicious_age) &&
+            now >= detail::session_add_sat(last, c.suspicious_idle)) {
+            return {verdict::evict, evict_reason::suspicious, 0};
+        }
+        if (!m_hooks.rules.empty()) {
+            const session_info info = info_of(n);
+            for (std::size_t i = 0; i < m_hooks.rules.size(); ++i) {
+                const rule_type& r = m_hooks.rules[i];
+                if (!r.applies(info, to_time(now))) continue;
+                if (r.confirm) return {verdict::confirm, r.reason, i};
+                return {verdict::evict, r.reason, i};
+            }
+        }
+        if (m_hooks.inconsistent) return {verdict::confirm, evict_reason::orphan, m_hooks.rules.size()};
+        return {};
+    }
+
+    // Files `idx` under its next deadline, but no earlier than tick `min_tick` (the sweep
+    // passes now + 1 for entries it keeps, so it never meets them twice in one pass).
+    void file(shard& s, std::uint32_t idx, node& n, std::int64_t after, std::uint64_t min_tick) noexcept {
+        const std::int64_t d = next_deadline(n, after);
+        if (d == detail::session_never) return;
+        s.wheel.insert(idx, std::max(tick_ceil(d), min_tick), wheel_links(s));
+    }
+
+    // ------------------------------------------------------------ link accessors
+
+    static auto wheel_links(shard& s) noexcept {
+        return [&s](std::uint32_t i) noexcept -> detail::session_links& { return s.slab.at(i).wheel; };
+    }
+    static auto age_links(shard& s) noexcept {
+        return [&s](std::uint32_t i) noexcept -> detail::session_links& { return s.slab.at(i).age; };
+    }
+    static auto bucket_links(shard& s) noexcept {
+        return [&s](std::uint32_t i) noexcept -> detail::session_links& { return s.slab.at(i).bucket; };
+    }
+
+    static unsigned bucket_of(std::uint64_t cost) noexcept {
+        return static_cast<unsigned>(std::bit_width(cost)); // 0 for cost 0 (untracked)
+    }
+
+    // Moves `idx` to the bucket of its current cost. Under the shard lock.
+    static void rebucket(shard& s, std::uint32_t idx, node& n) noexcept {
+        if (detail::session_linked(n.bucket)) unbucket(s, idx);
+        const std::uint64_t c = n.cost.load(std::memory_order_relaxed);
+        if ((c & detail::session_detached_bit) != 0) return;
+        const unsigned b = bucket_of(c);
+        if (b == 0) return;
+        detail::session_list_push_front(s.buckets.data(), b, idx, bucket_links(s));
+        s.bucket_mask.store(s.bucket_mask.load(std::memory_order_relaxed) | (std::uint64_t{1} << b),
+                            std::memory_order_relaxed);
+    }
+    static void unbucket(shard& s, std::uint32_t idx) noexcept {
+        const std::uint32_t list = detail::session_list_unlink(s.buckets.data(), idx, bucket_links(s));
+        if (list != detail::session_nil && s.buckets[list] == detail::session_nil) {
+            s.bucket_mask.store(s.bucket_mask.load(std::memory_order_relaxed) & ~(std::uint64_t{1} << list),
+                                std::memory_order_relaxed);
+        }
+    }
+
+    // ------------------------------------------------------------ insertion and removal
+
+    // Inserts (or, with `replace`, replaces) under the shard lock. Returns false if the key
+    // was present (and, without `replace`, nothing changed).
+    bool emplace(const Key& key, std::uint64_t h, Value& value, bool replace, session_options options) {
+        const std::int64_t now = now_ns();
+        shard& s = shard_of(h);
+        victims v;
+        bool replaced = false;
+        {
+            detail::session_shard_guard g{s.mutex};
+            struct sync_on_exit {
+                const session_map* m;
+                shard* s;
+                ~sync_on_exit() { m->sync_structure(*s); }
+            } sync{this, &s};
+            const std::uint32_t pos = find_pos(s, h, key);
+            if (pos != detail::session_nil && !replace) return false;
+            if (pos == detail::session_nil) s.index.reserve_one();
+            const std::uint32_t idx = s.slab.allocate();
+            node& n = s.slab.at(idx);
+            try {
+                ::new (static_cast<void*>(n.key_storage)) Key(key);
+                try {
+                    ::new (static_cast<void*>(n.value_storage)) Value(std::move(value));
+                } catch (...) {
+                    n.key().~Key();
+                    throw;
+                }
+            } catch (...) {
+                s.slab.free_locked(idx);
+                throw;
+            }
+            const std::int64_t created = std::max(now, s.last_created);
+            s.last_created = created;
+            n.state.store(0, std::memory_order_relaxed);
+            n.messages.store(0, std::memory_order_relaxed);
+            n.last_active.store(created, std::memory_order_relaxed);
+            n.created = created;
+            n.ended_flags.store(options.no_evict ? detail::session_no_evict_bit : 0, std::memory_order_relaxed);
+            const std::uint64_t cost =
+                options.cost < 0 ? 0 : static_cast<std::uint64_t>(options.cost) & ~detail::session_detached_bit;
+            n.cost.store(cost, std::memory_order_relaxed);
+            n.wheel = {};
+            n.age = {};
+            n.bucket = {};
+            if (cost != 0) {
+                s.total_cost.value.fetch_add(static_cast<std::int64_t>(cost), std::memory_order_relaxed);
+                rebucket(s, idx, n);
+                charge(static_cast<std::int64_t>(cost));
+            }
+            if (pos != detail::session_nil) {
+                const std::uint32_t old = s.index.slot(pos).idx;
+                s.index.replace_at(pos, idx);
+                unlink(s, pos, old, evict_reason::replaced, v, /*in_index=*/false);
+                replaced = true;
+            } else {
+                s.index.insert(fp_of(h), idx);
+            }
+            s.age.push_back(idx, age_links(s));
+            file(s, idx, n, created, 0);
+            s.size.store(s.index.size(), std::memory_order_relaxed);
+            bump(s.inserts);
+        }
+        finish(s, v);
+        return !replaced;
+    }
+
+    // Charges the ledger for growth or shrinkage of a shard's node storage and table.
+    // Under the shard lock.
+    void sync_structure(shard& s) const noexcept {
+        const std::size_t now = s.slab.memory_bytes() + s.index.memory_bytes();
+        const std::size_t was = s.structure_bytes.load(std::memory_order_relaxed);
+        if (now == was) return;
+        s.structure_bytes.store(now, std::memory_order_relaxed);
+        charge(static_cast<std::int64_t>(now) - static_cast<std::int64_t>(was));
+    }
+
+    // Unlinks `idx` from everything and marks it dead. Under the shard lock. Returns its cost.
+    // `pos` is its table slot if known (else looked up); `in_index` false when the caller has
+    // already taken it out of the table.
+    std::int64_t unlink(shard& s, std::uint32_t pos, std::uint32_t idx, evict_reason reason,
+                        victims& v, bool in_index = true) noexcept {
+        node& n = s.slab.at(idx);
+        if (in_index) {
+            if (pos == detail::session_nil) pos = s.index.find_index(fp_of(hash_of(n.key())), idx);
+            s.index.erase_at(pos);
+            sync_structure(s);
+        }
+        if (detail::session_linked(n.wheel)) s.wheel.remove(idx, wheel_links(s));
+        if (detail::session_linked(n.age)) s.age.unlink(idx, age_links(s));
+        if (detail::session_linked(n.bucket)) unbucket(s, idx);
+        const auto cost = static_cast<std::int64_t>(
+            n.cost.fetch_or(detail::session_detached_bit, std::memory_order_acq_rel) & ~detail::session_detached_bit);
+        s.total_cost.value.fetch_sub(cost, std::memory_order_relaxed);
+        s.size.store(s.index.size(), std::memory_order_relaxed);
+        bump(s.evictions[static_cast<std::size_t>(reason)]);
+        n.wheel.next = static_cast<std::uint32_t>(reason);
+        const std::uint32_t prev = n.state.fetch_or(detail::entry_state::dead, std::memory_order_acq_rel);
+        if (detail::entry_state::pins(prev) == 0) {
+            v.items[v.count++] = victim{idx, &n, reason};
+        } else {
+            bump(s.pinned_at_eviction);
+        }
+        v.last_bytes = cost;
+        return cost;
+    }
+
+    // Runs the callbacks of unlinked, unpinned entries, destroys them and frees their nodes.
+    // No lock held.
+    void finish(shard& s, victims& v) noexcept {
+        for (std::size_t i = 0; i < v.count; ++i) finalize(s, v.items[i].idx, *v.items[i].n, v.items[i].reason);
+    }
+
+    void finalize(shard& s, std::uint32_t idx, node& n, evict_reason reason) noexcept {
+        if (m_hooks.on_evict) m_hooks.on_evict(std::as_const(n.key()), n.value(), reason);
+        const auto cost = static_cast<std::int64_t>(n.cost.load(std::memory_order_acquire) & ~detail::session_detached_bit);
+        charge(-cost);
+        n.value().~Value();
+        n.key().~Key();
+        s.slab.free_unlocked(idx, n);
+    }
+
+    // Drops one pin (and lock units); finalizes if this was the last pin on a dead entry.
+    void release(shard& s, std::uint32_t idx, node& n, std::uint32_t units) noexcept {
+        const std::uint32_t prev = detail::entry_state::release(n.state, units);
+        if ((prev & detail::entry_state::dead) != 0 && detail::entry_state::pins(prev) == 1) {
+            finalize(s, idx, n, static_cast<evict_reason>(n.wheel.next));
+        }
+    }
+
+    // ------------------------------------------------------------ access
+
+    template <mode M, class Fn>
+    bool access(const Key& key, Fn& fn) {
+        constexpr bool exclusive = M == mode::write || M == mode::write_quiet;
+        constexpr bool touch = M == mode::write || M == mode::read;
+        const std::uint64_t h = hash_of(key);
+        shard& s = shard_of(h);
+        s.index.prefetch(fp_of(h));
+        std::int64_t t = 0;
+        if constexpr (touch) t = touch_ns();
+        s.mutex.lock();
+        const std::uint32_t pos = find_pos(s, h, key);
+        if (MEMGOV_UNLIKELY(pos == detail::session_nil)) {
+            bump(s.misses);
+            s.mutex.unlock();
+            return false;
+        }
+        const std::uint32_t idx = s.index.slot(pos).idx;
+        node& n = s.slab.at(idx);
+        if (MEMGOV_UNLIKELY(detail::session_is_held(&n))) {
+            s.mutex.unlock();
+            throw std::logic_error{"memgov::session_map: re-entered a key from inside its own callback"};
+        }
+        const bool locked = exclusive ? detail::entry_state::pin_try_lock_exclusive(n.state)
+                                      : detail::entry_state::pin_try_lock_shared(n.state);
+        bump(s.hits);
+        s.mutex.unlock();
+        if (!locked) detail::entry_state::lock_slow(n.state, exclusive);
+
+        constexpr std::uint32_t units =
+            detail::entry_state::pin + (exclusive ? detail::entry_state::writer : detail::entry_state::reader);
+        struct guard {
+            session_map* m;
+            shard* s;
+            std::uint32_t idx;
+            node* n;
+            ~guard() {
+                detail::session_pop_held();
+                m->release(*s, idx, *n, units);
+            }
+        } g{this, &s, idx, &n};
+        detail::session_push_held(&n);
+
+        if constexpr (touch) {
+            if (t > n.last_active.load(std::memory_order_relaxed)) n.last_active.store(t, std::memory_order_relaxed);
+            if constexpr (exclusive) {
+                const std::uint32_t m = n.messages.load(std::memory_order_relaxed);
+                if (m != std::numeric_limits<std::uint32_t>::max()) n.messages.store(m + 1, std::memory_order_relaxed);
+            } else {
+                n.messages.fetch_add(1, std::memory_order_relaxed);
+            }
+        }
+        if constexpr (exclusive) {
+            entry e{this, &s, idx, &n};
+            if constexpr (std::is_invocable_v<Fn&, Value&, entry&>) {
+                std::invoke(fn, n.value(), e);
+            } else {
+                std::invoke(fn, n.value());
+            }
+        } else {
+            const entry e{this, &s, idx, &n};
+            if constexpr (std::is_invocable_v<Fn&, const Value&, const entry&>) {
+                std::invoke(fn, std::as_const(n.value()), e);
+            } else {
+                std::invoke(fn, std::as_const(n.value()));
+            }
+        }
+        return true;
+    }
+
+    void set_cost_of(shard& s, std::uint32_t idx, node& n, std::int64_t bytes) noexcept {
+        const std::uint64_t want = bytes < 0 ? 0 : static_cast<std::uint64_t>(bytes) & ~detail::session_detached_bit;
+        std::uint64_t cur = n.cost.load(std::memory_order_relaxed);
+        while (!n.cost.compare_exchange_weak(cur, want | (cur & detail::session_detached_bit),
+                                             std::memory_order_acq_rel, std::memory_order_relaxed)) {
+        }
+        const std::uint64_t old = cur & ~detail::session_detached_bit;
+        const std::int64_t delta = static_cast<std::int64_t>(want) - static_cast<std::int64_t>(old);
+        charge(delta);
+        if ((cur & detail::session_detached_bit) != 0) return; // already unlinked: not in totals
+        s.total_cost.value.fetch_add(delta, std::memory_order_relaxed);
+        if (bucket_of(old) != bucket_of(want)) {
+            detail::session_shard_guard g{s.mutex};
+            if ((n.state.load(std::memory_order_relaxed) & detail::entry_state::dead) == 0) rebucket(s, idx, n);
+        }
+    }
+
+    static void flag_no_evict(node& n, bool on) noexcept {
+        if (on) {
+            n.ended_flags.fetch_or(detail::session_no_evict_bit, std::memory_order_relaxed);
+        } else {
+            n.ended_flags.fetch_and(~detail::session_no_evict_bit, std::memory_order_relaxed);
+        }
+    }
+
+    void set_no_evict_of(shard& s, node& n, bool on) noexcept {
+        detail::session_shard_guard g{s.mutex};
+        flag_no_evict(n, on);
+    }
+
+    void mark_ended_of(shard& s, std::uint32_t idx, node& n, std::int64_t now) noexcept {
+        detail::session_shard_guard g{s.mutex};
+        if ((n.state.load(std::memory_order_relaxed) & detail::entry_state::dead) != 0) return;
+        end_locked(s, idx, n, now);
+    }
+
+    void end_locked(shard& s, std::uint32_t idx, node& n, std::int64_t now) noexcept {
+        const std::uint64_t ef = n.ended_flags.load(std::memory_order_relaxed);
+        if ((ef & detail::session_ended_bit) != 0) return;
+        const std::uint64_t t = static_cast<std::uint64_t>(std::max(now, n.created)) & detail::session_time_mask;
+        n.ended_flags.store((ef & ~detail::session_time_mask) | detail::session_ended_bit | t,
+                            std::memory_order_relaxed);
+        // The grace deadline may come before the filed one: re-file.
+        if (detail::session_linked(n.wheel)) s.wheel.remove(idx, wheel_links(s));
+        file(s, idx, n, now, 0);
+    }
+
+    [[nodiscard]] static bool no_evict(const node& n) noexcept {
+        return (n.ended_flags.load(std::memory_order_relaxed) & detail::session_no_evict_bit) != 0;
+    }
+
+    // ------------------------------------------------------------ sweep
+
+    struct check {
+        std::uint32_t idx;
+        node* n;
+        verdict v;
+        enum : std::uint8_t { keep, evict, retry } outcome;
+    };
+
+    // Processes `s` until nothing is due or the budget is spent; true when nothing is due.
+    bool sweep_shard(shard& s, std::int64_t now, std::uint64_t now_tick, std::size_t max_work,
+                     evict_result& r) {
+        for (;;) {
+            victims v;
+            std::array<check, 16> checks;
+            std::size_t nchecks = 0;
+            bool idle = false;
+            {
+                detail::session_shard_guard g{s.mutex};
+                while (!v.full() && nchecks < checks.size()) {
+                    if (r.work >= max_work) break;
+                    const auto e = s.wheel.next_due(now_tick);
+                    if (!e) {
+                        s.wheel.advance_to(now_tick);
+                        idle = true;
+                        break;
+                    }
+                    if (e->list != detail::session_wheel::due_list) s.wheel.advance_to(e->deadline);
+                    const std::uint32_t idx = s.wheel.pop(e->list, wheel_links(s));
+                    ++r.work;
+                    node& n = s.slab.at(idx);
+                    if (const std::uint32_t next = s.wheel.head(e->list); next != detail::session_nil) {
+                        __builtin_prefetch(&s.slab.at(next));
+                    }
+                    // Above level 0 the slot spans many ticks: re-file entries not yet due.
+                    const std::int64_t slot_start = tick_start_ns(e->deadline);
+                    const std::int64_t after = e->list == detail::session_wheel::due_list ? now : slot_start - 1;
+                    const std::uint64_t ef = n.ended_flags.load(std::memory_order_relaxed);
+                    const bool recheck = (ef & detail::session_recheck_bit) != 0;
+                    if (recheck) n.ended_flags.store(ef & ~detail::session_recheck_bit, std::memory_order_relaxed);
+                    const std::int64_t d = recheck ? now : next_deadline(n, after);
+                    if (d > now) {
+                        if (d != detail::session_never) s.wheel.insert(idx, tick_ceil(d), wheel_links(s));
+                        continue;
+                    }
+                    const verdict vd = evaluate(n, now);
+                    if (vd.kind == verdict::evict) {
+                        r.bytes += unlink(s, detail::session_nil, idx, vd.reason, v);
+                        ++r.evicted;
+                    } else if (vd.kind == verdict::confirm) {
+                        n.state.fetch_add(detail::entry_state::pin, std::memory_order_relaxed);
+                        checks[nchecks++] = check{idx, &n, vd, check::keep};
+                    } else {
+                        file(s, idx, n, now, now_tick + 1);
+                    }
+                }
+            }
+            finish(s, v);
+            if (nchecks > 0) confirm_checks(s, checks.data(), nchecks, now, now_tick, r);
+            if (idle) return true;
+            if (r.work >= max_work) return false;
+        }
+    }
+
+    void confirm_checks(shard& s, check* checks, std::size_t count, std::int64_t now,
+                        std::uint64_t now_tick, evict_result& r) noexcept {
+        for (std::size_t i = 0; i < count; ++i) {
+            check& c = checks[i];
+            if (!detail::entry_state::try_lock_shared(c.n->state)) {
+                c.outcome = check::retry;
+                continue;
+            }
+            bool bad = false;
+            try {
+                const Key& k = c.n->key();
+                const Value& val = c.n->value();
+                bad = c.v.rule < m_hooks.rules.size() ? m_hooks.rules[c.v.rule].confirm(k, val)
+                                                      : m_hooks.inconsistent(k, val);
+            } catch (...) {
+                bad = false;
+            }
+            c.outcome = bad ? check::evict : check::keep;
+            detail::entry_state::release(c.n->state, detail::entry_state::reader);
+        }
+        victims v; // stays empty: we hold a pin on every checked entry
+        {
+            detail::session_shard_guard g{s.mutex};
+            for (std::size_t i = 0; i < count; ++i) {
+                check& c = checks[i];
+                node& n = *c.n;
+                if ((n.state.load(std::memory_order_relaxed) & detail::entry_state::dead) != 0) continue;
+                if (c.outcome == check::evict) {
+                    r.bytes += unlink(s, detail::session_nil, c.idx, c.v.reason, v);
+                    ++r.evicted;
+                } else if (!detail::session_linked(n.wheel)) {
+                    if (c.outcome == check::retry) {
+                        n.ended_flags.fetch_or(detail::session_recheck_bit, std::memory_order_relaxed);
+                        s.wheel.insert(c.idx, now_tick + 1, wheel_links(s));
+                    } else {
+                        file(s, c.idx, n, now, now_tick + 1);
+                    }
+                }
+            }
+        }
+        for (std::size_t i = 0; i < count; ++i) release(s, checks[i].idx, *checks[i].n, detail::entry_state::pin);
+    }
+
+    // ------------------------------------------------------------ pressure eviction helpers
+
+    // Oldest-first in one shard. True when the shard has nothing evictable that old left.
+    bool evict_old_in(shard& s, std::int64_t cutoff, std::size_t budget, evict_result& r) {
+        for (;;) {
+            victims v;
+            bool done = false;
+            {
+                detail::session_shard_guard g{s.mutex};
+                std::uint32_t idx = s.age.head;
+                while (!v.full()) {
+                    if (idx == detail::session_nil || s.slab.at(idx).created > cutoff) {
+                        done = true;
+                        break;
+                    }
+                    if (r.work >= budget) break;
+                    ++r.work;
+                    node& n = s.slab.at(idx);
+                    const std::uint32_t next = n.age.next;
+                    if (!no_evict(n)) {
+                        r.bytes += unlink(s, detail::session_nil, idx, evict_reason::age_under_pressure, v);
+                        ++r.evicted;
+                    }
+                    idx = next;
+                }
+            }
+            finish(s, v);
+            if (done) return true;
+            if (r.work >= budget) return false;
+        }
+    }
+
+    bool evict_cost_in(shard& s, std::uint64_t limit, std::size_t budget, evict_result& r) {
+        const unsigned low = std::max(1U, bucket_of(limit));
+        for (unsigned b = 64; b-- > low;) {
+            if ((s.bucket_mask.load(std::memory_order_relaxed) & (std::uint64_t{1} << b)) == 0) continue;
+            if (!evict_bucket_in(s, b, limit, evict_reason::over_cost, std::numeric_limits<std::size_t>::max(),
+                                 budget, r)) {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    // Evicts entries of bucket `b` with cost > `limit` until `n` evictions in total; true when
+    // the bucket is exhausted.
+    bool evict_bucket_in(shard& s, unsigned b, std::uint64_t limit, evict_reason reason, std::size_t n,
+                         std::size_t budget, evict_result& r) {
+        for (;;) {
+            victims v;
+            bool done = false;
+            {
+                detail::session_shard_guard g{s.mutex};
+                std::uint32_t idx = s.buckets[b];
+                while (!v.full()) {
+                    if (idx == detail::session_nil) {
+                        done = true;
+                        break;
+                    }
+                    if (r.work >= budget || r.evicted >= n) break;
+                    ++r.work;
+                    node& nd = s.slab.at(idx);
+                    const std::uint32_t next = nd.bucket.next;
+                    const std::uint64_t c = nd.cost.load(std::memory_order_relaxed) & ~detail::session_detached_bit;
+                    if (c > limit && !no_evict(nd)) {
+                        r.bytes += unlink(s, detail::session_nil, idx, reason, v);
+                        ++r.evicted;
+                    }
+                    idx = next;
+                }
+            }
+            finish(s, v);
+            if (done) return true;
+            if (r.work >= budget || r.evicted >= n) return false;
+        }
+    }
+
+    // Samples `lru_samples` entries of `s` (all of them when it holds no more) and returns the
+    // least recently active evictable one, or nil. Under the shard lock.
+    std::uint32_t lru_victim(shard& s, std::size_t budget, evict_result& r) noexcept {
+        const std::uint32_t cap = s.index.capacity();
+        const std::uint32_t size = s.index.size();
+        if (size == 0) return detail::session_nil;
+        std::uint32_t best = detail::session_nil;
+        std::int64_t best_t = std::numeric_limits<std::int64_t>::max();
+        auto consider = [&](std::uint32_t idx) noexcept {
+            ++r.work;
+            const node& n = s.slab.at(idx);
+            const std::int64_t t = n.last_active.load(std::memory_order_relaxed);
+            if (t < best_t && !no_evict(n)) {
+                best_t = t;
+                best = idx;
+            }
+        };
+        if (size <= m_config.lru_samples) {
+            for (std::uint32_t p = 0; p < cap && r.work < budget; ++p) {
+                const std::uint32_t idx = s.index.slot(p).idx;
+                if (idx != detail::session_nil) consider(idx);
+            }
+            return best;
+        }
+        for (std::size_t k = 0; k < m_config.lru_samples && r.work < budget; ++k) {
+            m_rng ^= m_rng << 13;
+            m_rng ^= m_rng >> 7;
+            m_rng ^= m_rng << 17;
+            std::uint32_t p = static_cast<std::uint32_t>(m_rng) & (cap - 1);
+            while (s.index.slot(p).idx == detail::session_nil) p = (p + 1) & (cap - 1);
+            consider(s.index.slot(p).idx);
+        }
+        return best;
+    }
+
+    // ------------------------------------------------------------ members
+
+    struct alignas(cache_line_size) padded_time {
+        std::atomic<std::int64_t> value{0};
+    };
+
+    session_map_config m_config;
+    hooks_type m_hooks;
+    Clock m_clock;
+    ledger* m_ledger;
+    [[no_unique_address]] Hash m_hash{};
+    [[no_unique_address]] KeyEqual m_eq{};
+    bool m_interval_rules = false;
+    std::size_t m_shard_mask = 0;
+    std::int64_t m_epoch = 0;
+    std::int64_t m_resolution = 1;
+    std::unique_ptr<shard[]> m_shards;
+    padded_time m_coarse_now;
+    std::mutex m_sweep_mutex;
+    std::size_t m_sweep_cursor = 0;
+    std::atomic<std::uint64_t> m_sweep_work{0};
+    std::mutex m_evict_mutex;
+    std::size_t m_age_cursor = 0;
+    std::size_t m_cost_cursor = 0;
+    std::size_t m_lru_cursor = 0;
+    std::uint64_t m_rng = 1;
+};
+
+MEMGOV_NAMESPACE_END
