@@ -159,9 +159,9 @@ void estimate_accuracy(benchmark::State& state) {
                 state.SkipWithError("mmap failed");
                 break;
             }
-            if (charge_first) l.charge(memgov::category::windows, static_cast<std::int64_t>(burst));
+            if (charge_first) l.charge(memgov::category::pool_in_use, static_cast<std::int64_t>(burst));
             std::memset(p, 1, burst);
-            if (!charge_first) l.charge(memgov::category::windows, static_cast<std::int64_t>(burst));
+            if (!charge_first) l.charge(memgov::category::pool_in_use, static_cast<std::int64_t>(burst));
             blocks.push_back(p);
             if (pause.count() > 0) std::this_thread::sleep_for(pause);
             const double est = static_cast<double>(m.estimate_bytes());
@@ -174,7 +174,7 @@ void estimate_accuracy(benchmark::State& state) {
         samples = m.snapshot().sample_count;
         m.stop();
         for (void* p : blocks) ::munmap(p, burst);
-        l.release(memgov::category::windows, static_cast<std::int64_t>(blocks.size() * burst));
+        l.release(memgov::category::pool_in_use, static_cast<std::int64_t>(blocks.size() * burst));
     }
     state.counters["worst_err_pct"] = worst * 100.0;
     state.counters["mean_err_pct"] = checks != 0 ? 100.0 * sum / static_cast<double>(checks) : 0.0;

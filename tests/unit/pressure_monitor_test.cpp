@@ -227,7 +227,7 @@ TEST_CASE("pressure_monitor: the ledger moves the estimate between samples", "[p
 TEST_CASE("pressure_monitor: a sample that catches an allocation half touched keeps the estimate", "[pressure_monitor]") {
     rig r;
     pressure_monitor<manual_clock> m{r.config(), &r.ledger, r.clock};
-    r.ledger.charge(memgov::category::windows, 200 * MiB); // charged, then touched
+    r.ledger.charge(memgov::category::pool_in_use, 200 * MiB); // charged, then touched
     CHECK(m.estimate_bytes() == 300 * MiB);
     r.usage(200 * MiB); // the sample sees only half of it resident so far
     r.clock.advance(100ms);
@@ -237,7 +237,7 @@ TEST_CASE("pressure_monitor: a sample that catches an allocation half touched ke
     r.clock.advance(100ms);
     m.poll(r.clock.now());
     CHECK(m.estimate_bytes() == 300 * MiB);
-    r.ledger.release(memgov::category::windows, 200 * MiB);
+    r.ledger.release(memgov::category::pool_in_use, 200 * MiB);
     r.usage(100 * MiB);
     CHECK(m.estimate_bytes() == 100 * MiB);
     r.clock.advance(100ms);
@@ -361,7 +361,7 @@ TEST_CASE("pressure_monitor: snapshot reports every figure", "[pressure_monitor]
     r.tree.set_psi(3.5, 1.25, 100, 50);
     r.tree.set_rss(70 * MiB);
     pressure_monitor<manual_clock> m{r.config(), &r.ledger, r.clock};
-    r.ledger.charge(memgov::category::windows, 10 * MiB);
+    r.ledger.charge(memgov::category::pool_in_use, 10 * MiB);
     r.tree.set_oom_kills("/app", 6);
     r.clock.advance(100ms);
     m.poll(r.clock.now());
