@@ -9,3 +9,14 @@
 #include <memgov/clock.hpp>
 #include <memgov/pressure_level.hpp>
 #include <memgov/ledger.hpp>
+#include <memgov/buffer_pool.hpp>
+#include <memgov/sliding_window.hpp>
+#include <memgov/object_pool.hpp>
+#include <memgov/session_map.hpp>
+#include <memgov/cgroup.hpp>
+#include <memgov/pressure_monitor.hpp>
+#include <memgov/metrics.hpp>
+#include <memgov/evictor.hpp>
+#include <memgov/reclaimers.hpp>
+#include <memgov/governor.hpp>
+#include <memgov/prometheus.hpp>
