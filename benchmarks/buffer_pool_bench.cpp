@@ -190,15 +190,17 @@ void P1_memgov_no_ledger(benchmark::State& state) { run_p1_memgov(state, nullptr
 
 // ---- P2: acquire on one thread, release on another ----------------------------------------------
 
-// A bounded single-producer single-consumer ring; the same one in every variant.
-template <class T, std::size_t N = 1024>
+// A bounded single-producer single-consumer ring; the same one in every variant. 64 slots:
+// about 17 MiB of mixed-size buffers in flight, a realistic hand-off backlog.
+template <class T, std::size_t N = 64>
 class spsc_queue {
 public:
     void push(T&& v) noexcept {
         const std::size_t t = m_tail.load(std::memory_order_relaxed);
+        unsigned spins = 0;
         while (t - m_head_cache >= N) {
             m_head_cache = m_head.load(std::memory_order_acquire);
-            if (t - m_head_cache >= N) cpu_relax();
+            if (t - m_head_cache >= N) backoff(spins);
         }
         m_slots[t % N] = std::move(v);
         m_tail.store(t + 1, std::memory_order_release);
@@ -216,6 +218,20 @@ public:
 
 private:
     static void cpu_relax() noexcept { __builtin_ia32_pause(); }
+
+public:
+    // Spin briefly, then yield: on a machine with as many busy threads as cores, a waiting
+    // side must let the other one run.
+    static void backoff(unsigned& spins) noexcept {
+        if (++spins < 64) {
+            cpu_relax();
+        } else {
+            std::this_thread::yield();
+            spins = 0;
+        }
+    }
+
+private:
     std::array<T, N> m_slots{};
     alignas(64) std::atomic<std::size_t> m_tail{0};
     std::size_t m_head_cache = 0; // producer's view of head
@@ -235,14 +251,16 @@ void run_p2(benchmark::State& state, Acquire acquire, Release release) {
     std::atomic<bool> done{false};
     std::thread consumer{[&] {
         Item it{};
+        unsigned spins = 0;
         for (;;) {
             if (q->pop(it)) {
                 release(it);
+                spins = 0;
             } else if (done.load(std::memory_order_acquire)) {
                 while (q->pop(it)) release(it);
                 return;
             } else {
-                __builtin_ia32_pause();
+                spsc_queue<Item>::backoff(spins);
             }
         }
     }};
@@ -331,6 +349,7 @@ void P3_grow_once(benchmark::State& state) {
         ::malloc_trim(0);
         const std::size_t baseline = resident_bytes();
         baseline::grow_once_pool pool;
+        std::size_t peak = 0;
         {
             std::vector<baseline::grow_once_pool::buffer> live;
             for (std::size_t i = 0; i < spike_small + spike_large; ++i) {
@@ -338,9 +357,9 @@ void P3_grow_once(benchmark::State& state) {
                 live.push_back(pool.get(n));
                 touch(live.back()->data(), n);
             }
+            peak = resident_bytes();
             for (auto& b : live) pool.put(std::move(b));
         }
-        const std::size_t peak = resident_bytes();
         for (std::size_t i = 0; i < steady_ops; ++i) {
             auto b = pool.get(1 * KiB);
             (*b)[0] = std::byte{1};
@@ -358,6 +377,7 @@ void P3_memgov(benchmark::State& state) {
         ::malloc_trim(0);
         const std::size_t baseline = resident_bytes();
         memgov::buffer_pool pool;
+        std::size_t peak = 0;
         {
             std::vector<memgov::buffer> live;
             live.reserve(spike_small + spike_large);
@@ -365,8 +385,8 @@ void P3_memgov(benchmark::State& state) {
                 live.push_back(pool.acquire(i < spike_small ? 1 * MiB : 4 * MiB));
                 touch(live.back().data(), live.back().size());
             }
+            peak = resident_bytes();
         }
-        const std::size_t peak = resident_bytes();
         for (std::size_t i = 0; i < steady_ops; ++i) {
             memgov::buffer b = pool.acquire(1 * KiB);
             b.data()[0] = std::byte{1};

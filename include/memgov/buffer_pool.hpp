@@ -37,8 +37,9 @@
 /// and buffers handed out (pooled or oversize) to `category::pool_in_use`. Bytes that enter or
 /// leave the pool (a miss, a free) are charged at once, so the ledger's total is always exact
 /// and growth is seen immediately. A thread's moves between its cache and its users only
-/// change the split between the two categories; they are summed per thread and charged in
-/// batches (`ledger_batch_bytes`, default 1 MiB, and at every depot visit). The pool's own
+/// change the split between the two categories; they are summed per thread and charged at
+/// every depot visit (and in `ledger_batch_bytes` batches, by default larger than what a
+/// thread cache can hold). The pool's own
 /// statistics are per-thread counters too, so the hot path touches no shared cache line.
 
 #include <memgov/clock.hpp>
@@ -96,16 +97,19 @@ struct buffer_pool_config {
     /// Where buffers come from and go back to; nullptr means `std::pmr::new_delete_resource()`.
     /// Must outlive the pool.
     std::pmr::memory_resource* upstream = nullptr;
-    /// When a pooled buffer is freed (trim, a cap cut, a full depot) or an oversize buffer is
-    /// released, first tell the kernel its whole pages are unused (`madvise(MADV_DONTNEED)`),
-    /// so resident memory drops at once even if the upstream allocator keeps the block.
+    /// When a pooled buffer is freed by `trim` or a cap cut (or because its depot is full while
+    /// pressure is above normal), or an oversize buffer is released, first tell the kernel its
+    /// whole pages are unused (`madvise(MADV_DONTNEED)`), so resident memory drops at once even
+    /// if the upstream allocator keeps the block.
     bool release_pages = true;
     /// A thread's moves of buffers between its cache and its users (idle to in use and back)
-    /// are charged to the ledger once they add up to this many bytes, and at every depot visit;
-    /// 0 charges every move. Bytes entering or leaving the pool (misses, frees) are charged at
-    /// once, so the ledger's total is always exact; only its split between `pool_idle` and
-    /// `pool_in_use` may lag, by less than this per thread.
-    std::size_t ledger_batch_bytes = std::size_t{1} << 20;
+    /// are charged to the ledger once they add up to this many bytes, and at every depot visit,
+    /// flush, trim and thread exit; 0 charges every move. Bytes entering or leaving the pool
+    /// (misses, frees) are charged at once, so the ledger's total is always exact; only its
+    /// split between `pool_idle` and `pool_in_use` may lag, by less than
+    /// `min(ledger_batch_bytes, thread cache bound)` per thread. The default, 8 MiB, is above
+    /// the default thread cache bound (6.66 MiB), so the hot path never calls the ledger.
+    std::size_t ledger_batch_bytes = std::size_t{8} << 20;
 };
 
 /// Statistics of one size class. Counters are totals since construction; `*_bytes` without
@@ -385,72 +389,57 @@ public:
 
     // ---- hot path -------------------------------------------------------------------------
 
+    // The fast paths handle only the common case (this thread's cache is current, has a
+    // buffer or room, and no ledger batch is due) and contain no call: everything else is one
+    // tail call to the general path. So they need no saved registers and inline cheaply.
     template <bool MayAllocate>
     [[nodiscard]] MEMGOV_DETAIL_BUFFER_POOL_INLINE buffer acquire(std::size_t n) noexcept(!MayAllocate) {
         const std::size_t c = m_map.index_for(n);
-        if (MEMGOV_UNLIKELY(c == m_map.count())) {
-            if constexpr (MayAllocate) {
-                return acquire_oversize(n);
-            } else {
-                return buffer{};
-            }
-        }
-        buffer_pool_thread_cache* tc = local_cache(MayAllocate);
-        if (MEMGOV_LIKELY(tc != nullptr)) {
-            if (MEMGOV_UNLIKELY(tc->seen_epoch != m_epoch.load(std::memory_order_relaxed))) {
-                sync(*tc);
-            }
+        const buffer_pool_tls_entry& t = t_buffer_pool_tls[0];
+        if (MEMGOV_LIKELY(c != m_map.count() && t.id == m_id)) {
+            buffer_pool_thread_cache* tc = t.cache;
             buffer_pool_cache_class& cc = tc->classes[c];
             const std::uint32_t k = cc.count.load(std::memory_order_relaxed);
-            if (MEMGOV_LIKELY(k != 0)) {
+            const std::size_t cap = m_map.size_of(c);
+            const std::int64_t pending = tc->ledger_pending + static_cast<std::int64_t>(cap);
+            if (MEMGOV_LIKELY(k != 0 && pending < m_ledger_batch &&
+                              tc->seen_epoch == m_epoch.load(std::memory_order_relaxed))) {
                 std::byte* p = cc.items[k - 1];
                 cc.count.store(k - 1, std::memory_order_relaxed);
-                const std::size_t cap = m_map.size_of(c);
                 cc.counters.cache_hits.add(1);
                 cc.counters.harmful_acquired.add(static_cast<std::int64_t>(cap - n));
-                tc->ledger_pending += static_cast<std::int64_t>(cap);
-                if (MEMGOV_UNLIKELY(tc->ledger_pending >= m_ledger_batch)) flush_ledger(*tc);
+                tc->ledger_pending = pending;
                 return buffer{this, p, n, cap, static_cast<std::uint32_t>(c), tc->index};
             }
-            return refill<MayAllocate>(*tc, c, n);
         }
-        return acquire_cacheless<MayAllocate>(c, n);
+        return acquire_general<MayAllocate>(n);
     }
 
     MEMGOV_DETAIL_BUFFER_POOL_INLINE void release(std::byte* p, std::size_t cap,
                                                   std::size_t requested, std::uint32_t cls,
                                                   std::uint32_t origin) noexcept {
-        if (MEMGOV_UNLIKELY(cls == oversize_class)) {
-            release_oversize(p, cap, m_alignment);
-            return;
-        }
-        buffer_pool_thread_cache* tc = local_cache(true);
-        if (MEMGOV_LIKELY(tc != nullptr)) {
-            if (MEMGOV_UNLIKELY(tc->seen_epoch != m_epoch.load(std::memory_order_relaxed))) {
-                sync(*tc);
-            }
+        const buffer_pool_tls_entry& t = t_buffer_pool_tls[0];
+        if (MEMGOV_LIKELY(cls != oversize_class && t.id == m_id)) {
+            buffer_pool_thread_cache* tc = t.cache;
             buffer_pool_cache_class& cc = tc->classes[cls];
-            if (MEMGOV_LIKELY(origin == tc->index || origin == buffer_pool_no_origin)) {
-                cc.counters.local_releases.add(1);
-            } else {
-                cc.counters.remote_releases.add(1);
-            }
-            cc.counters.harmful_released.add(static_cast<std::int64_t>(cap - requested));
-            tc->ledger_pending -= static_cast<std::int64_t>(cap);
             const std::uint32_t k = cc.count.load(std::memory_order_relaxed);
-            if (MEMGOV_LIKELY(k < cc.cap)) {
+            const std::int64_t pending = tc->ledger_pending - static_cast<std::int64_t>(cap);
+            if (MEMGOV_LIKELY(k < cc.cap && pending > -m_ledger_batch &&
+                              tc->seen_epoch == m_epoch.load(std::memory_order_relaxed))) {
                 cc.items[k] = p;
                 cc.count.store(k + 1, std::memory_order_relaxed);
-                if (MEMGOV_UNLIKELY(tc->ledger_pending <= -m_ledger_batch)) flush_ledger(*tc);
+                // A release from another thread costs the same: only the counter differs.
+                const bool local = origin == tc->index || origin == buffer_pool_no_origin;
+                (local ? cc.counters.local_releases : cc.counters.remote_releases).add(1);
+                cc.counters.harmful_released.add(static_cast<std::int64_t>(cap - requested));
+                tc->ledger_pending = pending;
                 return;
             }
-            spill(*tc, cc, cls, p);
-            return;
         }
-        release_cacheless(p, cap, requested, cls, origin);
+        release_general(p, cap, requested, cls, origin);
     }
 
-    // ---- control --------------------------------------------------------------------------
+    // ---- control --------------------------------------------------------------------------    // ---- control --------------------------------------------------------------------------
 
     std::size_t trim(std::size_t target) noexcept {
         std::lock_guard lock{m_mutex};
@@ -594,6 +583,62 @@ public:
     }
 
 private:
+    template <bool MayAllocate>
+    MEMGOV_NOINLINE buffer acquire_general(std::size_t n) noexcept(!MayAllocate) {
+        const std::size_t c = m_map.index_for(n);
+        if (c == m_map.count()) {
+            if constexpr (MayAllocate) {
+                return acquire_oversize(n);
+            } else {
+                return buffer{};
+            }
+        }
+        buffer_pool_thread_cache* tc = local_cache(MayAllocate);
+        if (tc == nullptr) return acquire_cacheless<MayAllocate>(c, n);
+        if (tc->seen_epoch != m_epoch.load(std::memory_order_relaxed)) sync(*tc);
+        buffer_pool_cache_class& cc = tc->classes[c];
+        const std::uint32_t k = cc.count.load(std::memory_order_relaxed);
+        if (k == 0) return refill<MayAllocate>(*tc, c, n);
+        std::byte* p = cc.items[k - 1];
+        cc.count.store(k - 1, std::memory_order_relaxed);
+        const std::size_t cap = m_map.size_of(c);
+        cc.counters.cache_hits.add(1);
+        cc.counters.harmful_acquired.add(static_cast<std::int64_t>(cap - n));
+        tc->ledger_pending += static_cast<std::int64_t>(cap);
+        if (tc->ledger_pending >= m_ledger_batch) flush_ledger(*tc);
+        return buffer{this, p, n, cap, static_cast<std::uint32_t>(c), tc->index};
+    }
+
+    MEMGOV_NOINLINE void release_general(std::byte* p, std::size_t cap, std::size_t requested,
+                                         std::uint32_t cls, std::uint32_t origin) noexcept {
+        if (cls == oversize_class) {
+            release_oversize(p, cap, m_alignment);
+            return;
+        }
+        buffer_pool_thread_cache* tc = local_cache(true);
+        if (tc == nullptr) {
+            release_cacheless(p, cap, requested, cls, origin);
+            return;
+        }
+        if (tc->seen_epoch != m_epoch.load(std::memory_order_relaxed)) sync(*tc);
+        buffer_pool_cache_class& cc = tc->classes[cls];
+        if (origin == tc->index || origin == buffer_pool_no_origin) {
+            cc.counters.local_releases.add(1);
+        } else {
+            cc.counters.remote_releases.add(1);
+        }
+        cc.counters.harmful_released.add(static_cast<std::int64_t>(cap - requested));
+        tc->ledger_pending -= static_cast<std::int64_t>(cap);
+        const std::uint32_t k = cc.count.load(std::memory_order_relaxed);
+        if (k < cc.cap) {
+            cc.items[k] = p;
+            cc.count.store(k + 1, std::memory_order_relaxed);
+            if (tc->ledger_pending <= -m_ledger_batch) flush_ledger(*tc);
+            return;
+        }
+        spill(*tc, cc, cls, p);
+    }
+
     [[nodiscard]] std::size_t depot_cap_count(std::size_t c, double factor) const noexcept {
         const double bytes = static_cast<double>(m_depot_bytes) * factor;
         return static_cast<std::size_t>(bytes) / m_map.size_of(c);
@@ -632,15 +677,19 @@ private:
 
     [[nodiscard]] time_point now() const noexcept { return m_clock->now(); }
 
-    void free_block(std::byte* p, std::size_t size, std::size_t align) noexcept {
-        if (m_release_pages) buffer_pool_release_pages(p, size, m_page_size);
+    void free_block(std::byte* p, std::size_t size, std::size_t align, bool release_pages) noexcept {
+        if (release_pages) buffer_pool_release_pages(p, size, m_page_size);
         m_upstream->deallocate(p, size, align);
     }
 
-    // Frees idle buffers of class c (they are charged as idle).
+    // Frees idle buffers of class c (they are charged as idle). Trims and cap cuts release the
+    // pages at once; so do overflow frees under pressure. At normal pressure an overflow free
+    // is churn the upstream allocator will likely reuse soon: no system call for it.
     void free_idle(std::size_t c, std::byte* const* in, std::size_t n, bool trimmed) noexcept {
         const std::size_t size = m_map.size_of(c);
-        for (std::size_t i = 0; i < n; ++i) free_block(in[i], size, m_alignment);
+        const bool release_pages =
+            m_release_pages && (trimmed || m_level.load(std::memory_order_relaxed) != pressure_level::normal);
+        for (std::size_t i = 0; i < n; ++i) free_block(in[i], size, m_alignment, release_pages);
         charge(category::pool_idle, -static_cast<std::int64_t>(n * size));
         if (trimmed) {
             m_depots[c].trimmed.fetch_add(n, std::memory_order_relaxed);
@@ -782,7 +831,7 @@ private:
     }
 
     void release_oversize(std::byte* p, std::size_t n, std::size_t align) noexcept {
-        free_block(p, n, align);
+        free_block(p, n, align, m_release_pages);
         m_oversize.releases.fetch_add(1, std::memory_order_relaxed);
         m_oversize.in_use_bytes.fetch_sub(static_cast<std::int64_t>(n), std::memory_order_relaxed);
         charge(category::pool_in_use, -static_cast<std::int64_t>(n));

@@ -268,21 +268,18 @@ public:
     /// before that stay (basic guarantee). Complexity: O(data.size()) plus O(1) per chunk.
     void append(std::span<const std::byte> data) {
         m_stats.appended_bytes += data.size();
-        if (data.size() >= m_cap) {
-            // The write alone fills the window: keep only its newest m_cap bytes.
-            const std::size_t skip = data.size() - m_cap;
-            if (m_size > 0 || skip > 0) {
-                m_stats.dropped_bytes += m_size + skip;
-                ++m_stats.drop_events;
-                remove_front(m_size);
+        if (MEMGOV_UNLIKELY(m_size + data.size() > m_cap)) data = make_room(data);
+        if (MEMGOV_LIKELY(m_count != 0)) {
+            // The common case, a frame that fits in the newest chunk: one copy, no branches
+            // on the slow paths.
+            buffer& tail = at(m_count - 1);
+            const std::size_t used = tail.size();
+            if (data.size() <= m_chunk_size - used) {
+                if (!data.empty()) std::memcpy(tail.data() + used, data.data(), data.size());
+                (void)tail.try_resize(used + data.size());
+                m_size += data.size();
+                return;
             }
-            data = data.last(m_cap);
-        } else if (m_size + data.size() > m_cap) {
-            const std::size_t need = m_size + data.size() - m_cap;
-            const std::size_t n = std::min(std::max(need, m_drop_bytes), m_size);
-            m_stats.dropped_bytes += n;
-            ++m_stats.drop_events;
-            remove_front(n);
         }
         write(data);
     }
@@ -483,18 +480,39 @@ private:
         }
     }
 
-    void write(std::span<const std::byte> data) {
+    // Drops the oldest bytes so that `data` fits under the cap; returns the part of `data`
+    // to write (its newest m_cap bytes when it is larger than the cap).
+    MEMGOV_NOINLINE std::span<const std::byte> make_room(std::span<const std::byte> data) noexcept {
+        if (data.size() >= m_cap) {
+            // The write alone fills the window: keep only its newest m_cap bytes.
+            const std::size_t skip = data.size() - m_cap;
+            if (m_size > 0 || skip > 0) {
+                m_stats.dropped_bytes += m_size + skip;
+                ++m_stats.drop_events;
+                remove_front(m_size);
+            }
+            return data.last(m_cap);
+        }
+        const std::size_t need = m_size + data.size() - m_cap;
+        const std::size_t n = std::min(std::max(need, m_drop_bytes), m_size);
+        m_stats.dropped_bytes += n;
+        ++m_stats.drop_events;
+        remove_front(n);
+        return data;
+    }
+
+    MEMGOV_NOINLINE void write(std::span<const std::byte> data) {
         while (!data.empty()) {
             if (m_count == 0 || at(m_count - 1).size() == m_chunk_size) {
                 buffer b = m_pool->acquire(m_chunk_size);
-                b.resize(0);
+                (void)b.try_resize(0);
                 push_back(std::move(b));
             }
             buffer& tail = at(m_count - 1);
             const std::size_t used = tail.size();
             const std::size_t k = std::min(m_chunk_size - used, data.size());
             std::memcpy(tail.data() + used, data.data(), k);
-            tail.resize(used + k);
+            (void)tail.try_resize(used + k);
             m_size += k;
             data = data.subspan(k);
         }
