@@ -39,15 +39,11 @@ inline std::string reclaimer_name(std::string name, const char* what) {
 }
 } // namespace detail
 
-/// Reclaims idle capacity from a `buffer_pool`.
-/// Thread safety: as `reclaimer`; the pool itself is thread-safe.
-class buffer_pool_reclaimer final : public reclaimer {
+/// The part every pool adapter shares: a name, `trim_pools` as the one action, the pool's
+/// idle bytes as the estimate, and the level passed on to `set_pressure`.
+template <class Pool>
+class pool_reclaimer_base : public reclaimer {
 public:
-    /// `pool` must outlive this adapter's registration. Throws `std::invalid_argument` if
-    /// `name` is empty.
-    explicit buffer_pool_reclaimer(buffer_pool& pool, std::string name = "buffer_pool")
-        : m_pool{pool}, m_name{detail::reclaimer_name(std::move(name), "buffer_pool_reclaimer")} {}
-
     [[nodiscard]] std::string_view name() const noexcept override { return m_name; }
     [[nodiscard]] bool handles(reclaim_action a) const noexcept override {
         return a == reclaim_action::trim_pools;
@@ -55,6 +51,26 @@ public:
     [[nodiscard]] std::size_t estimate(reclaim_action a) const noexcept override {
         return a == reclaim_action::trim_pools ? m_pool.idle_bytes() : 0;
     }
+    void on_level(pressure_level level) noexcept override { m_pool.set_pressure(level); }
+
+protected:
+    /// Throws `std::invalid_argument` if `name` is empty (`what` names the adapter).
+    pool_reclaimer_base(Pool& pool, std::string name, const char* what)
+        : m_pool{pool}, m_name{detail::reclaimer_name(std::move(name), what)} {}
+
+    Pool& m_pool;
+    std::string m_name;
+};
+
+/// Reclaims idle capacity from a `buffer_pool`.
+/// Thread safety: as `reclaimer`; the pool itself is thread-safe.
+class buffer_pool_reclaimer final : public pool_reclaimer_base<buffer_pool> {
+public:
+    /// `pool` must outlive this adapter's registration. Throws `std::invalid_argument` if
+    /// `name` is empty.
+    explicit buffer_pool_reclaimer(buffer_pool& pool, std::string name = "buffer_pool")
+        : pool_reclaimer_base{pool, std::move(name), "buffer_pool_reclaimer"} {}
+
     /// Frees the oldest idle buffers until the depots hold `idle − bytes_wanted` (nothing at
     /// emergency). The thread caches of other threads are bounded and flushed on their next
     /// operation (see buffer_pool.hpp).
@@ -65,7 +81,6 @@ public:
         if (req.level >= pressure_level::emergency) target = 0;
         return {m_pool.trim(target), 0};
     }
-    void on_level(pressure_level level) noexcept override { m_pool.set_pressure(level); }
     [[nodiscard]] double reuse_rate() const noexcept override {
         try {
             const auto s = m_pool.stats();
@@ -110,28 +125,21 @@ public:
                     metric_type::counter, {{"pool", m_name}},
                     static_cast<double>(s.oversize_acquisitions));
     }
-
-private:
-    buffer_pool& m_pool;
-    std::string m_name;
 };
 
 /// Reclaims idle objects from an `object_pool<T, ...>`.
 template <class Pool>
-class object_pool_reclaimer final : public reclaimer {
+class object_pool_reclaimer final : public pool_reclaimer_base<Pool> {
+    using base = pool_reclaimer_base<Pool>;
+    using base::m_name;
+    using base::m_pool;
+
 public:
     /// `pool` must outlive this adapter's registration. Throws `std::invalid_argument` if
     /// `name` is empty.
     explicit object_pool_reclaimer(Pool& pool, std::string name = "object_pool")
-        : m_pool{pool}, m_name{detail::reclaimer_name(std::move(name), "object_pool_reclaimer")} {}
+        : base{pool, std::move(name), "object_pool_reclaimer"} {}
 
-    [[nodiscard]] std::string_view name() const noexcept override { return m_name; }
-    [[nodiscard]] bool handles(reclaim_action a) const noexcept override {
-        return a == reclaim_action::trim_pools;
-    }
-    [[nodiscard]] std::size_t estimate(reclaim_action a) const noexcept override {
-        return a == reclaim_action::trim_pools ? m_pool.idle_bytes() : 0;
-    }
     /// Frees up to `budget` idle objects that outlived their tier (all but the reserve at
     /// emergency, where the pool's own pressure rule applies).
     reclaim_result reclaim(const reclaim_request& req) noexcept override {
@@ -139,7 +147,6 @@ public:
         const auto r = m_pool.trim(req.now, req.budget);
         return {r.bytes, r.objects};
     }
-    void on_level(pressure_level level) noexcept override { m_pool.set_pressure(level); }
     [[nodiscard]] double reuse_rate() const noexcept override { return m_pool.stats().reuse_rate(); }
     void collect(metric_sink& sink) const override {
         const auto s = m_pool.stats();
@@ -156,10 +163,6 @@ public:
         sink.sample("object_pool_retained_bytes", "Bytes held by the pool's objects",
                     metric_type::gauge, {{"pool", m_name}}, static_cast<double>(s.retained_bytes));
     }
-
-private:
-    Pool& m_pool;
-    std::string m_name;
 };
 
 /// Sweeps and evicts sessions from a `session_map<K, V, ...>`.
