@@ -10,6 +10,7 @@
 #include <memgov/detail/psi_trigger.hpp>
 
 #include "fake_cgroup.hpp"
+#include "real_cgroup.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -622,141 +623,26 @@ TEST_CASE("cgroup: this machine's own reading is complete", "[cgroup]") {
 // ---------------------------------------------------------------------------------------------
 // A real memory cgroup (root only; skips elsewhere)
 
-namespace {
-
-struct real_cgroup {
-    std::string dir;      // e.g. /sys/fs/cgroup/memory/memgov-test-123-0
-    std::string name;     // the cgroup path, e.g. /memgov-test-123-0
-    bool v2 = false;
-    std::string skip_reason;
-};
-
-bool write_file(const std::string& path, const std::string& text) {
-    const int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
-    if (fd < 0) return false;
-    const bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
-    ::close(fd);
-    return ok;
-}
-
-real_cgroup make_real_cgroup(std::uint64_t limit) {
-    real_cgroup out;
-    static std::atomic<int> counter{0};
-    cgroup_config c;
-    c.limit_env = "";
-    cgroup_reader r{c};
-    const auto& l = r.layout();
-    if (l.controller == memory_controller::none) {
-        out.skip_reason = "no memory cgroup on this machine";
-        return out;
-    }
-    out.v2 = l.controller == memory_controller::v2;
-    if (l.mount_root != "/") {
-        out.skip_reason = "the memory hierarchy is mounted from " + l.mount_root + " (namespaced)";
-        return out;
-    }
-    out.name = "/memgov-test-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
-    out.dir = l.mount_point + out.name;
-    if (::mkdir(out.dir.c_str(), 0755) != 0) {
-        out.skip_reason = "cannot create " + out.dir + ": " + std::strerror(errno);
-        out.dir.clear();
-        return out;
-    }
-    const std::string limit_file = out.dir + (out.v2 ? "/memory.max" : "/memory.limit_in_bytes");
-    if (!write_file(limit_file, std::to_string(limit))) {
-        out.skip_reason = "cannot set " + limit_file + ": " + std::strerror(errno);
-        ::rmdir(out.dir.c_str());
-        out.dir.clear();
-    }
-    return out;
-}
-
-void remove_real_cgroup(const real_cgroup& cg) {
-    if (cg.dir.empty()) return;
-    for (int i = 0; i < 100; ++i) { // the kernel may need a moment after the child is reaped
-        if (::rmdir(cg.dir.c_str()) == 0 || errno == ENOENT) return;
-        std::this_thread::sleep_for(std::chrono::milliseconds{20});
-    }
-    WARN("could not remove " << cg.dir << ": " << std::strerror(errno));
-}
-
-// Starts `program` inside `cg` (moved there before exec) and returns its `key value` output.
-std::map<std::string, std::string> run_in_cgroup(const real_cgroup& cg, const std::string& program,
-                                                 int& status) {
-    int go[2], out[2];
-    REQUIRE(::pipe2(go, O_CLOEXEC) == 0);
-    REQUIRE(::pipe2(out, O_CLOEXEC) == 0);
-    const pid_t pid = ::fork();
-    REQUIRE(pid >= 0);
-    if (pid == 0) {
-        char b = 0;
-        if (::read(go[0], &b, 1) != 1) ::_exit(3);
-        ::dup2(out[1], 1);
-        const char* argv[] = {program.c_str(), nullptr};
-        ::execv(program.c_str(), const_cast<char* const*>(argv));
-        ::_exit(4);
-    }
-    ::close(go[0]);
-    ::close(out[1]);
-    const bool moved = write_file(cg.dir + "/cgroup.procs", std::to_string(pid));
-    const char b = moved ? 1 : 0;
-    if (moved) {
-        [[maybe_unused]] const auto n = ::write(go[1], &b, 1);
-    }
-    ::close(go[1]); // without "go" the child exits with 3
-    std::string text;
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds{60};
-    for (;;) {
-        pollfd p{out[0], POLLIN, 0};
-        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-            deadline - std::chrono::steady_clock::now());
-        if (left.count() <= 0) {
-            ::kill(pid, SIGKILL); // only our own child, by PID
-            break;
-        }
-        if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
-        char buf[4096];
-        const ssize_t n = ::read(out[0], buf, sizeof buf);
-        if (n <= 0) break;
-        text.append(buf, static_cast<std::size_t>(n));
-    }
-    ::close(out[0]);
-    ::waitpid(pid, &status, 0);
-    std::map<std::string, std::string> kv;
-    std::istringstream in{text};
-    std::string k, v;
-    while (in >> k >> v) kv[k] = v;
-    if (!moved) kv["not_moved"] = "1";
-    return kv;
-}
-
-} // namespace
-
 TEST_CASE("cgroup: a child in a real 128 MiB memory cgroup reads its limit and working set", "[cgroup][real]") {
-    if (::geteuid() != 0) {
-        WARN("SKIPPED: the real-cgroup test needs root");
+    const auto cg = memgov_test::real_cgroup::create(128 * MiB, "cgroup-test");
+    if (!cg) {
+        WARN("SKIPPED: " << cg.skip_reason());
         return;
     }
-    const real_cgroup cg = make_real_cgroup(128 * MiB);
-    if (cg.dir.empty()) {
-        WARN("SKIPPED: " << cg.skip_reason);
+    const auto run = cg.run({std::string{MEMGOV_TEST_PROGRAM_DIR} + "/cgroup_child"},
+                            std::chrono::seconds{60});
+    if (!run.started) {
+        WARN("SKIPPED: cannot move a process into " << cg.dir());
         return;
     }
-    int status = 0;
-    const auto kv = run_in_cgroup(cg, std::string{MEMGOV_TEST_PROGRAM_DIR} + "/cgroup_child", status);
-    remove_real_cgroup(cg);
-    if (kv.count("not_moved") != 0) {
-        WARN("SKIPPED: cannot move a process into " << cg.dir);
-        return;
-    }
-    INFO("child status " << status);
-    REQUIRE(WIFEXITED(status));
-    REQUIRE(WEXITSTATUS(status) == 0);
+    const auto kv = run.values();
+    INFO("child status " << run.status << ", output:\n" << run.output);
+    REQUIRE(run.exited_ok());
     REQUIRE(kv.count("end") == 1); // the child printed everything
     CHECK(kv.at("limit") == std::to_string(128 * MiB));
-    CHECK(kv.at("limit_from") == (cg.v2 ? "cgroup_v2_max" : "cgroup_v1_limit"));
-    CHECK(kv.at("binding") == cg.name);
-    CHECK(kv.at("usage_from") == (cg.v2 ? "cgroup_v2" : "cgroup_v1"));
+    CHECK(kv.at("limit_from") == (cg.v2() ? "cgroup_v2_max" : "cgroup_v1_limit"));
+    CHECK(kv.at("binding") == cg.name());
+    CHECK(kv.at("usage_from") == (cg.v2() ? "cgroup_v2" : "cgroup_v1"));
     const double ws = std::stod(kv.at("working_set"));
     const double truth = std::stod(kv.at("rss_anon")); // the child's anonymous resident memory
     const double touched = std::stod(kv.at("touched"));
