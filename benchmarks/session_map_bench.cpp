@@ -29,6 +29,7 @@
 #include <memory>
 #include <mutex>
 #include <shared_mutex>
+#include <string>
 #include <unordered_map>
 #include <vector>
 
@@ -279,8 +280,9 @@ std::size_t heap_in_use() {
     return mi.uordblks + mi.hblkhd;
 }
 
+// Bytes per entry of what `build` returns, minus `payload` (key and value).
 template <class Build>
-void measure_memory(benchmark::State& state, Build&& build) {
+void measure_memory(benchmark::State& state, std::size_t payload, Build&& build) {
     double per_entry = 0;
     for (auto _ : state) {
         const std::size_t before = heap_in_use();
@@ -289,11 +291,23 @@ void measure_memory(benchmark::State& state, Build&& build) {
         benchmark::DoNotOptimize(holder);
     }
     state.counters["bytes_per_entry"] = per_entry;
-    state.counters["overhead_per_entry"] = per_entry - static_cast<double>(sizeof(std::uint64_t) + sizeof(value16));
+    state.counters["overhead_per_entry"] = per_entry - static_cast<double>(payload);
 }
 
+// Session ids as strings of 20 characters: beyond the small-string buffer is not the point,
+// the 32-byte std::string object is the key; both maps hold the same key objects.
+std::vector<std::string> string_keys() {
+    std::vector<std::string> v;
+    v.reserve(sessions);
+    for (std::uint64_t key : keys()) v.push_back(std::to_string(key % 100'000'000'000'000ULL));
+    return v;
+}
+
+constexpr std::size_t u64_payload = sizeof(std::uint64_t) + sizeof(value16);
+constexpr std::size_t string_payload = sizeof(std::string) + sizeof(value16);
+
 void memory_session_map(benchmark::State& state) {
-    measure_memory(state, [] {
+    measure_memory(state, u64_payload, [] {
         auto m = std::make_unique<memgov::session_map<std::uint64_t, value16>>();
         for (std::uint64_t key : keys()) m->insert(key, [] { return value16{}; });
         return m;
@@ -301,9 +315,27 @@ void memory_session_map(benchmark::State& state) {
 }
 
 void memory_unordered_map(benchmark::State& state) {
-    measure_memory(state, [] {
+    measure_memory(state, u64_payload, [] {
         auto m = std::make_unique<std::unordered_map<std::uint64_t, value16>>();
         for (std::uint64_t key : keys()) m->emplace(key, value16{});
+        return m;
+    });
+}
+
+void memory_session_map_string(benchmark::State& state) {
+    const auto k = string_keys();
+    measure_memory(state, string_payload, [&] {
+        auto m = std::make_unique<memgov::session_map<std::string, value16>>();
+        for (const std::string& key : k) m->insert(key, [] { return value16{}; });
+        return m;
+    });
+}
+
+void memory_unordered_map_string(benchmark::State& state) {
+    const auto k = string_keys();
+    measure_memory(state, string_payload, [&] {
+        auto m = std::make_unique<std::unordered_map<std::string, value16>>();
+        for (const std::string& key : k) m->emplace(key, value16{});
         return m;
     });
 }
@@ -320,5 +352,7 @@ BENCHMARK(p5_incremental_sweep)->Iterations(3)->Unit(benchmark::kMillisecond);
 BENCHMARK(p5_full_scan)->Iterations(3)->Unit(benchmark::kMillisecond);
 BENCHMARK(memory_session_map)->Iterations(1)->Unit(benchmark::kMillisecond);
 BENCHMARK(memory_unordered_map)->Iterations(1)->Unit(benchmark::kMillisecond);
+BENCHMARK(memory_session_map_string)->Iterations(1)->Unit(benchmark::kMillisecond);
+BENCHMARK(memory_unordered_map_string)->Iterations(1)->Unit(benchmark::kMillisecond);
 
 BENCHMARK_MAIN();

@@ -480,9 +480,12 @@ public:
     template <class Make, class Update>
         requires(!std::is_same_v<std::remove_cvref_t<Update>, session_options>)
     bool upsert(const Key& key, Make&& make, Update&& update, session_options options = {}) {
+        const std::uint64_t h = hash_of(key);
         for (;;) {
             if (access<mode::write>(key, update)) return false;
-            if (insert(key, make, options)) return true;
+            // Just seen absent: make the value and insert without looking twice.
+            detail::session_value_buffer<Value> value{make};
+            if (emplace(key, h, value.get(), false, options)) return true;
         }
     }
 
@@ -498,6 +501,7 @@ public:
             const std::uint32_t pos = find_pos(s, h, key);
             if (pos == detail::session_nil) return false;
             const std::uint32_t idx = s.index.slot(pos).idx;
+            prefetch_neighbours(s, s.slab.at(idx));
             unlink(s, pos, idx, evict_reason::erased, v);
         }
         finish(s, v);
@@ -815,6 +819,7 @@ private:
         std::array<victim, capacity> items;
         std::size_t count = 0;
         std::int64_t last_bytes = 0;
+        std::int64_t removed_cost = 0; // taken off the shard total by `finish`
         [[nodiscard]] bool full() const noexcept { return count == capacity; }
     };
 
@@ -1123,6 +1128,14 @@ private:
         charge(static_cast<std::int64_t>(now) - static_cast<std::int64_t>(was));
     }
 
+    // Starts loading the list neighbours `unlink` will write, so their misses overlap.
+    static void prefetch_neighbours(shard& s, const node& n) noexcept {
+        for (const detail::session_links* l : {&n.wheel, &n.age, &n.bucket}) {
+            if (l->prev < detail::session_head_base) __builtin_prefetch(&s.slab.at(l->prev), 1);
+            if (l->next != detail::session_nil) __builtin_prefetch(&s.slab.at(l->next), 1);
+        }
+    }
+
     // Unlinks `idx` from everything and marks it dead. Under the shard lock. Returns its cost.
     // `pos` is its table slot if known (else looked up); `in_index` false when the caller has
     // already taken it out of the table.
@@ -1137,18 +1150,23 @@ private:
         if (detail::session_linked(n.wheel)) s.wheel.remove(idx, wheel_links(s));
         if (detail::session_linked(n.age)) s.age.unlink(idx, age_links(s));
         if (detail::session_linked(n.bucket)) unbucket(s, idx);
-        const auto cost = static_cast<std::int64_t>(
-            n.cost.fetch_or(detail::session_detached_bit, std::memory_order_acq_rel) & ~detail::session_detached_bit);
-        s.total_cost.value.fetch_sub(cost, std::memory_order_relaxed);
         s.size.store(s.index.size(), std::memory_order_relaxed);
         bump(s.evictions[static_cast<std::size_t>(reason)]);
         n.wheel.next = static_cast<std::uint32_t>(reason);
         const std::uint32_t prev = n.state.fetch_or(detail::entry_state::dead, std::memory_order_acq_rel);
+        std::uint64_t c;
         if (detail::entry_state::pins(prev) == 0) {
+            // Unpinned and now unreachable: no `set_cost` can run, a plain update is enough.
+            c = n.cost.load(std::memory_order_relaxed);
+            n.cost.store(c | detail::session_detached_bit, std::memory_order_relaxed);
             v.items[v.count++] = victim{idx, &n, reason};
         } else {
+            // A callback may be in `set_cost`: whichever of us goes first decides the total.
+            c = n.cost.fetch_or(detail::session_detached_bit, std::memory_order_acq_rel);
             bump(s.pinned_at_eviction);
         }
+        const auto cost = static_cast<std::int64_t>(c & ~detail::session_detached_bit);
+        v.removed_cost += cost;
         v.last_bytes = cost;
         return cost;
     }
@@ -1156,15 +1174,24 @@ private:
     // Runs the callbacks of unlinked, unpinned entries, destroys them and frees their nodes.
     // No lock held.
     void finish(shard& s, victims& v) noexcept {
-        for (std::size_t i = 0; i < v.count; ++i) finalize(s, v.items[i].idx, *v.items[i].n, v.items[i].reason);
+        if (v.removed_cost != 0) s.total_cost.value.fetch_sub(v.removed_cost, std::memory_order_relaxed);
+        if (v.count == 0) return;
+        for (std::size_t i = 0; i < v.count; ++i) destroy(*v.items[i].n, v.items[i].reason);
+        // Give the nodes back in one push.
+        for (std::size_t i = 0; i + 1 < v.count; ++i) v.items[i].n->free_link() = v.items[i + 1].idx;
+        s.slab.free_chain_unlocked(v.items[0].idx, *v.items[v.count - 1].n);
     }
 
-    void finalize(shard& s, std::uint32_t idx, node& n, evict_reason reason) noexcept {
+    void destroy(node& n, evict_reason reason) noexcept {
         if (m_hooks.on_evict) m_hooks.on_evict(std::as_const(n.key()), n.value(), reason);
         const auto cost = static_cast<std::int64_t>(n.cost.load(std::memory_order_acquire) & ~detail::session_detached_bit);
         charge(-cost);
         n.value().~Value();
         n.key().~Key();
+    }
+
+    void finalize(shard& s, std::uint32_t idx, node& n, evict_reason reason) noexcept {
+        destroy(n, reason);
         s.slab.free_unlocked(idx, n);
     }
 
@@ -1186,9 +1213,18 @@ private:
         shard& s = shard_of(h);
         s.index.prefetch(fp_of(h));
         std::int64_t t = 0;
-        if constexpr (touch) t = touch_ns();
+        const bool read_clock = touch && m_config.touch == touch_time::clock;
+        if (touch && !read_clock) t = m_coarse_now.value.load(std::memory_order_relaxed);
         s.mutex.lock();
-        const std::uint32_t pos = find_pos(s, h, key);
+        // The clock read is serializing (lfence; rdtsc in the vDSO): take it once the entry's
+        // cache lines are on their way, so it overlaps that miss instead of adding to it.
+        const std::uint32_t pos = s.index.find(fp_of(h), [&](std::uint32_t i) noexcept {
+            const node& c = s.slab.at(i);
+            __builtin_prefetch(reinterpret_cast<const char*>(&c) + sizeof(node) - 1, 1);
+            __builtin_prefetch(&c, 1);
+            if (read_clock && t == 0) t = now_ns();
+            return m_eq(c.key(), key);
+        });
         if (MEMGOV_UNLIKELY(pos == detail::session_nil)) {
             bump(s.misses);
             s.mutex.unlock();
@@ -1330,8 +1366,13 @@ private:
                     ++r.work;
                     node& n = s.slab.at(idx);
                     if (const std::uint32_t next = s.wheel.head(e->list); next != detail::session_nil) {
-                        __builtin_prefetch(&s.slab.at(next));
+                        const node& nx = s.slab.at(next);
+                        __builtin_prefetch(&nx);
+                        __builtin_prefetch(reinterpret_cast<const char*>(&nx) + sizeof(node) - 1);
                     }
+                    // If it goes, its table slot and list neighbours are needed: start loading.
+                    s.index.prefetch(fp_of(hash_of(n.key())));
+                    prefetch_neighbours(s, n);
                     // Above level 0 the slot spans many ticks: re-file entries not yet due.
                     const std::int64_t slot_start = tick_start_ns(e->deadline);
                     const std::int64_t after = e->list == detail::session_wheel::due_list ? now : slot_start - 1;
@@ -1402,6 +1443,7 @@ private:
                 }
             }
         }
+        finish(s, v);
         for (std::size_t i = 0; i < count; ++i) release(s, checks[i].idx, *checks[i].n, detail::entry_state::pin);
     }
 

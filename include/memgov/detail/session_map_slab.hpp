@@ -83,6 +83,15 @@ public:
                                                   std::memory_order_relaxed));
     }
 
+    // Pushes the chain first → ... → last (already linked through `free_link`) in one step.
+    void free_chain_unlocked(std::uint32_t first, Node& last) noexcept {
+        std::uint32_t head = m_pending.load(std::memory_order_relaxed);
+        do {
+            last.free_link() = head;
+        } while (!m_pending.compare_exchange_weak(head, first, std::memory_order_release,
+                                                  std::memory_order_relaxed));
+    }
+
     [[nodiscard]] std::size_t memory_bytes() const noexcept {
         return static_cast<std::size_t>(m_capacity) * sizeof(Node);
     }
