@@ -1130,9 +1130,11 @@ private:
 
     // Starts loading the list neighbours `unlink` will write, so their misses overlap.
     static void prefetch_neighbours(shard& s, const node& n) noexcept {
-        for (const detail::session_links* l : {&n.wheel, &n.age, &n.bucket}) {
-            if (l->prev < detail::session_head_base) __builtin_prefetch(&s.slab.at(l->prev), 1);
-            if (l->next != detail::session_nil) __builtin_prefetch(&s.slab.at(l->next), 1);
+        using links_of = detail::session_links node::*;
+        for (const links_of member : {&node::wheel, &node::age, &node::bucket}) {
+            const detail::session_links& l = n.*member;
+            if (l.prev < detail::session_head_base) __builtin_prefetch(&(s.slab.at(l.prev).*member), 1);
+            if (l.next != detail::session_nil) __builtin_prefetch(&(s.slab.at(l.next).*member), 1);
         }
     }
 
@@ -1351,6 +1353,8 @@ private:
             std::array<check, 16> checks;
             std::size_t nchecks = 0;
             bool idle = false;
+            std::uint32_t current_list = detail::session_nil;
+            bool first_in_slot = true;
             {
                 detail::session_shard_guard g{s.mutex};
                 while (!v.full() && nchecks < checks.size()) {
@@ -1362,17 +1366,26 @@ private:
                         break;
                     }
                     if (e->list != detail::session_wheel::due_list) s.wheel.advance_to(e->deadline);
+                    if (e->list != current_list) {
+                        current_list = e->list;
+                        first_in_slot = true;
+                    }
                     const std::uint32_t idx = s.wheel.pop(e->list, wheel_links(s));
                     ++r.work;
                     node& n = s.slab.at(idx);
+                    // A two-deep pipeline over the slot's list: the next entry's node was
+                    // requested one step ago, so ask now for what evicting it will touch (its
+                    // table slot and list neighbours) and for the node after it.
                     if (const std::uint32_t next = s.wheel.head(e->list); next != detail::session_nil) {
                         const node& nx = s.slab.at(next);
-                        __builtin_prefetch(&nx);
-                        __builtin_prefetch(reinterpret_cast<const char*>(&nx) + sizeof(node) - 1);
+                        s.index.prefetch(fp_of(hash_of(nx.key())));
+                        prefetch_neighbours(s, nx);
+                        if (nx.wheel.next != detail::session_nil) __builtin_prefetch(&s.slab.at(nx.wheel.next));
+                    } else if (first_in_slot) {
+                        s.index.prefetch(fp_of(hash_of(n.key())));
+                        prefetch_neighbours(s, n);
                     }
-                    // If it goes, its table slot and list neighbours are needed: start loading.
-                    s.index.prefetch(fp_of(hash_of(n.key())));
-                    prefetch_neighbours(s, n);
+                    first_in_slot = false;
                     // Above level 0 the slot spans many ticks: re-file entries not yet due.
                     const std::int64_t slot_start = tick_start_ns(e->deadline);
                     const std::int64_t after = e->list == detail::session_wheel::due_list ? now : slot_start - 1;

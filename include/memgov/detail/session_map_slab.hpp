@@ -4,7 +4,7 @@
 /// \file
 /// Entry storage of one `session_map` shard: chunks of nodes addressed by 32-bit indices, so
 /// links and table slots are 4 bytes instead of 8 and there is no per-entry malloc header.
-/// Chunks double from 8 to 1024 nodes and then stay at 1024, so a small shard wastes little
+/// Chunks double from 8 to 256 nodes and then stay at 256, so a small shard wastes little
 /// and a large one allocates rarely. Nodes never move (a pinned entry keeps its address).
 ///
 /// Freeing: under the shard lock a node goes straight onto the free list; a thread finishing
@@ -33,7 +33,7 @@ template <class Node>
 class session_slab {
 public:
     static constexpr std::uint32_t first_bits = 3;
-    static constexpr std::uint32_t last_bits = 10;
+    static constexpr std::uint32_t last_bits = 8;
     static constexpr std::uint32_t growing_chunks = last_bits - first_bits + 1;
     static constexpr std::uint32_t growing_total =
         (std::uint32_t{1} << (last_bits + 1)) - (std::uint32_t{1} << first_bits);
