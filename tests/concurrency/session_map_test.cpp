@@ -70,8 +70,9 @@ struct removal_log {
 // libcuckoo's stress_checked: each worker owns its keys (inserted as no_evict, so pressure
 // eviction spares them) and checks every result against a private model, while another thread
 // inserts expendable sessions and a third sweeps and runs every kind of pressure eviction.
-TEST_CASE("session_map: random operations on disjoint keys are exact under sweeps and evictions",
-          "[session_map][concurrency]") {
+namespace {
+
+void run_stress(int ops) {
     const std::uint64_t seed = seed_for("session_map stress");
     CAPTURE(seed);
     memgov::manual_clock clock;
@@ -95,7 +96,6 @@ TEST_CASE("session_map: random operations on disjoint keys are exact under sweep
         }
     };
     constexpr int workers = 3;
-    constexpr int ops = 6000;
     constexpr std::uint64_t keys_per_worker = 128;
     struct tally {
         std::uint64_t mismatches = 0;
@@ -244,6 +244,18 @@ TEST_CASE("session_map: random operations on disjoint keys are exact under sweep
         CHECK(accounting.bytes(memgov::category::sessions) == static_cast<std::int64_t>(end.structure_bytes));
     }
     CHECK(accounting.bytes(memgov::category::sessions) == 0);
+}
+
+} // namespace
+
+TEST_CASE("session_map: random operations on disjoint keys are exact under sweeps and evictions",
+          "[session_map][concurrency]") {
+    run_stress(6000);
+}
+
+TEST_CASE("session_map: long stress on disjoint keys under sweeps and evictions",
+          "[session_map][concurrency][.][stress]") {
+    run_stress(200000);
 }
 
 // Threads fight over the same few keys: erase, replace, insert, evict, and erase from inside
