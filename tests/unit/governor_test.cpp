@@ -1,4 +1,5 @@
 #include <memgov/governor.hpp>
+#include <memgov/reclaimers.hpp>
 
 #include "fake_cgroup.hpp"
 #include "promtool.hpp"
@@ -317,4 +318,64 @@ TEST_CASE("governor: admission is noexcept and disabled admission admits everyth
     CHECK(g.admit(GiB, admit_kind::session));
     STATIC_REQUIRE(noexcept(g.admit(1, admit_kind::work)));
     STATIC_REQUIRE(noexcept(g.level()));
+}
+
+// The same ladder acting on a real session map through its adapter: evictions happen for the
+// documented reasons, in the documented order, and `no_evict` sessions are spared.
+TEST_CASE("governor: replay on a real session map evicts by cost, then age, then LRU",
+          "[governor]") {
+    auto tree = fake_cgroup_tree::v2("/app");
+    tree.set_limit("/app", GiB);
+    tree.set_usage("/app", GiB / 2);
+    memgov::manual_clock clock;
+    memgov::governor_config cfg;
+    cfg.monitor.cgroup = tree.config();
+    cfg.monitor.use_systemd_pressure_env = false;
+    cfg.monitor.forecast_horizon = 0s;
+    memgov::governor<memgov::manual_clock> g{cfg, clock, [] {}, [] { return std::size_t{0}; }};
+
+    using map_type = memgov::session_map<int, int, memgov::manual_clock>;
+    std::vector<std::pair<int, memgov::evict_reason>> evicted;
+    memgov::session_map_hooks<int, int> hooks;
+    hooks.on_evict = [&](const int& k, int&, memgov::evict_reason r) { evicted.emplace_back(k, r); };
+    map_type sessions{{}, std::move(hooks), clock};
+    // Five old sessions (created 500 s ago), one over the 30 MiB cap, one exempt, 200 young.
+    for (int k = 0; k < 5; ++k) REQUIRE(sessions.insert(k, [] { return 0; }, {.cost = static_cast<std::int64_t>(MiB)}));
+    REQUIRE(sessions.insert(5, [] { return 0; }, {.no_evict = true, .cost = static_cast<std::int64_t>(MiB)}));
+    clock.advance(500s);
+    REQUIRE(sessions.insert(99, [] { return 0; }, {.cost = static_cast<std::int64_t>(40 * MiB)}));
+    for (int k = 100; k < 300; ++k) REQUIRE(sessions.insert(k, [] { return 0; }, {.cost = static_cast<std::int64_t>(MiB)}));
+    g.register_reclaimer(std::make_shared<memgov::session_map_reclaimer<map_type>>(sessions));
+
+    const auto at = [&](double percent) {
+        clock.advance(1s);
+        tree.set_usage("/app", static_cast<std::uint64_t>(percent / 100.0 * static_cast<double>(GiB)));
+        return g.poll(clock.now());
+    };
+    CHECK(at(72) == pressure_level::elevated); // sweep: nothing has expired
+    CHECK(evicted.empty());
+
+    CHECK(at(86) == pressure_level::critical); // the over-cost session goes, nothing else
+    REQUIRE(evicted.size() == 1);
+    CHECK(evicted[0] == std::pair{99, memgov::evict_reason::over_cost});
+
+    CHECK(at(95) == pressure_level::emergency); // old sessions by age, then LRU
+    REQUIRE(evicted.size() > 6);
+    for (std::size_t i = 1; i <= 5; ++i) {
+        CHECK(evicted[i].second == memgov::evict_reason::age_under_pressure);
+        CHECK(evicted[i].first < 5);
+    }
+    for (std::size_t i = 6; i < evicted.size(); ++i) {
+        CHECK(evicted[i].second == memgov::evict_reason::lru_under_pressure);
+    }
+    CHECK(sessions.contains(5)); // no_evict is spared by every pressure eviction
+    const auto st = sessions.stats();
+    CHECK(st.evicted(memgov::evict_reason::over_cost) == 1);
+    CHECK(st.evicted(memgov::evict_reason::age_under_pressure) == 5);
+    CHECK(st.evicted(memgov::evict_reason::lru_under_pressure) == evicted.size() - 6);
+    // The evictor's counters agree with the map's.
+    const auto ev = g.stats().evictor;
+    CHECK(ev.total(reclaim_action::evict_over_cost).items == 1);
+    CHECK(ev.total(reclaim_action::evict_by_age).items == 5);
+    CHECK(ev.total(reclaim_action::evict_lru).items == evicted.size() - 6);
 }
