@@ -20,17 +20,23 @@ using memgov::reclaim_action;
 namespace {
 constexpr std::uint64_t MiB = 1024 * 1024;
 constexpr std::uint64_t GiB = 1024 * MiB;
+
+// A 1 GiB v2 tree at `usage`, and a governor configuration that reads it.
+memgov::governor_config on_fake_tree(memgov_test::fake_cgroup_tree& tree, std::uint64_t usage) {
+    tree.set_limit("/app", GiB);
+    tree.set_usage("/app", usage);
+    memgov::governor_config cfg;
+    cfg.monitor.cgroup = tree.config();
+    cfg.monitor.use_systemd_pressure_env = false;
+    return cfg;
+}
 } // namespace
 
 // Admitting threads race the governor's own polling thread and a thread that moves usage up
 // and down. Every admit gets an answer, the counters add up exactly, and TSan sees no race.
 TEST_CASE("governor: admission races polling and level changes", "[governor][concurrency]") {
     auto tree = memgov_test::fake_cgroup_tree::v2("/app");
-    tree.set_limit("/app", GiB);
-    tree.set_usage("/app", 500 * MiB);
-    memgov::governor_config cfg;
-    cfg.monitor.cgroup = tree.config();
-    cfg.monitor.use_systemd_pressure_env = false;
+    memgov::governor_config cfg = on_fake_tree(tree, 500 * MiB);
     cfg.monitor.sample_period = 1ms;
     cfg.poll_period = 1ms;
     cfg.step_period = 1ms;
@@ -93,11 +99,7 @@ TEST_CASE("governor: admission races polling and level changes", "[governor][con
 
 TEST_CASE("governor: start and stop are idempotent and stop joins", "[governor][concurrency]") {
     auto tree = memgov_test::fake_cgroup_tree::v2("/app");
-    tree.set_limit("/app", GiB);
-    tree.set_usage("/app", 100 * MiB);
-    memgov::governor_config cfg;
-    cfg.monitor.cgroup = tree.config();
-    cfg.monitor.use_systemd_pressure_env = false;
+    memgov::governor_config cfg = on_fake_tree(tree, 100 * MiB);
     cfg.poll_period = 1ms;
     memgov::governor<> g{cfg};
     g.start();

@@ -53,6 +53,19 @@ struct recording_reclaimer final : memgov::reclaimer {
     }
 };
 
+// A 1 GiB v2 tree at `usage`, and a governor configuration that reads it (no forecast unless
+// asked: the replays test the ratio ladder).
+memgov::governor_config on_fake_tree(fake_cgroup_tree& tree, std::uint64_t usage,
+                                     bool forecast = false) {
+    tree.set_limit("/app", GiB);
+    tree.set_usage("/app", usage);
+    memgov::governor_config cfg;
+    cfg.monitor.cgroup = tree.config();
+    cfg.monitor.use_systemd_pressure_env = false;
+    if (!forecast) cfg.monitor.forecast_horizon = 0s;
+    return cfg;
+}
+
 // A v2 tree with a 1 GiB limit on /app. Red line 85%; levels enter at 70/78/85/89% and leave
 // below 65/74/81/85% after dwelling 2/2/5/1 s (the monitor's documented defaults).
 struct rig {
@@ -69,12 +82,7 @@ struct rig {
     int trims = 0;
 
     explicit rig(bool dry_run = false) {
-        tree.set_limit("/app", GiB);
-        percent(50);
-        memgov::governor_config cfg;
-        cfg.monitor.cgroup = tree.config();
-        cfg.monitor.use_systemd_pressure_env = false;
-        cfg.monitor.forecast_horizon = 0s; // the replay tests the ratio ladder; forecast: below
+        memgov::governor_config cfg = on_fake_tree(tree, GiB / 2);
         cfg.dry_run = dry_run;
         gov = std::make_unique<memgov::governor<memgov::manual_clock>>(
             cfg, clock, [this] { ++trims; }, [] { return std::size_t{0}; });
@@ -277,12 +285,8 @@ TEST_CASE("governor: health summary and Prometheus output", "[governor]") {
 TEST_CASE("governor: bad configuration throws std::invalid_argument naming the field",
           "[governor]") {
     auto tree = fake_cgroup_tree::v2("/app");
-    tree.set_limit("/app", GiB);
-    tree.set_usage("/app", 100 * MiB);
     auto make = [&](auto mutate) {
-        memgov::governor_config c;
-        c.monitor.cgroup = tree.config();
-        c.monitor.use_systemd_pressure_env = false;
+        memgov::governor_config c = on_fake_tree(tree, 100 * MiB, true);
         mutate(c);
         return memgov::governor<memgov::manual_clock>{c, memgov::manual_clock{}};
     };
@@ -304,11 +308,7 @@ TEST_CASE("governor: bad configuration throws std::invalid_argument naming the f
 TEST_CASE("governor: admission is noexcept and disabled admission admits everything",
           "[governor]") {
     auto tree = fake_cgroup_tree::v2("/app");
-    tree.set_limit("/app", GiB);
-    tree.set_usage("/app", static_cast<std::uint64_t>(0.99 * GiB));
-    memgov::governor_config c;
-    c.monitor.cgroup = tree.config();
-    c.monitor.use_systemd_pressure_env = false;
+    memgov::governor_config c = on_fake_tree(tree, static_cast<std::uint64_t>(0.99 * GiB), true);
     c.admission.enabled = false;
     memgov::manual_clock clock;
     memgov::governor<memgov::manual_clock> g{c, clock, [] {}, [] { return std::size_t{0}; }};
@@ -325,13 +325,8 @@ TEST_CASE("governor: admission is noexcept and disabled admission admits everyth
 TEST_CASE("governor: replay on a real session map evicts by cost, then age, then LRU",
           "[governor]") {
     auto tree = fake_cgroup_tree::v2("/app");
-    tree.set_limit("/app", GiB);
-    tree.set_usage("/app", GiB / 2);
     memgov::manual_clock clock;
-    memgov::governor_config cfg;
-    cfg.monitor.cgroup = tree.config();
-    cfg.monitor.use_systemd_pressure_env = false;
-    cfg.monitor.forecast_horizon = 0s;
+    memgov::governor_config cfg = on_fake_tree(tree, GiB / 2);
     memgov::governor<memgov::manual_clock> g{cfg, clock, [] {}, [] { return std::size_t{0}; }};
 
     using map_type = memgov::session_map<int, int, memgov::manual_clock>;
