@@ -116,6 +116,10 @@ TEST_CASE("pressure_monitor: subscribers come and go while levels change", "[pre
     tree.set_usage("/app", 100 * MiB);
     memgov::ledger ledger;
     pressure_monitor<> m{fast_config(tree), &ledger};
+    // Subscribed for the whole run, so at least the first rise is always heard; whether the
+    // short-lived subscribers below catch a change depends on scheduling.
+    std::atomic<std::uint64_t> steady_calls{0};
+    auto steady = m.subscribe([&](const level_change&) { steady_calls.fetch_add(1); });
     m.start();
 
     constexpr int subscribers = 3;
@@ -160,6 +164,7 @@ TEST_CASE("pressure_monitor: subscribers come and go while levels change", "[pre
     for (auto& t : threads) t.join();
     m.stop();
     CHECK(violations.load() == 0);
-    CHECK(total_calls.load() > 0); // levels really did change while subscribed
+    CHECK(steady_calls.load() > 0); // levels really did change while subscribed
+    INFO("calls heard by the short-lived subscribers: " << total_calls.load());
     CHECK(ledger.total() == 0);
 }
