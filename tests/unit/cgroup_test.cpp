@@ -304,11 +304,11 @@ TEST_CASE("cgroup: fixture hybrid in this host kind's layout, all unlimited", "[
     CHECK(l.controller == memory_controller::v1);
     CHECK(l.mount_point == "/sys/fs/cgroup/memory");
     CHECK(l.mount_root == "/");
-    CHECK(l.process_cgroup == "/process_api/0123456789abcdef0123456789abcdef");
+    CHECK(l.process_cgroup == "/docker/0123456789abcdef0123456789abcdef");
     REQUIRE(l.levels.size() == 3);
-    CHECK(l.levels[0].cgroup == "/process_api/0123456789abcdef0123456789abcdef");
-    CHECK(l.levels[0].directory == "/sys/fs/cgroup/memory/process_api/0123456789abcdef0123456789abcdef");
-    CHECK(l.levels[1].cgroup == "/process_api");
+    CHECK(l.levels[0].cgroup == "/docker/0123456789abcdef0123456789abcdef");
+    CHECK(l.levels[0].directory == "/sys/fs/cgroup/memory/docker/0123456789abcdef0123456789abcdef");
+    CHECK(l.levels[1].cgroup == "/docker");
     CHECK(l.levels[2].cgroup == "/");
     CHECK(l.levels[2].directory == "/sys/fs/cgroup/memory");
     CHECK(l.v2_directory == "/sys/fs/cgroup/unified");
@@ -323,7 +323,7 @@ TEST_CASE("cgroup: fixture hybrid in this host kind's layout, all unlimited", "[
     CHECK(m.usage_bytes == statm_rss_of_fixture());
     CHECK(m.working_set_bytes == statm_rss_of_fixture());
     CHECK(ends_with(m.psi_origin, "/sys/fs/cgroup/unified/memory.pressure"));
-    CHECK(ends_with(m.oom_origin, "/process_api/0123456789abcdef0123456789abcdef/memory.oom_control"));
+    CHECK(ends_with(m.oom_origin, "/docker/0123456789abcdef0123456789abcdef/memory.oom_control"));
     CHECK(m.peak_bytes == 10362880U);
     CHECK(any_contains(m.fallbacks, "no cgroup limit"));
 }
@@ -332,7 +332,7 @@ TEST_CASE("cgroup: fixture hybrid in this host kind's layout with a leaf limit",
     const memory_reading m = read_fixture("hybrid_host_limited");
     CHECK(m.limit_bytes == 128 * MiB);
     CHECK(m.limit_from == limit_source::cgroup_v1_limit);
-    CHECK(m.binding_cgroup == "/process_api/0123456789abcdef0123456789abcdef");
+    CHECK(m.binding_cgroup == "/docker/0123456789abcdef0123456789abcdef");
     CHECK(m.usage_bytes == 5279744U);
     CHECK(m.working_set_bytes == 5279744U - 565248U);
     CHECK(m.fallbacks.empty());

@@ -47,7 +47,7 @@ HYBRID_CGROUP = f"""\
 7:blkio:/
 6:freezer:/
 5:devices:/
-4:memory:/process_api/{HYBRID_ID}
+4:memory:/docker/{HYBRID_ID}
 3:cpuset:/
 2:cpuacct:/
 1:cpu:/
@@ -206,9 +206,9 @@ def main():
               "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\n"
               "full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n")
         v1_group(c, "sys/fs/cgroup/memory", usage=3 * GIB)
-        v1_group(c, "sys/fs/cgroup/memory/process_api", usage=40 * MIB)
+        v1_group(c, "sys/fs/cgroup/memory/docker", usage=40 * MIB)
         hier = leaf_limit
-        v1_group(c, f"sys/fs/cgroup/memory/process_api/{HYBRID_ID}", limit=leaf_limit,
+        v1_group(c, f"sys/fs/cgroup/memory/docker/{HYBRID_ID}", limit=leaf_limit,
                  usage=5279744, peak=10362880,
                  stat=v1_stat({"cache": 2191360, "rss": 1683456, "inactive_file": 565248,
                                "total_inactive_file": 565248, "active_file": 1613824},
