@@ -1565,8 +1565,8 @@ private:
             m_rng ^= m_rng << 13;
             m_rng ^= m_rng >> 7;
             m_rng ^= m_rng << 17;
-            std::uint32_t p = detail::session_index::home(static_cast<std::uint32_t>(m_rng), cap);
-            while (s.index.slot(p).idx == detail::session_nil) p = s.index.next(p);
+            std::uint32_t p = static_cast<std::uint32_t>(m_rng) & (cap - 1);
+            while (s.index.slot(p).idx == detail::session_nil) p = (p + 1) & (cap - 1);
             consider(s.index.slot(p).idx);
         }
         return best;
