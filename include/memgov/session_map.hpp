@@ -35,7 +35,8 @@
 /// Five built-in rules, each configurable and each disabled by `session_map_config::never`:
 /// 1. inconsistent state: `session_map_hooks::inconsistent(key, value)` under the entry's
 ///    shared lock (reason `orphan`), checked every `check_interval`;
-/// 2. ended and `ended_grace` (60 s) past the end (reason `ended`);
+/// 2. ended and `ended_grace` (60 s) past the end, or past the last activity after the end
+///    (reason `ended`);
 /// 3. idle for `idle_ttl` (10 min) (reason `expired_idle`);
 /// 4. older than `absolute_ttl` (1 h) (reason `expired_absolute`);
 /// 5. suspicious: older than `suspicious_age` (20 min), idle for `suspicious_idle` (10 min) and
@@ -55,7 +56,8 @@
 /// `evict_older_than`, `evict_over_cost`, `evict_lru_until` and `evict_largest` each bound
 /// their work and skip `no_evict` entries (which only `erase`, `clear` and expiry remove).
 /// LRU is approximate, as in Redis: each step samples `lru_samples` entries of one shard and
-/// evicts the least recently active (exact when a shard holds no more entries than that).
+/// evicts an ended one if it sampled any, else the least recently active (exact when a shard
+/// holds no more entries than that).
 /// `evict_largest` walks power-of-two cost buckets from the top, as Redis and Envoy do.
 ///
 /// ## Eviction callback
@@ -137,7 +139,10 @@ inline constexpr std::size_t evict_reason_count = 12;
 struct session_info {
     time_point created{};                ///< When the session was inserted.
     time_point last_active{};            ///< The last `with`/`with_shared` (or insertion).
-    std::optional<time_point> ended_at;  ///< When `mark_ended` was first called, if it was.
+    /// Set once `mark_ended` was called: the time of that first call, or of the last activity
+    /// after it if there was any (ending counts as activity, and the grace period runs from
+    /// here, so a session still in use after its end is not reaped under its user).
+    std::optional<time_point> ended_at;
     std::uint32_t messages = 0;          ///< `with`/`with_shared` calls in its life (saturates).
     std::int64_t cost = 0;               ///< Bytes it is charged for.
     bool no_evict = false;               ///< Exempt from pressure eviction.
@@ -215,7 +220,7 @@ struct session_map_config {
 /// Metadata to give a new entry at insertion, so that it is never visible without it.
 struct session_options {
     bool no_evict = false;  ///< Exempt from pressure eviction from the start.
-    std::int64_t cost = 0;  ///< Initial cost in bytes (negative counts as 0).
+    std::int64_t cost = 0;  ///< Initial cost in bytes (negative counts as 0; saturates at 2^60 - 1).
 };
 
 /// What a sweep or an eviction did.
@@ -266,16 +271,31 @@ namespace detail {
     return t + c;
 }
 
-inline constexpr std::uint64_t session_no_evict_bit = std::uint64_t{1} << 63;
-inline constexpr std::uint64_t session_ended_bit = std::uint64_t{1} << 62;
-// Set by the sweep on an entry whose value check found it busy: evaluate it when next reached.
-inline constexpr std::uint64_t session_recheck_bit = std::uint64_t{1} << 61;
-inline constexpr std::uint64_t session_time_mask = session_recheck_bit - 1;
+// The cost word of an entry: the cost in bytes in the low 60 bits, four flags above.
+// Set once the entry is unlinked: its cost is no longer in the shard's total.
 inline constexpr std::uint64_t session_detached_bit = std::uint64_t{1} << 63;
+inline constexpr std::uint64_t session_no_evict_bit = std::uint64_t{1} << 62;
+inline constexpr std::uint64_t session_ended_bit = std::uint64_t{1} << 61;
+// Set by the sweep on an entry whose value check found it busy: evaluate it when next reached.
+inline constexpr std::uint64_t session_recheck_bit = std::uint64_t{1} << 60;
+inline constexpr std::uint64_t session_cost_mask = session_recheck_bit - 1;
+
+// The cost part of a cost word.
+[[nodiscard]] inline std::int64_t session_cost_of(std::uint64_t word) noexcept {
+    return static_cast<std::int64_t>(word & session_cost_mask);
+}
+// A requested cost as stored: negative counts as 0, and it saturates at 2^60 - 1 bytes.
+[[nodiscard]] inline std::uint64_t session_cost_bits(std::int64_t bytes) noexcept {
+    if (bytes <= 0) return 0;
+    const auto b = static_cast<std::uint64_t>(bytes);
+    return b > session_cost_mask ? session_cost_mask : b;
+}
 inline constexpr std::int64_t session_never = std::numeric_limits<std::int64_t>::max();
 
 // One entry. Hot fields (touched by every `with`) first, then key and value, then the fields
-// only structure operations use. Times are nanoseconds since the clock's epoch.
+// only structure operations use. Times are nanoseconds since the clock's epoch. An ended
+// entry's end time is its `last_active`: ending counts as activity, so the grace period runs
+// from the end or from the last activity after it, and the node needs no field of its own.
 template <class Key, class Value>
 struct session_node {
     std::atomic<std::uint32_t> state{0};       // detail::entry_state
@@ -284,8 +304,7 @@ struct session_node {
     alignas(Key) unsigned char key_storage[sizeof(Key)];
     alignas(Value) unsigned char value_storage[sizeof(Value)];
     std::int64_t created = 0;                  // written before the entry is published
-    std::atomic<std::uint64_t> ended_flags{0}; // no_evict, ended and recheck bits, ended-at
-    std::atomic<std::uint64_t> cost{0};        // bytes; detached bit once unlinked
+    std::atomic<std::uint64_t> cost{0};        // bytes and the flags above (session_cost_mask)
     session_links wheel;                       // expiry wheel (after unlink: .next = reason)
     session_links age;                         // creation order (when free: .next = free list)
     session_links bucket;                      // cost bucket
@@ -350,8 +369,7 @@ public:
         [[nodiscard]] session_info info() const noexcept { return m_map->info_of(*m_node); }
         /// The cost in bytes. Thread safety: valid inside the callback. Complexity: O(1).
         [[nodiscard]] std::int64_t cost() const noexcept {
-            return static_cast<std::int64_t>(m_node->cost.load(std::memory_order_relaxed) &
-                                              ~detail::session_detached_bit);
+            return detail::session_cost_of(m_node->cost.load(std::memory_order_relaxed));
         }
         /// True if the entry was removed from the map while this callback holds it: it is no
         /// longer found, and its `on_evict` runs when the callback returns.
@@ -359,7 +377,7 @@ public:
         [[nodiscard]] bool evicted() const noexcept {
             return (m_node->state.load(std::memory_order_acquire) & detail::entry_state::dead) != 0;
         }
-        /// Sets the cost to `bytes` (negative counts as 0), updating the shard's total and the
+        /// Sets the cost to `bytes` (negative counts as 0; saturates at 2^60 - 1), updating the shard's total and the
         /// ledger. Only under the exclusive lock (`with`). Thread safety: valid inside the
         /// callback. Complexity: O(1); takes the shard lock only when the cost crosses a
         /// power of two.
@@ -913,13 +931,11 @@ private:
         session_info i;
         i.created = to_time(n.created);
         i.last_active = to_time(n.last_active.load(std::memory_order_relaxed));
-        const std::uint64_t ef = n.ended_flags.load(std::memory_order_relaxed);
-        if ((ef & detail::session_ended_bit) != 0) {
-            i.ended_at = to_time(static_cast<std::int64_t>(ef & detail::session_time_mask));
-        }
-        i.no_evict = (ef & detail::session_no_evict_bit) != 0;
+        const std::uint64_t cw = n.cost.load(std::memory_order_relaxed);
+        if ((cw & detail::session_ended_bit) != 0) i.ended_at = i.last_active;
+        i.no_evict = (cw & detail::session_no_evict_bit) != 0;
         i.messages = n.messages.load(std::memory_order_relaxed);
-        i.cost = static_cast<std::int64_t>(n.cost.load(std::memory_order_relaxed) & ~detail::session_detached_bit);
+        i.cost = detail::session_cost_of(cw);
         return i;
     }
 
@@ -933,11 +949,7 @@ private:
         const std::int64_t last = n.last_active.load(std::memory_order_relaxed);
         if (enabled(c.idle_ttl)) d = std::min(d, detail::session_add_sat(last, c.idle_ttl));
         if (enabled(c.absolute_ttl)) d = std::min(d, detail::session_add_sat(n.created, c.absolute_ttl));
-        const std::uint64_t ef = n.ended_flags.load(std::memory_order_relaxed);
-        if ((ef & detail::session_ended_bit) != 0 && enabled(c.ended_grace)) {
-            const auto ended = static_cast<std::int64_t>(ef & detail::session_time_mask);
-            d = std::min(d, detail::session_add_sat(ended, c.ended_grace));
-        }
+        if (ended(n) && enabled(c.ended_grace)) d = std::min(d, detail::session_add_sat(last, c.ended_grace));
         if (enabled(c.suspicious_age) && n.messages.load(std::memory_order_relaxed) < c.suspicious_min_messages) {
             d = std::min(d, std::max(detail::session_add_sat(n.created, c.suspicious_age),
                                      detail::session_add_sat(last, c.suspicious_idle)));
@@ -978,9 +990,7 @@ private:
     [[nodiscard]] verdict evaluate(const node& n, std::int64_t now) const noexcept {
         const session_map_config& c = m_config;
         const std::int64_t last = n.last_active.load(std::memory_order_relaxed);
-        const std::uint64_t ef = n.ended_flags.load(std::memory_order_relaxed);
-        if ((ef & detail::session_ended_bit) != 0 && enabled(c.ended_grace) &&
-            now >= detail::session_add_sat(static_cast<std::int64_t>(ef & detail::session_time_mask), c.ended_grace)) {
+        if (ended(n) && enabled(c.ended_grace) && now >= detail::session_add_sat(last, c.ended_grace)) {
             return {verdict::evict, evict_reason::ended, 0};
         }
         if (enabled(c.idle_ttl) && now >= detail::session_add_sat(last, c.idle_ttl)) {
@@ -1036,7 +1046,7 @@ private:
         if (detail::session_linked(n.bucket)) unbucket(s, idx);
         const std::uint64_t c = n.cost.load(std::memory_order_relaxed);
         if ((c & detail::session_detached_bit) != 0) return;
-        const unsigned b = bucket_of(c);
+        const unsigned b = bucket_of(c & detail::session_cost_mask);
         if (b == 0) return;
         detail::session_list_push_front(s.buckets.data(), b, idx, bucket_links(s));
         s.bucket_mask.store(s.bucket_mask.load(std::memory_order_relaxed) | (std::uint64_t{1} << b),
@@ -1089,10 +1099,8 @@ private:
             n.messages.store(0, std::memory_order_relaxed);
             n.last_active.store(created, std::memory_order_relaxed);
             n.created = created;
-            n.ended_flags.store(options.no_evict ? detail::session_no_evict_bit : 0, std::memory_order_relaxed);
-            const std::uint64_t cost =
-                options.cost < 0 ? 0 : static_cast<std::uint64_t>(options.cost) & ~detail::session_detached_bit;
-            n.cost.store(cost, std::memory_order_relaxed);
+            const std::uint64_t cost = detail::session_cost_bits(options.cost);
+            n.cost.store(cost | (options.no_evict ? detail::session_no_evict_bit : 0), std::memory_order_relaxed);
             n.wheel = {};
             n.age = {};
             n.bucket = {};
@@ -1138,6 +1146,12 @@ private:
         }
     }
 
+    // Starts loading what evicting `n` will touch: its table slot and list neighbours.
+    void prefetch_eviction(shard& s, const node& n) const noexcept {
+        s.index.prefetch(fp_of(hash_of(n.key())));
+        prefetch_neighbours(s, n);
+    }
+
     // Unlinks `idx` from everything and marks it dead. Under the shard lock. Returns its cost.
     // `pos` is its table slot if known (else looked up); `in_index` false when the caller has
     // already taken it out of the table.
@@ -1167,7 +1181,7 @@ private:
             c = n.cost.fetch_or(detail::session_detached_bit, std::memory_order_acq_rel);
             bump(s.pinned_at_eviction);
         }
-        const auto cost = static_cast<std::int64_t>(c & ~detail::session_detached_bit);
+        const std::int64_t cost = detail::session_cost_of(c);
         v.removed_cost += cost;
         v.last_bytes = cost;
         return cost;
@@ -1186,8 +1200,7 @@ private:
 
     void destroy(node& n, evict_reason reason) noexcept {
         if (m_hooks.on_evict) m_hooks.on_evict(std::as_const(n.key()), n.value(), reason);
-        const auto cost = static_cast<std::int64_t>(n.cost.load(std::memory_order_acquire) & ~detail::session_detached_bit);
-        charge(-cost);
+        charge(-detail::session_cost_of(n.cost.load(std::memory_order_acquire)));
         n.value().~Value();
         n.key().~Key();
     }
@@ -1286,12 +1299,12 @@ private:
     }
 
     void set_cost_of(shard& s, std::uint32_t idx, node& n, std::int64_t bytes) noexcept {
-        const std::uint64_t want = bytes < 0 ? 0 : static_cast<std::uint64_t>(bytes) & ~detail::session_detached_bit;
+        const std::uint64_t want = detail::session_cost_bits(bytes);
         std::uint64_t cur = n.cost.load(std::memory_order_relaxed);
-        while (!n.cost.compare_exchange_weak(cur, want | (cur & detail::session_detached_bit),
+        while (!n.cost.compare_exchange_weak(cur, want | (cur & ~detail::session_cost_mask),
                                              std::memory_order_acq_rel, std::memory_order_relaxed)) {
         }
-        const std::uint64_t old = cur & ~detail::session_detached_bit;
+        const std::uint64_t old = cur & detail::session_cost_mask;
         const std::int64_t delta = static_cast<std::int64_t>(want) - static_cast<std::int64_t>(old);
         charge(delta);
         if ((cur & detail::session_detached_bit) != 0) return; // already unlinked: not in totals
@@ -1304,9 +1317,9 @@ private:
 
     static void flag_no_evict(node& n, bool on) noexcept {
         if (on) {
-            n.ended_flags.fetch_or(detail::session_no_evict_bit, std::memory_order_relaxed);
+            n.cost.fetch_or(detail::session_no_evict_bit, std::memory_order_relaxed);
         } else {
-            n.ended_flags.fetch_and(~detail::session_no_evict_bit, std::memory_order_relaxed);
+            n.cost.fetch_and(~detail::session_no_evict_bit, std::memory_order_relaxed);
         }
     }
 
@@ -1322,18 +1335,21 @@ private:
     }
 
     void end_locked(shard& s, std::uint32_t idx, node& n, std::int64_t now) noexcept {
-        const std::uint64_t ef = n.ended_flags.load(std::memory_order_relaxed);
-        if ((ef & detail::session_ended_bit) != 0) return;
-        const std::uint64_t t = static_cast<std::uint64_t>(std::max(now, n.created)) & detail::session_time_mask;
-        n.ended_flags.store((ef & ~detail::session_time_mask) | detail::session_ended_bit | t,
-                            std::memory_order_relaxed);
+        if (ended(n)) return;
+        // Ending counts as activity: the end time is the entry's last_active from now on.
+        const std::int64_t t = std::max(now, n.created);
+        if (t > n.last_active.load(std::memory_order_relaxed)) n.last_active.store(t, std::memory_order_relaxed);
+        n.cost.fetch_or(detail::session_ended_bit, std::memory_order_relaxed);
         // The grace deadline may come before the filed one: re-file.
         if (detail::session_linked(n.wheel)) s.wheel.remove(idx, wheel_links(s));
         file(s, idx, n, now, 0);
     }
 
     [[nodiscard]] static bool no_evict(const node& n) noexcept {
-        return (n.ended_flags.load(std::memory_order_relaxed) & detail::session_no_evict_bit) != 0;
+        return (n.cost.load(std::memory_order_relaxed) & detail::session_no_evict_bit) != 0;
+    }
+    [[nodiscard]] static bool ended(const node& n) noexcept {
+        return (n.cost.load(std::memory_order_relaxed) & detail::session_ended_bit) != 0;
     }
 
     // ------------------------------------------------------------ sweep
@@ -1373,25 +1389,26 @@ private:
                     const std::uint32_t idx = s.wheel.pop(e->list, wheel_links(s));
                     ++r.work;
                     node& n = s.slab.at(idx);
-                    // A two-deep pipeline over the slot's list: the next entry's node was
+                    // A three-deep pipeline over the slot's list: the node two ahead was
                     // requested one step ago, so ask now for what evicting it will touch (its
-                    // table slot and list neighbours) and for the node after it.
+                    // table slot and list neighbours) and for the node after it. The entries
+                    // at the start of a list get theirs as soon as the list is reached.
+                    if (first_in_slot) prefetch_eviction(s, n);
                     if (const std::uint32_t next = s.wheel.head(e->list); next != detail::session_nil) {
                         const node& nx = s.slab.at(next);
-                        s.index.prefetch(fp_of(hash_of(nx.key())));
-                        prefetch_neighbours(s, nx);
-                        if (nx.wheel.next != detail::session_nil) __builtin_prefetch(&s.slab.at(nx.wheel.next));
-                    } else if (first_in_slot) {
-                        s.index.prefetch(fp_of(hash_of(n.key())));
-                        prefetch_neighbours(s, n);
+                        if (first_in_slot) prefetch_eviction(s, nx);
+                        if (const std::uint32_t next2 = nx.wheel.next; next2 != detail::session_nil) {
+                            const node& nx2 = s.slab.at(next2);
+                            prefetch_eviction(s, nx2);
+                            if (nx2.wheel.next != detail::session_nil) __builtin_prefetch(&s.slab.at(nx2.wheel.next));
+                        }
                     }
                     first_in_slot = false;
                     // Above level 0 the slot spans many ticks: re-file entries not yet due.
                     const std::int64_t slot_start = tick_start_ns(e->deadline);
                     const std::int64_t after = e->list == detail::session_wheel::due_list ? now : slot_start - 1;
-                    const std::uint64_t ef = n.ended_flags.load(std::memory_order_relaxed);
-                    const bool recheck = (ef & detail::session_recheck_bit) != 0;
-                    if (recheck) n.ended_flags.store(ef & ~detail::session_recheck_bit, std::memory_order_relaxed);
+                    const bool recheck = (n.cost.load(std::memory_order_relaxed) & detail::session_recheck_bit) != 0;
+                    if (recheck) n.cost.fetch_and(~detail::session_recheck_bit, std::memory_order_relaxed);
                     const std::int64_t d = recheck ? now : next_deadline(n, after);
                     if (d > now) {
                         if (d != detail::session_never) s.wheel.insert(idx, tick_ceil(d), wheel_links(s));
@@ -1448,7 +1465,7 @@ private:
                     ++r.evicted;
                 } else if (!detail::session_linked(n.wheel)) {
                     if (c.outcome == check::retry) {
-                        n.ended_flags.fetch_or(detail::session_recheck_bit, std::memory_order_relaxed);
+                        n.cost.fetch_or(detail::session_recheck_bit, std::memory_order_relaxed);
                         s.wheel.insert(c.idx, now_tick + 1, wheel_links(s));
                     } else {
                         file(s, c.idx, n, now, now_tick + 1);
@@ -1523,8 +1540,8 @@ private:
                     ++r.work;
                     node& nd = s.slab.at(idx);
                     const std::uint32_t next = nd.bucket.next;
-                    const std::uint64_t c = nd.cost.load(std::memory_order_relaxed) & ~detail::session_detached_bit;
-                    if (c > limit && !no_evict(nd)) {
+                    const std::uint64_t w = nd.cost.load(std::memory_order_relaxed);
+                    if ((w & detail::session_cost_mask) > limit && (w & detail::session_no_evict_bit) == 0) {
                         r.bytes += unlink(s, detail::session_nil, idx, reason, v);
                         ++r.evicted;
                     }
@@ -1538,19 +1555,25 @@ private:
     }
 
     // Samples `lru_samples` entries of `s` (all of them when it holds no more) and returns the
-    // least recently active evictable one, or nil. Under the shard lock.
+    // evictable one to go first, or nil: an ended entry before any other, then the least
+    // recently active. Under the shard lock.
     std::uint32_t lru_victim(shard& s, std::size_t budget, evict_result& r) noexcept {
         const std::uint32_t cap = s.index.capacity();
         const std::uint32_t size = s.index.size();
         if (size == 0) return detail::session_nil;
         std::uint32_t best = detail::session_nil;
         std::int64_t best_t = std::numeric_limits<std::int64_t>::max();
+        bool best_ended = false;
         auto consider = [&](std::uint32_t idx) noexcept {
             ++r.work;
             const node& n = s.slab.at(idx);
+            const std::uint64_t w = n.cost.load(std::memory_order_relaxed);
+            if ((w & detail::session_no_evict_bit) != 0) return;
+            const bool e = (w & detail::session_ended_bit) != 0;
             const std::int64_t t = n.last_active.load(std::memory_order_relaxed);
-            if (t < best_t && !no_evict(n)) {
+            if (best == detail::session_nil || (e && !best_ended) || (e == best_ended && t < best_t)) {
                 best_t = t;
+                best_ended = e;
                 best = idx;
             }
         };
@@ -1565,8 +1588,8 @@ private:
             m_rng ^= m_rng << 13;
             m_rng ^= m_rng >> 7;
             m_rng ^= m_rng << 17;
-            std::uint32_t p = static_cast<std::uint32_t>(m_rng) & (cap - 1);
-            while (s.index.slot(p).idx == detail::session_nil) p = (p + 1) & (cap - 1);
+            std::uint32_t p = detail::session_index::home(static_cast<std::uint32_t>(m_rng), cap);
+            while (s.index.slot(p).idx == detail::session_nil) p = s.index.next(p);
             consider(s.index.slot(p).idx);
         }
         return best;

@@ -5,8 +5,10 @@
 
 #include <catch2/catch.hpp>
 
+#include <array>
 #include <chrono>
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -129,6 +131,13 @@ TEST_CASE("session_map: observers, release paths and destructor are noexcept", "
     STATIC_REQUIRE(!std::is_copy_constructible_v<smap>);
     STATIC_REQUIRE(memgov::to_string(evict_reason::lru_under_pressure) == "lru_under_pressure");
     STATIC_REQUIRE(memgov::to_string(evict_reason::cleared) == "cleared");
+}
+
+TEST_CASE("session_map: an entry costs 56 bytes besides its key and value", "[session_map]") {
+    // The memory goal (at most 2x std::unordered_map's per-node overhead) rests on this.
+    using pair16 = std::array<std::uint64_t, 2>;
+    STATIC_REQUIRE(memgov::session_map<std::uint64_t, pair16>::node_bytes == 56 + 8 + 16);
+    STATIC_REQUIRE(memgov::session_map<std::string, pair16>::node_bytes == 56 + sizeof(std::string) + 16);
 }
 
 TEST_CASE("session_map: insert, contains, with, erase", "[session_map]") {
@@ -346,6 +355,65 @@ TEST_CASE("session_map: ended sessions go after the grace period", "[session_map
     m2->with("k", [](int&, smap::entry& e) { e.mark_ended(); });
     CHECK(m2->sweep(g.clock.now(), 100).evicted == 1);
     CHECK(g.rec.count(evict_reason::ended) == 1);
+}
+
+TEST_CASE("session_map: activity after the end restarts the grace period", "[session_map]") {
+    fixture f;
+    auto c = quiet_config();
+    c.ended_grace = 60s;
+    auto m = f.make(c);
+    const auto t0 = f.clock.now();
+    m->insert("k", value(0));
+    f.clock.set(t0 + 10s);
+    m->with("k", [](int&) {});
+    CHECK_FALSE(m->info("k")->ended());
+    f.clock.set(t0 + 30s);
+    CHECK(m->mark_ended("k"));
+    CHECK(m->info("k")->ended_at == t0 + 30s);
+    CHECK(m->info("k")->last_active == t0 + 30s); // ending is activity
+
+    // A late user (a delivery report, say) 40 s after the end: the grace runs from there.
+    f.clock.set(t0 + 70s);
+    m->with("k", [](int&) {});
+    CHECK(m->info("k")->ended_at == t0 + 70s);
+    CHECK(m->sweep(t0 + 90s, 100).evicted == 0); // 60 s after the end, 20 s after the use
+    CHECK(m->sweep(t0 + 130s - 1ns, 100).evicted == 0);
+    CHECK(m->sweep(t0 + 130s, 100).evicted == 1);
+    CHECK(f.rec.count(evict_reason::ended) == 1);
+}
+
+TEST_CASE("session_map: flags and cost share a word without mixing", "[session_map]") {
+    fixture f;
+    auto m = f.make(quiet_config());
+    m->insert("k", value(0), {.no_evict = true, .cost = 1000});
+    CHECK(m->mark_ended("k"));
+    auto i = m->info("k");
+    CHECK(i->cost == 1000);
+    CHECK(i->no_evict);
+    CHECK(i->ended());
+    CHECK(m->total_cost() == 1000);
+    m->with("k", [](int&, smap::entry& e) {
+        e.set_cost(5);
+        CHECK(e.cost() == 5);
+        e.set_no_evict(false);
+        CHECK(e.cost() == 5);
+    });
+    i = m->info("k");
+    CHECK(i->cost == 5);
+    CHECK_FALSE(i->no_evict);
+    CHECK(i->ended());
+    CHECK(m->total_cost() == 5);
+
+    // A cost beyond what the word holds saturates rather than spilling into the flags.
+    constexpr std::int64_t most = (std::int64_t{1} << 60) - 1;
+    CHECK(m->set_cost("k", std::numeric_limits<std::int64_t>::max()));
+    i = m->info("k");
+    CHECK(i->cost == most);
+    CHECK_FALSE(i->no_evict);
+    CHECK(i->ended());
+    CHECK(m->total_cost() == most);
+    CHECK(m->evict_over_cost(most - 1, 100).evicted == 1);
+    CHECK(m->total_cost() == 0);
 }
 
 TEST_CASE("session_map: suspicious sessions are old, idle and nearly silent", "[session_map]") {
@@ -610,6 +678,29 @@ TEST_CASE("session_map: lru eviction takes the least recently active first", "[s
     const auto r2 = m->evict_lru_until(0, 2);
     CHECK(r2.work <= 2 + 4); // one step samples the whole (small) shard
     CHECK_FALSE(r2.complete);
+}
+
+TEST_CASE("session_map: lru eviction takes ended sessions first", "[session_map]") {
+    fixture f;
+    auto c = quiet_config();
+    c.shards = 1;
+    c.lru_samples = 64;
+    auto m = f.make(c);
+    const auto t0 = f.clock.now();
+    for (int i = 0; i < 6; ++i) {
+        f.clock.set(t0 + i * 1s);
+        m->insert(std::to_string(i), value(i), {.cost = 10});
+    }
+    f.clock.set(t0 + 10s);
+    m->mark_ended("4"); // the most recently active now, but done
+    m->mark_ended("5");
+    m->set_no_evict("5", true);
+    const auto r = m->evict_lru_until(40, 1000);
+    CHECK(r.evicted == 2);
+    std::vector<std::string> order;
+    for (const auto& rec : f.rec.records()) order.push_back(rec.key);
+    CHECK(order == std::vector<std::string>{"4", "0"});
+    CHECK(m->contains("5"));
 }
 
 TEST_CASE("session_map: lru sampling on a large map prefers old entries", "[session_map]") {
