@@ -608,7 +608,7 @@ public:
         for (std::size_t i = 0; i < m_config.shards; ++i) {
             shard& s = m_shards[i];
             detail::session_shard_guard g{s.mutex};
-            const std::uint32_t cap = s.index.capacity();
+            const std::uint32_t cap = s.index.positions();
             for (std::uint32_t p = 0; p < cap; ++p) {
                 const detail::session_slot slot = s.index.slot(p);
                 if (slot.idx == detail::session_nil) continue;
@@ -803,12 +803,13 @@ private:
     };
 
     struct alignas(cache_line_size) shard {
-        // Hot: every lookup touches these.
+        // Hot: every lookup writes the lock and a counter and reads the table's fields, all
+        // in the first cache line, so a lookup moves one shard line between cores at most.
         detail::session_shard_mutex mutex;
-        detail::session_index index;
-        detail::session_slab<node> slab;
         std::atomic<std::uint64_t> hits{0};
         std::atomic<std::uint64_t> misses{0};
+        detail::session_index index;
+        detail::session_slab<node> slab;
         // Structure: inserts, removals, sweeps, evictions.
         std::atomic<std::size_t> size{0};
         std::int64_t last_created = 0;
@@ -1078,7 +1079,7 @@ private:
             } sync{this, &s};
             const std::uint32_t pos = find_pos(s, h, key);
             if (pos != detail::session_nil && !replace) return false;
-            if (pos == detail::session_nil) s.index.reserve_one();
+            if (pos == detail::session_nil) s.index.reserve_one(fp_of(h));
             const std::uint32_t idx = s.slab.allocate();
             node& n = s.slab.at(idx);
             try {
@@ -1558,7 +1559,7 @@ private:
     // evictable one to go first, or nil: an ended entry before any other, then the least
     // recently active. Under the shard lock.
     std::uint32_t lru_victim(shard& s, std::size_t budget, evict_result& r) noexcept {
-        const std::uint32_t cap = s.index.capacity();
+        const std::uint32_t cap = s.index.positions();
         const std::uint32_t size = s.index.size();
         if (size == 0) return detail::session_nil;
         std::uint32_t best = detail::session_nil;
@@ -1588,7 +1589,7 @@ private:
             m_rng ^= m_rng << 13;
             m_rng ^= m_rng >> 7;
             m_rng ^= m_rng << 17;
-            std::uint32_t p = detail::session_index::home(static_cast<std::uint32_t>(m_rng), cap);
+            std::uint32_t p = detail::session_index::scale(static_cast<std::uint32_t>(m_rng), cap);
             while (s.index.slot(p).idx == detail::session_nil) p = s.index.next(p);
             consider(s.index.slot(p).idx);
         }

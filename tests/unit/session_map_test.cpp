@@ -894,6 +894,34 @@ TEST_CASE("session_map: for_each_info visits every entry", "[session_map]") {
     CHECK(cost == 299 * 300 / 2);
 }
 
+TEST_CASE("session_map: a hash that maps every key to one value still works", "[session_map]") {
+    struct constant_hash {
+        std::size_t operator()(int) const noexcept { return 42; }
+    };
+    memgov::manual_clock clock;
+    memgov::session_map_config c = quiet_config();
+    c.idle_ttl = 10s;
+    memgov::session_map<int, int, memgov::manual_clock, constant_hash> m{c, {}, clock};
+    const auto t0 = clock.now();
+    for (int i = 0; i < 300; ++i) CHECK(m.insert(i, [i] { return i; }, {.cost = 1}));
+    CHECK_FALSE(m.insert(7, [] { return 0; }));
+    CHECK(m.size() == 300);
+    for (int i = 0; i < 300; ++i) {
+        int seen = -1;
+        CHECK(m.with(i, [&](int& v) { seen = v; }));
+        CHECK(seen == i);
+    }
+    for (int i = 0; i < 300; i += 3) CHECK(m.erase(i));
+    CHECK(m.size() == 200);
+    int visited = 0;
+    m.for_each_info([&](int, const memgov::session_info&) { ++visited; });
+    CHECK(visited == 200);
+    CHECK(m.evict_lru_until(150, 10'000).evicted == 50);
+    CHECK(m.total_cost() == 150);
+    CHECK(m.sweep(t0 + 10s, 1000).complete);
+    CHECK(m.size() == 0);
+}
+
 TEST_CASE("session_map: a big map grows and shrinks its tables", "[session_map]") {
     memgov::ledger l;
     memgov::manual_clock clock;
