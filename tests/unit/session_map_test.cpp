@@ -55,6 +55,22 @@ auto value(int v) {
     return [v] { return v; };
 }
 
+// A map of `count` entries "0", "1", ... inserted `step` apart from now on, each costing `cost`,
+// in `shards` shards sampled `samples` at a time for LRU.
+std::unique_ptr<smap> aged_map(fixture& f, std::size_t shards, std::size_t samples, int count,
+                               memgov::duration step, std::int64_t cost) {
+    auto c = quiet_config();
+    c.shards = shards;
+    c.lru_samples = samples;
+    auto m = f.make(c);
+    const auto t0 = f.clock.now();
+    for (int i = 0; i < count; ++i) {
+        f.clock.set(t0 + i * step);
+        m->insert(std::to_string(i), value(i), {.cost = cost});
+    }
+    return m;
+}
+
 int read(smap& m, const std::string& k) {
     int out = -1;
     m.inspect(k, [&](const int& v) { out = v; });
@@ -646,15 +662,8 @@ TEST_CASE("session_map: cost accounting in the map and the ledger", "[session_ma
 
 TEST_CASE("session_map: lru eviction takes the least recently active first", "[session_map]") {
     fixture f;
-    auto c = quiet_config();
-    c.shards = 1;
-    c.lru_samples = 64; // a shard this small is scanned whole: exact LRU
-    auto m = f.make(c);
     const auto t0 = f.clock.now();
-    for (int i = 0; i < 10; ++i) {
-        f.clock.set(t0 + i * 1s);
-        m->insert(std::to_string(i), value(i), {.cost = 10});
-    }
+    auto m = aged_map(f, 1, 64, 10, 1s, 10); // a shard this small is scanned whole: exact LRU
     // Touch 0, 1, 2 again: the order becomes 3..9, 0, 1, 2.
     for (int i = 0; i < 3; ++i) {
         f.clock.set(t0 + (20 + i) * 1s);
@@ -682,15 +691,8 @@ TEST_CASE("session_map: lru eviction takes the least recently active first", "[s
 
 TEST_CASE("session_map: lru eviction takes ended sessions first", "[session_map]") {
     fixture f;
-    auto c = quiet_config();
-    c.shards = 1;
-    c.lru_samples = 64;
-    auto m = f.make(c);
     const auto t0 = f.clock.now();
-    for (int i = 0; i < 6; ++i) {
-        f.clock.set(t0 + i * 1s);
-        m->insert(std::to_string(i), value(i), {.cost = 10});
-    }
+    auto m = aged_map(f, 1, 64, 6, 1s, 10);
     f.clock.set(t0 + 10s);
     m->mark_ended("4"); // the most recently active now, but done
     m->mark_ended("5");
@@ -705,15 +707,7 @@ TEST_CASE("session_map: lru eviction takes ended sessions first", "[session_map]
 
 TEST_CASE("session_map: lru sampling on a large map prefers old entries", "[session_map]") {
     fixture f;
-    auto c = quiet_config();
-    c.shards = 8;
-    c.lru_samples = 16;
-    auto m = f.make(c);
-    const auto t0 = f.clock.now();
-    for (int i = 0; i < 4000; ++i) {
-        f.clock.set(t0 + i * 1ms);
-        m->insert(std::to_string(i), value(i), {.cost = 1});
-    }
+    auto m = aged_map(f, 8, 16, 4000, 1ms, 1);
     const auto r = m->evict_lru_until(3600, 100000);
     CHECK(r.evicted == 400);
     // With 16 samples per step the victims come overwhelmingly from the older half.

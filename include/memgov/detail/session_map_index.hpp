@@ -135,7 +135,7 @@ public:
             rehash(grown(m_buckets));
             if (make_room(m_table.get(), m_buckets, fp)) return;
         }
-        m_overflow.reserve(m_overflow.size() + 1);
+        if (m_overflow.size() == m_overflow.capacity()) m_overflow.reserve(m_overflow.size() * 2 + 4);
     }
 
     // Inserts; `reserve_one(fp)` must have made room and nothing else changed the table since.
