@@ -377,10 +377,10 @@ public:
         [[nodiscard]] bool evicted() const noexcept {
             return (m_node->state.load(std::memory_order_acquire) & detail::entry_state::dead) != 0;
         }
-        /// Sets the cost to `bytes` (negative counts as 0; saturates at 2^60 - 1), updating the shard's total and the
-        /// ledger. Only under the exclusive lock (`with`). Thread safety: valid inside the
-        /// callback. Complexity: O(1); takes the shard lock only when the cost crosses a
-        /// power of two.
+        /// Sets the cost to `bytes` (negative counts as 0; saturates at 2^60 - 1), updating the
+        /// shard's total and the ledger. Only under the exclusive lock (`with`). Thread safety:
+        /// valid inside the callback. Complexity: O(1); takes the shard lock only when the cost
+        /// crosses a power of two.
         void set_cost(std::int64_t bytes) noexcept { m_map->set_cost_of(*m_shard, m_idx, *m_node, bytes); }
         /// Adds `delta` (may be negative) to the cost. Same guarantees as `set_cost`.
         void add_cost(std::int64_t delta) noexcept { set_cost(cost() + delta); }
@@ -950,7 +950,9 @@ private:
         const std::int64_t last = n.last_active.load(std::memory_order_relaxed);
         if (enabled(c.idle_ttl)) d = std::min(d, detail::session_add_sat(last, c.idle_ttl));
         if (enabled(c.absolute_ttl)) d = std::min(d, detail::session_add_sat(n.created, c.absolute_ttl));
-        if (ended(n) && enabled(c.ended_grace)) d = std::min(d, detail::session_add_sat(last, c.ended_grace));
+        if (ended(n) && enabled(c.ended_grace)) {
+            d = std::min(d, detail::session_add_sat(last, c.ended_grace));
+        }
         if (enabled(c.suspicious_age) && n.messages.load(std::memory_order_relaxed) < c.suspicious_min_messages) {
             d = std::min(d, std::max(detail::session_add_sat(n.created, c.suspicious_age),
                                      detail::session_add_sat(last, c.suspicious_idle)));
@@ -1101,7 +1103,8 @@ private:
             n.last_active.store(created, std::memory_order_relaxed);
             n.created = created;
             const std::uint64_t cost = detail::session_cost_bits(options.cost);
-            n.cost.store(cost | (options.no_evict ? detail::session_no_evict_bit : 0), std::memory_order_relaxed);
+            n.cost.store(cost | (options.no_evict ? detail::session_no_evict_bit : 0),
+                         std::memory_order_relaxed);
             n.wheel = {};
             n.age = {};
             n.bucket = {};

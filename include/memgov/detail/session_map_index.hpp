@@ -46,7 +46,7 @@ struct session_slot {
 };
 
 class session_index {
-public:
+  public:
     static constexpr std::uint32_t bucket_slots = 8;
     static constexpr std::uint32_t min_buckets = 1;
     static constexpr std::uint32_t min_capacity = min_buckets * bucket_slots;
@@ -69,7 +69,8 @@ public:
         return m_table[pos / bucket_slots].slots[pos % bucket_slots];
     }
     [[nodiscard]] std::size_t memory_bytes() const noexcept {
-        return static_cast<std::size_t>(m_buckets) * sizeof(bucket) + m_overflow.capacity() * sizeof(session_slot);
+        return static_cast<std::size_t>(m_buckets) * sizeof(bucket) +
+               m_overflow.capacity() * sizeof(session_slot);
     }
 
     // `x` scaled from [0, 2^32) to [0, n) (Lemire's multiply-shift range reduction).
@@ -82,8 +83,8 @@ public:
     }
     // The two buckets an entry with hash bits `fp` may live in, among `n`; equal only when
     // n == 1.
-    [[nodiscard]] static std::pair<std::uint32_t, std::uint32_t> buckets_of(std::uint32_t fp,
-                                                                            std::uint32_t n) noexcept {
+    [[nodiscard]] static std::pair<std::uint32_t, std::uint32_t>
+    buckets_of(std::uint32_t fp, std::uint32_t n) noexcept {
         const std::uint32_t a = scale(fp, n);
         std::uint32_t b = scale(fp * 0x9E3779B1U, n);
         if (b == a && n > 1) b = a + 1 == n ? 0 : a + 1;
@@ -125,7 +126,8 @@ public:
     // std::bad_alloc when the table must grow and cannot; the table is unchanged then, up to
     // such moves.
     void reserve_one(std::uint32_t fp) {
-        if (m_table == nullptr || (static_cast<std::uint64_t>(in_buckets()) + 1) * 10 > static_cast<std::uint64_t>(capacity()) * 9) {
+        if (m_table == nullptr || (static_cast<std::uint64_t>(in_buckets()) + 1) * 10 >
+                                      static_cast<std::uint64_t>(capacity()) * 9) {
             rehash(grown(m_buckets));
         }
         if (make_room(m_table.get(), m_buckets, fp)) return;
@@ -135,7 +137,8 @@ public:
             rehash(grown(m_buckets));
             if (make_room(m_table.get(), m_buckets, fp)) return;
         }
-        if (m_overflow.size() == m_overflow.capacity()) m_overflow.reserve(m_overflow.size() * 2 + 4);
+        if (m_overflow.size() == m_overflow.capacity())
+            m_overflow.reserve(m_overflow.size() * 2 + 4);
     }
 
     // Inserts; `reserve_one(fp)` must have made room and nothing else changed the table since.
@@ -166,7 +169,7 @@ public:
         publish();
     }
 
-private:
+  private:
     struct alignas(64) bucket {
         std::array<session_slot, bucket_slots> slots;
     };
@@ -205,7 +208,8 @@ private:
     }
 
     template <class Eq>
-    [[nodiscard]] MEMGOV_NOINLINE std::uint32_t find_overflow(std::uint32_t fp, Eq& eq) const noexcept {
+    [[nodiscard]] MEMGOV_NOINLINE std::uint32_t find_overflow(std::uint32_t fp,
+                                                              Eq& eq) const noexcept {
         for (std::size_t i = 0; i < m_overflow.size(); ++i) {
             const session_slot s = m_overflow[i];
             if (s.fp == fp && eq(s.idx)) return capacity() + static_cast<std::uint32_t>(i);
@@ -276,7 +280,8 @@ private:
             // Move the chain from its end: each slot into the one its successor freed.
             std::uint32_t dest_bucket = st.to;
             std::uint32_t dest_slot = free;
-            for (std::int32_t k = static_cast<std::int32_t>(head); k >= 0; k = q[static_cast<std::size_t>(k)].parent) {
+            for (std::int32_t k = static_cast<std::int32_t>(head); k >= 0;
+                 k = q[static_cast<std::size_t>(k)].parent) {
                 const step& s = q[static_cast<std::size_t>(k)];
                 table[dest_bucket].slots[dest_slot] = table[s.bucket].slots[s.slot];
                 table[s.bucket].slots[s.slot].idx = session_nil;
