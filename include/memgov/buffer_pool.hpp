@@ -47,6 +47,7 @@
 #include <memgov/detail/buffer_pool_depot.hpp>
 #include <memgov/detail/buffer_pool_thread_cache.hpp>
 #include <memgov/detail/size_class_map.hpp>
+#include <memgov/detail/thread_claims.hpp>
 #include <memgov/ledger.hpp>
 #include <memgov/pressure_level.hpp>
 
@@ -302,27 +303,15 @@ inline std::uint64_t buffer_pool_next_id() noexcept {
     return next.fetch_add(1, std::memory_order_relaxed);
 }
 
-inline thread_local bool t_buffer_pool_registry_alive = false;
-
-// Owns this thread's claims on pools' caches and gives them back when the thread exits.
-struct buffer_pool_thread_registry {
-    struct entry {
-        std::uint64_t id;
-        std::weak_ptr<buffer_pool_state> state;
-        buffer_pool_thread_cache* cache;
-    };
-    std::vector<entry> entries;
-
-    buffer_pool_thread_registry() noexcept { t_buffer_pool_registry_alive = true; }
-    buffer_pool_thread_registry(const buffer_pool_thread_registry&) = delete;
-    buffer_pool_thread_registry& operator=(const buffer_pool_thread_registry&) = delete;
-    ~buffer_pool_thread_registry();
+// A thread's claims on pools' caches, retired when the thread exits. Pool calls made by later
+// thread-exit destructors take the cacheless path.
+struct buffer_pool_claims {
+    using owner_type = buffer_pool_state;
+    using claim_type = buffer_pool_thread_cache;
+    static void on_thread_exit() noexcept { t_buffer_pool_tls = {}; }
+    static void give_back(buffer_pool_state& s, buffer_pool_thread_cache* tc) noexcept;
 };
-
-inline buffer_pool_thread_registry& buffer_pool_registry() {
-    thread_local buffer_pool_thread_registry r;
-    return r;
-}
+using buffer_pool_thread_claims = thread_claims<buffer_pool_claims>;
 
 struct alignas(cache_line_size) buffer_pool_oversize_counters {
     std::atomic<std::uint64_t> acquisitions{0};
@@ -926,7 +915,6 @@ private:
             }
         }
         if (found.id == 0) {
-            if (t_buffer_pool_thread_exiting) return nullptr;
             found.cache = find_or_claim(may_claim);
             if (found.cache == nullptr) return nullptr;
             found.id = m_id;
@@ -937,23 +925,11 @@ private:
         return found.cache;
     }
 
+    // This thread's cache for the pool: the one it holds, or (with `may_claim`) a claimed one.
     buffer_pool_thread_cache* find_or_claim(bool may_claim) noexcept {
-        if (!may_claim && !t_buffer_pool_registry_alive) return nullptr;
-        try {
-            auto& reg = buffer_pool_registry();
-            for (const auto& e : reg.entries) {
-                if (e.id == m_id) return e.cache;
-            }
-            if (!may_claim) return nullptr;
-            std::erase_if(reg.entries, [](const auto& e) { return e.state.expired(); });
-            reg.entries.reserve(reg.entries.size() + 1); // may throw before anything is claimed
-            buffer_pool_thread_cache* tc = adopt_cache();
-            if (tc == nullptr) return nullptr;
-            reg.entries.push_back({m_id, weak_from_this(), tc});
-            return tc;
-        } catch (...) {
-            return nullptr; // the cacheless path still works
-        }
+        if (!may_claim) return buffer_pool_thread_claims::find(m_id);
+        return buffer_pool_thread_claims::find_or_claim(m_id, weak_from_this(),
+                                                        [this] { return adopt_cache(); });
     }
 
     buffer_pool_thread_cache* adopt_cache() {
@@ -1009,14 +985,8 @@ private:
     buffer_pool_oversize_counters m_oversize;
 };
 
-inline buffer_pool_thread_registry::~buffer_pool_thread_registry() {
-    // Pool calls made by later thread-exit destructors take the cacheless path.
-    t_buffer_pool_thread_exiting = true;
-    t_buffer_pool_registry_alive = false;
-    t_buffer_pool_tls = {};
-    for (auto& e : entries) {
-        if (auto s = e.state.lock()) s->retire(e.cache);
-    }
+inline void buffer_pool_claims::give_back(buffer_pool_state& s, buffer_pool_thread_cache* tc) noexcept {
+    s.retire(tc);
 }
 
 /// The pool seen as a `std::pmr::memory_resource`.

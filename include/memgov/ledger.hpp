@@ -32,6 +32,7 @@
 /// is charging, reads are exact.
 
 #include <memgov/config.hpp>
+#include <memgov/detail/thread_claims.hpp>
 
 #include <array>
 #include <atomic>
@@ -145,35 +146,17 @@ struct ledger_cache_entry {
 inline constexpr std::size_t ledger_cache_size = 4;
 // Trivially destructible, so reaching it costs no guard check on the hot path.
 inline thread_local std::array<ledger_cache_entry, ledger_cache_size> t_ledger_cache{};
-inline thread_local bool t_ledger_thread_exiting = false;
 
-// Owns the slots a thread claimed and gives them back when the thread exits.
-struct ledger_thread_registry {
-    struct entry {
-        std::uint64_t id;
-        std::weak_ptr<ledger_state> state;
-        ledger_slot* slot;
-    };
-    std::vector<entry> entries;
-
-    ledger_thread_registry() = default;
-    ledger_thread_registry(const ledger_thread_registry&) = delete;
-    ledger_thread_registry& operator=(const ledger_thread_registry&) = delete;
-    ~ledger_thread_registry() {
-        // Charges made by later thread-exit destructors must not write a slot another thread
-        // may adopt: they take the shared overflow path from here on.
-        t_ledger_thread_exiting = true;
-        t_ledger_cache = {};
-        for (auto& e : entries) {
-            if (auto st = e.state.lock()) st->release_slot(e.slot);
-        }
-    }
+// A thread's claims on ledgers' slots, given back when it exits. Charges made by later
+// thread-exit destructors must not write a slot another thread may adopt: from then on they
+// take the shared overflow path.
+struct ledger_claims {
+    using owner_type = ledger_state;
+    using claim_type = ledger_slot;
+    static void on_thread_exit() noexcept { t_ledger_cache = {}; }
+    static void give_back(ledger_state& s, ledger_slot* slot) noexcept { s.release_slot(slot); }
 };
-
-inline ledger_thread_registry& ledger_registry() {
-    thread_local ledger_thread_registry r;
-    return r;
-}
+using ledger_thread_claims = thread_claims<ledger_claims>;
 
 inline std::uint64_t next_ledger_id() noexcept {
     static std::atomic<std::uint64_t> next{1};
@@ -385,22 +368,10 @@ private:
     }
 
     detail::ledger_cache_entry claim() const noexcept {
-        detail::ledger_cache_entry shared{m_id, &m_state->overflow, true};
-        if (detail::t_ledger_thread_exiting) return shared;
-        try {
-            auto& reg = detail::ledger_registry();
-            for (const auto& e : reg.entries) {
-                if (e.id == m_id) return {m_id, e.slot, false};
-            }
-            std::erase_if(reg.entries, [](const auto& e) { return e.state.expired(); });
-            reg.entries.reserve(reg.entries.size() + 1); // may throw before the slot is claimed
-            detail::ledger_slot* s = m_state->acquire_slot();
-            if (s == nullptr) return shared;
-            reg.entries.push_back({m_id, m_state, s});
-            return {m_id, s, false};
-        } catch (...) {
-            return shared;
-        }
+        detail::ledger_slot* s = detail::ledger_thread_claims::find_or_claim(
+            m_id, m_state, [this] { return m_state->acquire_slot(); });
+        if (s == nullptr) return {m_id, &m_state->overflow, true};
+        return {m_id, s, false};
     }
 
     std::shared_ptr<detail::ledger_state> m_state;

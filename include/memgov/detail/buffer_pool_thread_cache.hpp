@@ -89,9 +89,6 @@ struct buffer_pool_tls_entry {
 inline constexpr std::size_t buffer_pool_tls_size = 4;
 // Trivially destructible and constant-initialized, so reaching it costs no guard on the hot path.
 inline thread_local std::array<buffer_pool_tls_entry, buffer_pool_tls_size> t_buffer_pool_tls{};
-// Set when the thread's registry has been destroyed: later pool calls from thread-exit
-// destructors take the cacheless path.
-inline thread_local bool t_buffer_pool_thread_exiting = false;
 
 } // namespace detail
 MEMGOV_NAMESPACE_END

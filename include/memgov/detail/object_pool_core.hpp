@@ -16,6 +16,7 @@
 
 #include <memgov/clock.hpp>
 #include <memgov/config.hpp>
+#include <memgov/detail/thread_claims.hpp>
 #include <memgov/ledger.hpp>
 #include <memgov/pressure_level.hpp>
 
@@ -159,7 +160,6 @@ struct object_pool_tls_entry {
 inline constexpr std::size_t object_pool_tls_size = 4;
 // Trivially destructible, so reaching it costs no guard check on the hot path.
 inline thread_local std::array<object_pool_tls_entry, object_pool_tls_size> t_object_pool_tls{};
-inline thread_local bool t_object_pool_thread_exiting = false;
 
 inline std::uint64_t next_object_pool_id() noexcept {
     static std::atomic<std::uint64_t> next{1};
@@ -553,35 +553,18 @@ struct object_pool_core : std::enable_shared_from_this<object_pool_core> {
     }
 };
 
-// Owns the caches a thread claimed and hands them back when the thread exits.
-struct object_pool_thread_registry {
-    struct entry {
-        std::uint64_t id;
-        std::weak_ptr<object_pool_core> core;
-        object_pool_cache* cache;
-    };
-    std::vector<entry> entries;
-
-    object_pool_thread_registry() = default;
-    object_pool_thread_registry(const object_pool_thread_registry&) = delete;
-    object_pool_thread_registry& operator=(const object_pool_thread_registry&) = delete;
-    ~object_pool_thread_registry() {
-        // Releases made by later thread-exit destructors go straight to the depot.
-        t_object_pool_thread_exiting = true;
-        t_object_pool_tls = {};
-        for (auto& e : entries) {
-            if (auto core = e.core.lock()) core->detach_cache(e.cache);
-        }
-    }
+// A thread's claims on pools' caches, handed back when the thread exits. Releases made by
+// later thread-exit destructors go straight to the depot.
+struct object_pool_claims {
+    using owner_type = object_pool_core;
+    using claim_type = object_pool_cache;
+    static void on_thread_exit() noexcept { t_object_pool_tls = {}; }
+    static void give_back(object_pool_core& core, object_pool_cache* c) noexcept { core.detach_cache(c); }
 };
-
-inline object_pool_thread_registry& object_pool_registry() {
-    thread_local object_pool_thread_registry r;
-    return r;
-}
+using object_pool_thread_claims = thread_claims<object_pool_claims>;
 
 MEMGOV_NOINLINE inline object_pool_cache* object_pool_core::local_cache_slow() noexcept {
-    if (cache_capacity == 0 || t_object_pool_thread_exiting) return nullptr;
+    if (cache_capacity == 0 || object_pool_thread_claims::exiting()) return nullptr;
     auto& tls = t_object_pool_tls;
     object_pool_tls_entry found{};
     std::size_t at = object_pool_tls_size - 1; // the entry that makes room
@@ -604,36 +587,25 @@ MEMGOV_NOINLINE inline object_pool_cache* object_pool_core::local_cache_slow() n
 }
 
 inline object_pool_cache* object_pool_core::claim_cache() noexcept {
-    try {
-        auto& reg = object_pool_registry();
-        for (const auto& e : reg.entries) {
-            if (e.id == id) return e.cache;
-        }
-        std::erase_if(reg.entries, [](const auto& e) { return e.core.expired(); });
-        reg.entries.reserve(reg.entries.size() + 1); // may throw before anything is claimed
+    return object_pool_thread_claims::find_or_claim(id, weak_from_this(), [this]() -> object_pool_cache* {
+        std::lock_guard lock{mutex};
+        if (closed) return nullptr;
         object_pool_cache* c = nullptr;
-        {
-            std::lock_guard lock{mutex};
-            if (closed) return nullptr;
-            if (!free_caches.empty()) {
-                c = free_caches.back();
-                free_caches.pop_back();
-            } else {
-                // Room to park every cache on thread exit without allocating then.
-                free_caches.reserve(cache_count + 1);
-                auto fresh = std::make_unique<object_pool_cache>(cache_capacity);
-                c = fresh.release();
-                ++cache_count;
-                c->next_cache = caches.load(std::memory_order_relaxed);
-                caches.store(c, std::memory_order_release);
-            }
-            c->owned = true;
+        if (!free_caches.empty()) {
+            c = free_caches.back();
+            free_caches.pop_back();
+        } else {
+            // Room to park every cache on thread exit without allocating then.
+            free_caches.reserve(cache_count + 1);
+            auto fresh = std::make_unique<object_pool_cache>(cache_capacity);
+            c = fresh.release();
+            ++cache_count;
+            c->next_cache = caches.load(std::memory_order_relaxed);
+            caches.store(c, std::memory_order_release);
         }
-        reg.entries.push_back({id, weak_from_this(), c});
+        c->owned = true;
         return c;
-    } catch (...) {
-        return nullptr;
-    }
+    });
 }
 
 inline void object_pool_core::detach_cache(object_pool_cache* c) noexcept {
