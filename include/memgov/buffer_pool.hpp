@@ -903,26 +903,12 @@ private:
         return local_cache_slow(may_claim);
     }
 
+    // The pool used most recently is found first.
     MEMGOV_NOINLINE buffer_pool_thread_cache* local_cache_slow(bool may_claim) noexcept {
-        auto& t = t_buffer_pool_tls;
-        buffer_pool_tls_entry found{};
-        std::size_t at = t.size() - 1; // the entry that makes room
-        for (std::size_t i = 1; i < t.size(); ++i) {
-            if (t[i].id == m_id) {
-                found = t[i];
-                at = i;
-                break;
-            }
-        }
-        if (found.id == 0) {
-            found.cache = find_or_claim(may_claim);
-            if (found.cache == nullptr) return nullptr;
-            found.id = m_id;
-        }
-        // Move to front: the pool used most recently is found first.
-        for (std::size_t i = at; i > 0; --i) t[i] = t[i - 1];
-        t[0] = found;
-        return found.cache;
+        return mru_lookup(t_buffer_pool_tls, m_id, [&]() noexcept {
+                   buffer_pool_thread_cache* c = find_or_claim(may_claim);
+                   return buffer_pool_tls_entry{c != nullptr ? m_id : 0, c};
+               }).cache;
     }
 
     // This thread's cache for the pool: the one it holds, or (with `may_claim`) a claimed one.

@@ -349,22 +349,11 @@ private:
         return local_entry_slow();
     }
 
+    // The ledger used most recently is found first; `claim` always gives an entry (at worst
+    // the shared overflow slot), so afterwards it is at the front.
     MEMGOV_NOINLINE const detail::ledger_cache_entry& local_entry_slow() const noexcept {
-        auto& cache = detail::t_ledger_cache;
-        detail::ledger_cache_entry found{};
-        std::size_t at = detail::ledger_cache_size - 1; // the entry that makes room
-        for (std::size_t i = 1; i < detail::ledger_cache_size; ++i) {
-            if (cache[i].id == m_id) {
-                found = cache[i];
-                at = i;
-                break;
-            }
-        }
-        if (found.id == 0) found = claim();
-        // Move to front: the ledger used most recently is found first.
-        for (std::size_t i = at; i > 0; --i) cache[i] = cache[i - 1];
-        cache[0] = found;
-        return cache[0];
+        detail::mru_lookup(detail::t_ledger_cache, m_id, [this]() noexcept { return claim(); });
+        return detail::t_ledger_cache[0];
     }
 
     detail::ledger_cache_entry claim() const noexcept {

@@ -78,6 +78,9 @@ TEST_CASE("governor: admission races polling and level changes", "[governor][con
         }
     }};
     for (auto& t : ts) t.join();
+    // However the threads were scheduled, let the polling thread run at least once before
+    // stopping it (bounded, so a broken poller fails the check below instead of hanging).
+    for (int i = 0; i < 10'000 && g.stats().polls == 0; ++i) std::this_thread::sleep_for(1ms);
     done = true;
     mover.join();
     g.stop();

@@ -2,6 +2,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <atomic>
 #include <cstdint>
 #include <latch>
 #include <thread>
@@ -18,6 +19,7 @@ TEST_CASE("ledger: concurrent charges are exact after join", "[ledger][concurren
     constexpr int iterations = 20000;
     std::latch start{threads + 1};
     std::atomic<bool> done{false};
+    std::atomic<std::int64_t> reads{0};
     std::vector<std::thread> workers;
     for (int t = 0; t < threads; ++t) {
         workers.emplace_back([&, t] {
@@ -26,21 +28,28 @@ TEST_CASE("ledger: concurrent charges are exact after join", "[ledger][concurren
             for (int i = 0; i < iterations; ++i) {
                 l.charge(c, 3);
                 if (i % 3 == 0) l.release(c, 2);
+                // Halfway, wait for the reader to have read at least once, so reads and
+                // charges overlap however the threads are scheduled.
+                if (t == 0 && i == iterations / 2) {
+                    while (reads.load() == 0) std::this_thread::yield();
+                }
             }
         });
     }
+    std::atomic<bool> negative{false};
     std::thread reader{[&] {
         start.arrive_and_wait();
-        std::int64_t reads = 0;
         while (!done.load()) {
-            reads += l.total() >= 0 ? 1 : 0; // every partial sum is non-negative here
+            if (l.total() < 0) negative = true; // every partial sum is non-negative here
             (void)l.snapshot();
+            ++reads;
         }
-        CHECK(reads > 0);
     }};
     for (auto& w : workers) w.join();
     done = true;
     reader.join();
+    CHECK(reads.load() > 0);
+    CHECK_FALSE(negative.load());
     const std::int64_t per_thread = 3LL * iterations - 2LL * ((iterations + 2) / 3);
     CHECK(l.bytes(category::sessions) == 2 * per_thread);
     CHECK(l.bytes(user) == 2 * per_thread);

@@ -89,6 +89,11 @@ void run_stress(int rounds) {
             std::vector<object_handle> released;
             start.arrive_and_wait();
             for (int r = 0; r < rounds; ++r) {
+                // Halfway, wait for a trim, so trimming and churn overlap however the threads
+                // are scheduled.
+                if (t == 0 && r == rounds / 2) {
+                    while (trims.load() == 0) std::this_thread::yield();
+                }
                 const int n = 1 + static_cast<int>(rng() % 8);
                 for (int i = 0; i < n; ++i) {
                     auto lease = pool->acquire();

@@ -117,6 +117,11 @@ void run_stress(int ops) {
                 const memgov::session_options keep{.no_evict = true, .cost = 0};
                 start.arrive_and_wait();
                 for (int i = 0; i < ops; ++i) {
+                    // Halfway, wait for a sweeper round, so sweeps, evictions and the checked
+                    // operations overlap however the threads are scheduled.
+                    if (t == 0 && i == ops / 2) {
+                        while (sweeper_rounds.load() == 0) std::this_thread::yield();
+                    }
                     const std::uint64_t key = static_cast<std::uint64_t>(t) * 1'000'000 + rng() % keys_per_worker;
                     const auto v = static_cast<std::int64_t>(rng() % 1000);
                     const bool present = model.count(key) != 0;

@@ -563,27 +563,13 @@ struct object_pool_claims {
 };
 using object_pool_thread_claims = thread_claims<object_pool_claims>;
 
+// The pool used most recently is found first.
 MEMGOV_NOINLINE inline object_pool_cache* object_pool_core::local_cache_slow() noexcept {
     if (cache_capacity == 0 || object_pool_thread_claims::exiting()) return nullptr;
-    auto& tls = t_object_pool_tls;
-    object_pool_tls_entry found{};
-    std::size_t at = object_pool_tls_size - 1; // the entry that makes room
-    for (std::size_t i = 1; i < object_pool_tls_size; ++i) {
-        if (tls[i].id == id) {
-            found = tls[i];
-            at = i;
-            break;
-        }
-    }
-    if (found.id == 0) {
-        object_pool_cache* c = claim_cache();
-        if (c == nullptr) return nullptr;
-        found = {id, c};
-    }
-    // Move to front: the pool used most recently is found first.
-    for (std::size_t i = at; i > 0; --i) tls[i] = tls[i - 1];
-    tls[0] = found;
-    return found.cache;
+    return mru_lookup(t_object_pool_tls, id, [this]() noexcept {
+               object_pool_cache* c = claim_cache();
+               return object_pool_tls_entry{c != nullptr ? id : 0, c};
+           }).cache;
 }
 
 inline object_pool_cache* object_pool_core::claim_cache() noexcept {

@@ -27,6 +27,8 @@
 
 #include <memgov/config.hpp>
 
+#include <array>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <utility>
@@ -110,6 +112,30 @@ class thread_claims {
     static inline thread_local bool t_alive = false;
     static inline thread_local bool t_exiting = false;
 };
+
+/// The slow path of a thread's small most-recently-used array of {id, ...} entries (id 0:
+/// empty), in front of a `thread_claims` list: the entry for `id` from places 1.. of `t` (the
+/// caller's fast path has checked place 0), or else from `miss()`, moved to the front and
+/// returned. An entry from `miss()` with id 0 (nothing to remember) is returned uncached.
+template <class Entry, std::size_t N, class Miss>
+Entry mru_lookup(std::array<Entry, N>& t, std::uint64_t id, Miss&& miss) noexcept {
+    Entry found{};
+    std::size_t at = N - 1; // the entry that makes room
+    for (std::size_t i = 1; i < N; ++i) {
+        if (t[i].id == id) {
+            found = t[i];
+            at = i;
+            break;
+        }
+    }
+    if (found.id == 0) {
+        found = std::forward<Miss>(miss)();
+        if (found.id == 0) return found;
+    }
+    for (std::size_t i = at; i > 0; --i) t[i] = t[i - 1];
+    t[0] = found;
+    return found;
+}
 
 } // namespace detail
 MEMGOV_NAMESPACE_END
