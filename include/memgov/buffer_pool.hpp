@@ -971,7 +971,8 @@ private:
     buffer_pool_oversize_counters m_oversize;
 };
 
-inline void buffer_pool_claims::give_back(buffer_pool_state& s, buffer_pool_thread_cache* tc) noexcept {
+inline void buffer_pool_claims::give_back(buffer_pool_state& s,
+                                          buffer_pool_thread_cache* tc) noexcept {
     s.retire(tc);
 }
 

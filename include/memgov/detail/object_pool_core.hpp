@@ -559,7 +559,9 @@ struct object_pool_claims {
     using owner_type = object_pool_core;
     using claim_type = object_pool_cache;
     static void on_thread_exit() noexcept { t_object_pool_tls = {}; }
-    static void give_back(object_pool_core& core, object_pool_cache* c) noexcept { core.detach_cache(c); }
+    static void give_back(object_pool_core& core, object_pool_cache* c) noexcept {
+        core.detach_cache(c);
+    }
 };
 using object_pool_thread_claims = thread_claims<object_pool_claims>;
 
@@ -573,7 +575,7 @@ MEMGOV_NOINLINE inline object_pool_cache* object_pool_core::local_cache_slow() n
 }
 
 inline object_pool_cache* object_pool_core::claim_cache() noexcept {
-    return object_pool_thread_claims::find_or_claim(id, weak_from_this(), [this]() -> object_pool_cache* {
+    auto claim = [this]() -> object_pool_cache* {
         std::lock_guard lock{mutex};
         if (closed) return nullptr;
         object_pool_cache* c = nullptr;
@@ -591,7 +593,8 @@ inline object_pool_cache* object_pool_core::claim_cache() noexcept {
         }
         c->owned = true;
         return c;
-    });
+    };
+    return object_pool_thread_claims::find_or_claim(id, weak_from_this(), claim);
 }
 
 inline void object_pool_core::detach_cache(object_pool_cache* c) noexcept {
