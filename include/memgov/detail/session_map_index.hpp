@@ -46,7 +46,7 @@ struct session_slot {
 };
 
 class session_index {
-  public:
+public:
     static constexpr std::uint32_t bucket_slots = 8;
     static constexpr std::uint32_t min_buckets = 1;
     static constexpr std::uint32_t min_capacity = min_buckets * bucket_slots;
@@ -169,7 +169,7 @@ class session_index {
         publish();
     }
 
-  private:
+private:
     struct alignas(64) bucket {
         std::array<session_slot, bucket_slots> slots;
     };

@@ -39,7 +39,7 @@ namespace detail {
 
 template <class Tag>
 class thread_claims {
-  public:
+public:
     using owner_type = typename Tag::owner_type;
     using claim_type = typename Tag::claim_type;
 
@@ -73,7 +73,7 @@ class thread_claims {
         }
     }
 
-  private:
+private:
     struct entry {
         std::uint64_t id;
         std::weak_ptr<owner_type> owner;
