@@ -1276,7 +1276,7 @@ private:
         detail::session_push_held(&n);
 
         if constexpr (touch) {
-            if (t > n.last_active.load(std::memory_order_relaxed)) n.last_active.store(t, std::memory_order_relaxed);
+            advance_last_active(n, t);
             if constexpr (exclusive) {
                 const std::uint32_t m = n.messages.load(std::memory_order_relaxed);
                 if (m != std::numeric_limits<std::uint32_t>::max()) n.messages.store(m + 1, std::memory_order_relaxed);
@@ -1341,8 +1341,7 @@ private:
     void end_locked(shard& s, std::uint32_t idx, node& n, std::int64_t now) noexcept {
         if (ended(n)) return;
         // Ending counts as activity: the end time is the entry's last_active from now on.
-        const std::int64_t t = std::max(now, n.created);
-        if (t > n.last_active.load(std::memory_order_relaxed)) n.last_active.store(t, std::memory_order_relaxed);
+        advance_last_active(n, std::max(now, n.created));
         n.cost.fetch_or(detail::session_ended_bit, std::memory_order_relaxed);
         // The grace deadline may come before the filed one: re-file.
         if (detail::session_linked(n.wheel)) s.wheel.remove(idx, wheel_links(s));
@@ -1351,6 +1350,10 @@ private:
 
     [[nodiscard]] static bool no_evict(const node& n) noexcept {
         return (n.cost.load(std::memory_order_relaxed) & detail::session_no_evict_bit) != 0;
+    }
+    // Moves last-active forward to `t` (never back: touches may race with a slower clock read).
+    static void advance_last_active(node& n, std::int64_t t) noexcept {
+        if (t > n.last_active.load(std::memory_order_relaxed)) n.last_active.store(t, std::memory_order_relaxed);
     }
     [[nodiscard]] static bool ended(const node& n) noexcept {
         return (n.cost.load(std::memory_order_relaxed) & detail::session_ended_bit) != 0;

@@ -137,8 +137,7 @@ public:
             rehash(grown(m_buckets));
             if (make_room(m_table.get(), m_buckets, fp)) return;
         }
-        if (m_overflow.size() == m_overflow.capacity())
-            m_overflow.reserve(m_overflow.size() * 2 + 4);
+        reserve_overflow_one(m_overflow);
     }
 
     // Inserts; `reserve_one(fp)` must have made room and nothing else changed the table since.
@@ -188,8 +187,12 @@ private:
     }
 
     session_slot& mutable_slot(std::uint32_t pos) noexcept {
-        if (pos >= capacity()) return m_overflow[pos - capacity()];
-        return m_table[pos / bucket_slots].slots[pos % bucket_slots];
+        return const_cast<session_slot&>(std::as_const(*this).slot(pos));
+    }
+
+    // Makes room for one more entry on an overflow list, growing it geometrically.
+    static void reserve_overflow_one(std::vector<session_slot>& overflow) {
+        if (overflow.size() == overflow.capacity()) overflow.reserve(overflow.size() * 2 + 4);
     }
 
     // Puts `s` in a free slot of one of its buckets, or else on the overflow list, which must
@@ -304,9 +307,7 @@ private:
         std::vector<session_slot> overflow;
         overflow.reserve(m_overflow.size());
         auto move_in = [&](session_slot s) {
-            if (!make_room(fresh.get(), n, s.fp) && overflow.size() == overflow.capacity()) {
-                overflow.reserve(overflow.size() * 2 + 1);
-            }
+            if (!make_room(fresh.get(), n, s.fp)) reserve_overflow_one(overflow);
             place(fresh.get(), n, overflow, s);
         };
         for (std::uint32_t bk = 0; bk < m_buckets; ++bk) {
