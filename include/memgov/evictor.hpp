@@ -35,6 +35,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <shared_mutex>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -402,10 +403,34 @@ private:
     std::uint64_t m_bytes = 0;
 };
 
+namespace detail {
+// The evictor whose step or reclaimer visit is running on this thread, if any: calls that
+// would wait for that step or visit to end throw instead of deadlocking.
+inline thread_local const void* t_evictor_busy = nullptr;
+
+class evictor_busy_scope {
+public:
+    explicit evictor_busy_scope(const void* ev) noexcept : m_prev{t_evictor_busy} { t_evictor_busy = ev; }
+    evictor_busy_scope(const evictor_busy_scope&) = delete;
+    evictor_busy_scope& operator=(const evictor_busy_scope&) = delete;
+    ~evictor_busy_scope() { t_evictor_busy = m_prev; }
+
+private:
+    const void* m_prev;
+};
+} // namespace detail
+
 /// The graded evictor. See the file comment for how a step works.
 /// Thread safety: every member is safe to call from any thread; steps are serialised by an
 /// internal mutex (held while reclaimers run). `stats()` takes the same mutex briefly.
 /// Time comes in through `step(view, now)`, so the evictor needs no clock of its own.
+///
+/// Registration: `add` and `remove` may be called at any time, also while another thread
+/// steps. `remove` waits for a step or a `for_each_reclaimer` visit that may be using the
+/// reclaimer, so once it returns the part the reclaimer works on may be destroyed.
+/// Lock order: step mutex → list lock. From inside a reclaimer callback or a visit, calling
+/// `add`, `remove`, `for_each_reclaimer` or `stats` of the same evictor would deadlock; those
+/// calls detect it and throw `std::logic_error` instead.
 class evictor {
 public:
     /// Validates `cfg`; throws `std::invalid_argument` naming the bad field.
@@ -416,15 +441,54 @@ public:
 
     /// Adds a reclaimer; the evictor shares ownership. Reclaimers run in registration order
     /// within an action. Throws `std::invalid_argument` if `r` is null.
+    /// Throws `std::logic_error` from inside a reclaimer callback or a visit of this evictor.
     void add(std::shared_ptr<reclaimer> r) {
         if (!r) throw std::invalid_argument{"memgov::evictor::add: reclaimer is null"};
+        check_outside("add");
         std::lock_guard lock{m_mutex};
+        std::unique_lock list{m_list};
         m_reclaimers.push_back(std::move(r));
     }
 
-    /// The registered reclaimers (a copy of the list).
+    /// Removes the reclaimer `r` (the object itself, compared by address) and drops the
+    /// evictor's share of it. Waits for a running step or `for_each_reclaimer` visit; once it
+    /// returns, the evictor will not call `r` again, so the part `r` works on may be destroyed
+    /// (if nobody else holds a copy from `reclaimers()`). Returns false if `r` was not
+    /// registered. Throws `std::logic_error` from inside a reclaimer callback or a visit of
+    /// this evictor (it would wait for itself).
+    /// Complexity: O(reclaimers), plus the wait.
+    bool remove(const reclaimer& r) {
+        check_outside("remove");
+        std::shared_ptr<reclaimer> gone; // released after the locks
+        {
+            std::lock_guard lock{m_mutex};
+            std::unique_lock list{m_list};
+            const auto it = std::find_if(m_reclaimers.begin(), m_reclaimers.end(),
+                                         [&](const auto& p) { return p.get() == &r; });
+            if (it == m_reclaimers.end()) return false;
+            gone = std::move(*it);
+            m_reclaimers.erase(it);
+        }
+        return true;
+    }
+
+    /// Calls `fn(reclaimer&)` for each registered reclaimer, in registration order, holding
+    /// the list lock (shared: steps and other visits go on). This is how to report on
+    /// reclaimers safely: `remove` waits for the visit to end. Throws what `fn` throws, and
+    /// `std::logic_error` from inside a reclaimer callback or a visit of this evictor.
+    template <class Fn>
+    void for_each_reclaimer(Fn&& fn) const {
+        check_outside("for_each_reclaimer");
+        std::shared_lock list{m_list};
+        const detail::evictor_busy_scope busy{this};
+        for (const auto& r : m_reclaimers) fn(*r);
+    }
+
+    /// The registered reclaimers (a copy of the list). A copy shares ownership but does not
+    /// keep the parts the reclaimers work on alive: after `remove`, using one is the holder's
+    /// responsibility. Prefer `for_each_reclaimer`.
     [[nodiscard]] std::vector<std::shared_ptr<reclaimer>> reclaimers() const {
-        std::lock_guard lock{m_mutex};
+        std::shared_lock list{m_list};
         return m_reclaimers;
     }
 
@@ -444,8 +508,12 @@ public:
 
     /// Runs one step of the policy for `view` at `now`; see the file comment.
     /// Complexity: bounded by the budgets of the level's row.
+    /// Re-entered from a reclaimer callback or a visit of this evictor (which would deadlock),
+    /// it does nothing and returns an empty report.
     step_report step(const pressure_view& view, time_point now) noexcept {
+        if (MEMGOV_UNLIKELY(detail::t_evictor_busy == this)) return {};
         std::lock_guard lock{m_mutex};
+        const detail::evictor_busy_scope busy{this};
         step_report rep;
         rep.level = view.level;
         rep.dry_run = m_dry_run.load(std::memory_order_relaxed);
@@ -484,6 +552,7 @@ public:
 
     /// A copy of the counters. Thread safety: safe.
     [[nodiscard]] evictor_stats stats() const {
+        check_outside("stats");
         std::lock_guard lock{m_mutex};
         evictor_stats s;
         s.cells = m_cells;
@@ -499,6 +568,13 @@ public:
     [[nodiscard]] const evictor_config& config() const noexcept { return m_cfg; }
 
 private:
+    void check_outside(const char* what) const {
+        if (MEMGOV_UNLIKELY(detail::t_evictor_busy == this)) {
+            throw std::logic_error{std::string{"memgov::evictor::"} + what +
+                                   ": called from inside a reclaimer callback or visit of the same evictor"};
+        }
+    }
+
     static evictor_config validate(evictor_config cfg) {
         double prev = -1.0;
         for (const auto& s : cfg.age_ladder) {
@@ -570,8 +646,9 @@ private:
     }
 
     evictor_config m_cfg;
-    mutable std::mutex m_mutex;
-    std::vector<std::shared_ptr<reclaimer>> m_reclaimers;
+    mutable std::mutex m_mutex;        // serialises steps; held while reclaimers run
+    mutable std::shared_mutex m_list;  // the list: exclusive to change it, shared to visit it
+    std::vector<std::shared_ptr<reclaimer>> m_reclaimers; // changed under both locks
     heap_trimmer m_heap;
     std::array<std::array<action_counters, reclaim_action_count>, pressure_level_count> m_cells{};
     std::array<std::uint64_t, pressure_level_count> m_steps{};

@@ -11,11 +11,12 @@
 /// - `poll(now)` from the service's event loop, or `start()`/`stop()` for a thread of its own:
 ///   polls the monitor, updates the admission gates, and steps the evictor while the level is
 ///   above normal (every `step_period`, and at once when the level rises).
-/// - `register_reclaimer(...)` adds what the evictor may ask to give memory back.
+/// - `register_reclaimer(...)` adds what the evictor may ask to give memory back, and
+///   `unregister_reclaimer(...)` takes it away again before its part is destroyed.
 /// - `stats()`, `health()` and `collect(sink)` report everything (Prometheus: `prometheus.hpp`).
 ///
 /// Lock order: governor poll mutex → monitor mutex (inside `poll`) → evictor mutex (inside
-/// `step`) → reclaimers' own locks. The admission path takes no lock.
+/// `step`) → evictor list lock → reclaimers' own locks. The admission path takes no lock.
 
 #include <memgov/clock.hpp>
 #include <memgov/config.hpp>
@@ -240,6 +241,14 @@ public:
     /// if `r` is null.
     void register_reclaimer(std::shared_ptr<reclaimer> r) { m_evictor.add(std::move(r)); }
 
+    /// Removes a reclaimer added by `register_reclaimer` (the object itself, compared by
+    /// address). Waits for a step, `stats`, `health` or `collect` that may be using it; once it
+    /// returns the governor will not call it again, so the part it works on may be destroyed,
+    /// whether or not the polling thread runs. Returns false if `r` was not registered.
+    /// Throws `std::logic_error` if called from inside a reclaimer callback (it would wait for
+    /// itself). Thread safety: any thread.
+    bool unregister_reclaimer(const reclaimer& r) { return m_evictor.remove(r); }
+
     /// Polls the monitor, updates the gates and steps the evictor when due; returns the level.
     /// Call it from an event loop every few milliseconds, or use `start()`.
     /// Thread safety: any thread (serialised). Throws `std::bad_alloc` only.
@@ -304,9 +313,8 @@ public:
         s.evictor = m_evictor.stats();
         s.admission = admission_counts();
         s.ledger = m_ledger.snapshot();
-        for (const auto& r : m_evictor.reclaimers()) {
-            s.reclaimers.push_back({std::string{r->name()}, r->reuse_rate()});
-        }
+        m_evictor.for_each_reclaimer(
+            [&](const reclaimer& r) { s.reclaimers.push_back({std::string{r.name()}, r.reuse_rate()}); });
         std::lock_guard lock{m_poll_mutex};
         s.polls = m_polls;
         s.steps = m_steps;
@@ -325,9 +333,9 @@ public:
                            static_cast<std::int64_t>(p.estimate_bytes);
         h.growth_bytes_per_second = p.growth_bytes_per_second;
         h.time_to_limit = p.time_to_limit;
-        for (const auto& r : m_evictor.reclaimers()) {
-            if (r->reuse_rate() >= 0.0) h.reuse_rates.push_back({std::string{r->name()}, r->reuse_rate()});
-        }
+        m_evictor.for_each_reclaimer([&](const reclaimer& r) {
+            if (r.reuse_rate() >= 0.0) h.reuse_rates.push_back({std::string{r.name()}, r.reuse_rate()});
+        });
         const std::uint64_t rej = admission_counts().total_refused();
         const std::uint64_t ev = evictions(m_evictor.stats());
         const time_point now = m_clock.now();
@@ -420,13 +428,13 @@ public:
                     static_cast<double>(s.polls));
         memgov::collect(sink, m_ledger);
         memgov::collect(sink, s.evictor);
-        for (const auto& r : m_evictor.reclaimers()) {
-            r->collect(sink);
-            if (r->reuse_rate() >= 0.0) {
+        m_evictor.for_each_reclaimer([&](const reclaimer& r) {
+            r.collect(sink);
+            if (r.reuse_rate() >= 0.0) {
                 sink.sample("reuse_ratio", "Share of requests served by reuse, by reclaimer",
-                            metric_type::gauge, {{"reclaimer", r->name()}}, r->reuse_rate());
+                            metric_type::gauge, {{"reclaimer", r.name()}}, r.reuse_rate());
             }
-        }
+        });
     }
 
 private:

@@ -10,8 +10,9 @@
 /// | `object_pool_reclaimer<Pool>` | trim_pools | `trim(now, budget)`: frees objects past their tier's (pressure-shortened) lifetime; all but the reserve at emergency |
 /// | `session_map_reclaimer<Map>` | sweep_expired, evict_by_age, evict_over_cost, evict_lru | `sweep`, `evict_older_than`, `evict_over_cost`, `evict_lru_until`, each within the step's budget; `no_evict` entries are spared by the map |
 ///
-/// An adapter holds a reference: the part must outlive the governor (or evictor) it is
-/// registered with. Each adapter also reports the part's statistics as metrics.
+/// An adapter holds a reference: the part must outlive its registration, so unregister the
+/// adapter (`governor::unregister_reclaimer`, `evictor::remove`) before destroying the part,
+/// or destroy the governor first. Each adapter also reports the part's statistics as metrics.
 
 #include <memgov/buffer_pool.hpp>
 #include <memgov/config.hpp>

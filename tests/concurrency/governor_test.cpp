@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <initializer_list>
 #include <latch>
 #include <memory>
 #include <thread>
@@ -116,4 +117,96 @@ TEST_CASE("governor: start and stop are idempotent and stop joins", "[governor][
     g.stop();
     g.stop();
     CHECK_FALSE(g.running());
+}
+
+namespace {
+// A part a reclaimer works on, and the reclaimer. Every call the governor makes checks that
+// the part is still registered; the test marks it retired right after unregistering it.
+struct part {
+    std::atomic<bool> retired{false};
+    std::atomic<std::uint64_t> calls{0};
+};
+
+struct part_reclaimer final : memgov::reclaimer {
+    part& p;
+    std::atomic<std::uint64_t>& violations;
+    part_reclaimer(part& x, std::atomic<std::uint64_t>& v) : p{x}, violations{v} {}
+    void use() const noexcept {
+        if (p.retired.load()) violations.fetch_add(1);
+        p.calls.fetch_add(1);
+    }
+    std::string_view name() const noexcept override {
+        use();
+        return "part";
+    }
+    bool handles(reclaim_action a) const noexcept override { return a == reclaim_action::trim_pools; }
+    std::size_t estimate(reclaim_action) const noexcept override { return 0; }
+    memgov::reclaim_result reclaim(const memgov::reclaim_request&) noexcept override {
+        use();
+        return {};
+    }
+    void collect(memgov::metric_sink& sink) const override {
+        use();
+        sink.sample("part_calls", "Calls", memgov::metric_type::counter, {}, 1.0);
+    }
+    double reuse_rate() const noexcept override {
+        use();
+        return 0.5;
+    }
+};
+
+struct null_sink final : memgov::metric_sink {
+    void sample(std::string_view, std::string_view, memgov::metric_type,
+                std::initializer_list<memgov::metric_label>, double) override {}
+};
+} // namespace
+
+// Parts come and go while the polling thread steps at high pressure and another thread reads
+// stats, health and metrics: once unregister_reclaimer returns, nothing calls the part again.
+TEST_CASE("governor: unregistering races steps and reports", "[governor][concurrency]") {
+    auto tree = memgov_test::fake_cgroup_tree::v2("/app");
+    memgov::governor_config cfg = on_fake_tree(tree, 900 * MiB); // high: a step every poll
+    cfg.monitor.sample_period = 1ms;
+    cfg.poll_period = 1ms;
+    cfg.step_period = 1ms;
+    memgov::governor<> g{cfg, memgov::steady_clock{}, [] {}, [] { return std::size_t{0}; }};
+    g.start();
+
+    std::atomic<std::uint64_t> violations{0};
+    std::atomic<bool> done{false};
+    std::atomic<std::uint64_t> reports{0};
+    std::thread reporter{[&] {
+        null_sink sink;
+        while (!done.load()) {
+            (void)g.stats();
+            (void)g.health();
+            g.collect(sink);
+            reports.fetch_add(1);
+        }
+    }};
+
+    constexpr int rounds = 200;
+    std::vector<std::unique_ptr<part>> parts; // freed only at the end: a late call is counted
+    std::uint64_t used_while_registered = 0;
+    for (int i = 0; i < rounds; ++i) {
+        parts.push_back(std::make_unique<part>());
+        part& p = *parts.back();
+        auto r = std::make_shared<part_reclaimer>(p, violations);
+        g.register_reclaimer(r);
+        // Wait (bounded) until something used it, so removal races real calls.
+        for (int w = 0; w < 200 && p.calls.load() == 0; ++w) std::this_thread::sleep_for(50us);
+        REQUIRE(g.unregister_reclaimer(*r));
+        p.retired.store(true);
+        used_while_registered += p.calls.load() > 0 ? 1 : 0;
+    }
+    // Give the poller and the reporter time to make a late call, if they were going to.
+    std::this_thread::sleep_for(20ms);
+    done = true;
+    reporter.join();
+    g.stop();
+
+    CHECK(violations.load() == 0);
+    CHECK(used_while_registered > rounds / 2);
+    CHECK(reports.load() > 0);
+    CHECK(g.stats().reclaimers.empty());
 }

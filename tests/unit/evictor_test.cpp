@@ -273,3 +273,88 @@ TEST_CASE("evictor: a throwing user reclaimer frees nothing and the ladder goes 
     const auto v = view(pressure_level::elevated, 0.75, 0.65);
     STATIC_REQUIRE(noexcept(ev.step(v, t0)));
 }
+
+TEST_CASE("evictor: a removed reclaimer is not called again; removing an unknown one is false",
+          "[evictor]") {
+    auto ev = quiet_evictor();
+    auto pools = std::make_shared<scripted>();
+    auto sessions = std::make_shared<scripted>();
+    const auto rp = make("pools", {reclaim_action::trim_pools}, pools);
+    const auto rs = make("sessions", {reclaim_action::sweep_expired}, sessions);
+    ev.add(rp);
+    ev.add(rs);
+    CHECK(rp.use_count() == 2); // the test's and the evictor's
+
+    CHECK(ev.remove(*rp));
+    CHECK(rp.use_count() == 1); // the evictor dropped its share
+    CHECK_FALSE(ev.remove(*rp));
+    const auto stranger = make("stranger", {reclaim_action::trim_pools}, pools);
+    CHECK_FALSE(ev.remove(*stranger));
+
+    (void)ev.step(view(pressure_level::elevated, 0.75, 0.65), t0);
+    CHECK(pools->seen.empty());
+    CHECK(sessions->seen.size() == 1);
+    std::vector<std::string> names;
+    ev.for_each_reclaimer([&](const memgov::reclaimer& r) { names.emplace_back(r.name()); });
+    CHECK(names == std::vector<std::string>{"sessions"});
+    REQUIRE(ev.reclaimers().size() == 1);
+    CHECK(ev.reclaimers()[0] == rs);
+
+    ev.add(rp); // may come back, after the others
+    names.clear();
+    ev.for_each_reclaimer([&](const memgov::reclaimer& r) { names.emplace_back(r.name()); });
+    CHECK(names == std::vector<std::string>{"sessions", "pools"});
+}
+
+TEST_CASE("evictor: calls that would deadlock from inside a callback throw std::logic_error",
+          "[evictor]") {
+    auto ev = quiet_evictor();
+    std::vector<std::string> errors;
+    std::shared_ptr<memgov::function_reclaimer> self;
+    self = std::make_shared<memgov::function_reclaimer>(
+        "reentrant", std::vector{reclaim_action::trim_pools}, [&](const memgov::reclaim_request&) {
+            const auto attempt = [&](auto&& call) {
+                try {
+                    call();
+                    errors.emplace_back("no error");
+                } catch (const std::logic_error& e) {
+                    errors.emplace_back(e.what());
+                }
+            };
+            attempt([&] { (void)ev.remove(*self); });
+            attempt([&] { ev.add(make("late", {reclaim_action::trim_pools}, std::make_shared<scripted>())); });
+            attempt([&] { (void)ev.stats(); });
+            attempt([&] { ev.for_each_reclaimer([](const memgov::reclaimer&) {}); });
+            return memgov::reclaim_result{1, 1};
+        });
+    ev.add(self);
+    const auto rep = ev.step(view(pressure_level::elevated, 0.75, 0.65), t0);
+    CHECK(rep.freed == 1);
+    REQUIRE(errors.size() == 4);
+    CHECK_THAT(errors[0], Catch::Contains("memgov::evictor::remove") && Catch::Contains("inside"));
+    CHECK_THAT(errors[1], Catch::Contains("memgov::evictor::add"));
+    CHECK_THAT(errors[2], Catch::Contains("memgov::evictor::stats"));
+    CHECK_THAT(errors[3], Catch::Contains("memgov::evictor::for_each_reclaimer"));
+    CHECK(ev.reclaimers().size() == 1); // nothing changed
+
+    // From a visit: the same calls throw, and a step does nothing instead of waiting.
+    bool threw = false;
+    memgov::step_report inner;
+    inner.actions_run = 99;
+    ev.for_each_reclaimer([&](const memgov::reclaimer& r) {
+        try {
+            (void)ev.remove(r);
+        } catch (const std::logic_error&) {
+            threw = true;
+        }
+        inner = ev.step(view(pressure_level::elevated, 0.75, 0.65), t0);
+    });
+    CHECK(threw);
+    CHECK(inner.actions_run == 0);
+    CHECK(inner.freed == 0);
+    CHECK(ev.stats().steps[1] == 1); // only the first step counted
+
+    // Outside any callback, all of it works again.
+    CHECK(ev.remove(*self));
+    CHECK(ev.reclaimers().empty());
+}

@@ -374,3 +374,25 @@ TEST_CASE("governor: replay on a real session map evicts by cost, then age, then
     CHECK(ev.total(reclaim_action::evict_by_age).items == 5);
     CHECK(ev.total(reclaim_action::evict_lru).items == evicted.size() - 6);
 }
+
+TEST_CASE("governor: an unregistered reclaimer is neither asked nor reported", "[governor]") {
+    rig r;
+    (void)r.at(80); // high: both are asked
+    CHECK(r.pools->count(reclaim_action::trim_pools) == 1);
+    CHECK(r.gov->unregister_reclaimer(*r.pools));
+    CHECK_FALSE(r.gov->unregister_reclaimer(*r.pools));
+    CHECK(r.pools.use_count() == 1); // the governor no longer shares it
+
+    r.clock.advance(5s);
+    (void)r.at(80);
+    CHECK(r.pools->count(reclaim_action::trim_pools) == 1); // not asked again
+    CHECK(r.sessions->seen.size() > 1);
+
+    const auto st = r.gov->stats();
+    REQUIRE(st.reclaimers.size() == 1);
+    CHECK(st.reclaimers[0].name == "sessions");
+    CHECK(r.gov->health().reuse_rates.empty());
+    memgov::prometheus_writer w;
+    r.gov->collect(w);
+    CHECK_THAT(w.str(), !Catch::Contains("reclaimer=\"pools\""));
+}
