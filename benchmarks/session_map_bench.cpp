@@ -10,6 +10,11 @@
 // Memory: bytes per entry at 1 M entries (mallinfo2, including mmapped blocks), minus key and
 //     value, against std::unordered_map's.
 //
+// Diagnostic: memgov_prefetch_oracle is the coarse-mode P4 loop with the entry's cache lines
+//     prefetched before the call, from addresses recorded at setup (a stale one after churn is
+//     only a wasted prefetch: the pointers are never dereferenced). It is the ceiling of any
+//     change that removes the dependent index -> entry miss (inline entries, home placement).
+//
 //   build/bench/benchmarks/session_map_bench --benchmark_repetitions=5
 //       --benchmark_report_aggregates_only=true --benchmark_format=json > session_map.json
 //   scripts/bench_ratio.py session_map.json
@@ -63,13 +68,17 @@ const std::vector<std::uint64_t>& keys() {
 
 // The P4 loop, shared by every peer: `read` updates the value of a key (or does nothing if
 // absent), `upsert` inserts or updates, `erase` removes.
-template <class Read, class Upsert, class Erase>
-void run_mix(benchmark::State& state, Read&& read, Upsert&& upsert, Erase&& erase) {
+// `before(i)` runs first, with the index of the key in `keys()` (the oracle's prefetch).
+template <class Read, class Upsert, class Erase, class Before = void (*)(std::size_t) noexcept>
+void run_mix(benchmark::State& state, Read&& read, Upsert&& upsert, Erase&& erase,
+             Before before = [](std::size_t) noexcept {}) {
     const auto& k = keys();
     std::uint64_t rng = 0x1234567ULL + static_cast<std::uint64_t>(state.thread_index()) * 7919ULL;
     for (auto _ : state) {
         const std::uint64_t r = splitmix(rng);
-        const std::uint64_t key = k[(r & 0xFFFFFFFFULL) % sessions];
+        const std::size_t i = (r & 0xFFFFFFFFULL) % sessions;
+        before(i);
+        const std::uint64_t key = k[i];
         const std::uint64_t pick = (r >> 32) % 100;
         if (pick < 90) {
             read(key);
@@ -96,15 +105,15 @@ memgov::session_map<std::uint64_t, value16>& memgov_instance() {
     return *m;
 }
 
-template <memgov::touch_time Touch>
-void memgov_session_map(benchmark::State& state) {
+template <memgov::touch_time Touch, class Before = void (*)(std::size_t) noexcept>
+void memgov_session_map(benchmark::State& state, Before before = [](std::size_t) noexcept {}) {
     auto& m = memgov_instance<Touch>();
     run_mix(
         state, [&](std::uint64_t key) { m.with(key, [](value16& v) noexcept { ++v.count; }); },
         [&](std::uint64_t key) {
             m.upsert(key, [] { return value16{}; }, [](value16& v) noexcept { v = value16{}; });
         },
-        [&](std::uint64_t key) { m.erase(key); });
+        [&](std::uint64_t key) { m.erase(key); }, before);
 }
 
 void memgov_session_map_clock(benchmark::State& state) {
@@ -113,6 +122,30 @@ void memgov_session_map_clock(benchmark::State& state) {
 void memgov_session_map_coarse(benchmark::State& state) {
     if (state.thread_index() == 0) memgov_instance<memgov::touch_time::coarse>().tick(memgov::steady_clock{}.now());
     memgov_session_map<memgov::touch_time::coarse>(state);
+}
+
+// Where each key's value lived right after setup, for the oracle.
+const std::vector<const char*>& value_addresses() {
+    static const std::vector<const char*> a = [] {
+        auto& m = memgov_instance<memgov::touch_time::coarse>();
+        std::vector<const char*> v(sessions);
+        for (std::size_t i = 0; i < sessions; ++i) {
+            m.with(keys()[i], [&](value16& x) noexcept { v[i] = reinterpret_cast<const char*>(&x); });
+        }
+        return v;
+    }();
+    return a;
+}
+
+// The coarse P4 loop with the entry's two cache lines (the metadata before the value, and the
+// value) prefetched before each operation.
+void memgov_prefetch_oracle(benchmark::State& state) {
+    const auto& addr = value_addresses();
+    if (state.thread_index() == 0) memgov_instance<memgov::touch_time::coarse>().tick(memgov::steady_clock{}.now());
+    memgov_session_map<memgov::touch_time::coarse>(state, [&](std::size_t i) noexcept {
+        __builtin_prefetch(addr[i] - 40, 1);
+        __builtin_prefetch(addr[i] + 24, 1);
+    });
 }
 
 // ------------------------------------------------------------------ unordered_map + shared_mutex
@@ -345,6 +378,7 @@ void memory_unordered_map_string(benchmark::State& state) {
 
 BENCHMARK(memgov_session_map_clock)->Threads(1)->Threads(2)->UseRealTime();
 BENCHMARK(memgov_session_map_coarse)->Threads(1)->Threads(2)->UseRealTime();
+BENCHMARK(memgov_prefetch_oracle)->Threads(1)->Threads(2)->UseRealTime();
 BENCHMARK(unordered_map_shared_mutex)->Threads(1)->Threads(2)->UseRealTime();
 BENCHMARK(tbb_concurrent_hash_map)->Threads(1)->Threads(2)->UseRealTime();
 BENCHMARK(libcuckoo_find_fn)->Threads(1)->Threads(2)->UseRealTime();
