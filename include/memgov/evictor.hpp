@@ -440,13 +440,17 @@ public:
         : m_cfg{validate(std::move(cfg))}, m_heap{m_cfg.heap, std::move(trim), std::move(rss)} {}
 
     /// Adds a reclaimer; the evictor shares ownership. Reclaimers run in registration order
-    /// within an action. Throws `std::invalid_argument` if `r` is null.
-    /// Throws `std::logic_error` from inside a reclaimer callback or a visit of this evictor.
+    /// within an action. Throws `std::invalid_argument` if `r` is null or already registered,
+    /// `std::logic_error` from inside a reclaimer callback or a visit of this evictor.
     void add(std::shared_ptr<reclaimer> r) {
         if (!r) throw std::invalid_argument{"memgov::evictor::add: reclaimer is null"};
         check_outside("add");
         std::lock_guard lock{m_mutex};
         std::unique_lock list{m_list};
+        if (std::find(m_reclaimers.begin(), m_reclaimers.end(), r) != m_reclaimers.end()) {
+            throw std::invalid_argument{"memgov::evictor::add: reclaimer '" + std::string{r->name()} +
+                                        "' is already registered"};
+        }
         m_reclaimers.push_back(std::move(r));
     }
 

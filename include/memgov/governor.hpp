@@ -238,7 +238,7 @@ public:
     }
 
     /// Adds a reclaimer for the evictor (it shares ownership). Throws `std::invalid_argument`
-    /// if `r` is null.
+    /// if `r` is null or already registered.
     void register_reclaimer(std::shared_ptr<reclaimer> r) { m_evictor.add(std::move(r)); }
 
     /// Removes a reclaimer added by `register_reclaimer` (the object itself, compared by

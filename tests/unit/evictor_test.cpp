@@ -285,6 +285,8 @@ TEST_CASE("evictor: a removed reclaimer is not called again; removing an unknown
     ev.add(rs);
     CHECK(rp.use_count() == 2); // the test's and the evictor's
 
+    CHECK_THROWS_WITH(ev.add(rp), Catch::Contains("'pools' is already registered"));
+    CHECK(ev.reclaimers().size() == 2);
     CHECK(ev.remove(*rp));
     CHECK(rp.use_count() == 1); // the evictor dropped its share
     CHECK_FALSE(ev.remove(*rp));
