@@ -476,16 +476,18 @@ public:
         return true;
     }
 
-    /// Calls `fn(reclaimer&)` for each registered reclaimer, in registration order, holding
-    /// the list lock (shared: steps and other visits go on). This is how to report on
-    /// reclaimers safely: `remove` waits for the visit to end. Throws what `fn` throws, and
+    /// Calls `fn(const reclaimer&)` for each registered reclaimer, in registration order,
+    /// holding the list lock (shared: steps and other visits go on). This is how to report on
+    /// reclaimers safely: `remove` waits for the visit to end. The reclaimer is const: a
+    /// visitor may call what `reclaimer` allows from a scraping thread (`name`, `handles`,
+    /// `estimate`, `collect`, `reuse_rate`), not `reclaim`. Throws what `fn` throws, and
     /// `std::logic_error` from inside a reclaimer callback or a visit of this evictor.
     template <class Fn>
     void for_each_reclaimer(Fn&& fn) const {
         check_outside("for_each_reclaimer");
         std::shared_lock list{m_list};
         const detail::evictor_busy_scope busy{this};
-        for (const auto& r : m_reclaimers) fn(*r);
+        for (const auto& r : m_reclaimers) fn(std::as_const(*r));
     }
 
     /// The registered reclaimers (a copy of the list). A copy shares ownership but does not

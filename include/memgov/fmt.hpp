@@ -9,7 +9,7 @@
 ///   format spec of a string: `fmt::format("{:>9}", pressure_level::high)` is `"     high"`.
 /// - `health_summary` formats as one logfmt line, for logs and health endpoints:
 ///   `level=high ratio=0.812 estimate_bytes=871... limit_bytes=1073741824 headroom_bytes=41...
-///   growth_bytes_per_second=1048576 time_to_limit_s=12.5 rejections_last_minute=3
+///   growth_bytes_per_second=1048576 time_to_limit_s=12.500 rejections_last_minute=3
 ///   evictions_last_minute=40 reuse.pools=0.900`. `time_to_limit_s` is `none` when usage is
 ///   not rising toward the limit; the reuse rates follow, one per reclaimer that reports one.
 ///   It takes no format spec.
@@ -71,7 +71,7 @@ struct fmt::formatter<memgov::health_summary> {
                                   h.level, h.ratio, h.estimate_bytes, h.limit_bytes, h.headroom_bytes,
                                   h.growth_bytes_per_second);
         if (h.time_to_limit) {
-            out = fmt::format_to(out, "{:.3g}", std::chrono::duration<double>(*h.time_to_limit).count());
+            out = fmt::format_to(out, "{:.3f}", std::chrono::duration<double>(*h.time_to_limit).count());
         } else {
             out = fmt::format_to(out, "none");
         }

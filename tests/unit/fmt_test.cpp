@@ -41,7 +41,7 @@ TEST_CASE("fmt: a health summary is one logfmt line", "[fmt]") {
     h.reuse_rates.push_back({"pools", 0.9});
     CHECK(fmt::format("{}", h) ==
           "level=high ratio=0.812 estimate_bytes=812 limit_bytes=1024 headroom_bytes=-3 "
-          "growth_bytes_per_second=1048576 time_to_limit_s=12.5 rejections_last_minute=3 "
+          "growth_bytes_per_second=1048576 time_to_limit_s=12.500 rejections_last_minute=3 "
           "evictions_last_minute=40 reuse.pools=0.900");
 
     h.time_to_limit.reset();
