@@ -97,8 +97,10 @@ struct reclaim_result {
 
 /// Something that can give memory back when the evictor asks. Implement it for your own caches;
 /// memgov provides adapters for its pools and session maps (see `memgov/reclaimers.hpp`).
-/// Thread safety: `reclaim` and `on_level` are called by the evictor's stepping thread, one call
-/// at a time; `estimate` and `collect` may be called from a scraping thread concurrently.
+/// Thread safety: `reclaim` and `on_level` are called one call at a time, under the evictor's
+/// step mutex: by the stepping thread, or by the thread that adds or removes the reclaimer
+/// (`on_level`, see `evictor::add`); `estimate` and `collect` may be called from a scraping
+/// thread concurrently.
 class reclaimer {
 public:
     reclaimer() = default;
@@ -429,8 +431,9 @@ private:
 /// steps. `remove` waits for a step or a `for_each_reclaimer` visit that may be using the
 /// reclaimer, so once it returns the part the reclaimer works on may be destroyed.
 /// Lock order: step mutex → list lock. From inside a reclaimer callback or a visit, calling
-/// `add`, `remove`, `for_each_reclaimer` or `stats` of the same evictor would deadlock; those
-/// calls detect it and throw `std::logic_error` instead.
+/// `add`, `remove`, `for_each_reclaimer`, `reclaimers` or `stats` of the same evictor would
+/// deadlock; those calls detect it and throw `std::logic_error` instead (from a `noexcept`
+/// callback such as `reclaim`, that ends the process with the message rather than hanging it).
 class evictor {
 public:
     /// Validates `cfg`; throws `std::invalid_argument` naming the bad field.
@@ -440,7 +443,9 @@ public:
         : m_cfg{validate(std::move(cfg))}, m_heap{m_cfg.heap, std::move(trim), std::move(rss)} {}
 
     /// Adds a reclaimer; the evictor shares ownership. Reclaimers run in registration order
-    /// within an action. Throws `std::invalid_argument` if `r` is null or already registered,
+    /// within an action. If the last step saw a level other than `normal`, `r->on_level` is
+    /// told that level first, so a part registered under pressure starts with the caps the
+    /// others have. Throws `std::invalid_argument` if `r` is null or already registered,
     /// `std::logic_error` from inside a reclaimer callback or a visit of this evictor.
     void add(std::shared_ptr<reclaimer> r) {
         if (!r) throw std::invalid_argument{"memgov::evictor::add: reclaimer is null"};
@@ -451,15 +456,21 @@ public:
             throw std::invalid_argument{"memgov::evictor::add: reclaimer '" + std::string{r->name()} +
                                         "' is already registered"};
         }
-        m_reclaimers.push_back(std::move(r));
+        m_reclaimers.push_back(r);
+        if (m_last_level != pressure_level::normal) {
+            const detail::evictor_busy_scope busy{this};
+            r->on_level(m_last_level);
+        }
     }
 
     /// Removes the reclaimer `r` (the object itself, compared by address) and drops the
     /// evictor's share of it. Waits for a running step or `for_each_reclaimer` visit; once it
     /// returns, the evictor will not call `r` again, so the part `r` works on may be destroyed
     /// (if nobody else holds a copy from `reclaimers()`). Returns false if `r` was not
-    /// registered. Throws `std::logic_error` from inside a reclaimer callback or a visit of
-    /// this evictor (it would wait for itself).
+    /// registered. If the last step saw a level other than `normal`, `r.on_level(normal)` is
+    /// called before it goes, so a pool leaves with its caps restored rather than stuck at
+    /// the pressure it was last told. Throws `std::logic_error` from inside a reclaimer
+    /// callback or a visit of this evictor (it would wait for itself).
     /// Complexity: O(reclaimers), plus the wait.
     bool remove(const reclaimer& r) {
         check_outside("remove");
@@ -472,6 +483,10 @@ public:
             if (it == m_reclaimers.end()) return false;
             gone = std::move(*it);
             m_reclaimers.erase(it);
+            if (m_last_level != pressure_level::normal) {
+                const detail::evictor_busy_scope busy{this};
+                gone->on_level(pressure_level::normal);
+            }
         }
         return true;
     }
@@ -492,8 +507,10 @@ public:
 
     /// The registered reclaimers (a copy of the list). A copy shares ownership but does not
     /// keep the parts the reclaimers work on alive: after `remove`, using one is the holder's
-    /// responsibility. Prefer `for_each_reclaimer`.
+    /// responsibility. Prefer `for_each_reclaimer`. Throws `std::logic_error` from inside a
+    /// reclaimer callback or a visit of this evictor (a second shared lock of the list).
     [[nodiscard]] std::vector<std::shared_ptr<reclaimer>> reclaimers() const {
+        check_outside("reclaimers");
         std::shared_lock list{m_list};
         return m_reclaimers;
     }

@@ -251,7 +251,9 @@ public:
 
     /// Polls the monitor, updates the gates and steps the evictor when due; returns the level.
     /// Call it from an event loop every few milliseconds, or use `start()`.
-    /// Thread safety: any thread (serialised). Throws `std::bad_alloc` only.
+    /// Thread safety: any thread (serialised). Throws `std::bad_alloc`, and
+    /// `std::logic_error` if called from inside a reclaimer callback or a
+    /// `for_each_reclaimer` visit of this governor (it reads the evictor's statistics).
     pressure_level poll(time_point now) {
         std::lock_guard lock{m_poll_mutex};
         ++m_polls;

@@ -8,20 +8,33 @@
 /// callback that runs exactly once per removed entry, after the last user lets go of it.
 ///
 /// ## Locking model
-/// - **Shard lock** (one per shard, a short futex mutex): guards structure only: the lookup
-///   table, the expiry wheel, the creation-order list, the cost buckets and node storage.
-///   It is a *leaf* lock: while it is held nothing blocks on another lock and no user code
-///   runs, except the metadata predicates of user orphan rules (`orphan_rule::applies`,
-///   `orphan_rule::earliest`), which must be cheap and must not call into the map.
+/// - **Shard lock** (one per shard, a spinlock that backs off and then yields): guards
+///   structure only: the lookup table, the expiry wheel, the creation-order list, the cost
+///   buckets and node storage. It is a *leaf* lock: while it is held nothing waits for another
+///   map lock and no user callback runs, except the metadata predicates of user orphan rules
+///   (`orphan_rule::applies`, `orphan_rule::earliest`) and `for_each_info`'s visitor, which
+///   must be cheap and must not call into the map. The user's types do run under it, and
+///   must not call into the map either: `Hash`, `KeyEqual`, `Clock::now()` (clock mode), the
+///   key's copy constructor and the value's move constructor (on insertion), and the
+///   allocator when the table or node storage grows.
 /// - **Entry lock** (one per entry, shared or exclusive): guards the session's value. User
 ///   callbacks (`with`, `with_shared`, `inspect`, the `upsert` update function) run under it.
+///   It prefers neither side: a steady stream of shared holders can keep an exclusive one
+///   waiting. At most 8191 threads hold one entry shared at once (more wait), and at most
+///   65535 threads may be inside or waiting on one entry at once.
 /// - **Pins**: `with(key, fn)` finds the entry and pins it under the shard lock, releases the
 ///   shard lock, then takes the entry lock and runs `fn`. A pinned entry is never freed.
+/// - **Turns**: one thread at a time sweeps, and one at a time evicts under pressure; the
+///   others wait for their turn. Neither turn is held by request paths.
 ///
-/// **Lock order:** entry lock, then shard lock. A thread holding an entry lock may take a
-/// shard lock (for example `entry::set_no_evict`, `entry::mark_ended`, or `erase` of another
-/// key from inside a callback); a thread holding a shard lock never waits for an entry lock
-/// (the sweep only *tries* entry locks). `on_evict` runs with no map lock held at all.
+/// **Lock order:** sweep or eviction turn, then entry lock, then shard lock. A thread holding
+/// an entry lock may take a shard lock (for example `entry::set_no_evict`,
+/// `entry::mark_ended`, or `erase` of another key from inside a callback); a thread holding
+/// a shard lock never waits for an entry lock (the sweep only *tries* entry locks).
+/// `on_evict` never runs under a shard lock or the removed entry's lock; see "Eviction
+/// callback" for what the removing thread may still hold. The sweep and the `evict_*` calls
+/// only try entry locks, so they may be called from inside a callback, unless `on_evict`
+/// waits for entry locks (`with` on other keys): that would wait against the turn's order.
 ///
 /// **Re-entry:** calling `with`, `with_shared`, `inspect`, `set_cost` or `upsert`-with-update
 /// on the key whose callback the thread is already inside would deadlock, and is forbidden.
@@ -43,7 +56,9 @@
 ///    fewer than `suspicious_min_messages` (3) messages in its life (reason `suspicious`).
 /// User rules (`orphan_rule`) add predicates over `session_info`, optionally confirmed under
 /// the entry's shared lock. All bounds are inclusive: idle for exactly `idle_ttl` expires.
-/// Metadata rules are checked first (in the order 2, 3, 4, 5, user rules), then value checks.
+/// Metadata rules are checked first (in the order 2, 3, 4, 5, then the user rules without a
+/// value check), then the value checks (the user rules that apply and have one, in order,
+/// then rule 1): the first rule that holds removes the entry, with its reason.
 ///
 /// ## Sweep
 /// Each shard files every entry under its next possible deadline in a hierarchical timer wheel.
@@ -61,10 +76,15 @@
 /// `evict_largest` walks power-of-two cost buckets from the top, as Redis and Envoy do.
 ///
 /// ## Eviction callback
-/// `on_evict(key, value&, reason)` runs exactly once for every entry that leaves the map, with
-/// no map lock held, before the value is destroyed. An entry removed while another thread is
-/// inside its callback vanishes from lookups at once; its `on_evict` and destruction run on
-/// the thread whose pin is released last (possibly a request thread).
+/// `on_evict(key, value&, reason)` runs exactly once for every entry that leaves the map,
+/// before the value is destroyed, never under a shard lock or the removed entry's own lock.
+/// An entry removed while another thread is inside its callback vanishes from lookups at once;
+/// its `on_evict` and destruction run on the thread whose pin is released last (possibly a
+/// request thread). It runs on the thread that removed the entry, inside whatever that thread
+/// holds: the sweep's or the eviction turn (a `sweep` or `evict_*` called from it on the
+/// same map returns at once with nothing done), or the entry lock of a callback the thread is
+/// in (an `erase(b)` inside `with(a, ...)` runs `b`'s `on_evict` there, so that `on_evict`
+/// must not enter `a`).
 
 #include <memgov/clock.hpp>
 #include <memgov/config.hpp>
@@ -158,9 +178,10 @@ struct session_info {
 /// A user orphan rule. The sweep evicts an entry, with `reason`, when `applies(info, now)` is
 /// true and, if `confirm` is set, `confirm(key, value)` is true under the entry's shared lock
 /// (tried, never waited for: a busy entry is re-checked at the next tick).
-/// `applies` and `earliest` run under the shard lock: they must be cheap, must not throw and
-/// must not call into the map. `confirm` runs under the entry's shared lock only; if it throws
-/// the entry is kept.
+/// `applies` and `earliest` run under the shard lock (and `applies` of a rule with `confirm`
+/// again under the entry's shared lock, when an earlier rule's value check did not hold):
+/// they must be cheap, must not throw and must not call into the map. `confirm` runs under
+/// the entry's shared lock only; if it throws the rule does not hold (later rules still may).
 template <class Key, class Value>
 struct orphan_rule {
     std::string name;                              ///< For diagnostics.
@@ -179,12 +200,14 @@ struct orphan_rule {
 /// thread-safe.
 template <class Key, class Value>
 struct session_map_hooks {
-    /// Called exactly once per entry that leaves the map, with no map lock held, before the
-    /// value is destroyed. Must not throw (the map calls it from noexcept code) and must not
-    /// re-enter the same key (it is already gone; a lookup simply misses).
+    /// Called exactly once per entry that leaves the map, before the value is destroyed, never
+    /// under a shard lock or the entry's own lock (see the header for what the removing thread
+    /// may hold). Must not throw (the map calls it from noexcept code); the key is already
+    /// gone, so a lookup of it simply misses.
     std::function<void(const Key&, Value&, evict_reason)> on_evict;
     /// Rule 1, "inconsistent state": true evicts the entry (reason `orphan`). Checked under
-    /// the entry's shared lock every `check_interval`; if it throws the entry is kept.
+    /// the entry's shared lock every `check_interval`, after the user rules' value checks; if
+    /// it throws the entry is kept.
     std::function<bool(const Key&, const Value&)> inconsistent;
     /// Further rules, checked after the built-in ones.
     std::vector<orphan_rule<Key, Value>> rules;
@@ -383,7 +406,11 @@ public:
         /// crosses a power of two.
         void set_cost(std::int64_t bytes) noexcept { m_map->set_cost_of(*m_shard, m_idx, *m_node, bytes); }
         /// Adds `delta` (may be negative) to the cost. Same guarantees as `set_cost`.
-        void add_cost(std::int64_t delta) noexcept { set_cost(cost() + delta); }
+        void add_cost(std::int64_t delta) noexcept {
+            const std::int64_t c = cost(); // never negative, so only a large positive delta overflows
+            constexpr std::int64_t top = std::numeric_limits<std::int64_t>::max();
+            set_cost(delta > top - c ? top : c + delta);
+        }
         /// Sets or clears `no_evict`. Takes the shard lock. Complexity: O(1).
         void set_no_evict(bool on) noexcept { m_map->set_no_evict_of(*m_shard, *m_node, on); }
         /// Marks the session ended now (the first call wins). Takes the shard lock.
@@ -632,14 +659,20 @@ public:
     /// Removes what the rules say has expired at `now`, examining at most `max_work` entries
     /// (those whose filed deadline has passed), and resumes there at the next call. Value
     /// checks (rule 1, `orphan_rule::confirm`) run under the entry's shared lock, outside the
-    /// shard lock. Also acts as `tick(now)`.
-    /// Thread safety: safe from any thread; concurrent sweeps take turns.
+    /// shard lock. Also acts as `tick(now)`. A `now` earlier than a previous sweep's is taken
+    /// as that sweep's (the expiry wheels only move forward).
+    /// Thread safety: safe from any thread; concurrent sweeps take turns. Called from inside a
+    /// callback of this thread's own sweep (`on_evict`, a value check) it returns at once,
+    /// with nothing done and `complete` false; likewise the `evict_*` calls.
     /// Complexity: O(max_work + shards); no work for entries whose deadline is in the future.
     evict_result sweep(time_point now, std::size_t max_work) {
         tick(now);
-        std::lock_guard lock{m_sweep_mutex};
+        const detail::session_turn::guard turn{m_sweep_turn};
         evict_result r;
-        const std::int64_t now_ns = now.time_since_epoch().count();
+        if (!turn) return r; // called from a callback of this thread's own sweep
+        // The wheels only move forward: a time behind an earlier sweep's is taken as that one.
+        const std::int64_t now_ns = std::max(now.time_since_epoch().count(), m_sweep_now);
+        m_sweep_now = now_ns;
         const std::uint64_t now_tick = tick_floor(now_ns);
         for (std::size_t visited = 0; visited < m_config.shards; ++visited) {
             shard& s = m_shards[m_sweep_cursor];
@@ -662,9 +695,10 @@ public:
     /// `complete` is true when no evictable entry that old is left.
     /// Thread safety: safe from any thread. Complexity: O(budget + shards).
     evict_result evict_older_than(duration age, std::size_t budget) {
-        std::lock_guard lock{m_evict_mutex};
-        const std::int64_t cutoff = now_ns() - age.count();
+        const detail::session_turn::guard turn{m_evict_turn};
         evict_result r;
+        if (!turn) return r; // called from a callback of this thread's own eviction
+        const std::int64_t cutoff = now_ns() - age.count();
         for (std::size_t visited = 0; visited < m_config.shards; ++visited) {
             shard& s = m_shards[m_age_cursor];
             if (!evict_old_in(s, cutoff, budget, r)) return r;
@@ -678,8 +712,9 @@ public:
     /// examining at most `budget` entries. Only cost buckets that can hold such entries are
     /// visited. Thread safety: safe from any thread. Complexity: O(budget + shards).
     evict_result evict_over_cost(std::int64_t bytes, std::size_t budget) {
-        std::lock_guard lock{m_evict_mutex};
+        const detail::session_turn::guard turn{m_evict_turn};
         evict_result r;
+        if (!turn) return r; // called from a callback of this thread's own eviction
         const std::uint64_t limit = bytes < 0 ? 0 : static_cast<std::uint64_t>(bytes);
         for (std::size_t visited = 0; visited < m_config.shards; ++visited) {
             shard& s = m_shards[m_cost_cursor];
@@ -695,8 +730,9 @@ public:
     /// been sampled. Each step samples `lru_samples` entries of the next shard.
     /// Thread safety: safe from any thread. Complexity: O(budget + shards).
     evict_result evict_lru_until(std::int64_t target_total_cost, std::size_t budget) {
-        std::lock_guard lock{m_evict_mutex};
+        const detail::session_turn::guard turn{m_evict_turn};
         evict_result r;
+        if (!turn) return r; // called from a callback of this thread's own eviction
         std::int64_t total = total_cost();
         std::size_t barren = 0; // consecutive shards that offered no victim
         while (total > target_total_cost && r.work < budget && barren < m_config.shards) {
@@ -727,8 +763,9 @@ public:
     /// entry left. Entries of cost 0 are never chosen. Examines at most `budget` entries.
     /// Thread safety: safe from any thread. Complexity: O(n + skipped + 64 × shards).
     evict_result evict_largest(std::size_t n, std::size_t budget = std::numeric_limits<std::size_t>::max()) {
-        std::lock_guard lock{m_evict_mutex};
+        const detail::session_turn::guard turn{m_evict_turn};
         evict_result r;
+        if (!turn) return r; // called from a callback of this thread's own eviction
         for (int b = 63; b >= 1 && r.evicted < n && r.work < budget; --b) {
             const std::uint64_t bit = std::uint64_t{1} << b;
             for (std::size_t i = 0; i < m_config.shards && r.evicted < n && r.work < budget; ++i) {
@@ -1008,16 +1045,56 @@ private:
             return {verdict::evict, evict_reason::suspicious, 0};
         }
         if (!m_hooks.rules.empty()) {
+            // Every metadata-only rule before any value check: a rule whose value check says
+            // no must not shield the entry from a later rule that holds on metadata alone.
             const session_info info = info_of(n);
+            std::size_t first_confirm = m_hooks.rules.size();
             for (std::size_t i = 0; i < m_hooks.rules.size(); ++i) {
                 const rule_type& r = m_hooks.rules[i];
                 if (!r.applies(info, to_time(now))) continue;
-                if (r.confirm) return {verdict::confirm, r.reason, i};
-                return {verdict::evict, r.reason, i};
+                if (!r.confirm) return {verdict::evict, r.reason, i};
+                if (first_confirm == m_hooks.rules.size()) first_confirm = i;
+            }
+            if (first_confirm != m_hooks.rules.size()) {
+                return {verdict::confirm, m_hooks.rules[first_confirm].reason, first_confirm};
             }
         }
         if (m_hooks.inconsistent) return {verdict::confirm, evict_reason::orphan, m_hooks.rules.size()};
         return {};
+    }
+
+    // The value checks of a `confirm` verdict, in order, under the entry's shared lock: the
+    // rule found by `evaluate`, every later rule with a value check that applies, then rule 1.
+    // The first that holds decides, and sets `v`'s reason; one that throws does not hold.
+    [[nodiscard]] bool confirm_value(node& n, std::int64_t now, verdict& v) const noexcept {
+        const Key& k = n.key();
+        const Value& val = std::as_const(n.value());
+        const auto holds = [&](const auto& test) noexcept {
+            try {
+                return static_cast<bool>(test(k, val));
+            } catch (...) {
+                return false;
+            }
+        };
+        const std::size_t count = m_hooks.rules.size();
+        if (v.rule < count) {
+            const session_info info = info_of(n);
+            for (std::size_t i = v.rule; i < count; ++i) {
+                const rule_type& r = m_hooks.rules[i];
+                if (!r.confirm || (i != v.rule && !r.applies(info, to_time(now)))) continue;
+                if (holds(r.confirm)) {
+                    v.rule = i;
+                    v.reason = r.reason;
+                    return true;
+                }
+            }
+        }
+        if (m_hooks.inconsistent && holds(m_hooks.inconsistent)) {
+            v.rule = count;
+            v.reason = evict_reason::orphan;
+            return true;
+        }
+        return false;
     }
 
     // Files `idx` under its next deadline, but no earlier than tick `min_tick` (the sweep
@@ -1281,7 +1358,11 @@ private:
                 const std::uint32_t m = n.messages.load(std::memory_order_relaxed);
                 if (m != std::numeric_limits<std::uint32_t>::max()) n.messages.store(m + 1, std::memory_order_relaxed);
             } else {
-                n.messages.fetch_add(1, std::memory_order_relaxed);
+                // Shared holders race on the count: saturate with a compare-and-swap.
+                std::uint32_t m = n.messages.load(std::memory_order_relaxed);
+                while (m != std::numeric_limits<std::uint32_t>::max() &&
+                       !n.messages.compare_exchange_weak(m, m + 1, std::memory_order_relaxed)) {
+                }
             }
         }
         if constexpr (exclusive) {
@@ -1351,9 +1432,13 @@ private:
     [[nodiscard]] static bool no_evict(const node& n) noexcept {
         return (n.cost.load(std::memory_order_relaxed) & detail::session_no_evict_bit) != 0;
     }
-    // Moves last-active forward to `t` (never back: touches may race with a slower clock read).
+    // Moves last-active forward to `t`, never back, also when touches by shared holders or a
+    // `mark_ended` race with it. Costs no write when the time has not moved on since the last
+    // touch (in coarse mode, most touches).
     static void advance_last_active(node& n, std::int64_t t) noexcept {
-        if (t > n.last_active.load(std::memory_order_relaxed)) n.last_active.store(t, std::memory_order_relaxed);
+        std::int64_t cur = n.last_active.load(std::memory_order_relaxed);
+        while (t > cur && !n.last_active.compare_exchange_weak(cur, t, std::memory_order_relaxed)) {
+        }
     }
     [[nodiscard]] static bool ended(const node& n) noexcept {
         return (n.cost.load(std::memory_order_relaxed) & detail::session_ended_bit) != 0;
@@ -1448,16 +1533,7 @@ private:
                 c.outcome = check::retry;
                 continue;
             }
-            bool bad = false;
-            try {
-                const Key& k = c.n->key();
-                const Value& val = c.n->value();
-                bad = c.v.rule < m_hooks.rules.size() ? m_hooks.rules[c.v.rule].confirm(k, val)
-                                                      : m_hooks.inconsistent(k, val);
-            } catch (...) {
-                bad = false;
-            }
-            c.outcome = bad ? check::evict : check::keep;
+            c.outcome = confirm_value(*c.n, now, c.v) ? check::evict : check::keep;
             detail::entry_state::release(c.n->state, detail::entry_state::reader);
         }
         victims v; // stays empty: we hold a pin on every checked entry
@@ -1620,10 +1696,11 @@ private:
     std::int64_t m_resolution = 1;
     std::unique_ptr<shard[]> m_shards;
     padded_time m_coarse_now;
-    std::mutex m_sweep_mutex;
+    detail::session_turn m_sweep_turn;
+    std::int64_t m_sweep_now = std::numeric_limits<std::int64_t>::min(); // under m_sweep_turn
     std::size_t m_sweep_cursor = 0;
     std::atomic<std::uint64_t> m_sweep_work{0};
-    std::mutex m_evict_mutex;
+    detail::session_turn m_evict_turn;
     std::size_t m_age_cursor = 0;
     std::size_t m_cost_cursor = 0;
     std::size_t m_lru_cursor = 0;

@@ -186,6 +186,20 @@ TEST_CASE("evictor: level changes reach reclaimers", "[evictor]") {
     (void)ev.step(view(pressure_level::elevated, 0.75, 0.65), t0);
     (void)ev.step(view(pressure_level::normal, 0.5, 0.0), t0);
     CHECK(r->levels == std::vector{pressure_level::elevated, pressure_level::normal});
+
+    // Added under pressure: told the level at once. Removed under pressure: told normal.
+    (void)ev.step(view(pressure_level::critical, 0.9, 0.8), t0);
+    auto late = std::make_shared<listening>();
+    ev.add(late);
+    CHECK(late->levels == std::vector{pressure_level::critical});
+    CHECK(ev.remove(*late));
+    CHECK(late->levels == std::vector{pressure_level::critical, pressure_level::normal});
+    // At normal, neither adding nor removing says anything.
+    (void)ev.step(view(pressure_level::normal, 0.5, 0.0), t0);
+    auto calm = std::make_shared<listening>();
+    ev.add(calm);
+    CHECK(ev.remove(*calm));
+    CHECK(calm->levels.empty());
 }
 
 TEST_CASE("evictor: heap trimmer backs off while trims free little", "[evictor]") {
@@ -327,20 +341,23 @@ TEST_CASE("evictor: calls that would deadlock from inside a callback throw std::
             attempt([&] { ev.add(make("late", {reclaim_action::trim_pools}, std::make_shared<scripted>())); });
             attempt([&] { (void)ev.stats(); });
             attempt([&] { ev.for_each_reclaimer([](const memgov::reclaimer&) {}); });
+            attempt([&] { (void)ev.reclaimers(); });
             return memgov::reclaim_result{1, 1};
         });
     ev.add(self);
     const auto rep = ev.step(view(pressure_level::elevated, 0.75, 0.65), t0);
     CHECK(rep.freed == 1);
-    REQUIRE(errors.size() == 4);
+    REQUIRE(errors.size() == 5);
     CHECK_THAT(errors[0], Catch::Contains("memgov::evictor::remove") && Catch::Contains("inside"));
     CHECK_THAT(errors[1], Catch::Contains("memgov::evictor::add"));
     CHECK_THAT(errors[2], Catch::Contains("memgov::evictor::stats"));
     CHECK_THAT(errors[3], Catch::Contains("memgov::evictor::for_each_reclaimer"));
+    CHECK_THAT(errors[4], Catch::Contains("memgov::evictor::reclaimers"));
     CHECK(ev.reclaimers().size() == 1); // nothing changed
 
     // From a visit: the same calls throw, and a step does nothing instead of waiting.
     bool threw = false;
+    bool listed = false;
     memgov::step_report inner;
     inner.actions_run = 99;
     ev.for_each_reclaimer([&](const memgov::reclaimer& r) {
@@ -349,9 +366,15 @@ TEST_CASE("evictor: calls that would deadlock from inside a callback throw std::
         } catch (const std::logic_error&) {
             threw = true;
         }
+        try {
+            (void)ev.reclaimers(); // a second shared lock of the list: refused
+            listed = true;
+        } catch (const std::logic_error&) {
+        }
         inner = ev.step(view(pressure_level::elevated, 0.75, 0.65), t0);
     });
     CHECK(threw);
+    CHECK_FALSE(listed);
     CHECK(inner.actions_run == 0);
     CHECK(inner.freed == 0);
     CHECK(ev.stats().steps[1] == 1); // only the first step counted

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdint>
 #include <limits>
+#include <map>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -929,4 +930,174 @@ TEST_CASE("session_map: a big map grows and shrinks its tables", "[session_map]"
     for (int i = 1; i < 20000; i += 2) m.erase(std::to_string(i));
     CHECK(m.stats().structure_bytes < before); // tables shrank (node storage is kept)
     CHECK(l.bytes(memgov::category::sessions) == static_cast<std::int64_t>(m.stats().structure_bytes));
+}
+
+TEST_CASE("session_map: a partly re-filed wheel slot does not strand the rest of it", "[session_map]") {
+    // Both entries are filed under the same slot far up the wheel (600 000 ticks of 1 ms). The
+    // sweep reaches that slot at 524 288 ticks, re-files "a" (touched at 100 s, due at 700 s)
+    // one level down, and must still find "b" (idle since 0 s, due at 600 s) in the same pass,
+    // not after the lower level has emptied.
+    fixture f;
+    auto c = quiet_config();
+    c.shards = 1;
+    c.idle_ttl = 10min;
+    c.sweep_resolution = 1ms;
+    auto m = f.make(c);
+    const auto t0 = f.clock.now();
+    m->insert("b", value(1));
+    m->insert("a", value(2)); // ahead of "b" in the slot's list
+    f.clock.set(t0 + 100s);
+    m->with("a", [](int&) {});
+    const auto r = m->sweep(t0 + 601s, 1000);
+    CHECK(r.evicted == 1);
+    CHECK(r.complete);
+    CHECK_FALSE(m->contains("b"));
+    CHECK(m->contains("a"));
+    CHECK(f.rec.count(std::string{"b"}) == 1);
+    CHECK(m->sweep(t0 + 700s, 1000).evicted == 1);
+    CHECK(m->size() == 0);
+}
+
+TEST_CASE("session_map: a sweep given an earlier time than the last one", "[session_map]") {
+    // The wheel already stands at 10 s when "x" ends at 5 s with 2 s of grace: it is filed as
+    // due. A sweep asked for 0 s must neither spin on it (due at 7 s, so "not yet" at 0 s, and
+    // filed as due again) nor move the wheel back: it is taken as a sweep at 10 s.
+    fixture f;
+    auto c = quiet_config();
+    c.shards = 1;
+    c.ended_grace = 2s;
+    auto m = f.make(c);
+    const auto t0 = f.clock.now();
+    CHECK(m->sweep(t0 + 10s, 1000).complete);
+    f.clock.set(t0 + 5s);
+    m->insert("x", value(1));
+    m->insert("y", value(2));
+    CHECK(m->mark_ended("x"));
+    const auto r = m->sweep(t0, 1000);
+    CHECK(r.work == 1);
+    CHECK(r.evicted == 1);
+    CHECK(r.complete);
+    CHECK(f.rec.count(evict_reason::ended) == 1);
+    CHECK(m->contains("y"));
+}
+
+TEST_CASE("session_map: a value check that says no does not shield an entry from later rules",
+          "[session_map]") {
+    fixture f;
+    auto c = quiet_config();
+    c.check_interval = 1min;
+    auto h = f.hooks();
+    int busy_checks = 0;
+    // 0: idle for a minute and not busy (the value check says no: every value here is busy).
+    h.rules.push_back(smap::rule_type{
+        .name = "idle-not-busy",
+        .reason = evict_reason::orphan,
+        .applies = [](const memgov::session_info& i, memgov::time_point now) { return i.idle(now) >= 1min; },
+        .earliest = {},
+        .confirm = [&](const std::string&, const int&) {
+            ++busy_checks;
+            return false;
+        }});
+    // 1: costing over 1000 bytes, on metadata alone.
+    h.rules.push_back(smap::rule_type{
+        .name = "fat",
+        .reason = evict_reason::over_cost,
+        .applies = [](const memgov::session_info& i, memgov::time_point) { return i.cost > 1000; },
+        .earliest = {},
+        .confirm = {}});
+    // 2: a second value check: values of 7.
+    h.rules.push_back(smap::rule_type{
+        .name = "seven",
+        .reason = evict_reason::suspicious,
+        .applies = [](const memgov::session_info&, memgov::time_point) { return true; },
+        .earliest = {},
+        .confirm = [](const std::string&, const int& v) { return v == 7; }});
+    // Rule 1 last: negative values.
+    h.inconsistent = [](const std::string&, const int& v) {
+        if (v == -2) throw std::runtime_error{"cannot tell"};
+        return v < 0;
+    };
+    auto m = f.make(c, h);
+    const auto t0 = f.clock.now();
+    m->insert("fat", value(0), {.cost = 5000});
+    m->insert("seven", value(7));
+    m->insert("negative", value(-1));
+    m->insert("unsure", value(-2));
+    m->insert("fine", value(0));
+    const auto r = m->sweep(t0 + 1min, 100);
+    CHECK(r.evicted == 3);
+    CHECK(f.rec.count(evict_reason::over_cost) == 1);  // "fat", though rule 0 said no first
+    CHECK(f.rec.count(evict_reason::suspicious) == 1); // "seven", by the later value check
+    CHECK(f.rec.count(evict_reason::orphan) == 1);     // "negative", by rule 1 after them
+    CHECK(m->contains("unsure"));                      // a throwing check does not hold
+    CHECK(m->contains("fine"));
+    CHECK(busy_checks == 4); // every entry but "fat" reached the value checks
+}
+
+TEST_CASE("session_map: sweep and evict called from on_evict on the same thread return at once",
+          "[session_map]") {
+    fixture f;
+    auto c = quiet_config();
+    c.shards = 1;
+    c.idle_ttl = 1min;
+    smap* self = nullptr;
+    std::map<std::string, memgov::evict_result> nested;
+    auto h = f.hooks();
+    auto record = h.on_evict;
+    h.on_evict = [&](const std::string& k, int& v, evict_reason why) {
+        record(k, v, why);
+        nested[k + "/sweep"] = self->sweep(f.clock.now(), 100);
+        nested[k + "/lru"] = self->evict_lru_until(0, 100);
+    };
+    auto m = f.make(c, h);
+    self = m.get();
+    const auto t0 = f.clock.now();
+    m->insert("a", value(1), {.cost = 10});
+    f.clock.set(t0 + 30s);
+    m->insert("b", value(2), {.cost = 10});
+    f.clock.set(t0 + 1min);
+    // The sweep removes "a"; from its on_evict the nested sweep does nothing, while the
+    // eviction (a turn not held) runs and removes "b", from whose on_evict neither runs.
+    const auto r = m->sweep(t0 + 1min, 100);
+    CHECK(r.evicted == 1);
+    CHECK(r.complete);
+    CHECK(m->size() == 0);
+    REQUIRE(nested.size() == 4);
+    for (const char* k : {"a/sweep", "b/sweep", "b/lru"}) {
+        INFO(k);
+        CHECK(nested[k].work == 0);
+        CHECK(nested[k].evicted == 0);
+        CHECK_FALSE(nested[k].complete);
+    }
+    CHECK(nested["a/lru"].evicted == 1);
+    CHECK(f.rec.count(evict_reason::expired_idle) == 1);
+    CHECK(f.rec.count(evict_reason::lru_under_pressure) == 1);
+    // Both turns were given back: the map sweeps and evicts as before.
+    m->insert("c", value(3), {.cost = 10});
+    CHECK(m->evict_lru_until(0, 100).evicted == 1);
+    CHECK(m->sweep(t0 + 2min, 100).complete);
+}
+
+TEST_CASE("session_map: add_cost saturates instead of overflowing", "[session_map]") {
+    fixture f;
+    auto m = f.make(quiet_config());
+    m->insert("k", value(0), {.cost = 100});
+    m->with("k", [](int&, smap::entry& e) { e.add_cost(std::numeric_limits<std::int64_t>::max()); });
+    CHECK(m->info("k")->cost == (std::int64_t{1} << 60) - 1);
+    m->with("k", [](int&, smap::entry& e) { e.add_cost(std::numeric_limits<std::int64_t>::min()); });
+    CHECK(m->info("k")->cost == 0);
+}
+
+TEST_CASE("session_map: the entry lock caps its shared holders instead of overflowing",
+          "[session_map]") {
+    namespace es = memgov::detail::entry_state;
+    std::atomic<std::uint32_t> w{es::reader_mask - es::reader}; // one short of full
+    CHECK(es::try_lock_shared(w));
+    CHECK((w.load() & es::reader_mask) == es::reader_mask);
+    CHECK_FALSE(es::try_lock_shared(w));        // full: the next waits
+    CHECK_FALSE(es::pin_try_lock_shared(w));    // pinned, not locked
+    CHECK(es::pins(w.load()) == 1);
+    CHECK((w.load() & es::waiters) == 0);       // nothing carried into the next field
+    es::release(w, es::reader);
+    CHECK(es::try_lock_shared(w));
 }

@@ -11,6 +11,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <mutex>
 #include <thread>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -86,10 +87,44 @@ private:
     session_shard_mutex* m_mutex;
 };
 
+// A turn at one of the map's background jobs (the sweep, pressure eviction): a mutex plus the
+// thread that holds it. A thread that asks again while it holds the turn (from inside a
+// callback the job runs: `on_evict`, a value check) does not get it and is told so, instead
+// of deadlocking on a mutex it already holds.
+class session_turn {
+public:
+    class guard {
+    public:
+        explicit guard(session_turn& t) {
+            if (t.m_owner.load(std::memory_order_relaxed) == std::this_thread::get_id()) return;
+            t.m_mutex.lock();
+            t.m_owner.store(std::this_thread::get_id(), std::memory_order_relaxed);
+            m_turn = &t;
+        }
+        guard(const guard&) = delete;
+        guard& operator=(const guard&) = delete;
+        ~guard() {
+            if (m_turn == nullptr) return;
+            m_turn->m_owner.store(std::thread::id{}, std::memory_order_relaxed);
+            m_turn->m_mutex.unlock();
+        }
+        // False when the calling thread already held the turn.
+        explicit operator bool() const noexcept { return m_turn != nullptr; }
+
+    private:
+        session_turn* m_turn = nullptr;
+    };
+
+private:
+    std::mutex m_mutex;
+    // Written only by the holder, so a thread reads its own id here only while it holds.
+    std::atomic<std::thread::id> m_owner{};
+};
+
 // The per-entry state word. One 32-bit atomic carries everything the request path needs, so
 // pin + lock is one compare-and-swap and unlock + unpin is another:
 //   bits  0..15  pins     (threads that found the entry and have not let go yet)
-//   bits 16..28  readers  (shared holders)
+//   bits 16..28  readers  (shared holders; at most 8191: a full count makes the next wait)
 //   bit  29      waiters  (someone sleeps on the word: the releaser must notify)
 //   bit  30      dead     (unlinked from the map; the last unpin finalizes)
 //   bit  31      writer   (exclusive holder)
@@ -122,7 +157,7 @@ inline bool pin_try_lock_exclusive(std::atomic<std::uint32_t>& w) noexcept {
 // Under the shard lock: pin, and take a shared lock too when no writer holds it.
 inline bool pin_try_lock_shared(std::atomic<std::uint32_t>& w) noexcept {
     std::uint32_t s = w.load(std::memory_order_relaxed);
-    if ((s & writer) == 0 &&
+    if ((s & writer) == 0 && (s & reader_mask) != reader_mask &&
         w.compare_exchange_strong(s, s + pin + reader, std::memory_order_acquire,
                                   std::memory_order_relaxed)) {
         return true;
@@ -133,7 +168,7 @@ inline bool pin_try_lock_shared(std::atomic<std::uint32_t>& w) noexcept {
 
 inline bool try_lock_shared(std::atomic<std::uint32_t>& w) noexcept {
     std::uint32_t s = w.load(std::memory_order_relaxed);
-    while ((s & writer) == 0) {
+    while ((s & writer) == 0 && (s & reader_mask) != reader_mask) {
         if (w.compare_exchange_weak(s, s + reader, std::memory_order_acquire,
                                     std::memory_order_relaxed)) {
             return true;
@@ -149,7 +184,8 @@ inline MEMGOV_NOINLINE void lock_slow(std::atomic<std::uint32_t>& w, bool exclus
     int spins = 0;
     for (;;) {
         std::uint32_t s = w.load(std::memory_order_relaxed);
-        if ((s & busy) == 0) {
+        // A shared lock also waits while the reader count is full.
+        if ((s & busy) == 0 && (exclusive || (s & reader_mask) != reader_mask)) {
             if (w.compare_exchange_weak(s, s + unit, std::memory_order_acquire,
                                         std::memory_order_relaxed)) {
                 return;

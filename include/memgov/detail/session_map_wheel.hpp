@@ -148,9 +148,12 @@ public:
         return idx;
     }
 
-    // The earliest non-empty list if its deadline is at or before `now`.
+    // The non-empty list with the earliest deadline, if that deadline is at or before `now`.
+    // Every level is looked at: once a slot above level 0 has been partly re-filed, the lower
+    // levels may hold later deadlines than what is left in it. Ties go to the lower level.
     [[nodiscard]] std::optional<expiration> next_due(std::uint64_t now) const noexcept {
         if (m_heads[due_list] != session_nil) return expiration{due_list, m_elapsed, 0};
+        std::optional<expiration> best;
         for (unsigned level = 0; level < levels; ++level) {
             const std::uint64_t occ = m_occupied[level];
             if (occ == 0) continue;
@@ -162,10 +165,10 @@ public:
             const std::uint64_t level_start = m_elapsed & ~(level_range - 1);
             std::uint64_t deadline = level_start + (std::uint64_t{slot} << shift);
             if (slot < now_slot) deadline += level_range; // not expected: entries stay in-span
-            if (deadline > now) return std::nullopt;
-            return expiration{level * slots + slot, deadline, level};
+            if (!best || deadline < best->deadline) best = expiration{level * slots + slot, deadline, level};
         }
-        return std::nullopt;
+        if (!best || best->deadline > now) return std::nullopt;
+        return best;
     }
 
     // Whether any entry is filed at all.
