@@ -1,7 +1,8 @@
 // session_map against the concurrent maps a user would otherwise pick, in one binary.
 //
 // P4: `with()` + touch on 1 M sessions, 90 % reads (find and update a 16-byte value) and 10 %
-//     writes (5 % upsert, 5 % erase) over random keys, at 1 and 2 threads. Peers:
+//     writes (5 % erase of a random key, 5 % upsert putting it back: the map stays full) over
+//     random keys, at 1 and 2 threads. Peers:
 //     std::unordered_map under a std::shared_mutex (exclusive, since the value is updated),
 //     tbb::concurrent_hash_map with accessors, libcuckoo with plain find_fn (reads without
 //     updating) and with update_fn (the same work as ours). None of them does TTL or LRU work.
@@ -11,9 +12,10 @@
 //     value, against std::unordered_map's.
 //
 // Diagnostic: memgov_prefetch_oracle is the coarse-mode P4 loop with the entry's cache lines
-//     prefetched before the call, from addresses recorded at setup (a stale one after churn is
-//     only a wasted prefetch: the pointers are never dereferenced). It is the ceiling of any
-//     change that removes the dependent index -> entry miss (inline entries, home placement).
+//     prefetched before the call, from addresses recorded at setup and kept current after each
+//     upsert (the pointers are only prefetched, never dereferenced). It shows what requesting
+//     the entry early would buy (on the machine of docs/benchmarks.md: almost nothing, as the
+//     random accesses of one operation barely overlap there).
 //
 //   build/bench/benchmarks/session_map_bench --benchmark_repetitions=5
 //       --benchmark_report_aggregates_only=true --benchmark_format=json > session_map.json
@@ -68,25 +70,44 @@ const std::vector<std::uint64_t>& keys() {
 
 // The P4 loop, shared by every peer: `read` updates the value of a key (or does nothing if
 // absent), `upsert` inserts or updates, `erase` removes.
-// `before(i)` runs first, with the index of the key in `keys()` (the oracle's prefetch).
-template <class Read, class Upsert, class Erase, class Before = void (*)(std::size_t) noexcept>
+// `before(i)` runs first, with the index of the key in `keys()` (the oracle's prefetch), and
+// `upserted(i)` after an upsert (the oracle keeps its addresses current).
+//
+// The map must hold all its sessions in every run, whatever ran before: writes alternate per
+// thread between erasing a random key and upserting the key that thread erased last (so at
+// most one key per thread is missing). Upserting and erasing independent random keys instead
+// lets the map drift towards half empty over the runs, by an amount that depends on how many
+// operations the earlier runs did, and a read that misses is much cheaper than one that hits.
+template <class Read, class Upsert, class Erase, class Before = void (*)(std::size_t) noexcept,
+          class Upserted = void (*)(std::size_t) noexcept>
 void run_mix(benchmark::State& state, Read&& read, Upsert&& upsert, Erase&& erase,
-             Before before = [](std::size_t) noexcept {}) {
+             Before before = [](std::size_t) noexcept {}, Upserted upserted = [](std::size_t) noexcept {}) {
     const auto& k = keys();
     std::uint64_t rng = 0x1234567ULL + static_cast<std::uint64_t>(state.thread_index()) * 7919ULL;
+    std::size_t erased = sessions; // index of the key this thread erased last, or none
     for (auto _ : state) {
         const std::uint64_t r = splitmix(rng);
-        const std::size_t i = (r & 0xFFFFFFFFULL) % sessions;
-        before(i);
-        const std::uint64_t key = k[i];
+        std::size_t i = (r & 0xFFFFFFFFULL) % sessions;
         const std::uint64_t pick = (r >> 32) % 100;
         if (pick < 90) {
-            read(key);
-        } else if (pick < 95) {
-            upsert(key);
+            before(i);
+            read(k[i]);
+        } else if (erased != sessions) {
+            i = erased;
+            erased = sessions;
+            before(i);
+            upsert(k[i]);
+            upserted(i);
         } else {
-            erase(key);
+            erased = i;
+            before(i);
+            erase(k[i]);
         }
+    }
+    // Leave the map whole for the next run.
+    if (erased != sessions) {
+        upsert(k[erased]);
+        upserted(erased);
     }
     state.SetItemsProcessed(state.iterations());
 }
@@ -105,15 +126,17 @@ memgov::session_map<std::uint64_t, value16>& memgov_instance() {
     return *m;
 }
 
-template <memgov::touch_time Touch, class Before = void (*)(std::size_t) noexcept>
-void memgov_session_map(benchmark::State& state, Before before = [](std::size_t) noexcept {}) {
+template <memgov::touch_time Touch, class Before = void (*)(std::size_t) noexcept,
+          class Upserted = void (*)(std::size_t) noexcept>
+void memgov_session_map(benchmark::State& state, Before before = [](std::size_t) noexcept {},
+                        Upserted upserted = [](std::size_t) noexcept {}) {
     auto& m = memgov_instance<Touch>();
     run_mix(
         state, [&](std::uint64_t key) { m.with(key, [](value16& v) noexcept { ++v.count; }); },
         [&](std::uint64_t key) {
             m.upsert(key, [] { return value16{}; }, [](value16& v) noexcept { v = value16{}; });
         },
-        [&](std::uint64_t key) { m.erase(key); }, before);
+        [&](std::uint64_t key) { m.erase(key); }, before, upserted);
 }
 
 void memgov_session_map_clock(benchmark::State& state) {
@@ -124,13 +147,14 @@ void memgov_session_map_coarse(benchmark::State& state) {
     memgov_session_map<memgov::touch_time::coarse>(state);
 }
 
-// Where each key's value lived right after setup, for the oracle.
-const std::vector<const char*>& value_addresses() {
-    static const std::vector<const char*> a = [] {
+// Where each key's value lives, for the oracle: recorded when the oracle first runs, and kept
+// current after each of its upserts (a key put back may land in another node).
+std::vector<std::atomic<const char*>>& value_addresses() {
+    static std::vector<std::atomic<const char*>> a = [] {
         auto& m = memgov_instance<memgov::touch_time::coarse>();
-        std::vector<const char*> v(sessions);
+        std::vector<std::atomic<const char*>> v(sessions);
         for (std::size_t i = 0; i < sessions; ++i) {
-            m.with(keys()[i], [&](value16& x) noexcept { v[i] = reinterpret_cast<const char*>(&x); });
+            m.inspect(keys()[i], [&](const value16& x) noexcept { v[i].store(reinterpret_cast<const char*>(&x)); });
         }
         return v;
     }();
@@ -138,14 +162,25 @@ const std::vector<const char*>& value_addresses() {
 }
 
 // The coarse P4 loop with the entry's two cache lines (the metadata before the value, and the
-// value) prefetched before each operation.
+// value) prefetched before each operation. Keeping the addresses current costs one `inspect`
+// of a key just put back per upsert (5% of operations, on cache-warm lines): slightly
+// pessimistic for the oracle.
 void memgov_prefetch_oracle(benchmark::State& state) {
-    const auto& addr = value_addresses();
-    if (state.thread_index() == 0) memgov_instance<memgov::touch_time::coarse>().tick(memgov::steady_clock{}.now());
-    memgov_session_map<memgov::touch_time::coarse>(state, [&](std::size_t i) noexcept {
-        __builtin_prefetch(addr[i] - 40, 1);
-        __builtin_prefetch(addr[i] + 24, 1);
-    });
+    auto& addr = value_addresses();
+    auto& m = memgov_instance<memgov::touch_time::coarse>();
+    if (state.thread_index() == 0) m.tick(memgov::steady_clock{}.now());
+    memgov_session_map<memgov::touch_time::coarse>(
+        state,
+        [&](std::size_t i) noexcept {
+            const char* p = addr[i].load(std::memory_order_relaxed);
+            __builtin_prefetch(p - 40, 1);
+            __builtin_prefetch(p + 24, 1);
+        },
+        [&](std::size_t i) noexcept {
+            m.inspect(keys()[i], [&](const value16& x) noexcept {
+                addr[i].store(reinterpret_cast<const char*>(&x), std::memory_order_relaxed);
+            });
+        });
 }
 
 // ------------------------------------------------------------------ unordered_map + shared_mutex
