@@ -15,11 +15,15 @@
 ///   `unregister_reclaimer(...)` takes it away again before its part is destroyed.
 /// - `stats()`, `health()` and `collect(sink)` report everything (Prometheus: `prometheus.hpp`).
 ///
-/// Lock order: governor poll mutex → monitor mutex (inside `poll`) → evictor mutex (inside
+/// Lock order: governor poll turn → monitor mutex (inside `poll`) → evictor mutex (inside
 /// `step`) → evictor list lock → reclaimers' own locks. The admission path takes no lock.
+/// `stats` and `health` read the counters under a lock the poll never holds while calling
+/// out, so a level subscriber may call them; a callback of the poll calling `poll` gets the
+/// level back at once, and one calling `stop` only asks the thread to end.
 
 #include <memgov/clock.hpp>
 #include <memgov/config.hpp>
+#include <memgov/detail/owned_mutex.hpp>
 #include <memgov/evictor.hpp>
 #include <memgov/ledger.hpp>
 #include <memgov/metrics.hpp>
@@ -40,6 +44,7 @@
 #include <mutex>
 #include <optional>
 #include <stdexcept>
+#include <stop_token>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -182,6 +187,22 @@ struct health_summary {
 /// The facade. See the file comment.
 /// Thread safety: `admit` from any number of threads, lock-free; everything else from any
 /// thread (serialised internally).
+namespace detail {
+// Bytes as a signed count: saturates instead of wrapping (a byte count above 2^63 is not a
+// real one, but it must not turn into a negative headroom).
+[[nodiscard]] inline std::int64_t clamp_i64(std::uint64_t bytes) noexcept {
+    return static_cast<std::int64_t>(std::min<std::uint64_t>(bytes, std::numeric_limits<std::int64_t>::max()));
+}
+// `ratio` × `limit`, saturated to [0, 2^63): converting a double beyond that range to an
+// integer is undefined, and a limit read as "unlimited" may be near 2^64.
+[[nodiscard]] inline std::int64_t scaled_bytes(double ratio, std::uint64_t limit) noexcept {
+    constexpr double top = 9.2e18; // below 2^63, so the conversion is exact and defined
+    const double v = ratio * static_cast<double>(limit);
+    if (!(v > 0.0)) return 0;
+    return v >= top ? static_cast<std::int64_t>(top) : static_cast<std::int64_t>(v);
+}
+} // namespace detail
+
 template <clock_type Clock = steady_clock>
 class governor {
 public:
@@ -204,7 +225,8 @@ public:
 
     governor(const governor&) = delete;
     governor& operator=(const governor&) = delete;
-    /// Stops the thread if it runs.
+    /// Stops the thread if it runs. Must not run on the governor's own thread (from inside a
+    /// callback of its poll): that ends the process.
     ~governor() {
         stop();
         m_subscription.reset();
@@ -223,7 +245,8 @@ public:
     [[nodiscard]] pressure_level level() const noexcept { return m_monitor.level(); }
 
     /// Asks to admit `cost` bytes of `kind`. Fast path: one atomic load and a compare, plus a
-    /// thread-owned counter; no lock, no allocation, no system call.
+    /// thread-owned counter; no lock, no allocation, no system call. The allowance is the
+    /// headroom the last `poll` saw: admits in between do not lower it.
     /// Thread safety: any thread. Complexity: O(1).
     [[nodiscard]] admission admit(std::size_t cost, admit_kind kind = admit_kind::work) noexcept {
         const auto k = static_cast<std::size_t>(kind);
@@ -251,17 +274,19 @@ public:
 
     /// Polls the monitor, updates the gates and steps the evictor when due; returns the level.
     /// Call it from an event loop every few milliseconds, or use `start()`.
-    /// Thread safety: any thread (serialised). Throws `std::bad_alloc`, and
-    /// `std::logic_error` if called from inside a reclaimer callback or a
-    /// `for_each_reclaimer` visit of this governor (it reads the evictor's statistics).
+    /// Thread safety: any thread (serialised). Called again from inside a callback of this
+    /// thread's own poll (a level subscriber, a reclaimer, an `on_evict`), it does nothing and
+    /// returns the current level. Throws `std::bad_alloc`, and `std::logic_error` if called
+    /// from inside a `for_each_reclaimer` visit of this governor (it reads the evictor's
+    /// statistics).
     pressure_level poll(time_point now) {
-        std::lock_guard lock{m_poll_mutex};
-        ++m_polls;
-        record_history(now); // the counts as they stand before this poll acts
+        const detail::owned_mutex::guard turn{m_poll_turn};
+        if (!turn) return m_monitor.level(); // from a callback this thread's poll is running
+        const std::uint64_t polls = record_poll(now); // the counts as they stand before it acts
         const pressure_level lvl = m_monitor.poll(now);
         const std::uint64_t est = m_monitor.estimate_bytes();
         // The limit changes rarely; refresh it (and the thresholds) with each file sample.
-        if (m_polls == 1 || now - m_limit_read >= m_cfg.monitor.sample_period) {
+        if (polls == 1 || now - m_limit_read >= m_cfg.monitor.sample_period) {
             refresh_limit(now);
         }
         update_gates(lvl, est, m_limit_cache);
@@ -270,7 +295,10 @@ public:
             (rose || !m_stepped || now - m_last_step >= m_cfg.step_period)) {
             const pressure_view v = view(lvl, est);
             (void)m_evictor.step(v, now);
-            ++m_steps;
+            {
+                std::lock_guard report{m_report_mutex};
+                ++m_steps;
+            }
             m_stepped = true;
             m_last_step = now;
             // The step may have freed enough to change the level at once.
@@ -283,29 +311,44 @@ public:
     /// `poll(clock.now())`.
     pressure_level poll() { return poll(m_clock.now()); }
 
-    /// Starts a thread that calls `poll()` every `poll_period`. No-op if running.
+    /// Starts a thread that calls `poll()` every `poll_period`. No-op if running; a thread
+    /// told to stop from inside its own callback is waited for first. Called from the
+    /// governor's own thread it does nothing.
     /// Throws `std::system_error` if the thread cannot start.
     void start() {
-        std::lock_guard lock{m_thread_mutex};
-        if (m_thread.joinable()) return;
-        m_stop = false;
-        m_thread = std::thread{[this] { run(); }};
-    }
-    /// Stops the thread and waits for it. Never throws.
-    void stop() noexcept {
-        std::lock_guard lock{m_thread_mutex};
-        if (!m_thread.joinable()) return;
+        std::jthread old;
         {
-            std::lock_guard l{m_wait_mutex};
-            m_stop = true;
+            std::lock_guard lock{m_thread_mutex};
+            if (m_thread.joinable() &&
+                (!m_thread.get_stop_token().stop_requested() || m_thread.get_id() == std::this_thread::get_id())) {
+                return;
+            }
+            old = std::move(m_thread);
         }
-        m_wake.notify_all();
-        m_thread.join();
+        if (old.joinable()) old.join();
+        std::lock_guard lock{m_thread_mutex};
+        if (m_thread.joinable()) return; // another start() won
+        m_thread = std::jthread{[this](std::stop_token st) { run(st); }};
     }
-    /// True while the thread runs.
+    /// Stops the thread and waits for it, with no lock held while waiting (so a callback on
+    /// the thread may call `running()` meanwhile). Called from the governor's own thread
+    /// (inside a callback of its poll), it only asks the thread to end after this poll; a
+    /// later `stop()`, `start()` or the destructor waits for it. Never throws.
+    void stop() noexcept {
+        std::jthread t;
+        {
+            std::lock_guard lock{m_thread_mutex};
+            if (!m_thread.joinable()) return;
+            m_thread.request_stop(); // wakes the thread's wait
+            if (m_thread.get_id() == std::this_thread::get_id()) return;
+            t = std::move(m_thread);
+        }
+        t.join();
+    }
+    /// True while the thread runs and has not been asked to stop.
     [[nodiscard]] bool running() const noexcept {
         std::lock_guard lock{m_thread_mutex};
-        return m_thread.joinable();
+        return m_thread.joinable() && !m_thread.get_stop_token().stop_requested();
     }
 
     /// A copy of every counter. Allocates. Thread safety: any thread.
@@ -317,7 +360,7 @@ public:
         s.ledger = m_ledger.snapshot();
         m_evictor.for_each_reclaimer(
             [&](const reclaimer& r) { s.reclaimers.push_back({std::string{r.name()}, r.reuse_rate()}); });
-        std::lock_guard lock{m_poll_mutex};
+        std::lock_guard lock{m_report_mutex};
         s.polls = m_polls;
         s.steps = m_steps;
         return s;
@@ -331,8 +374,7 @@ public:
         h.limit_bytes = p.limit_bytes;
         h.estimate_bytes = p.estimate_bytes;
         h.ratio = p.ratio;
-        h.headroom_bytes = static_cast<std::int64_t>(p.red_line * static_cast<double>(p.limit_bytes)) -
-                           static_cast<std::int64_t>(p.estimate_bytes);
+        h.headroom_bytes = detail::scaled_bytes(p.red_line, p.limit_bytes) - detail::clamp_i64(p.estimate_bytes);
         h.growth_bytes_per_second = p.growth_bytes_per_second;
         h.time_to_limit = p.time_to_limit;
         m_evictor.for_each_reclaimer([&](const reclaimer& r) {
@@ -341,7 +383,7 @@ public:
         const std::uint64_t rej = admission_counts().total_refused();
         const std::uint64_t ev = evictions(m_evictor.stats());
         const time_point now = m_clock.now();
-        std::lock_guard lock{m_poll_mutex};
+        std::lock_guard lock{m_report_mutex};
         std::uint64_t rej0 = rej;
         std::uint64_t ev0 = ev;
         for (const auto& e : m_history) { // oldest first: the first within the minute is the base
@@ -504,8 +546,7 @@ private:
         const auto& a = m_cfg.admission;
         std::int64_t headroom = std::numeric_limits<std::int64_t>::max();
         if (limit > 0) {
-            const auto ceiling = static_cast<std::int64_t>(a.ceiling_ratio * static_cast<double>(limit));
-            headroom = ceiling - static_cast<std::int64_t>(est);
+            headroom = detail::scaled_bytes(a.ceiling_ratio, limit) - detail::clamp_i64(est);
         }
         for (std::size_t k = 0; k < admit_kind_count; ++k) {
             admit_reason reason = admit_reason::admitted;
@@ -564,15 +605,28 @@ private:
         return a;
     }
 
-    void record_history(time_point now) {
-        if (!m_history.empty() && now - m_history.back().at < std::chrono::seconds{1}) return;
-        m_history.push_back({now, admission_counts().total_refused(), evictions(m_evictor.stats())});
+    // Counts a poll and, at most once a second, records the refusal and eviction counts for
+    // `health()`'s last minute. Returns the poll's number. Under the poll turn: only this
+    // thread adds history, so deciding and adding need not be one step.
+    std::uint64_t record_poll(time_point now) {
+        std::uint64_t polls = 0;
+        bool due = false;
+        {
+            std::lock_guard report{m_report_mutex};
+            polls = ++m_polls;
+            due = m_history.empty() || now - m_history.back().at >= std::chrono::seconds{1};
+        }
+        if (!due) return polls;
+        const history_entry e{now, admission_counts().total_refused(), evictions(m_evictor.stats())};
+        std::lock_guard report{m_report_mutex};
+        m_history.push_back(e);
         while (m_history.size() > 62) m_history.pop_front();
+        return polls;
     }
 
-    void run() noexcept {
+    void run(const std::stop_token& st) noexcept {
         std::unique_lock lock{m_wait_mutex};
-        while (!m_stop) {
+        while (!st.stop_requested()) {
             lock.unlock();
             try {
                 (void)poll(m_clock.now());
@@ -580,7 +634,7 @@ private:
                 // Out of memory while polling: try again next period.
             }
             lock.lock();
-            m_wake.wait_for(lock, m_cfg.poll_period, [this] { return m_stop; });
+            (void)m_wake.wait_for(lock, st, m_cfg.poll_period, [] { return false; });
         }
     }
 
@@ -606,10 +660,9 @@ private:
     std::atomic<std::uint64_t> m_gate_closes{0};
     std::atomic<std::uint64_t> m_gate_opens{0};
 
-    // Polling state, under m_poll_mutex.
-    mutable std::mutex m_poll_mutex;
-    std::uint64_t m_polls = 0;
-    std::uint64_t m_steps = 0;
+    // Polling state, under m_poll_turn (one poll at a time; a poll re-entered from one of its
+    // own callbacks returns at once).
+    detail::owned_mutex m_poll_turn;
     bool m_stepped = false;
     time_point m_last_step{};
     pressure_level m_last_step_level = pressure_level::normal;
@@ -617,14 +670,18 @@ private:
     double m_red_line = 0.85;
     std::array<level_threshold, 4> m_thresholds{};
     time_point m_limit_read{};
+    // What `stats()` and `health()` read: under m_report_mutex, never held while the poll
+    // calls out, so a subscriber or reclaimer callback may ask for them.
+    mutable std::mutex m_report_mutex;
+    std::uint64_t m_polls = 0;
+    std::uint64_t m_steps = 0;
     std::deque<history_entry> m_history;
 
     // The thread.
     mutable std::mutex m_thread_mutex;
     std::mutex m_wait_mutex;
-    std::condition_variable m_wake;
-    bool m_stop = false;
-    std::thread m_thread;
+    std::condition_variable_any m_wake; // waits for the period or the thread's stop request
+    std::jthread m_thread;
 };
 
 MEMGOV_NAMESPACE_END

@@ -505,9 +505,15 @@ public:
 
     /// The PSI trigger's descriptor for an external event loop (poll it for `psi_events()`
     /// and then call `poll(now)`), or -1 when no trigger is registered.
-    [[nodiscard]] int psi_fd() const noexcept { return m_watch.fd(); }
+    [[nodiscard]] int psi_fd() const noexcept {
+        std::lock_guard lock{m_mutex};
+        return m_watch.fd();
+    }
     /// The events to poll `psi_fd()` for (POLLPRI for a PSI file, POLLIN for a FIFO/socket).
-    [[nodiscard]] short psi_events() const noexcept { return m_watch.events(); }
+    [[nodiscard]] short psi_events() const noexcept {
+        std::lock_guard lock{m_mutex};
+        return m_watch.events();
+    }
 
     /// The validated configuration.
     [[nodiscard]] const pressure_monitor_config& config() const noexcept { return m_cfg; }
@@ -747,18 +753,27 @@ private:
         pollfd fds[2];
         nfds_t n = 0;
         fds[n++] = pollfd{m_wake_read, POLLIN, 0};
-        const int psi = m_watch.fd();
-        if (psi >= 0) fds[n++] = pollfd{psi, m_watch.events(), 0};
+        int psi = -1;
+        short events = 0;
+        {
+            std::lock_guard lock{m_mutex}; // a sample may close the watch (its peer went away)
+            psi = m_watch.fd();
+            events = m_watch.events();
+        }
+        if (psi >= 0) fds[n++] = pollfd{psi, events, 0};
         const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(d).count();
         timespec ts{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
         const int r = ::ppoll(fds, n, &ts, nullptr);
-        if (r > 0 && n > 1 && (fds[1].revents & (m_watch.events() | POLLERR)) != 0) {
-            // ppoll consumed the trigger's event: record it here and sample at once.
+        if (r > 0 && n > 1 && fds[1].revents != 0) {
+            // Drain and interpret it here (a FIFO or socket that closed is shut, not counted
+            // forever); an event is recorded and a sample taken at once.
             const time_point now = m_clock.now();
             std::lock_guard lock{m_mutex};
-            ++m_psi_events;
-            m_psi_until = now + m_cfg.psi_hold;
-            m_force_sample = true;
+            if (m_watch.consume(fds[1].revents)) {
+                ++m_psi_events;
+                m_psi_until = now + m_cfg.psi_hold;
+                m_force_sample = true;
+            }
         }
         if (r > 0 && (fds[0].revents & POLLIN) != 0) {
             char sink[16];

@@ -88,6 +88,7 @@
 
 #include <memgov/clock.hpp>
 #include <memgov/config.hpp>
+#include <memgov/detail/owned_mutex.hpp>
 #include <memgov/detail/session_map_index.hpp>
 #include <memgov/detail/session_map_slab.hpp>
 #include <memgov/detail/session_map_sync.hpp>
@@ -667,7 +668,7 @@ public:
     /// Complexity: O(max_work + shards); no work for entries whose deadline is in the future.
     evict_result sweep(time_point now, std::size_t max_work) {
         tick(now);
-        const detail::session_turn::guard turn{m_sweep_turn};
+        const detail::owned_mutex::guard turn{m_sweep_turn};
         evict_result r;
         if (!turn) return r; // called from a callback of this thread's own sweep
         // The wheels only move forward: a time behind an earlier sweep's is taken as that one.
@@ -695,7 +696,7 @@ public:
     /// `complete` is true when no evictable entry that old is left.
     /// Thread safety: safe from any thread. Complexity: O(budget + shards).
     evict_result evict_older_than(duration age, std::size_t budget) {
-        const detail::session_turn::guard turn{m_evict_turn};
+        const detail::owned_mutex::guard turn{m_evict_turn};
         evict_result r;
         if (!turn) return r; // called from a callback of this thread's own eviction
         const std::int64_t cutoff = now_ns() - age.count();
@@ -712,7 +713,7 @@ public:
     /// examining at most `budget` entries. Only cost buckets that can hold such entries are
     /// visited. Thread safety: safe from any thread. Complexity: O(budget + shards).
     evict_result evict_over_cost(std::int64_t bytes, std::size_t budget) {
-        const detail::session_turn::guard turn{m_evict_turn};
+        const detail::owned_mutex::guard turn{m_evict_turn};
         evict_result r;
         if (!turn) return r; // called from a callback of this thread's own eviction
         const std::uint64_t limit = bytes < 0 ? 0 : static_cast<std::uint64_t>(bytes);
@@ -730,7 +731,7 @@ public:
     /// been sampled. Each step samples `lru_samples` entries of the next shard.
     /// Thread safety: safe from any thread. Complexity: O(budget + shards).
     evict_result evict_lru_until(std::int64_t target_total_cost, std::size_t budget) {
-        const detail::session_turn::guard turn{m_evict_turn};
+        const detail::owned_mutex::guard turn{m_evict_turn};
         evict_result r;
         if (!turn) return r; // called from a callback of this thread's own eviction
         std::int64_t total = total_cost();
@@ -763,7 +764,7 @@ public:
     /// entry left. Entries of cost 0 are never chosen. Examines at most `budget` entries.
     /// Thread safety: safe from any thread. Complexity: O(n + skipped + 64 × shards).
     evict_result evict_largest(std::size_t n, std::size_t budget = std::numeric_limits<std::size_t>::max()) {
-        const detail::session_turn::guard turn{m_evict_turn};
+        const detail::owned_mutex::guard turn{m_evict_turn};
         evict_result r;
         if (!turn) return r; // called from a callback of this thread's own eviction
         for (int b = 63; b >= 1 && r.evicted < n && r.work < budget; --b) {
@@ -1696,11 +1697,11 @@ private:
     std::int64_t m_resolution = 1;
     std::unique_ptr<shard[]> m_shards;
     padded_time m_coarse_now;
-    detail::session_turn m_sweep_turn;
+    detail::owned_mutex m_sweep_turn;
     std::int64_t m_sweep_now = std::numeric_limits<std::int64_t>::min(); // under m_sweep_turn
     std::size_t m_sweep_cursor = 0;
     std::atomic<std::uint64_t> m_sweep_work{0};
-    detail::session_turn m_evict_turn;
+    detail::owned_mutex m_evict_turn;
     std::size_t m_age_cursor = 0;
     std::size_t m_cost_cursor = 0;
     std::size_t m_lru_cursor = 0;

@@ -119,6 +119,38 @@ TEST_CASE("governor: start and stop are idempotent and stop joins", "[governor][
     CHECK_FALSE(g.running());
 }
 
+// A level subscriber on the governor's own thread stops it: the thread ends after that poll,
+// `running()` (also from the callback, while a stop() elsewhere waits) does not hang, and a
+// later stop() or start() joins it.
+TEST_CASE("governor: stop from inside a callback on the polling thread", "[governor][concurrency]") {
+    auto tree = memgov_test::fake_cgroup_tree::v2("/app");
+    memgov::governor_config cfg = on_fake_tree(tree, 100 * MiB);
+    cfg.poll_period = 1ms;
+    cfg.monitor.sample_period = 1ms;
+    memgov::governor<> g{cfg};
+    std::atomic<int> stops{0};
+    std::atomic<bool> saw_running{false};
+    auto sub = g.monitor().subscribe([&](const memgov::level_change&) {
+        saw_running.store(g.running());
+        g.stop(); // on the polling thread: only asks
+        stops.fetch_add(1);
+        CHECK_FALSE(g.running());
+    });
+    g.start();
+    tree.set_usage("/app", 800 * MiB); // 78%: high, a level change
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (stops.load() == 0 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
+    REQUIRE(stops.load() >= 1);
+    CHECK(saw_running.load());
+    CHECK_FALSE(g.running());
+    // The thread has ended or is ending; start() waits for it and starts a new one.
+    tree.set_usage("/app", 100 * MiB);
+    g.start();
+    CHECK(g.running());
+    g.stop();
+    CHECK_FALSE(g.running());
+}
+
 namespace {
 // A part a reclaimer works on, and the reclaimer. Every call the governor makes checks that
 // the part is still registered; the test marks it retired right after unregistering it.

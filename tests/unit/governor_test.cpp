@@ -7,6 +7,8 @@
 #include <catch2/catch.hpp>
 
 #include <chrono>
+#include <cstdint>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -395,4 +397,45 @@ TEST_CASE("governor: an unregistered reclaimer is neither asked nor reported", "
     memgov::prometheus_writer w;
     r.gov->collect(w);
     CHECK_THAT(w.str(), !Catch::Contains("reclaimer=\"pools\""));
+}
+
+TEST_CASE("governor: a level subscriber may call back into the governor", "[governor]") {
+    rig r;
+    int calls = 0;
+    std::vector<pressure_level> nested;
+    auto sub = r.gov->monitor().subscribe([&](const memgov::level_change& c) {
+        ++calls;
+        // Runs inside the governor's poll: none of these may wait for it.
+        nested.push_back(r.gov->poll(r.clock.now())); // does nothing, returns the level
+        CHECK(r.gov->health().level == c.to);
+        CHECK(r.gov->stats().polls >= 1);
+        memgov::prometheus_writer w;
+        r.gov->collect(w);
+        CHECK_FALSE(w.str().empty());
+    });
+    const auto polls_before = r.gov->stats().polls;
+    CHECK(r.at(72) == pressure_level::elevated);
+    CHECK(calls == 1);
+    REQUIRE(nested.size() == 1);
+    CHECK(nested[0] == pressure_level::elevated);
+    CHECK(r.gov->stats().polls == polls_before + 1); // the nested poll was not counted
+}
+
+TEST_CASE("governor: byte arithmetic saturates for limits near 2^64", "[governor]") {
+    CHECK(memgov::detail::scaled_bytes(0.95, std::numeric_limits<std::uint64_t>::max()) > 0);
+    CHECK(memgov::detail::scaled_bytes(0.95, std::numeric_limits<std::uint64_t>::max()) <
+          std::numeric_limits<std::int64_t>::max());
+    CHECK(memgov::detail::scaled_bytes(0.5, 1000) == 500);
+    CHECK(memgov::detail::clamp_i64(std::numeric_limits<std::uint64_t>::max()) ==
+          std::numeric_limits<std::int64_t>::max());
+
+    // An explicit limit of 2^64 - 1 ("unlimited"): everything is admitted, headroom is huge.
+    fake_cgroup_tree tree = fake_cgroup_tree::v2("/app");
+    memgov::governor_config cfg = on_fake_tree(tree, GiB / 2);
+    cfg.monitor.cgroup.explicit_limit = std::numeric_limits<std::uint64_t>::max();
+    memgov::manual_clock clock;
+    memgov::governor<memgov::manual_clock> g{cfg, clock};
+    (void)g.poll(clock.now());
+    CHECK(g.admit(GiB, admit_kind::session));
+    CHECK(g.health().headroom_bytes > 0);
 }

@@ -12,9 +12,19 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
+#include <filesystem>
 #include <string>
+#include <string_view>
+#include <system_error>
 #include <type_traits>
 #include <vector>
+
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 using namespace std::chrono_literals;
 using memgov::level_change;
@@ -528,4 +538,104 @@ TEST_CASE("pressure_monitor: observers, stop and subscriptions are noexcept", "[
     STATIC_REQUIRE(noexcept(std::declval<memgov::pressure_subscription&>().reset()));
     STATIC_REQUIRE_FALSE(std::is_copy_constructible_v<memgov::pressure_subscription>);
     STATIC_REQUIRE(noexcept(memgov::to_string(pressure_cause::forecast)));
+}
+
+namespace {
+// A path for a FIFO or socket in a fresh directory of its own, removed at the end.
+struct scratch_path {
+    std::filesystem::path dir;
+    std::string path;
+    explicit scratch_path(const char* name) {
+        std::string tmpl = (std::filesystem::temp_directory_path() / "memgov-watch-XXXXXX").string();
+        REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
+        dir = tmpl;
+        path = (dir / name).string();
+    }
+    ~scratch_path() {
+        std::error_code ec;
+        std::filesystem::remove_all(dir, ec);
+    }
+};
+} // namespace
+
+TEST_CASE("psi_watch: a FIFO counts writes as events and is shut when its writer closes",
+          "[pressure_monitor]") {
+    scratch_path p{"pressure.fifo"};
+    REQUIRE(::mkfifo(p.path.c_str(), 0600) == 0);
+    memgov::detail::psi_watch w;
+    w.open(p.path, "some 150000 2000000");
+    REQUIRE(w.state() == memgov::psi_watch_state::registered);
+    CHECK(w.spec().window_us == 2000000U);
+    const int writer = ::open(p.path.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+    REQUIRE(writer >= 0);
+    std::string buf;
+    CHECK_FALSE(w.check(buf));
+    REQUIRE(::write(writer, "xy", 2) == 2);
+    CHECK(w.check(buf));       // one event, however many bytes
+    CHECK_FALSE(w.check(buf)); // drained
+    ::close(writer);
+    CHECK_FALSE(w.check(buf)); // end of file: shut, not an event
+    CHECK(w.state() == memgov::psi_watch_state::disabled);
+    CHECK(w.fd() == -1);
+    CHECK(w.reason().find("closed") != std::string::npos);
+    CHECK_FALSE(w.check(buf));
+}
+
+TEST_CASE("psi_watch: a socket gets the trigger, counts data as events and is shut on hang-up",
+          "[pressure_monitor]") {
+    scratch_path p{"pressure.sock"};
+    const int server = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    REQUIRE(server >= 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    REQUIRE(p.path.size() < sizeof addr.sun_path);
+    std::memcpy(addr.sun_path, p.path.c_str(), p.path.size() + 1);
+    REQUIRE(::bind(server, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0);
+    REQUIRE(::listen(server, 1) == 0);
+
+    memgov::detail::psi_watch w;
+    w.open(p.path, "some 150000 2000000");
+    REQUIRE(w.state() == memgov::psi_watch_state::registered);
+    const int peer = ::accept4(server, nullptr, nullptr, SOCK_CLOEXEC);
+    REQUIRE(peer >= 0);
+    char trigger[64] = {};
+    const auto got = ::read(peer, trigger, sizeof trigger - 1);
+    CHECK(std::string_view{trigger, static_cast<std::size_t>(got > 0 ? got : 0)} == "some 150000 2000000");
+
+    std::string buf;
+    CHECK_FALSE(w.check(buf));
+    REQUIRE(::write(peer, "!", 1) == 1);
+    CHECK(w.check(buf));
+    CHECK_FALSE(w.check(buf));
+    ::close(peer);
+    CHECK_FALSE(w.check(buf)); // the peer hung up: shut, not an event
+    CHECK(w.state() == memgov::psi_watch_state::disabled);
+    CHECK(w.reason().find("closed") != std::string::npos);
+    ::close(server);
+}
+
+TEST_CASE("pressure_monitor: a closed FIFO watch does not hold the level up", "[pressure_monitor]") {
+    rig r;
+    scratch_path p{"pressure.fifo"};
+    REQUIRE(::mkfifo(p.path.c_str(), 0600) == 0);
+    pressure_monitor_config c = r.config();
+    c.psi_watch = p.path;
+    pressure_monitor<manual_clock> m{c, nullptr, r.clock};
+    REQUIRE(m.snapshot().psi_watch == memgov::psi_watch_state::registered);
+    const int writer = ::open(p.path.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+    REQUIRE(writer >= 0);
+    REQUIRE(::write(writer, "x", 1) == 1);
+    ::close(writer); // one event, then the writer goes away
+    r.clock.advance(c.sample_period);
+    (void)m.poll(r.clock.now());
+    const auto events = m.snapshot().psi_events;
+    CHECK(events == 1);
+    for (int i = 0; i < 5; ++i) {
+        r.clock.advance(c.psi_hold + c.sample_period);
+        (void)m.poll(r.clock.now());
+    }
+    const auto s = m.snapshot();
+    CHECK(s.psi_events == events); // the end of file was not counted again and again
+    CHECK(s.psi_watch == memgov::psi_watch_state::disabled);
+    CHECK(m.level() == pressure_level::normal);
 }

@@ -148,6 +148,7 @@ public:
             }
             m_events = POLLIN;
             m_state = psi_watch_state::registered;
+            if (spec) m_spec = *spec;
             return;
         }
         if (S_ISSOCK(st.st_mode)) {
@@ -166,6 +167,7 @@ public:
             }
             m_events = POLLIN;
             m_state = psi_watch_state::registered;
+            if (spec) m_spec = *spec;
             return;
         }
         if (!spec) {
@@ -219,22 +221,58 @@ public:
         return false;
     }
 
-    /// Waits up to `timeout_ms` for the registered trigger (0: just look). Also drains a FIFO
-    /// or socket. True if it fired.
+    /// Waits up to `timeout_ms` for the registered trigger (0: just look). True if it fired.
+    /// See `consume` for what happens to the descriptor.
     bool wait(int timeout_ms) noexcept {
 #if MEMGOV_LINUX
         if (m_fd < 0 || m_state != psi_watch_state::registered) return false;
         pollfd p{m_fd, static_cast<short>(m_events), 0};
         const int n = ::poll(&p, 1, timeout_ms);
         if (n <= 0) return false;
-        if ((p.revents & POLLIN) != 0 && m_events == POLLIN) {
-            char sink[256];
-            while (::read(m_fd, sink, sizeof sink) > 0) {
-            }
-        }
-        return (p.revents & (m_events | POLLERR)) != 0;
+        return consume(p.revents);
 #else
         (void)timeout_ms;
+        return false;
+#endif
+    }
+
+    /// Handles what a poll reported for `fd()`: true if pressure was signalled. A FIFO or
+    /// socket is drained (any data is one event). When the other end has gone (end of file,
+    /// hang-up or error) or the kernel reports an error on a pressure file (its cgroup was
+    /// removed), the watch is closed and disabled with the reason: a descriptor that stays
+    /// readable for good would otherwise wake the sampler in a loop and hold the level up.
+    bool consume(short revents) noexcept {
+#if MEMGOV_LINUX
+        if (m_fd < 0 || m_state != psi_watch_state::registered || revents == 0) return false;
+        bool fired = false;
+        bool gone = (revents & (POLLERR | POLLNVAL)) != 0;
+        if (m_events == POLLIN) {
+            if ((revents & (POLLIN | POLLHUP)) != 0) {
+                char sink[256];
+                for (;;) {
+                    const auto r = ::read(m_fd, sink, sizeof sink);
+                    if (r > 0) {
+                        fired = true;
+                        continue;
+                    }
+                    if (r == 0) gone = true; // end of file: the writer or the peer closed
+                    break;                   // nothing more to read now, or an error
+                }
+            }
+        } else {
+            fired = (revents & POLLPRI) != 0;
+        }
+        if (gone) {
+            close();
+            try {
+                m_reason = "the other end of " + m_path + " closed, or it reported an error";
+            } catch (...) {
+                m_reason.clear(); // out of memory: the state still says disabled
+            }
+        }
+        return fired;
+#else
+        (void)revents;
         return false;
 #endif
     }

@@ -11,7 +11,6 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
-#include <mutex>
 #include <thread>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -85,40 +84,6 @@ public:
 
 private:
     session_shard_mutex* m_mutex;
-};
-
-// A turn at one of the map's background jobs (the sweep, pressure eviction): a mutex plus the
-// thread that holds it. A thread that asks again while it holds the turn (from inside a
-// callback the job runs: `on_evict`, a value check) does not get it and is told so, instead
-// of deadlocking on a mutex it already holds.
-class session_turn {
-public:
-    class guard {
-    public:
-        explicit guard(session_turn& t) {
-            if (t.m_owner.load(std::memory_order_relaxed) == std::this_thread::get_id()) return;
-            t.m_mutex.lock();
-            t.m_owner.store(std::this_thread::get_id(), std::memory_order_relaxed);
-            m_turn = &t;
-        }
-        guard(const guard&) = delete;
-        guard& operator=(const guard&) = delete;
-        ~guard() {
-            if (m_turn == nullptr) return;
-            m_turn->m_owner.store(std::thread::id{}, std::memory_order_relaxed);
-            m_turn->m_mutex.unlock();
-        }
-        // False when the calling thread already held the turn.
-        explicit operator bool() const noexcept { return m_turn != nullptr; }
-
-    private:
-        session_turn* m_turn = nullptr;
-    };
-
-private:
-    std::mutex m_mutex;
-    // Written only by the holder, so a thread reads its own id here only while it holds.
-    std::atomic<std::thread::id> m_owner{};
 };
 
 // The per-entry state word. One 32-bit atomic carries everything the request path needs, so
