@@ -12,8 +12,9 @@
 /// - Walks every ancestor from the process's cgroup up to the mount and reads each level's limit
 ///   (v2: `memory.max` and `memory.high`; v1: `memory.limit_in_bytes`, and
 ///   `hierarchical_memory_limit` from `memory.stat` for limits set above the visible tree).
-///   "max", the v1 unlimited sentinel (any value at or above physical memory) mean "no limit at
-///   this level"; 0 is a real limit of zero bytes.
+///   "max", the v1 unlimited sentinel (any value at or above 2^62, or above physical memory)
+///   mean "no limit at this level"; 0 is a real limit of zero bytes, and a limit equal to
+///   MemTotal is real too (LXCFS shows the container's limit as MemTotal).
 /// - The *binding* cgroup is the limited ancestor with the least headroom (limit − usage); with
 ///   no usage readable, the smallest limit. Usage, working set (usage − inactive_file), peak and
 ///   OOM kills all come from that same cgroup.
@@ -707,7 +708,7 @@ private:
             // v1: the leaf's memory.stat carries hierarchical_memory_limit.
             open_stats(0);
         }
-        m_psi_cgroup.close();
+        m_psi_cgroup = detail::cg_file{}; // also forgets the path: the layout may have lost v2
         if (!m_layout.v2_directory.empty()) {
             m_psi_cgroup.open(under_root(join(m_layout.v2_directory, "memory.pressure")));
         }

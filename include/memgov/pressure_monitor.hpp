@@ -229,17 +229,20 @@ struct pm_registry {
     std::vector<std::shared_ptr<pm_subscriber>> subscribers;
     std::atomic<std::uint64_t> delivered{0};
 
+    // `active` and `in_flight` form a store-then-load handshake from both sides (remove:
+    // clear active, then read in_flight; dispatch: raise in_flight, then read active): only
+    // sequential consistency keeps both from reading stale values, so both sides use it.
     void remove(const std::shared_ptr<pm_subscriber>& s) noexcept {
-        s->active.store(false, std::memory_order_release);
+        s->active.store(false, std::memory_order_seq_cst);
         {
             std::lock_guard lock{mutex};
             std::erase(subscribers, s);
         }
         // Wait for calls in flight on other threads (not for our own call, if we are in it).
         if (t_pm_current_subscriber == s.get()) return;
-        for (int n = s->in_flight.load(std::memory_order_acquire); n != 0;
-             n = s->in_flight.load(std::memory_order_acquire)) {
-            s->in_flight.wait(n, std::memory_order_acquire);
+        for (int n = s->in_flight.load(std::memory_order_seq_cst); n != 0;
+             n = s->in_flight.load(std::memory_order_seq_cst)) {
+            s->in_flight.wait(n, std::memory_order_seq_cst);
         }
     }
 
@@ -255,8 +258,8 @@ struct pm_registry {
             copy = subscribers;
         }
         for (const auto& s : copy) {
-            s->in_flight.fetch_add(1, std::memory_order_acq_rel);
-            if (s->active.load(std::memory_order_acquire)) {
+            s->in_flight.fetch_add(1, std::memory_order_seq_cst);
+            if (s->active.load(std::memory_order_seq_cst)) {
                 const pm_subscriber* prev = t_pm_current_subscriber;
                 t_pm_current_subscriber = s.get();
                 try {
@@ -466,42 +469,74 @@ public:
 
     /// Starts the sampler thread (no-op if it runs). It samples every `sample_period`,
     /// re-evaluates the ledger estimate every `estimate_period`, and wakes at once when the
-    /// PSI trigger fires. Throws `std::system_error` if the thread or its wake-up pipe cannot
-    /// be created. Thread safety: do not race `start` with `stop`.
+    /// PSI trigger fires. A thread told to stop from inside a subscriber is waited for first;
+    /// called on the sampler thread itself, `start` does nothing. Throws `std::system_error`
+    /// if the thread or its wake-up pipe cannot be created (nothing is left open then).
+    /// Thread safety: any thread, also racing `stop`.
     void start() {
-        if (m_thread.joinable()) return;
+        std::thread old;
+        int old_fds[2] = {-1, -1};
+        {
+            std::lock_guard lock{m_thread_mutex};
+            if (m_thread.joinable()) {
+                if (!m_stop.load(std::memory_order_acquire) || m_thread.get_id() == std::this_thread::get_id()) {
+                    return;
+                }
+                old = std::move(m_thread); // asked to stop from its own subscriber: reap it
+                old_fds[0] = std::exchange(m_wake_read, -1);
+                old_fds[1] = std::exchange(m_wake_write, -1);
+            }
+        }
+        if (old.joinable()) old.join();
+        close_pipe(old_fds);
+        std::lock_guard lock{m_thread_mutex};
+        if (m_thread.joinable()) return; // another start() won
+        int fds[2] = {-1, -1};
 #if MEMGOV_LINUX
-        int fds[2];
         if (::pipe2(fds, O_CLOEXEC | O_NONBLOCK) != 0) {
             throw std::system_error{errno, std::generic_category(), "memgov::pressure_monitor::start"};
         }
-        m_wake_read = fds[0];
-        m_wake_write = fds[1];
 #endif
         m_stop.store(false, std::memory_order_release);
-        m_thread = std::thread{[this] { run(); }};
+        try {
+            m_thread = std::thread{[this, wake = fds[0]] { run(wake); }};
+        } catch (...) {
+            close_pipe(fds);
+            throw;
+        }
+        m_wake_read = fds[0];
+        m_wake_write = fds[1];
     }
 
-    /// Stops and joins the sampler thread (no-op if not running). Never throws. Must not be
-    /// called from a subscriber running on the sampler thread (it then only requests the stop).
+    /// Stops and joins the sampler thread (no-op if not running), with no lock held while
+    /// waiting. Called from a subscriber running on the sampler thread, it only asks the
+    /// thread to end; a later `stop`, `start` or the destructor joins it. Never throws.
+    /// Thread safety: any thread; of concurrent calls, one waits for the thread.
     void stop() noexcept {
-        if (!m_thread.joinable()) return;
-        m_stop.store(true, std::memory_order_release);
+        std::thread t;
+        int fds[2] = {-1, -1};
+        {
+            std::lock_guard lock{m_thread_mutex};
+            if (!m_thread.joinable()) return;
+            m_stop.store(true, std::memory_order_release);
 #if MEMGOV_LINUX
-        const char b = 1;
-        [[maybe_unused]] const auto n = ::write(m_wake_write, &b, 1);
+            const char b = 1;
+            [[maybe_unused]] const auto n = ::write(m_wake_write, &b, 1);
 #endif
-        if (m_thread.get_id() == std::this_thread::get_id()) return;
-        m_thread.join();
-#if MEMGOV_LINUX
-        ::close(m_wake_read);
-        ::close(m_wake_write);
-        m_wake_read = m_wake_write = -1;
-#endif
+            if (m_thread.get_id() == std::this_thread::get_id()) return;
+            t = std::move(m_thread);
+            fds[0] = std::exchange(m_wake_read, -1);
+            fds[1] = std::exchange(m_wake_write, -1);
+        }
+        t.join();
+        close_pipe(fds);
     }
 
-    /// True while the sampler thread runs.
-    [[nodiscard]] bool running() const noexcept { return m_thread.joinable(); }
+    /// True while the sampler thread runs and has not been asked to stop.
+    [[nodiscard]] bool running() const noexcept {
+        std::lock_guard lock{m_thread_mutex};
+        return m_thread.joinable() && !m_stop.load(std::memory_order_acquire);
+    }
 
     /// The PSI trigger's descriptor for an external event loop (poll it for `psi_events()`
     /// and then call `poll(now)`), or -1 when no trigger is registered.
@@ -623,8 +658,8 @@ private:
         const time_point prev_t = m_last_sample;
         // Calibrations are comparable only if they measured the same thing. Without a ledger
         // there is no allocation in flight to protect: the last sample rules.
-        const bool comparable = m_ledger != nullptr && had_previous &&
-                                s.usage_from == m_sample.usage_from && s.binding == m_sample.binding;
+        const bool same_source = had_previous && s.usage_from == m_sample.usage_from && s.binding == m_sample.binding;
+        const bool comparable = m_ledger != nullptr && same_source;
         m_sample = s;
         ++m_sample_count;
         m_last_sample = now;
@@ -646,7 +681,11 @@ private:
             m_limit = s.limit;
             m_thresholds = m_cfg.thresholds_for(m_limit);
         }
-        if (had_previous && now > prev_t) {
+        if (had_previous && !same_source) {
+            // Another cgroup became binding, or usage came from elsewhere: the difference from
+            // the last sample is not growth. Start the rate afresh rather than forecast on it.
+            m_growth = 0.0;
+        } else if (had_previous && now > prev_t) {
             const double dt = std::chrono::duration<double>(now - prev_t).count();
             const double inst = (static_cast<double>(s.working_set) - static_cast<double>(prev_ws)) / dt;
             const double hl = std::chrono::duration<double>(m_cfg.growth_half_life).count();
@@ -732,7 +771,18 @@ private:
         }
     }
 
-    void run() noexcept {
+    static void close_pipe(const int (&fds)[2]) noexcept {
+#if MEMGOV_LINUX
+        for (const int fd : fds) {
+            if (fd >= 0) ::close(fd);
+        }
+#else
+        (void)fds;
+#endif
+    }
+
+    // The sampler loop; `wake` is the read end of this thread's own wake-up pipe.
+    void run(int wake) noexcept {
         while (!m_stop.load(std::memory_order_acquire)) {
             try {
                 poll(m_clock.now());
@@ -743,16 +793,16 @@ private:
             if (m_cfg.estimate_period > duration::zero() && m_cfg.estimate_period < wait) {
                 wait = m_cfg.estimate_period;
             }
-            wait_for(wait);
+            wait_for(wait, wake);
         }
     }
 
     // Sleeps up to `d`, waking early for stop() or a PSI trigger.
-    void wait_for(duration d) noexcept {
+    void wait_for(duration d, [[maybe_unused]] int wake) noexcept {
 #if MEMGOV_LINUX
         pollfd fds[2];
         nfds_t n = 0;
-        fds[n++] = pollfd{m_wake_read, POLLIN, 0};
+        fds[n++] = pollfd{wake, POLLIN, 0};
         int psi = -1;
         short events = 0;
         {
@@ -777,7 +827,7 @@ private:
         }
         if (r > 0 && (fds[0].revents & POLLIN) != 0) {
             char sink[16];
-            while (::read(m_wake_read, sink, sizeof sink) > 0) {
+            while (::read(wake, sink, sizeof sink) > 0) {
             }
         }
 #else
@@ -822,10 +872,11 @@ private:
     std::atomic<std::uint64_t> m_rise_bytes{std::numeric_limits<std::uint64_t>::max()};
 
     std::shared_ptr<detail::pm_registry> m_registry;
+    mutable std::mutex m_thread_mutex; // guards the three below
     std::thread m_thread;
-    std::atomic<bool> m_stop{false};
-    int m_wake_read = -1;
+    int m_wake_read = -1;  // the running thread's wake-up pipe (it reads its own copy)
     int m_wake_write = -1;
+    std::atomic<bool> m_stop{false};
 };
 
 MEMGOV_NAMESPACE_END

@@ -168,3 +168,53 @@ TEST_CASE("pressure_monitor: subscribers come and go while levels change", "[pre
     INFO("calls heard by the short-lived subscribers: " << total_calls.load());
     CHECK(ledger.total() == 0);
 }
+
+// A subscriber on the sampler thread stops the monitor; other threads call start, stop and
+// running at the same time. Nothing hangs, every thread is joined, and TSan sees no race.
+TEST_CASE("pressure_monitor: start and stop race, also from a subscriber on the sampler thread",
+          "[pressure_monitor]") {
+    fake_cgroup_tree tree = fake_cgroup_tree::v2("/app");
+    tree.set_limit("/app", GiB);
+    tree.set_usage("/app", 100 * MiB);
+    pressure_monitor<> m{fast_config(tree)};
+    std::atomic<int> self_stops{0};
+    auto sub = m.subscribe([&](const level_change&) {
+        m.stop(); // on the sampler thread: only asks
+        self_stops.fetch_add(1);
+    });
+    std::atomic<bool> done{false};
+    std::thread flipper{[&] {
+        bool high = false;
+        while (!done.load()) {
+            tree.set_usage("/app", high ? 100 * MiB : 900 * MiB);
+            high = !high;
+            std::this_thread::sleep_for(2ms);
+        }
+    }};
+    std::vector<std::thread> controllers;
+    for (int t = 0; t < 2; ++t) {
+        controllers.emplace_back([&m, t] {
+            for (int i = 0; i < 50; ++i) {
+                if ((i + t) % 3 == 0) {
+                    m.stop();
+                } else {
+                    m.start();
+                }
+                (void)m.running();
+                std::this_thread::sleep_for(1ms);
+            }
+        });
+    }
+    for (auto& c : controllers) c.join();
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    m.start();
+    while (self_stops.load() == 0 && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(1ms);
+        if (!m.running()) m.start();
+    }
+    done.store(true);
+    flipper.join();
+    CHECK(self_stops.load() >= 1);
+    m.stop();
+    CHECK_FALSE(m.running());
+}

@@ -103,7 +103,8 @@ TEST_CASE("cgroup: numbers are strict", "[cgroup]") {
     CHECK(cg_is_unlimited(9223372036854771712ULL, 0));
     CHECK(cg_is_unlimited(9223372036854710272ULL, 0)); // 64 KiB pages
     CHECK(cg_is_unlimited(32 * GiB, 16 * GiB));
-    CHECK(cg_is_unlimited(16 * GiB, 16 * GiB));
+    CHECK_FALSE(cg_is_unlimited(16 * GiB, 16 * GiB)); // LXCFS: MemTotal is the container's limit
+    CHECK(cg_is_unlimited(16 * GiB + 4096, 16 * GiB));
     CHECK_FALSE(cg_is_unlimited(15 * GiB, 16 * GiB));
     CHECK_FALSE(cg_is_unlimited(0, 16 * GiB));
     CHECK(cg_parse_size("512M") == 512 * MiB);

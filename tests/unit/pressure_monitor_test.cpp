@@ -639,3 +639,36 @@ TEST_CASE("pressure_monitor: a closed FIFO watch does not hold the level up", "[
     CHECK(s.psi_watch == memgov::psi_watch_state::disabled);
     CHECK(m.level() == pressure_level::normal);
 }
+
+TEST_CASE("pressure_monitor: a switch of the binding cgroup is not growth", "[pressure_monitor]") {
+    // The leaf binds first (1 GiB, 100 MiB used); then siblings fill the parent (2 GiB) until
+    // it has less headroom and binds instead: the working set jumps from 100 MiB to 1200 MiB
+    // between two samples 100 ms apart. That is not 11 GB/s of growth, and at 59% of the
+    // parent's limit nothing should be raised.
+    fake_cgroup_tree tree = fake_cgroup_tree::v2("/parent/app");
+    tree.set_limit("/parent/app", GiB);
+    tree.set_usage("/parent/app", 100 * MiB);
+    tree.set_limit("/parent", 2 * GiB);
+    tree.set_usage("/parent", 300 * MiB);
+    manual_clock clock;
+    pressure_monitor_config c;
+    c.cgroup = tree.config();
+    c.use_systemd_pressure_env = false;
+    pressure_monitor<manual_clock> m{c, nullptr, clock};
+    for (int i = 0; i < 3; ++i) {
+        clock.advance(100ms);
+        m.poll(clock.now());
+    }
+    REQUIRE(m.snapshot().binding_cgroup == "/parent/app");
+    tree.set_usage("/parent", 1200 * MiB);
+    for (int i = 0; i < 3; ++i) {
+        clock.advance(100ms);
+        m.poll(clock.now());
+    }
+    const auto s = m.snapshot();
+    INFO("growth " << s.growth_bytes_per_second);
+    CHECK(s.binding_cgroup == "/parent");
+    CHECK(s.ratio < 0.6);
+    CHECK(m.level() == pressure_level::normal);
+    CHECK(s.growth_bytes_per_second < 1e9);
+}

@@ -68,10 +68,12 @@ struct cg_limit_value {
 /// keeps it above 2^62.
 inline constexpr std::uint64_t cg_sentinel_floor = std::uint64_t{1} << 62;
 
-/// True if a limit of `bytes` cannot bind: it is the v1 sentinel or at least the physical
-/// memory (`physical` = 0 when unknown).
+/// True if a limit of `bytes` cannot bind: it is the v1 sentinel or above the physical memory
+/// (`physical` = 0 when unknown). A limit *equal* to MemTotal binds: under LXCFS (LXD, some
+/// Kubernetes nodes) /proc/meminfo shows the container's limit as MemTotal, and the cgroup's
+/// usage, not this process's RSS, is what the kernel compares with it.
 [[nodiscard]] constexpr bool cg_is_unlimited(std::uint64_t bytes, std::uint64_t physical) noexcept {
-    return bytes >= cg_sentinel_floor || (physical != 0 && bytes >= physical);
+    return bytes >= cg_sentinel_floor || (physical != 0 && bytes > physical);
 }
 
 /// A non-negative decimal such as "12.34" or "0.00" (PSI averages). No exponent, no sign.
