@@ -715,24 +715,30 @@ private:
         m_psi_proc.open(under_root("/proc/pressure/memory"));
     }
 
-    void open_usage(std::size_t i) {
+    void open_usage(std::size_t i) noexcept {
         auto& f = m_files[i];
         if (f.usage_tried) return;
-        f.usage_tried = true;
         const bool v2 = m_layout.controller == memory_controller::v2;
-        f.usage.open(join(under_root(m_layout.levels[i].directory),
-                          v2 ? "memory.current" : "memory.usage_in_bytes"));
+        try { // from noexcept `sample`: building the path may fail; then try again next time
+            f.usage.open(join(under_root(m_layout.levels[i].directory),
+                              v2 ? "memory.current" : "memory.usage_in_bytes"));
+            f.usage_tried = true;
+        } catch (...) {
+        }
     }
 
-    void open_stats(std::size_t i) {
+    void open_stats(std::size_t i) noexcept {
         auto& f = m_files[i];
         if (f.stats_tried) return;
-        f.stats_tried = true;
         const bool v2 = m_layout.controller == memory_controller::v2;
-        const std::string dir = under_root(m_layout.levels[i].directory);
-        f.stat.open(join(dir, "memory.stat"));
-        f.events.open(join(dir, v2 ? "memory.events" : "memory.oom_control"));
-        f.peak.open(join(dir, v2 ? "memory.peak" : "memory.max_usage_in_bytes"));
+        try { // as open_usage
+            const std::string dir = under_root(m_layout.levels[i].directory);
+            f.stat.open(join(dir, "memory.stat"));
+            f.events.open(join(dir, v2 ? "memory.events" : "memory.oom_control"));
+            f.peak.open(join(dir, v2 ? "memory.peak" : "memory.max_usage_in_bytes"));
+            f.stats_tried = true;
+        } catch (...) {
+        }
     }
 
     void read_proc(detail::cg_sample& s) noexcept {

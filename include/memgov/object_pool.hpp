@@ -342,7 +342,9 @@ public:
     }
 
     /// An idle object if one is available, else an empty lease. Never constructs.
-    /// Thread safety: any thread. Complexity: O(1) amortized. Never throws or allocates.
+    /// Thread safety: any thread. Complexity: O(1) amortized. Never throws; allocates only on
+    /// the calling thread's first use of the pool (its thread cache; if that fails, the lease
+    /// comes from the shared free list or is empty).
     [[nodiscard]] lease try_acquire() noexcept {
         detail::object_pool_cache* c = m_core->local_cache();
         if (c != nullptr) {
