@@ -30,7 +30,10 @@
 /// - `set_pressure` also raises the epoch, so new (smaller) caps apply on each thread's next
 ///   operation; at `critical` and above the default factor is 0 and nothing is cached;
 /// - a thread that exits gives its cache back to the depots; `flush_thread_cache()` does it on
-///   demand (for example from an event loop's idle hook).
+///   demand (for example from an event loop's idle hook);
+/// - `~buffer_pool` frees every cache and depot itself, under the pool's mutex, then marks the
+///   pool closed: a thread exiting at that moment either hands its cache back first or finds
+///   the pool closed and skips it, so the ledger and upstream are never used afterwards.
 ///
 /// ## Accounting
 /// With a ledger, idle buffers (depots and thread caches) are charged to `category::pool_idle`
@@ -87,7 +90,13 @@ struct buffer_pool_config {
     /// Most bytes a thread caches per class (before the pressure factor): a class caches
     /// `min(thread_cache_buffers, thread_cache_bytes / class size)` buffers per thread.
     std::size_t thread_cache_bytes = std::size_t{4} << 20;
-    /// Byte cap of each class's shared depot at `pressure_level::normal` with factor 1. Must be > 0.
+    /// Most buffers one depot may be sized for: `depot_bytes / size_classes.front()` must not
+    /// exceed it. Each depot's ring of 16-byte entries is reserved at construction (its pages
+    /// are touched only as buffers arrive), so this bounds that reservation to 64 MiB a class.
+    static constexpr std::size_t max_depot_buffers = std::size_t{1} << 22;
+    /// Byte cap of each class's shared depot at `pressure_level::normal` with factor 1. Must be
+    /// > 0, and `depot_bytes / size_classes.front()` at most `max_depot_buffers` (with the
+    /// default classes: at most 16 GiB).
     std::size_t depot_bytes = std::size_t{16} << 20;
     /// Factor applied to depot and thread-cache caps at each pressure level, in [0, 1] and
     /// never increasing with pressure. Defaults: normal 1, elevated 0.5, high 0.25,
@@ -298,6 +307,14 @@ inline void buffer_pool_release_pages(std::byte* p, std::size_t n, std::size_t p
 #endif
 }
 
+// `d` as a size, saturated to [0, SIZE_MAX]: converting a double at or above 2^64 (which
+// SIZE_MAX itself rounds up to) to an integer is undefined behaviour.
+[[nodiscard]] inline std::size_t size_from_double(double d) noexcept {
+    constexpr double top = static_cast<double>(std::numeric_limits<std::size_t>::max());
+    if (!(d > 0.0)) return 0;
+    return d >= top ? std::numeric_limits<std::size_t>::max() : static_cast<std::size_t>(d);
+}
+
 inline std::uint64_t buffer_pool_next_id() noexcept {
     static std::atomic<std::uint64_t> next{1};
     return next.fetch_add(1, std::memory_order_relaxed);
@@ -320,7 +337,9 @@ struct alignas(cache_line_size) buffer_pool_oversize_counters {
 };
 
 /// Everything a pool owns. Shared (through `std::shared_ptr`) only so that a thread exiting
-/// while the pool is being destroyed can still hand its cache back safely.
+/// while the pool is being destroyed can still reach the mutex and the `closed` flag safely;
+/// `close()` (from `~buffer_pool`) frees all memory, so a state that outlives its pool on an
+/// exiting thread holds no buffer and uses neither the ledger nor the upstream.
 class buffer_pool_state : public std::enable_shared_from_this<buffer_pool_state> {
 public:
     static constexpr std::size_t transfer_max = 64;
@@ -354,7 +373,16 @@ public:
     buffer_pool_state(const buffer_pool_state&) = delete;
     buffer_pool_state& operator=(const buffer_pool_state&) = delete;
 
-    ~buffer_pool_state() {
+    // Touches neither the ledger nor the upstream: it may run on a thread that exits after the
+    // pool was destroyed (and after the user destroyed those two). `close()` freed everything.
+    ~buffer_pool_state() = default;
+
+    /// Called once by `~buffer_pool`: frees every idle buffer (all thread caches and depots),
+    /// gives back their ledger charges and marks the state closed, all under the mutex. A
+    /// thread exit that pinned the state before runs `retire` either wholly before this (its
+    /// cache is then in the depots, freed here) or after it, as a no-op.
+    void close() noexcept {
+        std::lock_guard lock{m_mutex};
         // By contract no buffer is out and no thread uses the pool any more.
         MEMGOV_ASSERT(in_use_buffers_locked() == 0,
                       "buffer_pool destroyed while buffers are still out");
@@ -374,6 +402,7 @@ public:
                 free_idle(c, batch.data(), k, false);
             }
         }
+        m_closed = true;
     }
 
     // ---- hot path -------------------------------------------------------------------------
@@ -428,7 +457,7 @@ public:
         release_general(p, cap, requested, cls, origin);
     }
 
-    // ---- control --------------------------------------------------------------------------    // ---- control --------------------------------------------------------------------------
+    // ---- control --------------------------------------------------------------------------
 
     std::size_t trim(std::size_t target) noexcept {
         std::lock_guard lock{m_mutex};
@@ -564,8 +593,12 @@ public:
 
     // ---- thread exit ------------------------------------------------------------------------
 
+    // Runs on an exiting thread that pinned the state. Holds the mutex throughout, so it either
+    // completes before `close()` or finds the pool closed (its ledger and upstream may be gone
+    // by now) and does nothing: `close()` already freed this cache's buffers.
     void retire(buffer_pool_thread_cache* tc) noexcept {
         std::lock_guard lock{m_mutex};
+        if (m_closed) return;
         flush_all(*tc);
         tc->owned = false;
         tc->seen_epoch = 0;
@@ -629,8 +662,10 @@ private:
     }
 
     [[nodiscard]] std::size_t depot_cap_count(std::size_t c, double factor) const noexcept {
-        const double bytes = static_cast<double>(m_depot_bytes) * factor;
-        return static_cast<std::size_t>(bytes) / m_map.size_of(c);
+        // Never above depot_bytes / size (factor <= 1), which validation bounds.
+        const double scaled = static_cast<double>(m_depot_bytes) * factor;
+        const std::size_t bytes = std::min(m_depot_bytes, size_from_double(scaled));
+        return bytes / m_map.size_of(c);
     }
 
     void apply_caps(pressure_level level) noexcept {
@@ -920,6 +955,7 @@ private:
 
     buffer_pool_thread_cache* adopt_cache() {
         std::lock_guard lock{m_mutex};
+        if (m_closed) return nullptr; // (a contract breach: no pool use during destruction)
         for (auto& tc : m_caches) {
             if (!tc->owned) {
                 tc->owned = true;
@@ -964,9 +1000,10 @@ private:
     std::atomic<std::uint64_t> m_epoch{1};
     std::atomic<pressure_level> m_level{pressure_level::normal};
 
-    // Guards the cache list and serializes trim, set_pressure and thread exit.
+    // Guards the cache list and `m_closed`; serializes trim, set_pressure, thread exit and close.
     mutable std::mutex m_mutex;
     std::vector<std::unique_ptr<buffer_pool_thread_cache>> m_caches;
+    bool m_closed = false; // set by close(): exiting threads leave their caches alone
     std::atomic<std::uint64_t> m_trim_calls{0};
     buffer_pool_oversize_counters m_oversize;
 };
@@ -1030,8 +1067,12 @@ public:
     buffer_pool& operator=(const buffer_pool&) = delete;
     buffer_pool(buffer_pool&&) = delete;
     buffer_pool& operator=(buffer_pool&&) = delete;
-    /// Frees every idle buffer. All buffers must have been given back (asserted in debug).
-    ~buffer_pool() = default;
+    /// Frees every idle buffer, in all threads' caches and the depots, and gives back their
+    /// ledger charges; after it returns the pool never touches its ledger or upstream again,
+    /// even from a thread that was exiting meanwhile (such a thread's hand-back either
+    /// completes first or is skipped). All buffers must have been given back (asserted in
+    /// debug) and no other thread may be using the pool. Complexity: O(idle buffers + threads).
+    ~buffer_pool() { m_state->close(); }
 
     /// A buffer of size `n` from the smallest class that holds it: from this thread's cache,
     /// else the depot, else newly allocated. A request larger than the largest class is
@@ -1135,6 +1176,15 @@ private:
             throw std::invalid_argument{p + "thread_cache_buffers: must be <= 1024"};
         }
         if (c.depot_bytes == 0) throw std::invalid_argument{p + "depot_bytes: must be > 0"};
+        if (const std::size_t n = c.depot_bytes / c.size_classes.front();
+            n > buffer_pool_config::max_depot_buffers) {
+            // Each depot's ring is reserved up front: refuse rather than reserve gigabytes.
+            throw std::invalid_argument{
+                p + "depot_bytes: would size the depot of the " +
+                std::to_string(c.size_classes.front()) + "-byte class for " + std::to_string(n) +
+                " buffers; at most max_depot_buffers (" +
+                std::to_string(buffer_pool_config::max_depot_buffers) + ") per depot"};
+        }
         for (std::size_t i = 0; i < c.pressure_factors.size(); ++i) {
             const double f = c.pressure_factors[i];
             if (!(f >= 0.0 && f <= 1.0)) {

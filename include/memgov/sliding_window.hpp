@@ -16,7 +16,10 @@
 /// and counts the bytes and the event; a single write larger than the cap keeps only its
 /// newest `cap` bytes. What remains is always the newest bytes, in order, byte-exact.
 ///
-/// Memory held is `chunk_count() × chunk capacity`, at most the cap plus two partly used chunks.
+/// Chunks are whole size classes of the pool: a `chunk_size` between two classes is rounded up
+/// to the larger one and every chunk is filled to that capacity, so no chunk holds capacity it
+/// never uses. Memory held is `chunk_count() × chunk_size()`, less than the cap plus two partly
+/// used chunks (the oldest and the newest): `held_bytes() < cap_bytes() + 2 × chunk_size()`.
 /// With a ledger the window charges what it holds to `category::windows` as chunks come and go.
 /// Note that the same chunks are also counted by the pool as `pool_in_use`: `windows` says
 /// *who* holds pool memory, it is not extra memory.
@@ -37,6 +40,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <span>
 #include <stdexcept>
@@ -49,8 +53,11 @@ MEMGOV_NAMESPACE_BEGIN
 /// The configuration of a `sliding_window`. Validated once by the window's constructor.
 struct sliding_window_config {
     /// Bytes per chunk; > 0 and at most the pool's largest size class (so chunks are pooled).
+    /// Rounded up to the pool's smallest class that holds it: each chunk is a whole pooled
+    /// buffer and is filled to its capacity (`sliding_window::chunk_size()` is the result).
     std::size_t chunk_size = std::size_t{64} << 10;
-    /// The hard cap on bytes held, before any grant. Must be > 0.
+    /// The hard cap on bytes held, before any grant. Must be > 0. A cap plus grants beyond
+    /// `SIZE_MAX` saturates at `SIZE_MAX`.
     std::size_t cap_bytes = std::size_t{10} << 20;
     /// The share of the cap dropped (oldest first) when a write would pass it, in (0, 1].
     double drop_fraction = 0.25;
@@ -200,7 +207,9 @@ struct sliding_window_stats {
     std::size_t cap_bytes = 0;         ///< The cap now (base + granted).
     std::size_t base_cap_bytes = 0;    ///< The configured cap.
     std::size_t granted_bytes = 0;     ///< Extra cap granted from a quota.
-    std::uint64_t appended_bytes = 0;  ///< Bytes given to `append`.
+    /// Bytes given to `append` (of a call that threw: only those written or dropped), so that
+    /// `appended == size + dropped + consumed + taken` always holds.
+    std::uint64_t appended_bytes = 0;
     std::uint64_t dropped_bytes = 0;   ///< Bytes dropped by the cap (oldest first).
     std::uint64_t drop_events = 0;     ///< Writes (or grant returns) that dropped bytes.
     std::uint64_t consumed_bytes = 0;  ///< Bytes removed by `consume` and `read`.
@@ -229,17 +238,18 @@ public:
         if (!(config.drop_fraction > 0.0 && config.drop_fraction <= 1.0)) {
             throw std::invalid_argument{p + "drop_fraction: must be in (0, 1]"};
         }
-        m_chunk_capacity = pool.size_class(pool.size_class_for(m_chunk_size));
+        // A whole class per chunk: filling only part of it would hold capacity never used.
+        m_chunk_size = pool.size_class(pool.size_class_for(config.chunk_size));
         set_cap(m_base_cap);
     }
 
     sliding_window(const sliding_window&) = delete;
     sliding_window& operator=(const sliding_window&) = delete;
-    /// Takes over `o`'s data, grant and charge; `o` is left empty. Complexity: O(1).
+    /// Takes over `o`'s data, grant, charge and statistics; `o` is left empty, with zero
+    /// statistics and its base cap. Complexity: O(1).
     sliding_window(sliding_window&& o) noexcept
         : m_pool{o.m_pool}, m_ledger{o.m_ledger}, m_chunk_size{o.m_chunk_size},
-          m_chunk_capacity{o.m_chunk_capacity}, m_base_cap{o.m_base_cap},
-          m_fraction{o.m_fraction} {
+          m_base_cap{o.m_base_cap}, m_fraction{o.m_fraction} {
         steal(o);
     }
     /// Releases this window's chunks and grant, then takes over `o`'s.
@@ -250,7 +260,6 @@ public:
             m_pool = o.m_pool;
             m_ledger = o.m_ledger;
             m_chunk_size = o.m_chunk_size;
-            m_chunk_capacity = o.m_chunk_capacity;
             m_base_cap = o.m_base_cap;
             m_fraction = o.m_fraction;
             steal(o);
@@ -264,11 +273,18 @@ public:
     }
 
     /// Appends `data`. If the window would pass its cap, first drops the oldest bytes (see the
-    /// file comment). Throws `std::bad_alloc` if a chunk cannot be had; the bytes written
-    /// before that stay (basic guarantee). Complexity: O(data.size()) plus O(1) per chunk.
+    /// file comment). Throws `std::bad_alloc` if a chunk cannot be had (basic guarantee): the
+    /// window then holds what it held, minus the oldest bytes dropped to make room, plus a
+    /// prefix of `data`, in order; `appended_bytes` counts only that prefix (and any head of
+    /// an oversized `data` counted as dropped), so the statistics identity still holds.
+    /// Complexity: O(data.size()) plus O(1) per chunk.
     void append(std::span<const std::byte> data) {
-        m_stats.appended_bytes += data.size();
-        if (MEMGOV_UNLIKELY(m_size + data.size() > m_cap)) data = make_room(data);
+        // m_size <= m_cap always, so this cannot wrap (m_size + data.size() could).
+        if (MEMGOV_UNLIKELY(data.size() > m_cap - m_size)) {
+            const std::size_t n = data.size();
+            data = make_room(data);
+            m_stats.appended_bytes += n - data.size(); // an oversized write's head: dropped
+        }
         if (MEMGOV_LIKELY(m_count != 0)) {
             // The common case, a frame that fits in the newest chunk: one copy, no branches
             // on the slow paths.
@@ -278,6 +294,7 @@ public:
                 if (!data.empty()) std::memcpy(tail.data() + used, data.data(), data.size());
                 (void)tail.try_resize(used + data.size());
                 m_size += data.size();
+                m_stats.appended_bytes += data.size();
                 return;
             }
         }
@@ -370,7 +387,7 @@ public:
         if (!quota.try_take(extra_bytes)) return grant_result::quota_exhausted;
         m_quota = &quota;
         m_granted += extra_bytes;
-        set_cap(m_base_cap + m_granted);
+        set_cap(saturating_add(m_base_cap, m_granted));
         return grant_result::granted;
     }
 
@@ -405,12 +422,13 @@ public:
     [[nodiscard]] std::size_t granted_bytes() const noexcept { return m_granted; }
     /// Bytes the cap drops when a write would pass it: `ceil(cap × drop_fraction)`.
     [[nodiscard]] std::size_t drop_bytes() const noexcept { return m_drop_bytes; }
-    /// Bytes per chunk.
+    /// Bytes per chunk: the configured `chunk_size` rounded up to the pool's class that holds
+    /// it (each chunk is filled to this capacity).
     [[nodiscard]] std::size_t chunk_size() const noexcept { return m_chunk_size; }
     /// Chunks held.
     [[nodiscard]] std::size_t chunk_count() const noexcept { return m_count; }
-    /// Memory held: chunks × the chunk's pool capacity.
-    [[nodiscard]] std::size_t held_bytes() const noexcept { return m_count * m_chunk_capacity; }
+    /// Memory held: chunks × `chunk_size()`; less than `cap_bytes() + 2 × chunk_size()`.
+    [[nodiscard]] std::size_t held_bytes() const noexcept { return m_count * m_chunk_size; }
     /// Sizes and counters.
     [[nodiscard]] sliding_window_stats stats() const noexcept {
         sliding_window_stats s = m_stats;
@@ -424,10 +442,17 @@ public:
     }
 
 private:
+    static std::size_t saturating_add(std::size_t a, std::size_t b) noexcept {
+        return b > std::numeric_limits<std::size_t>::max() - a
+                   ? std::numeric_limits<std::size_t>::max()
+                   : a + b;
+    }
+
     void set_cap(std::size_t cap) noexcept {
         m_cap = cap;
+        // Saturated: cap × fraction may round up to 2^64, whose conversion is undefined.
         const double d = std::ceil(static_cast<double>(cap) * m_fraction);
-        m_drop_bytes = std::clamp<std::size_t>(static_cast<std::size_t>(d), 1, cap);
+        m_drop_bytes = std::clamp<std::size_t>(detail::size_from_double(d), 1, cap);
     }
 
     buffer& at(std::size_t i) noexcept { return m_ring[(m_head + i) & (m_ring_size - 1)]; }
@@ -445,7 +470,7 @@ private:
         buffer b = std::move(at(0));
         m_head = (m_head + 1) & (m_ring_size - 1);
         --m_count;
-        charge(-static_cast<std::int64_t>(m_chunk_capacity));
+        charge(-static_cast<std::int64_t>(m_chunk_size));
         return b;
     }
 
@@ -453,7 +478,7 @@ private:
         if (m_count == m_ring_size) grow();
         at(m_count) = std::move(b);
         ++m_count;
-        charge(static_cast<std::int64_t>(m_chunk_capacity));
+        charge(static_cast<std::int64_t>(m_chunk_size));
     }
 
     void grow() {
@@ -493,7 +518,7 @@ private:
             }
             return data.last(m_cap);
         }
-        const std::size_t need = m_size + data.size() - m_cap;
+        const std::size_t need = data.size() - (m_cap - m_size); // > 0, and cannot wrap
         const std::size_t n = std::min(std::max(need, m_drop_bytes), m_size);
         m_stats.dropped_bytes += n;
         ++m_stats.drop_events;
@@ -501,6 +526,8 @@ private:
         return data;
     }
 
+    // Counts each byte as appended once it is written, so a throw (acquire or grow) leaves
+    // the statistics exact.
     MEMGOV_NOINLINE void write(std::span<const std::byte> data) {
         while (!data.empty()) {
             if (m_count == 0 || at(m_count - 1).size() == m_chunk_size) {
@@ -514,6 +541,7 @@ private:
             std::memcpy(tail.data() + used, data.data(), k);
             (void)tail.try_resize(used + k);
             m_size += k;
+            m_stats.appended_bytes += k;
             data = data.subspan(k);
         }
     }
@@ -533,14 +561,13 @@ private:
         m_drop_bytes = o.m_drop_bytes;
         m_quota = std::exchange(o.m_quota, nullptr);
         m_granted = std::exchange(o.m_granted, 0);
-        m_stats = o.m_stats;
+        m_stats = std::exchange(o.m_stats, sliding_window_stats{});
         o.set_cap(o.m_base_cap);
     }
 
     buffer_pool* m_pool;
     ledger* m_ledger;
-    std::size_t m_chunk_size;
-    std::size_t m_chunk_capacity = 0;
+    std::size_t m_chunk_size; // a size class of the pool: each chunk's capacity, all of it used
     std::size_t m_base_cap;
     double m_fraction;
     std::size_t m_cap = 0;

@@ -4,11 +4,15 @@
 #include <catch2/catch.hpp>
 
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <deque>
 #include <latch>
+#include <memory>
+#include <memory_resource>
 #include <mutex>
 #include <random>
 #include <thread>
@@ -62,6 +66,65 @@ bool stamped(const buffer& b, std::uint32_t producer, std::uint32_t seq) {
     std::memcpy(&tail, b.data() + b.size() - sizeof tail, sizeof tail);
     return head == tag && tail == tag;
 }
+
+// An upstream that counts what is out and every call made after `close()` (the point where a
+// real upstream would be gone). It stays alive itself, so a late call is counted, not a crash.
+class watched_resource final : public std::pmr::memory_resource {
+public:
+    void close() noexcept { m_closed.store(true); }
+    [[nodiscard]] std::int64_t outstanding() const noexcept { return m_outstanding.load(); }
+    [[nodiscard]] std::int64_t late_calls() const noexcept { return m_late.load(); }
+
+private:
+    void* do_allocate(std::size_t n, std::size_t align) override {
+        if (m_closed.load()) m_late.fetch_add(1);
+        void* p = std::pmr::new_delete_resource()->allocate(n, align);
+        m_outstanding.fetch_add(static_cast<std::int64_t>(n));
+        return p;
+    }
+    void do_deallocate(void* p, std::size_t n, std::size_t align) override {
+        if (m_closed.load()) m_late.fetch_add(1);
+        m_outstanding.fetch_sub(static_cast<std::int64_t>(n));
+        std::pmr::new_delete_resource()->deallocate(p, n, align);
+    }
+    [[nodiscard]] bool do_is_equal(const std::pmr::memory_resource& o) const noexcept override {
+        return this == &o;
+    }
+    std::atomic<bool> m_closed{false};
+    std::atomic<std::int64_t> m_outstanding{0};
+    std::atomic<std::int64_t> m_late{0};
+};
+
+// Stops one thread inside the pool's thread-exit flush: the pool stamps the buffers it moves
+// into a depot with the clock, so a clock that parks its caller there parks the exiting thread
+// in the middle of handing its cache back, after it has pinned the pool's state.
+struct exit_probe {
+    std::atomic<bool> armed{false};
+    std::thread::id thread;  // written by the probed thread before it sets `armed`
+    std::latch in_flush{1};  // the probed thread is inside its exit flush
+    std::mutex mutex;
+    std::condition_variable cv;
+    bool destroyed = false;     // the pool, its ledger and its upstream are gone
+    bool saw_destroyed = false; // ... and the probed thread saw that while still flushing
+};
+
+struct probe_clock {
+    std::shared_ptr<exit_probe> probe;
+    [[nodiscard]] memgov::time_point now() const noexcept {
+        exit_probe& p = *probe;
+        if (p.armed.load(std::memory_order_acquire) && std::this_thread::get_id() == p.thread &&
+            p.armed.exchange(false)) {
+            p.in_flush.count_down();
+            std::unique_lock lock{p.mutex};
+            // The pool's destructor must wait for this flush: if it did not, the destruction
+            // would be seen here. A bounded wait for something that must not happen.
+            p.saw_destroyed = p.cv.wait_for(lock, std::chrono::milliseconds{250},
+                                            [&] { return p.destroyed; });
+        }
+        return memgov::time_point{std::chrono::seconds{1}};
+    }
+};
+static_assert(memgov::clock_type<probe_clock>);
 
 } // namespace
 
@@ -229,6 +292,92 @@ TEST_CASE("buffer_pool: a pool dies before a thread that used it", "[buffer_pool
     destroyed.count_down();
     t.join();
     SUCCEED("no use after free (checked by the sanitizers)");
+}
+
+// The race the pool's destructor closes: a thread that exits pins the pool's state and starts
+// flushing its cache just as the pool is destroyed. The flush must either finish before the
+// pool's destructor drains everything or do nothing; the ledger and the upstream (which the
+// user destroys right after the pool) must never be touched again. The exiting thread is
+// parked inside its flush (see exit_probe), so the interleaving is the same on every run.
+TEST_CASE("buffer_pool: a thread exit racing destruction leaves ledger and upstream alone",
+          "[buffer_pool][concurrency]") {
+    watched_resource upstream;
+    auto probe = std::make_shared<exit_probe>();
+    auto l = std::make_unique<memgov::ledger>(); // on the heap: ASan sees any late use
+    memgov::buffer_pool_config cfg;
+    cfg.upstream = &upstream;
+    auto pool = std::make_unique<buffer_pool>(cfg, l.get(), probe_clock{probe});
+
+    std::thread t{[&] {
+        {
+            std::vector<buffer> bs;
+            for (int i = 0; i < 3; ++i) bs.push_back(pool->acquire(4096));
+            bs.push_back(pool->acquire(64 * 1024));
+        } // all four are now in this thread's cache
+        probe->thread = std::this_thread::get_id();
+        probe->armed.store(true, std::memory_order_release);
+        // The thread exits here: its cache goes back through the pool's state.
+    }};
+    probe->in_flush.wait();
+    pool.reset(); // waits for the flush under way, then frees everything
+    const std::int64_t ledger_after = l->total();
+    const std::int64_t out_after = upstream.outstanding();
+    l.reset();
+    upstream.close();
+    {
+        std::lock_guard lock{probe->mutex};
+        probe->destroyed = true;
+    }
+    probe->cv.notify_all();
+    t.join();
+
+    CHECK_FALSE(probe->saw_destroyed); // the destructor waited for the exiting thread
+    CHECK(ledger_after == 0);          // every charge was given back by ~buffer_pool
+    CHECK(out_after == 0);             // every buffer was freed by ~buffer_pool
+    CHECK(upstream.late_calls() == 0); // nothing reached the upstream afterwards
+    CHECK(upstream.outstanding() == 0);
+}
+
+// The same race left to the scheduler, many times: threads that used the pool exit while it is
+// destroyed. Whatever the interleaving, the ledger ends at zero before it is destroyed and the
+// upstream is never called after the pool is gone.
+TEST_CASE("buffer_pool: threads exit while the pool is destroyed, every interleaving",
+          "[buffer_pool][concurrency]") {
+    std::int64_t late = 0;
+    std::int64_t bad_ledger = 0;
+    for (int round = 0; round < 50; ++round) {
+        watched_resource round_upstream;
+        auto l = std::make_unique<memgov::ledger>();
+        memgov::buffer_pool_config cfg;
+        cfg.upstream = &round_upstream;
+        auto pool = std::make_unique<buffer_pool>(cfg, l.get());
+        constexpr int threads = 3;
+        std::latch used{threads};
+        std::latch go{threads + 1};
+        std::vector<std::thread> ts;
+        for (int k = 0; k < threads; ++k) {
+            ts.emplace_back([&, k] {
+                {
+                    std::vector<buffer> bs;
+                    for (int i = 0; i < 4 + k; ++i) {
+                        bs.push_back(pool->acquire(static_cast<std::size_t>(1000 + 5000 * i)));
+                    }
+                }
+                used.count_down();
+                go.arrive_and_wait(); // then exit, racing the destruction below
+            });
+        }
+        used.wait();
+        go.arrive_and_wait();
+        pool.reset();
+        if (l->total() != 0) ++bad_ledger;
+        l.reset();
+        round_upstream.close();
+        for (auto& t : ts) t.join();
+        late += round_upstream.late_calls() + round_upstream.outstanding();
+    }
+    CHECK(bad_ledger == 0);
+    CHECK(late == 0);
 }
 
 // Sessions on several threads append to their own windows over one shared pool while another

@@ -5,9 +5,13 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <latch>
+#include <limits>
+#include <memory>
 #include <memory_resource>
 #include <set>
 #include <stdexcept>
@@ -34,6 +38,34 @@ buffer_pool_config depot_only(std::size_t depot_bytes = 16 * MiB) {
     c.depot_bytes = depot_bytes;
     return c;
 }
+
+// An upstream that counts the bytes out and every call made after `close()` (the point where
+// a real upstream would be gone). It stays alive itself, so a late call is counted, not a crash.
+class watched_resource final : public std::pmr::memory_resource {
+public:
+    void close() noexcept { m_closed.store(true); }
+    [[nodiscard]] std::int64_t outstanding() const noexcept { return m_outstanding.load(); }
+    [[nodiscard]] std::int64_t late_calls() const noexcept { return m_late.load(); }
+
+private:
+    void* do_allocate(std::size_t n, std::size_t align) override {
+        if (m_closed.load()) m_late.fetch_add(1);
+        void* p = std::pmr::new_delete_resource()->allocate(n, align);
+        m_outstanding.fetch_add(static_cast<std::int64_t>(n));
+        return p;
+    }
+    void do_deallocate(void* p, std::size_t n, std::size_t align) override {
+        if (m_closed.load()) m_late.fetch_add(1);
+        m_outstanding.fetch_sub(static_cast<std::int64_t>(n));
+        std::pmr::new_delete_resource()->deallocate(p, n, align);
+    }
+    [[nodiscard]] bool do_is_equal(const std::pmr::memory_resource& o) const noexcept override {
+        return this == &o;
+    }
+    std::atomic<bool> m_closed{false};
+    std::atomic<std::int64_t> m_outstanding{0};
+    std::atomic<std::int64_t> m_late{0};
+};
 
 } // namespace
 
@@ -129,6 +161,52 @@ TEST_CASE("buffer_pool: a bad configuration names the field", "[buffer_pool]") {
     CHECK_THROWS_WITH(buffer_pool{with([](auto& c) { c.alignment = 48; })},
                       Contains("alignment: must be a power of two"));
     CHECK_THROWS_AS(buffer_pool{with([](auto& c) { c.alignment = 0; })}, std::invalid_argument);
+}
+
+TEST_CASE("buffer_pool: a depot too large to reserve is refused, naming the field",
+          "[buffer_pool]") {
+    using Catch::Contains;
+    constexpr std::size_t most = buffer_pool_config::max_depot_buffers;
+    STATIC_REQUIRE(most == std::size_t{1} << 22);
+    buffer_pool_config c;
+    c.size_classes = {4 * KiB};
+    // 1 TiB of 4 KiB buffers would reserve a 4 GiB ring up front.
+    c.depot_bytes = std::size_t{1} << 40;
+    CHECK_THROWS_WITH(buffer_pool{c}, Contains("memgov::buffer_pool_config::depot_bytes") &&
+                                          Contains("268435456 buffers") &&
+                                          Contains("max_depot_buffers (4194304)"));
+    c.depot_bytes = most * 4 * KiB + 4 * KiB; // one buffer past the limit
+    CHECK_THROWS_AS(buffer_pool{c}, std::invalid_argument);
+    c.depot_bytes = std::numeric_limits<std::size_t>::max();
+    CHECK_THROWS_WITH(buffer_pool{c}, Contains("memgov::buffer_pool_config::depot_bytes"));
+    // The limit counts buffers of the smallest class, the one with the largest ring.
+    c.size_classes = {4 * KiB, 1 * MiB};
+    c.depot_bytes = most * 1 * MiB;
+    CHECK_THROWS_WITH(buffer_pool{c}, Contains("depot of the 4096-byte class"));
+    c.depot_bytes = most * 4 * KiB + 4 * KiB - 1; // rounds down to exactly the limit
+    buffer_pool at_limit{c};
+    CHECK(at_limit.depot_cap_bytes(0) == most * 4 * KiB);
+}
+
+TEST_CASE("buffer_pool: a depot cap near SIZE_MAX saturates instead of overflowing",
+          "[buffer_pool]") {
+    // depot_bytes * factor as a double rounds up to 2^64 here; converting that to an integer
+    // is undefined. The caps must come out as the exact saturated values instead.
+    constexpr std::size_t max = std::numeric_limits<std::size_t>::max();
+    constexpr std::size_t size = std::size_t{1} << 42; // max / size < max_depot_buffers
+    buffer_pool_config c;
+    c.size_classes = {size};
+    c.depot_bytes = max;
+    c.thread_cache_buffers = 0;
+    buffer_pool pool{c};
+    CHECK(pool.depot_cap_bytes(0) == (max / size) * size);
+    CHECK(pool.stats().classes[0].depot_cap_bytes == (max / size) * size);
+    pool.set_pressure(pressure_level::elevated); // factor 0.5: 2^63 as a double
+    CHECK(pool.depot_cap_bytes(0) == (std::size_t{1} << 63) / size * size);
+    pool.set_pressure(pressure_level::critical);
+    CHECK(pool.depot_cap_bytes(0) == 0);
+    pool.set_pressure(pressure_level::normal);
+    CHECK(pool.depot_cap_bytes(0) == (max / size) * size);
 }
 
 TEST_CASE("buffer_pool: buffers resize within capacity and expose spans", "[buffer_pool]") {
@@ -324,6 +402,49 @@ TEST_CASE("buffer_pool: a thread that exits gives its cache back", "[buffer_pool
     CHECK(pool.stats().thread_caches == 0);
     CHECK(pool.trim(0) == 3 * 64 * KiB);
     CHECK(l.total() == 0);
+}
+
+// A thread that used the pool may still be alive, holding buffers in its cache, when the pool
+// is destroyed: the destructor frees that cache too and un-charges it, so the ledger is back to
+// zero and the upstream holds nothing once ~buffer_pool returns; the thread's later exit
+// touches neither (both are destroyed by then; the ledger on the heap, for ASan).
+TEST_CASE("buffer_pool: destroying the pool frees a live thread's cache and its charges",
+          "[buffer_pool]") {
+    watched_resource upstream;
+    auto l = std::make_unique<memgov::ledger>();
+    buffer_pool_config c;
+    c.upstream = &upstream;
+    auto pool = std::make_unique<buffer_pool>(c, l.get());
+    { buffer mine = pool->acquire(100); } // this thread's cache holds one too
+    std::latch cached{1};
+    std::latch destroyed{1};
+    std::thread t{[&] {
+        {
+            std::vector<buffer> bs;
+            for (int i = 0; i < 3; ++i) bs.push_back(pool->acquire(16 * KiB));
+            bs.push_back(pool->acquire(64 * KiB));
+        }
+        cached.count_down();
+        destroyed.wait(); // parked, its cache full, while the pool is destroyed
+    }};
+    cached.wait();
+    const std::size_t idle = 4 * KiB + 3 * 16 * KiB + 64 * KiB;
+    CHECK(pool->thread_cache_bytes() == idle);
+    CHECK(pool->idle_bytes() == 0);
+    CHECK(l->total() == static_cast<std::int64_t>(idle));
+    CHECK(upstream.outstanding() == static_cast<std::int64_t>(idle));
+
+    pool.reset();
+    CHECK(l->total() == 0);
+    CHECK(l->bytes(category::pool_idle) == 0);
+    CHECK(l->bytes(category::pool_in_use) == 0);
+    CHECK(upstream.outstanding() == 0);
+
+    l.reset();
+    upstream.close();
+    destroyed.count_down();
+    t.join();
+    CHECK(upstream.late_calls() == 0);
 }
 
 TEST_CASE("buffer_pool: thread caches are bounded", "[buffer_pool]") {

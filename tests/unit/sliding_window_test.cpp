@@ -3,9 +3,13 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <limits>
+#include <memory_resource>
+#include <new>
 #include <random>
 #include <stdexcept>
 #include <type_traits>
@@ -65,6 +69,29 @@ struct model {
         bytes.insert(bytes.end(), data.begin(), data.end());
     }
 };
+
+// An upstream that serves `budget` more allocations, then throws std::bad_alloc.
+class failing_resource final : public std::pmr::memory_resource {
+public:
+    std::size_t budget = std::numeric_limits<std::size_t>::max();
+
+private:
+    void* do_allocate(std::size_t n, std::size_t align) override {
+        if (budget == 0) throw std::bad_alloc{};
+        --budget;
+        return std::pmr::new_delete_resource()->allocate(n, align);
+    }
+    void do_deallocate(void* p, std::size_t n, std::size_t align) override {
+        std::pmr::new_delete_resource()->deallocate(p, n, align);
+    }
+    [[nodiscard]] bool do_is_equal(const std::pmr::memory_resource& o) const noexcept override {
+        return this == &o;
+    }
+};
+
+bool identity_holds(const memgov::sliding_window_stats& s) {
+    return s.appended_bytes == s.size_bytes + s.dropped_bytes + s.consumed_bytes + s.taken_bytes;
+}
 
 } // namespace
 
@@ -336,6 +363,156 @@ TEST_CASE("sliding_window: moves carry data, grant and charge", "[sliding_window
     CHECK(q.granted_bytes() == 4096);
     a.append(pattern(3, 0)); // a moved-from window is usable
     CHECK(a.size() == 3);
+}
+
+TEST_CASE("sliding_window: a moved-from window reports zero statistics", "[sliding_window]") {
+    buffer_pool pool;
+    sliding_window a{pool, {.chunk_size = 4096, .cap_bytes = 8192}};
+    a.append(pattern(10000, 0)); // 10000 > 8192: 1808 of the write are dropped
+    CHECK(a.consume(100) == 100);
+    const auto before = a.stats();
+    REQUIRE(before.appended_bytes == 10000);
+    REQUIRE(identity_holds(before));
+
+    sliding_window b{std::move(a)};
+    auto moved = a.stats(); // NOLINT(bugprone-use-after-move): moved-from is empty by contract
+    CHECK(moved.appended_bytes == 0);
+    CHECK(moved.dropped_bytes == 0);
+    CHECK(moved.drop_events == 0);
+    CHECK(moved.consumed_bytes == 0);
+    CHECK(moved.taken_bytes == 0);
+    CHECK(moved.taken_chunks == 0);
+    CHECK(moved.size_bytes == 0);
+    CHECK(moved.held_bytes == 0);
+    CHECK(identity_holds(moved));
+    const auto got = b.stats();
+    CHECK(got.appended_bytes == before.appended_bytes);
+    CHECK(got.dropped_bytes == before.dropped_bytes);
+    CHECK(got.consumed_bytes == 100);
+    CHECK(identity_holds(got));
+
+    // Move assignment: the target's own history is replaced, the source's zeroed.
+    sliding_window c{pool, {.chunk_size = 4096}};
+    c.append(pattern(5, 0));
+    c = std::move(b);
+    moved = b.stats(); // NOLINT(bugprone-use-after-move)
+    CHECK(moved.appended_bytes == 0);
+    CHECK(moved.consumed_bytes == 0);
+    CHECK(identity_holds(moved));
+    CHECK(c.stats().appended_bytes == before.appended_bytes);
+    CHECK(identity_holds(c.stats()));
+    // A moved-from window counts afresh.
+    a.append(pattern(3, 0));
+    CHECK(a.stats().appended_bytes == 3);
+    CHECK(identity_holds(a.stats()));
+}
+
+TEST_CASE("sliding_window: an append that runs out of memory counts only what it wrote",
+          "[sliding_window]") {
+    failing_resource upstream;
+    memgov::buffer_pool_config pc;
+    pc.upstream = &upstream;
+    memgov::ledger l;
+    buffer_pool pool{pc};
+    sliding_window w{pool, {.chunk_size = 4096, .cap_bytes = 10000}, &l};
+
+    SECTION("a write that needs more chunks than the pool can get") {
+        upstream.budget = 2;
+        CHECK_THROWS_AS(w.append(pattern(9000, 0)), std::bad_alloc); // the third chunk fails
+        CHECK(w.size() == 8192);
+        CHECK(contents(w) == pattern(8192, 0)); // a prefix of the write, in order
+        auto s = w.stats();
+        CHECK(s.appended_bytes == 8192);
+        CHECK(identity_holds(s));
+        CHECK(l.bytes(category::windows) == 2 * 4096);
+
+        upstream.budget = 100; // memory is back: the window carries on
+        w.append(pattern(1000, 8192));
+        CHECK(contents(w) == pattern(9192, 0));
+        s = w.stats();
+        CHECK(s.appended_bytes == 9192);
+        CHECK(identity_holds(s));
+    }
+    SECTION("a write larger than the cap, after dropping everything held") {
+        upstream.budget = 100;
+        w.append(pattern(100, 0)); // one chunk
+        upstream.budget = 1;
+        // Keeps the newest 10000 of 12000 bytes: drops the 100 held and the write's first
+        // 2000, then needs three chunks: the one just freed (from this thread's cache), one
+        // new, and a third that fails.
+        CHECK_THROWS_AS(w.append(pattern(12000, 100)), std::bad_alloc);
+        CHECK(w.size() == 2 * 4096);
+        CHECK(contents(w) == pattern(2 * 4096, 100 + 2000));
+        const auto s = w.stats();
+        CHECK(s.dropped_bytes == 100 + 2000);
+        CHECK(s.drop_events == 1);
+        CHECK(s.appended_bytes == 100 + 2000 + 2 * 4096);
+        CHECK(identity_holds(s));
+    }
+    SECTION("a fast-path-sized write into a new chunk") {
+        upstream.budget = 0;
+        CHECK_THROWS_AS(w.append(pattern(10, 0)), std::bad_alloc);
+        CHECK(w.empty());
+        CHECK(w.stats().appended_bytes == 0);
+        CHECK(identity_holds(w.stats()));
+    }
+}
+
+TEST_CASE("sliding_window: a chunk_size between classes uses the whole class",
+          "[sliding_window]") {
+    memgov::ledger l;
+    buffer_pool pool{{}, &l}; // classes 4, 16, 64, 256 KiB and 1 MiB
+    const std::size_t cap = 100 * KiB;
+    {
+        sliding_window w{pool, {.chunk_size = 5000, .cap_bytes = cap}, &l};
+        CHECK(w.chunk_size() == 16 * KiB); // rounded up to the class that holds 5000
+        const auto frame = pattern(700, 0);
+        std::size_t max_held = 0;
+        for (int i = 0; i < 2000; ++i) {
+            w.append(frame);
+            max_held = std::max(max_held, w.held_bytes());
+            // What the pool really has out for the window is what the window says it holds.
+            REQUIRE(pool.stats().in_use_bytes == w.held_bytes());
+        }
+        // The documented bound: the cap plus two partly used chunks.
+        CHECK(max_held < cap + 2 * w.chunk_size());
+        CHECK(w.chunk_count() <= cap / (16 * KiB) + 2);
+        const auto s = w.stats();
+        CHECK(identity_holds(s));
+        CHECK(pool.stats().harmful_bytes == 0); // each chunk is filled to its capacity
+        CHECK(l.bytes(category::windows) == static_cast<std::int64_t>(w.held_bytes()));
+
+        // Whole chunks are full class-size chunks.
+        std::vector<window_chunk> out(2);
+        REQUIRE(w.take_chunks(out) == 2);
+        CHECK(out[1].size() == 16 * KiB);
+    }
+    CHECK(l.bytes(category::windows) == 0);
+}
+
+TEST_CASE("sliding_window: caps near SIZE_MAX saturate instead of wrapping", "[sliding_window]") {
+    constexpr std::size_t max = std::numeric_limits<std::size_t>::max();
+    buffer_pool pool;
+    // cap × drop_fraction rounds up to 2^64 as a double: the drop size saturates at the cap.
+    sliding_window all{pool, {.chunk_size = 4096, .cap_bytes = max, .drop_fraction = 1.0}};
+    CHECK(all.drop_bytes() == max);
+    sliding_window half{pool, {.chunk_size = 4096, .cap_bytes = max, .drop_fraction = 0.5}};
+    CHECK(half.drop_bytes() == std::size_t{1} << 63);
+
+    // A grant on top of a cap near SIZE_MAX saturates instead of wrapping to a tiny cap.
+    window_quota q{{.total_bytes = 1 << 20, .max_grant_bytes = 1 << 20}};
+    sliding_window w{pool, {.chunk_size = 4096, .cap_bytes = max - 10}};
+    w.append(pattern(5000, 0));
+    CHECK(w.grant(q, 4096) == grant_result::granted);
+    CHECK(w.cap_bytes() == max);
+    CHECK(w.granted_bytes() == 4096);
+    w.append(pattern(5000, 5000)); // nothing dropped: far below the cap
+    CHECK(w.size() == 10000);
+    CHECK(w.stats().drop_events == 0);
+    CHECK(w.return_grant() == 4096);
+    CHECK(w.cap_bytes() == max - 10);
+    CHECK(contents(w) == pattern(10000, 0));
+    CHECK(identity_holds(w.stats()));
 }
 
 TEST_CASE("sliding_window: memory stays bounded under a long stream", "[sliding_window]") {

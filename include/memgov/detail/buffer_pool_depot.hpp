@@ -71,8 +71,10 @@ public:
     buffer_pool_depot(const buffer_pool_depot&) = delete;
     buffer_pool_depot& operator=(const buffer_pool_depot&) = delete;
 
-    /// Sizes the ring for at most `max_count` buffers (the cap at the lowest pressure).
-    /// Not thread-safe; called once before use. Throws `std::bad_alloc`.
+    /// Sizes the ring for at most `max_count` buffers (the cap at the lowest pressure; the
+    /// pool's validation keeps it at most `buffer_pool_config::max_depot_buffers`, so the ring
+    /// reserves at most 64 MiB). Not thread-safe; called once before use.
+    /// Throws `std::bad_alloc`.
     void init(std::size_t max_count) {
         // for_overwrite: the ring's pages are touched only as buffers arrive.
         if (max_count > 0) m_ring = std::make_unique_for_overwrite<buffer_pool_depot_entry[]>(max_count);
