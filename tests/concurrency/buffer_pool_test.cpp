@@ -1,6 +1,8 @@
 #include <memgov/buffer_pool.hpp>
 #include <memgov/sliding_window.hpp>
 
+#include "watched_resource.hpp"
+
 #include <catch2/catch.hpp>
 
 #include <atomic>
@@ -67,33 +69,7 @@ bool stamped(const buffer& b, std::uint32_t producer, std::uint32_t seq) {
     return head == tag && tail == tag;
 }
 
-// An upstream that counts what is out and every call made after `close()` (the point where a
-// real upstream would be gone). It stays alive itself, so a late call is counted, not a crash.
-class watched_resource final : public std::pmr::memory_resource {
-public:
-    void close() noexcept { m_closed.store(true); }
-    [[nodiscard]] std::int64_t outstanding() const noexcept { return m_outstanding.load(); }
-    [[nodiscard]] std::int64_t late_calls() const noexcept { return m_late.load(); }
-
-private:
-    void* do_allocate(std::size_t n, std::size_t align) override {
-        if (m_closed.load()) m_late.fetch_add(1);
-        void* p = std::pmr::new_delete_resource()->allocate(n, align);
-        m_outstanding.fetch_add(static_cast<std::int64_t>(n));
-        return p;
-    }
-    void do_deallocate(void* p, std::size_t n, std::size_t align) override {
-        if (m_closed.load()) m_late.fetch_add(1);
-        m_outstanding.fetch_sub(static_cast<std::int64_t>(n));
-        std::pmr::new_delete_resource()->deallocate(p, n, align);
-    }
-    [[nodiscard]] bool do_is_equal(const std::pmr::memory_resource& o) const noexcept override {
-        return this == &o;
-    }
-    std::atomic<bool> m_closed{false};
-    std::atomic<std::int64_t> m_outstanding{0};
-    std::atomic<std::int64_t> m_late{0};
-};
+using memgov_test::watched_resource;
 
 // Stops one thread inside the pool's thread-exit flush: the pool stamps the buffers it moves
 // into a depot with the clock, so a clock that parks its caller there parks the exiting thread
