@@ -54,6 +54,7 @@
 #include <mutex>
 #include <optional>
 #include <stdexcept>
+#include <stop_token>
 #include <string>
 #include <system_error>
 #include <thread>
@@ -474,12 +475,13 @@ public:
     /// if the thread or its wake-up pipe cannot be created (nothing is left open then).
     /// Thread safety: any thread, also racing `stop`.
     void start() {
-        std::thread old;
+        std::jthread old;
         int old_fds[2] = {-1, -1};
         {
             std::lock_guard lock{m_thread_mutex};
             if (m_thread.joinable()) {
-                if (!m_stop.load(std::memory_order_acquire) || m_thread.get_id() == std::this_thread::get_id()) {
+                if (!m_thread.get_stop_token().stop_requested() ||
+                    m_thread.get_id() == std::this_thread::get_id()) {
                     return;
                 }
                 old = std::move(m_thread); // asked to stop from its own subscriber: reap it
@@ -497,9 +499,10 @@ public:
             throw std::system_error{errno, std::generic_category(), "memgov::pressure_monitor::start"};
         }
 #endif
-        m_stop.store(false, std::memory_order_release);
         try {
-            m_thread = std::thread{[this, wake = fds[0]] { run(wake); }};
+            // Each thread has its own stop flag: a stop() still waiting for the previous one
+            // cannot be undone by this start().
+            m_thread = std::jthread{[this, wake = fds[0]](std::stop_token st) { run(st, wake); }};
         } catch (...) {
             close_pipe(fds);
             throw;
@@ -513,12 +516,12 @@ public:
     /// thread to end; a later `stop`, `start` or the destructor joins it. Never throws.
     /// Thread safety: any thread; of concurrent calls, one waits for the thread.
     void stop() noexcept {
-        std::thread t;
+        std::jthread t;
         int fds[2] = {-1, -1};
         {
             std::lock_guard lock{m_thread_mutex};
             if (!m_thread.joinable()) return;
-            m_stop.store(true, std::memory_order_release);
+            m_thread.request_stop();
 #if MEMGOV_LINUX
             const char b = 1;
             [[maybe_unused]] const auto n = ::write(m_wake_write, &b, 1);
@@ -535,7 +538,7 @@ public:
     /// True while the sampler thread runs and has not been asked to stop.
     [[nodiscard]] bool running() const noexcept {
         std::lock_guard lock{m_thread_mutex};
-        return m_thread.joinable() && !m_stop.load(std::memory_order_acquire);
+        return m_thread.joinable() && !m_thread.get_stop_token().stop_requested();
     }
 
     /// The PSI trigger's descriptor for an external event loop (poll it for `psi_events()`
@@ -782,8 +785,8 @@ private:
     }
 
     // The sampler loop; `wake` is the read end of this thread's own wake-up pipe.
-    void run(int wake) noexcept {
-        while (!m_stop.load(std::memory_order_acquire)) {
+    void run(const std::stop_token& st, int wake) noexcept {
+        while (!st.stop_requested()) {
             try {
                 poll(m_clock.now());
             } catch (...) {
@@ -873,10 +876,9 @@ private:
 
     std::shared_ptr<detail::pm_registry> m_registry;
     mutable std::mutex m_thread_mutex; // guards the three below
-    std::thread m_thread;
+    std::jthread m_thread;
     int m_wake_read = -1;  // the running thread's wake-up pipe (it reads its own copy)
     int m_wake_write = -1;
-    std::atomic<bool> m_stop{false};
 };
 
 MEMGOV_NAMESPACE_END
