@@ -24,6 +24,7 @@
 #include <memgov/clock.hpp>
 #include <memgov/config.hpp>
 #include <memgov/detail/owned_mutex.hpp>
+#include <memgov/detail/service_thread.hpp>
 #include <memgov/evictor.hpp>
 #include <memgov/ledger.hpp>
 #include <memgov/metrics.hpp>
@@ -314,42 +315,17 @@ public:
     /// Starts a thread that calls `poll()` every `poll_period`. No-op if running; a thread
     /// told to stop from inside its own callback is waited for first. Called from the
     /// governor's own thread it does nothing.
-    /// Throws `std::system_error` if the thread cannot start.
+    /// Throws `std::system_error` (or `std::bad_alloc`) if the thread cannot start.
     void start() {
-        std::jthread old;
-        {
-            std::lock_guard lock{m_thread_mutex};
-            if (m_thread.joinable() &&
-                (!m_thread.get_stop_token().stop_requested() || m_thread.get_id() == std::this_thread::get_id())) {
-                return;
-            }
-            old = std::move(m_thread);
-        }
-        if (old.joinable()) old.join();
-        std::lock_guard lock{m_thread_mutex};
-        if (m_thread.joinable()) return; // another start() won
-        m_thread = std::jthread{[this](std::stop_token st) { run(st); }};
+        m_thread.start([this](const std::stop_token& st, detail::service_no_wake&) { run(st); });
     }
     /// Stops the thread and waits for it, with no lock held while waiting (so a callback on
     /// the thread may call `running()` meanwhile). Called from the governor's own thread
     /// (inside a callback of its poll), it only asks the thread to end after this poll; a
     /// later `stop()`, `start()` or the destructor waits for it. Never throws.
-    void stop() noexcept {
-        std::jthread t;
-        {
-            std::lock_guard lock{m_thread_mutex};
-            if (!m_thread.joinable()) return;
-            m_thread.request_stop(); // wakes the thread's wait
-            if (m_thread.get_id() == std::this_thread::get_id()) return;
-            t = std::move(m_thread);
-        }
-        t.join();
-    }
+    void stop() noexcept { m_thread.stop(); }
     /// True while the thread runs and has not been asked to stop.
-    [[nodiscard]] bool running() const noexcept {
-        std::lock_guard lock{m_thread_mutex};
-        return m_thread.joinable() && !m_thread.get_stop_token().stop_requested();
-    }
+    [[nodiscard]] bool running() const noexcept { return m_thread.running(); }
 
     /// A copy of every counter. Allocates. Thread safety: any thread.
     [[nodiscard]] governor_stats stats() const {
@@ -677,11 +653,10 @@ private:
     std::uint64_t m_steps = 0;
     std::deque<history_entry> m_history;
 
-    // The thread.
-    mutable std::mutex m_thread_mutex;
+    // The thread (declared last: it is stopped before anything it uses goes).
     std::mutex m_wait_mutex;
     std::condition_variable_any m_wake; // waits for the period or the thread's stop request
-    std::jthread m_thread;
+    detail::service_thread<> m_thread;
 };
 
 MEMGOV_NAMESPACE_END

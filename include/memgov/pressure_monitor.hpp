@@ -38,6 +38,7 @@
 #include <memgov/clock.hpp>
 #include <memgov/config.hpp>
 #include <memgov/detail/psi_trigger.hpp>
+#include <memgov/detail/service_thread.hpp>
 #include <memgov/ledger.hpp>
 #include <memgov/pressure_level.hpp>
 
@@ -276,6 +277,38 @@ struct pm_registry {
     }
 };
 
+// The sampler thread's wake-up pipe: `notify` (from `stop`) makes its wait return at once.
+// One per run of the thread, closed after the thread is joined.
+class pm_wake_pipe {
+public:
+    // Throws `std::system_error` if the pipe cannot be made.
+    pm_wake_pipe() {
+#if MEMGOV_LINUX
+        if (::pipe2(m_fds, O_CLOEXEC | O_NONBLOCK) != 0) {
+            throw std::system_error{errno, std::generic_category(), "memgov::pressure_monitor::start"};
+        }
+#endif
+    }
+    pm_wake_pipe(const pm_wake_pipe&) = delete;
+    pm_wake_pipe& operator=(const pm_wake_pipe&) = delete;
+    ~pm_wake_pipe() {
+#if MEMGOV_LINUX
+        ::close(m_fds[0]);
+        ::close(m_fds[1]);
+#endif
+    }
+    void notify() noexcept {
+#if MEMGOV_LINUX
+        const char b = 1;
+        [[maybe_unused]] const auto n = ::write(m_fds[1], &b, 1);
+#endif
+    }
+    [[nodiscard]] int read_fd() const noexcept { return m_fds[0]; }
+
+private:
+    int m_fds[2] = {-1, -1};
+};
+
 } // namespace detail
 
 /// A subscription to level changes; unsubscribes when destroyed or reset. Move-only.
@@ -475,71 +508,17 @@ public:
     /// if the thread or its wake-up pipe cannot be created (nothing is left open then).
     /// Thread safety: any thread, also racing `stop`.
     void start() {
-        std::jthread old;
-        int old_fds[2] = {-1, -1};
-        {
-            std::lock_guard lock{m_thread_mutex};
-            if (m_thread.joinable()) {
-                if (!m_thread.get_stop_token().stop_requested() ||
-                    m_thread.get_id() == std::this_thread::get_id()) {
-                    return;
-                }
-                old = std::move(m_thread); // asked to stop from its own subscriber: reap it
-                old_fds[0] = std::exchange(m_wake_read, -1);
-                old_fds[1] = std::exchange(m_wake_write, -1);
-            }
-        }
-        if (old.joinable()) old.join();
-        close_pipe(old_fds);
-        std::lock_guard lock{m_thread_mutex};
-        if (m_thread.joinable()) return; // another start() won
-        int fds[2] = {-1, -1};
-#if MEMGOV_LINUX
-        if (::pipe2(fds, O_CLOEXEC | O_NONBLOCK) != 0) {
-            throw std::system_error{errno, std::generic_category(), "memgov::pressure_monitor::start"};
-        }
-#endif
-        try {
-            // Each thread has its own stop flag: a stop() still waiting for the previous one
-            // cannot be undone by this start().
-            m_thread = std::jthread{[this, wake = fds[0]](std::stop_token st) { run(st, wake); }};
-        } catch (...) {
-            close_pipe(fds);
-            throw;
-        }
-        m_wake_read = fds[0];
-        m_wake_write = fds[1];
+        m_thread.start([this](const std::stop_token& st, detail::pm_wake_pipe& wake) { run(st, wake.read_fd()); });
     }
 
     /// Stops and joins the sampler thread (no-op if not running), with no lock held while
     /// waiting. Called from a subscriber running on the sampler thread, it only asks the
     /// thread to end; a later `stop`, `start` or the destructor joins it. Never throws.
     /// Thread safety: any thread; of concurrent calls, one waits for the thread.
-    void stop() noexcept {
-        std::jthread t;
-        int fds[2] = {-1, -1};
-        {
-            std::lock_guard lock{m_thread_mutex};
-            if (!m_thread.joinable()) return;
-            m_thread.request_stop();
-#if MEMGOV_LINUX
-            const char b = 1;
-            [[maybe_unused]] const auto n = ::write(m_wake_write, &b, 1);
-#endif
-            if (m_thread.get_id() == std::this_thread::get_id()) return;
-            t = std::move(m_thread);
-            fds[0] = std::exchange(m_wake_read, -1);
-            fds[1] = std::exchange(m_wake_write, -1);
-        }
-        t.join();
-        close_pipe(fds);
-    }
+    void stop() noexcept { m_thread.stop(); }
 
     /// True while the sampler thread runs and has not been asked to stop.
-    [[nodiscard]] bool running() const noexcept {
-        std::lock_guard lock{m_thread_mutex};
-        return m_thread.joinable() && !m_thread.get_stop_token().stop_requested();
-    }
+    [[nodiscard]] bool running() const noexcept { return m_thread.running(); }
 
     /// The PSI trigger's descriptor for an external event loop (poll it for `psi_events()`
     /// and then call `poll(now)`), or -1 when no trigger is registered.
@@ -774,16 +753,6 @@ private:
         }
     }
 
-    static void close_pipe(const int (&fds)[2]) noexcept {
-#if MEMGOV_LINUX
-        for (const int fd : fds) {
-            if (fd >= 0) ::close(fd);
-        }
-#else
-        (void)fds;
-#endif
-    }
-
     // The sampler loop; `wake` is the read end of this thread's own wake-up pipe.
     void run(const std::stop_token& st, int wake) noexcept {
         while (!st.stop_requested()) {
@@ -875,10 +844,7 @@ private:
     std::atomic<std::uint64_t> m_rise_bytes{std::numeric_limits<std::uint64_t>::max()};
 
     std::shared_ptr<detail::pm_registry> m_registry;
-    mutable std::mutex m_thread_mutex; // guards the three below
-    std::jthread m_thread;
-    int m_wake_read = -1;  // the running thread's wake-up pipe (it reads its own copy)
-    int m_wake_write = -1;
+    detail::service_thread<detail::pm_wake_pipe> m_thread; // last: stopped before the rest goes
 };
 
 MEMGOV_NAMESPACE_END

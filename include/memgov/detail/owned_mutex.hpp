@@ -43,11 +43,6 @@ public:
         owned_mutex* m_held = nullptr;
     };
 
-    // True when the calling thread holds the mutex.
-    [[nodiscard]] bool held_by_me() const noexcept {
-        return m_owner.load(std::memory_order_relaxed) == std::this_thread::get_id();
-    }
-
 private:
     std::mutex m_mutex;
     // Written only by the holder, so a thread reads its own id here only while it holds.

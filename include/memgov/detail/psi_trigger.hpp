@@ -134,6 +134,7 @@ public:
             return;
         }
         const auto spec = psi_parse_trigger(trigger);
+        m_spec = spec.value_or(psi_trigger_spec{}); // whatever the watch turns out to be
 #if MEMGOV_LINUX
         struct stat st {};
         if (::stat(path.c_str(), &st) != 0) {
@@ -148,7 +149,6 @@ public:
             }
             m_events = POLLIN;
             m_state = psi_watch_state::registered;
-            if (spec) m_spec = *spec;
             return;
         }
         if (S_ISSOCK(st.st_mode)) {
@@ -167,7 +167,6 @@ public:
             }
             m_events = POLLIN;
             m_state = psi_watch_state::registered;
-            if (spec) m_spec = *spec;
             return;
         }
         if (!spec) {
@@ -192,7 +191,6 @@ public:
         }
         m_events = POLLPRI;
         m_state = psi_watch_state::registered;
-        m_spec = *spec;
         m_has_spec = true;
 #else
         fall_back("PSI triggers need Linux", spec);

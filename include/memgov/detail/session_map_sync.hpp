@@ -106,6 +106,10 @@ inline constexpr std::uint32_t dead = 1U << 30;
 inline constexpr std::uint32_t writer = 1U << 31;
 
 [[nodiscard]] inline constexpr std::uint32_t pins(std::uint32_t s) noexcept { return s & pin_mask; }
+// A shared holder may join unless a writer holds the lock or the reader count is full.
+[[nodiscard]] inline constexpr bool can_add_reader(std::uint32_t s) noexcept {
+    return (s & writer) == 0 && (s & reader_mask) != reader_mask;
+}
 
 // Under the shard lock: pin, and take the exclusive lock too when it is free. True when both.
 inline bool pin_try_lock_exclusive(std::atomic<std::uint32_t>& w) noexcept {
@@ -122,7 +126,7 @@ inline bool pin_try_lock_exclusive(std::atomic<std::uint32_t>& w) noexcept {
 // Under the shard lock: pin, and take a shared lock too when no writer holds it.
 inline bool pin_try_lock_shared(std::atomic<std::uint32_t>& w) noexcept {
     std::uint32_t s = w.load(std::memory_order_relaxed);
-    if ((s & writer) == 0 && (s & reader_mask) != reader_mask &&
+    if (can_add_reader(s) &&
         w.compare_exchange_strong(s, s + pin + reader, std::memory_order_acquire,
                                   std::memory_order_relaxed)) {
         return true;
@@ -133,7 +137,7 @@ inline bool pin_try_lock_shared(std::atomic<std::uint32_t>& w) noexcept {
 
 inline bool try_lock_shared(std::atomic<std::uint32_t>& w) noexcept {
     std::uint32_t s = w.load(std::memory_order_relaxed);
-    while ((s & writer) == 0 && (s & reader_mask) != reader_mask) {
+    while (can_add_reader(s)) {
         if (w.compare_exchange_weak(s, s + reader, std::memory_order_acquire,
                                     std::memory_order_relaxed)) {
             return true;
@@ -144,13 +148,11 @@ inline bool try_lock_shared(std::atomic<std::uint32_t>& w) noexcept {
 
 // Blocks until `unit` (writer or reader) can be added: spins briefly, then sleeps on the word.
 inline MEMGOV_NOINLINE void lock_slow(std::atomic<std::uint32_t>& w, bool exclusive) noexcept {
-    const std::uint32_t busy = exclusive ? (writer | reader_mask) : writer;
     const std::uint32_t unit = exclusive ? writer : reader;
     int spins = 0;
     for (;;) {
         std::uint32_t s = w.load(std::memory_order_relaxed);
-        // A shared lock also waits while the reader count is full.
-        if ((s & busy) == 0 && (exclusive || (s & reader_mask) != reader_mask)) {
+        if (exclusive ? (s & (writer | reader_mask)) == 0 : can_add_reader(s)) {
             if (w.compare_exchange_weak(s, s + unit, std::memory_order_acquire,
                                         std::memory_order_relaxed)) {
                 return;
