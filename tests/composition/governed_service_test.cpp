@@ -1,0 +1,408 @@
+// Whole episodes through the public API, composed the way the README and the gateway compose
+// memgov: one governor, a buffer pool, a session map of sliding windows fed from that pool and
+// an object pool, all registered as reclaimers, on a fake cgroup tree and a manual clock.
+// Nothing here calls a part's reclaim entry points directly: the governor's polls do it all.
+
+#include <memgov/memgov.hpp>
+
+#include "fake_cgroup.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <memory_resource>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+using namespace std::chrono_literals;
+using memgov::admit_kind;
+using memgov::evict_reason;
+using memgov::pressure_level;
+using memgov_test::fake_cgroup_tree;
+
+namespace {
+
+constexpr std::uint64_t KiB = 1024;
+constexpr std::uint64_t MiB = 1024 * KiB;
+constexpr std::uint64_t GiB = 1024 * MiB;
+
+// The pool's upstream: counts every call, so the test knows independently of the pool's own
+// statistics how much memory the pool holds and when it frees a block (each free of a pooled
+// block at a pressure above normal is preceded by an madvise).
+class counting_resource final : public std::pmr::memory_resource {
+public:
+    [[nodiscard]] std::int64_t outstanding() const noexcept { return m_outstanding.load(); }
+    [[nodiscard]] std::uint64_t allocations() const noexcept { return m_allocs.load(); }
+    [[nodiscard]] std::uint64_t deallocations() const noexcept { return m_deallocs.load(); }
+
+private:
+    void* do_allocate(std::size_t n, std::size_t align) override {
+        void* p = std::pmr::new_delete_resource()->allocate(n, align);
+        m_outstanding.fetch_add(static_cast<std::int64_t>(n));
+        m_allocs.fetch_add(1);
+        return p;
+    }
+    void do_deallocate(void* p, std::size_t n, std::size_t align) override {
+        m_outstanding.fetch_sub(static_cast<std::int64_t>(n));
+        m_deallocs.fetch_add(1);
+        std::pmr::new_delete_resource()->deallocate(p, n, align);
+    }
+    [[nodiscard]] bool do_is_equal(const std::pmr::memory_resource& o) const noexcept override {
+        return this == &o;
+    }
+    std::atomic<std::int64_t> m_outstanding{0};
+    std::atomic<std::uint64_t> m_allocs{0};
+    std::atomic<std::uint64_t> m_deallocs{0};
+};
+
+// A pooled per-session object (the gateway keeps its protocol state in one).
+struct session_state {
+    std::uint64_t frames = 0;
+    void reset() noexcept { frames = 0; }
+};
+
+using gov_t = memgov::governor<memgov::manual_clock>;
+using map_t = memgov::session_map<int, memgov::sliding_window, memgov::manual_clock>;
+using objects_t = memgov::object_pool<session_state, memgov::manual_clock>;
+
+// What the gateway does when memgov evicts a session: it logs the governor's health line and
+// closes the session's socket with the reason.
+struct socket_log {
+    std::mutex mutex;
+    std::map<int, evict_reason> closed;
+    std::vector<memgov::health_summary> health;
+    std::size_t metric_text_bytes = 0; // what `collect` rendered from inside the callback
+    std::uint64_t polls_seen = 0;      // what `stats` said from inside the callback
+
+    [[nodiscard]] std::size_t count(evict_reason r) {
+        std::lock_guard lock{mutex};
+        return static_cast<std::size_t>(
+            std::count_if(closed.begin(), closed.end(), [&](const auto& c) { return c.second == r; }));
+    }
+};
+
+struct service {
+    static constexpr std::size_t chunk = 16 * KiB;
+
+    fake_cgroup_tree tree = fake_cgroup_tree::v2("/app");
+    memgov::manual_clock clock;
+    counting_resource upstream;
+    socket_log sockets;
+    std::unique_ptr<gov_t> gov;
+    std::unique_ptr<memgov::buffer_pool> pool;
+    std::unique_ptr<objects_t> objects;
+    std::unique_ptr<map_t> sessions;
+    std::shared_ptr<memgov::buffer_pool_reclaimer> pool_reclaimer;
+    std::shared_ptr<memgov::object_pool_reclaimer<objects_t>> objects_reclaimer;
+    std::shared_ptr<memgov::session_map_reclaimer<map_t>> sessions_reclaimer;
+
+    explicit service(memgov::touch_time touch = memgov::touch_time::clock) {
+        tree.set_limit("/app", GiB);
+        set_usage(0.50);
+        memgov::governor_config cfg;
+        cfg.monitor.cgroup = tree.config();
+        cfg.monitor.use_systemd_pressure_env = false;
+        cfg.monitor.forecast_horizon = 0s; // the levels follow the usage ratio alone
+        cfg.evictor.session_cost_cap = 2 * MiB;
+        gov = std::make_unique<gov_t>(cfg, clock, [] {}, [] { return std::size_t{0}; });
+
+        memgov::buffer_pool_config pc;
+        pc.upstream = &upstream;
+        pool = std::make_unique<memgov::buffer_pool>(pc, &gov->ledger());
+        objects = std::make_unique<objects_t>(memgov::object_pool_config{}, &gov->ledger(), clock);
+
+        memgov::session_map_config mc;
+        mc.shards = 4;
+        mc.idle_ttl = 5min;
+        mc.touch = touch;
+        memgov::session_map_hooks<int, memgov::sliding_window> hooks;
+        hooks.on_evict = [this](const int& id, memgov::sliding_window&, evict_reason why) {
+            // Reading the governor from inside its own reclaim step is what a service does.
+            memgov::health_summary h = gov->health();
+            const memgov::governor_stats st = gov->stats();
+            memgov::prometheus_writer text;
+            gov->collect(text);
+            std::lock_guard lock{sockets.mutex};
+            sockets.closed.emplace(id, why);
+            sockets.health.push_back(std::move(h));
+            sockets.metric_text_bytes = text.str().size();
+            sockets.polls_seen = st.polls;
+        };
+        sessions = std::make_unique<map_t>(mc, std::move(hooks), clock, &gov->ledger());
+
+        pool_reclaimer = std::make_shared<memgov::buffer_pool_reclaimer>(*pool);
+        objects_reclaimer = std::make_shared<memgov::object_pool_reclaimer<objects_t>>(*objects);
+        sessions_reclaimer = std::make_shared<memgov::session_map_reclaimer<map_t>>(*sessions);
+        gov->register_reclaimer(pool_reclaimer);
+        gov->register_reclaimer(objects_reclaimer);
+        gov->register_reclaimer(sessions_reclaimer);
+    }
+
+    ~service() {
+        // As a service shuts down: the governor stops calling the parts, the sessions close
+        // (their callback still reads the governor), the parts go, and the governor, whose
+        // ledger they charge, goes last.
+        gov->stop();
+        (void)gov->unregister_reclaimer(*sessions_reclaimer);
+        (void)gov->unregister_reclaimer(*objects_reclaimer);
+        (void)gov->unregister_reclaimer(*pool_reclaimer);
+        sessions.reset();
+        objects.reset();
+        pool.reset();
+        gov.reset();
+    }
+
+    void set_usage(double ratio) {
+        tree.set_usage("/app", static_cast<std::uint64_t>(ratio * static_cast<double>(GiB)));
+    }
+
+    // Polls the governor every `period` for `d` of manual time; returns the final level.
+    pressure_level run_for(memgov::duration d, memgov::duration period = 100ms) {
+        for (memgov::duration t{}; t < d; t += period) {
+            clock.advance(period);
+            (void)gov->poll();
+        }
+        return gov->level();
+    }
+
+    // Admits and opens a session whose window may hold `cap` bytes, then appends `bytes`.
+    bool open(int id, std::size_t cap, std::size_t bytes) {
+        if (!gov->admit(64 * KiB, admit_kind::session)) return false;
+        memgov::sliding_window_config wc;
+        wc.chunk_size = chunk;
+        wc.cap_bytes = cap;
+        const bool inserted = sessions->insert(
+            id, [&] { return memgov::sliding_window{*pool, wc, &gov->ledger()}; });
+        REQUIRE(inserted);
+        append(id, bytes);
+        return true;
+    }
+
+    // Appends `bytes` of audio in 640-byte frames (20 ms of 16 kHz 16-bit audio each).
+    void append(int id, std::size_t bytes) {
+        static const std::array<std::byte, 640> frame{};
+        sessions->with(id, [&](memgov::sliding_window& w) {
+            for (std::size_t done = 0; done < bytes; done += frame.size()) {
+                w.append(std::span<const std::byte>{frame}.first(std::min(frame.size(), bytes - done)));
+            }
+        });
+    }
+
+    // The bytes every window holds, computed from the windows themselves.
+    std::int64_t window_bytes() {
+        std::vector<int> ids;
+        sessions->for_each_info([&](const int& id, const memgov::session_info&) { ids.push_back(id); });
+        std::int64_t sum = 0;
+        for (const int id : ids) {
+            sessions->with_shared(id, [&](const memgov::sliding_window& w) {
+                sum += static_cast<std::int64_t>(w.held_bytes());
+            });
+        }
+        return sum;
+    }
+};
+
+} // namespace
+
+TEST_CASE("composition: rise, reclaim, fall and recovery of a governed service", "[composition]") {
+    service svc;
+    constexpr int regular = 100;
+    constexpr int giant = 1000;
+
+    // Rise: 100 well-behaved sessions of 320 KiB and one giant holding 4 MiB.
+    for (int id = 0; id < regular; ++id) REQUIRE(svc.open(id, 512 * KiB, 320 * KiB));
+    REQUIRE(svc.open(giant, 8 * MiB, 4 * MiB));
+    REQUIRE(svc.gov->poll() == pressure_level::normal);
+
+    // The sessions' costs follow their windows: nobody called set_cost.
+    const std::int64_t held = svc.window_bytes();
+    CHECK(held == regular * 320 * static_cast<std::int64_t>(KiB) + 4 * static_cast<std::int64_t>(MiB));
+    CHECK(svc.sessions->total_cost() == held);
+
+    // Reclaim: the cgroup passes the red line (critical).
+    svc.set_usage(0.86);
+    REQUIRE(svc.run_for(200ms) == pressure_level::critical);
+    CHECK_FALSE(svc.gov->admit(64 * KiB, admit_kind::session));
+    // The giant passed the 2 MiB cost cap and was evicted by the ladder, with its reason, and
+    // its socket closed; the well-behaved sessions live.
+    CHECK(svc.sockets.count(evict_reason::over_cost) == 1);
+    CHECK(svc.sockets.closed.count(giant) == 1);
+    CHECK(svc.sessions->size() == static_cast<std::size_t>(regular));
+    // The on_evict callback read the governor's health from inside the reclaim step.
+    REQUIRE(svc.sockets.health.size() == svc.sockets.closed.size());
+    REQUIRE_FALSE(svc.sockets.health.empty());
+    CHECK(svc.sockets.health.back().level == pressure_level::critical);
+    CHECK(svc.sockets.metric_text_bytes > 0);
+    CHECK(svc.sockets.polls_seen > 0);
+    // The pools follow the level: no depot, no thread cache at critical.
+    CHECK(svc.pool->stats().pressure == pressure_level::critical);
+    CHECK(svc.objects->pressure() == pressure_level::critical);
+
+    // Fall: usage drops to 40% and stays there.
+    svc.set_usage(0.40);
+    REQUIRE(svc.run_for(30s) == pressure_level::normal);
+    CHECK(svc.gov->stats().admission.sessions_open);
+    CHECK(svc.gov->admit(64 * KiB, admit_kind::session));
+
+    // Recovery: every part heard the way down.
+    const memgov::buffer_pool_stats after = svc.pool->stats();
+    CHECK(after.pressure == pressure_level::normal);
+    CHECK(after.classes.front().thread_cache_cap > 0);
+    CHECK(after.classes.front().depot_cap_bytes > 0);
+    CHECK(svc.objects->pressure() == pressure_level::normal);
+
+    // Acquire and release now hit the caches: no upstream call at all, so no free and no
+    // madvise on release.
+    {
+        auto warm = svc.pool->acquire(4 * KiB); // the first may miss
+    }
+    const std::uint64_t allocs = svc.upstream.allocations();
+    const std::uint64_t frees = svc.upstream.deallocations();
+    const auto hits_before = svc.pool->stats().classes.front().thread_cache_hits;
+    for (int i = 0; i < 1000; ++i) {
+        auto b = svc.pool->acquire(4 * KiB);
+        REQUIRE(b.capacity() == 4 * KiB);
+    }
+    CHECK(svc.upstream.allocations() == allocs);
+    CHECK(svc.upstream.deallocations() == frees);
+    CHECK(svc.pool->stats().classes.front().thread_cache_hits - hits_before == 1000);
+}
+
+TEST_CASE("composition: orphans expire at normal with nothing but the governor running",
+          "[composition]") {
+    for (const auto touch : {memgov::touch_time::clock, memgov::touch_time::coarse}) {
+        CAPTURE(touch == memgov::touch_time::clock ? "clock" : "coarse");
+        service svc{touch};
+        // Time passes before the sessions arrive: the coarse clock must already be ticking.
+        REQUIRE(svc.run_for(90s, 1s) == pressure_level::normal);
+        const memgov::time_point opened = svc.clock.now();
+        for (int id = 0; id < 20; ++id) REQUIRE(svc.open(id, 512 * KiB, 64 * KiB));
+
+        // Even ids keep talking every 10 s; odd ids go silent (their peers dropped TCP).
+        const auto talk = [&] {
+            for (int id = 0; id < 20; id += 2) svc.append(id, 640);
+        };
+        while (svc.clock.now() - opened < 5min - 1s) {
+            svc.run_for(10s, 250ms);
+            talk();
+            REQUIRE(svc.gov->level() == pressure_level::normal);
+        }
+        CHECK(svc.sockets.count(evict_reason::expired_idle) == 0); // not one early
+        // Idle for idle_ttl: gone within one step period of it (the governor's sweep).
+        while (svc.clock.now() - opened < 5min + svc.gov->config().step_period + 250ms) {
+            svc.run_for(250ms, 250ms);
+        }
+        CHECK(svc.sockets.count(evict_reason::expired_idle) == 10);
+        for (int id = 1; id < 20; id += 2) CHECK_FALSE(svc.sessions->contains(id));
+        for (int id = 0; id < 20; id += 2) CHECK(svc.sessions->contains(id));
+        // Their windows' buffers went back to the pool.
+        CHECK(svc.sessions->total_cost() == svc.window_bytes());
+    }
+}
+
+TEST_CASE("composition: reclaimers registered and removed mid-episode hear the current level",
+          "[composition]") {
+    service svc;
+    REQUIRE(svc.open(1, 512 * KiB, 320 * KiB));
+    svc.set_usage(0.86);
+    REQUIRE(svc.run_for(200ms) == pressure_level::critical);
+
+    // A pool that joins under pressure starts with the caps the others have.
+    memgov::buffer_pool late_pool{{}, &svc.gov->ledger()};
+    auto late = std::make_shared<memgov::buffer_pool_reclaimer>(late_pool, "late_pool");
+    svc.gov->register_reclaimer(late);
+    CHECK(late_pool.stats().pressure == pressure_level::critical);
+
+    // One that leaves under pressure leaves with its caps restored.
+    REQUIRE(svc.gov->unregister_reclaimer(*svc.objects_reclaimer));
+    CHECK(svc.objects->pressure() == pressure_level::normal);
+
+    // The fall reaches every reclaimer still registered, including the late one.
+    svc.set_usage(0.40);
+    REQUIRE(svc.run_for(30s) == pressure_level::normal);
+    CHECK(late_pool.stats().pressure == pressure_level::normal);
+    CHECK(svc.pool->stats().pressure == pressure_level::normal);
+
+    // Registered after the episode: told the current level, not the last crisis.
+    memgov::buffer_pool after_pool{{}, &svc.gov->ledger()};
+    auto after = std::make_shared<memgov::buffer_pool_reclaimer>(after_pool, "after_pool");
+    after_pool.set_pressure(pressure_level::emergency); // whatever it held before
+    svc.gov->register_reclaimer(after);
+    CHECK(after_pool.stats().pressure == pressure_level::normal);
+
+    // A second rise reaches the re-registered part too.
+    svc.gov->register_reclaimer(svc.objects_reclaimer);
+    svc.set_usage(0.86);
+    REQUIRE(svc.run_for(200ms) == pressure_level::critical);
+    CHECK(svc.objects->pressure() == pressure_level::critical);
+    CHECK(after_pool.stats().pressure == pressure_level::critical);
+
+    REQUIRE(svc.gov->unregister_reclaimer(*late));
+    REQUIRE(svc.gov->unregister_reclaimer(*after));
+}
+
+TEST_CASE("composition: pressure eviction frees the windows' bytes in the README's setup",
+          "[composition]") {
+    service svc;
+    for (int id = 0; id < 100; ++id) REQUIRE(svc.open(id, 512 * KiB, 320 * KiB));
+    const std::int64_t held = svc.window_bytes();
+    REQUIRE(held == 100 * 320 * static_cast<std::int64_t>(KiB));
+
+    // Emergency: the ladder evicts down toward the red line minus the margin. The cgroup says
+    // 95% of 1 GiB while the sessions hold 31 MiB, so the step wants more than they hold and
+    // every session goes, by LRU, with its window's bytes reported freed.
+    svc.set_usage(0.95);
+    REQUIRE(svc.run_for(100ms) == pressure_level::emergency);
+    const memgov::governor_stats st = svc.gov->stats();
+    const auto lru = st.evictor.total(memgov::reclaim_action::evict_lru);
+    CHECK(lru.items == 100);
+    CHECK(lru.bytes == static_cast<std::uint64_t>(held));
+    CHECK(svc.sessions->size() == 0);
+    CHECK(svc.sockets.count(evict_reason::lru_under_pressure) == 100);
+}
+
+TEST_CASE("composition: the ledger counts what is held, once", "[composition]") {
+    service svc;
+    for (int id = 0; id < 50; ++id) REQUIRE(svc.open(id, 512 * KiB, 320 * KiB));
+
+    // Chunks taken out of windows for the producer are still the pool's memory; the producer
+    // charges them to kafka_inflight, an attribution, until their delivery reports.
+    std::vector<memgov::window_chunk> in_flight(40);
+    std::size_t taken = 0;
+    for (int id = 0; id < 10; ++id) {
+        svc.sessions->with(id, [&](memgov::sliding_window& w) {
+            taken += w.take_chunks(std::span{in_flight}.subspan(taken, 4));
+        });
+    }
+    REQUIRE(taken == 40);
+    std::int64_t in_flight_bytes = 0;
+    for (const auto& c : in_flight) in_flight_bytes += static_cast<std::int64_t>(c.buf.capacity());
+    svc.gov->ledger().charge(memgov::category::kafka_inflight, in_flight_bytes);
+
+    // An object leased per session.
+    std::vector<objects_t::lease> states;
+    for (int i = 0; i < 50; ++i) states.push_back(svc.objects->acquire());
+    const auto object_bytes = static_cast<std::int64_t>(svc.objects->stats().retained_bytes);
+
+    // What is held, computed independently of the ledger: the pool's upstream, the map's own
+    // storage and the object pool's objects.
+    const std::int64_t physical = svc.upstream.outstanding() +
+                                  static_cast<std::int64_t>(svc.sessions->stats().structure_bytes) +
+                                  object_bytes;
+    CHECK(svc.gov->ledger().total() == physical);
+
+    // Giving the chunks back (the delivery reports) changes nothing physical but the split.
+    svc.gov->ledger().release(memgov::category::kafka_inflight, in_flight_bytes);
+    in_flight.clear();
+    CHECK(svc.gov->ledger().total() == svc.upstream.outstanding() +
+                                           static_cast<std::int64_t>(svc.sessions->stats().structure_bytes) +
+                                           object_bytes);
+}
