@@ -107,7 +107,7 @@ void statm_open_read_close(benchmark::State& state) {
 void update_estimate(benchmark::State& state) {
     static memgov::ledger l;
     static memgov::pressure_monitor<> m{{}, &l};
-    l.charge(memgov::category::sessions, 4096);
+    l.charge(memgov::category::pool_in_use, 4096);
     for (auto _ : state) benchmark::DoNotOptimize(m.update_estimate());
     state.SetItemsProcessed(state.iterations());
 }

@@ -18,13 +18,25 @@
 /// back to one shared overflow slot updated with atomic adds: slower, never lost.
 ///
 /// ## Counted and attribution categories
-/// A category is either *counted* (its bytes are memory nobody else charged: pool buffers,
-/// pooled objects, producer buffers) or an *attribution* (it says who holds memory that a
-/// counted category already has, such as a window's chunks, which the pool charges as
-/// `pool_in_use`). `total()` sums counted categories only, so the pressure monitor's estimate
-/// never counts one byte twice. Built-in defaults: `windows` is an attribution, all others are
-/// counted; `set_counted` changes it (for example to make `sessions` an attribution when a
-/// session's cost is the bytes of its window).
+/// A category is either *counted* (its bytes are memory no other category charges) or an
+/// *attribution* (it says who holds memory that a counted category already has). `total()`
+/// sums counted categories only, so the pressure monitor's estimate never counts one byte
+/// twice. The built-in defaults:
+///
+/// | category          | default     | what it holds                                            |
+/// |-------------------|-------------|----------------------------------------------------------|
+/// | `pool_idle`       | counted     | idle pool buffers (depots, thread caches)                |
+/// | `pool_in_use`     | counted     | pool buffers handed out (window chunks among them)       |
+/// | `objects`         | counted     | objects held by object pools                             |
+/// | `session_storage` | counted     | session maps' own node storage and tables                |
+/// | `sessions`        | attribution | session costs (for windows: their chunks, `pool_in_use`) |
+/// | `windows`         | attribution | chunks held by sliding windows (`pool_in_use`)           |
+/// | `kafka_inflight`  | attribution | chunks handed to a producer (still `pool_in_use`)        |
+///
+/// User categories are counted unless defined otherwise. `set_counted` changes any of them:
+/// for example, make `sessions` counted when session costs are memory no pool charges (the
+/// session's own heap state), or `kafka_inflight` counted when the producer copies the bytes
+/// into buffers of its own.
 ///
 /// Thread safety: `charge`, `release`, `total`, `bytes` and `snapshot` are safe from any number
 /// of threads. Sums read while other threads charge are a consistent-enough snapshot: each
@@ -38,6 +50,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <initializer_list>
 #include <memory>
 #include <mutex>
 #include <new>
@@ -55,11 +68,12 @@ MEMGOV_NAMESPACE_BEGIN
 enum class category : std::uint8_t {
     pool_idle = 0,      ///< Idle buffers kept by buffer pools (depots and thread caches).
     pool_in_use = 1,    ///< Pooled buffers handed out and not yet returned.
-    sessions = 2,       ///< Byte cost of live sessions in session maps.
-    windows = 3,        ///< Bytes held by sliding windows.
-    objects = 4,        ///< Objects held by object pools, idle or leased.
-    kafka_inflight = 5, ///< Bytes handed to a Kafka producer and not yet acknowledged.
-    first_user = 6      ///< The index of the first user-defined category.
+    sessions = 2,        ///< Byte cost of live sessions in session maps (attribution).
+    windows = 3,         ///< Bytes held by sliding windows (attribution).
+    objects = 4,         ///< Objects held by object pools, idle or leased.
+    kafka_inflight = 5,  ///< Bytes handed to a Kafka producer, not yet acknowledged (attribution).
+    session_storage = 6, ///< Session maps' own node storage and lookup tables.
+    first_user = 7       ///< The index of the first user-defined category.
 };
 
 namespace detail {
@@ -189,11 +203,15 @@ public:
 
     /// An empty ledger with the built-in categories defined. Throws `std::bad_alloc` only.
     ledger() : m_state{std::make_shared<detail::ledger_state>()}, m_id{detail::next_ledger_id()} {
-        static constexpr std::array<std::string_view, 6> builtin{
-            "pool_idle", "pool_in_use", "sessions", "windows", "objects", "kafka_inflight"};
+        static constexpr std::array<std::string_view, 7> builtin{
+            "pool_idle", "pool_in_use", "sessions", "windows", "objects", "kafka_inflight", "session_storage"};
+        static_assert(builtin.size() == static_cast<std::size_t>(category::first_user));
         for (std::size_t i = 0; i < builtin.size(); ++i) m_state->names[i] = builtin[i];
         std::uint32_t mask = (1U << builtin.size()) - 1U;
-        mask &= ~(1U << static_cast<unsigned>(category::windows)); // the pool counts the chunks
+        // Attributions: the pool already counts these bytes as pool_in_use (see the file comment).
+        for (const category a : {category::sessions, category::windows, category::kafka_inflight}) {
+            mask &= ~(1U << static_cast<unsigned>(a));
+        }
         m_state->counted_mask.store(mask, std::memory_order_release);
         m_state->category_count.store(builtin.size(), std::memory_order_release);
     }

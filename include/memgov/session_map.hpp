@@ -65,7 +65,11 @@
 /// Touching an entry does not move it; when the sweep reaches it, it re-checks the rules and
 /// either evicts it or re-files it under its new deadline. So `sweep(now, max_work)` costs in
 /// proportion to the entries whose filed deadline has passed, not to the map's size, and
-/// stops after `max_work` of them, resuming where it stopped at the next call.
+/// stops after `max_work` of them, resuming where it stopped at the next call. Expiry is exact,
+/// not rounded to `sweep_resolution`: a sweep that completes has removed every entry that a
+/// rule makes due at or before its `now`, and none due later. The entries of the tick `now`
+/// falls in are checked against `now`; those due later in that tick are set aside until the
+/// pass ends, so a pass meets each entry at most once.
 ///
 /// ## Pressure eviction
 /// `evict_older_than`, `evict_over_cost`, `evict_lru_until` and `evict_largest` each bound
@@ -219,7 +223,9 @@ enum class touch_time : std::uint8_t {
     clock, ///< Read the clock on every access: exact.
     coarse ///< Use the time last given to `tick(now)` or `sweep(now, ...)`: one relaxed load.
            ///< Last-active is then as fresh as the ticks; tick at least as often as the
-           ///< resolution you need (a tenth of `idle_ttl` is plenty).
+           ///< resolution you need (a tenth of `idle_ttl` is plenty). Until the first `tick`
+           ///< or `sweep`, touches read the clock as in `clock` mode, so a map that is not
+           ///< ticked yet never ages its sessions; insertion and `mark_ended` always read it.
 };
 
 /// Configuration of a `session_map`. Durations equal to `never` disable their rule.
@@ -239,13 +245,70 @@ struct session_map_config {
     std::size_t lru_samples = 16;                              ///< Entries sampled per LRU step, 1..1024.
     touch_time touch = touch_time::clock;                      ///< See `touch_time`.
     category ledger_category = category::sessions;             ///< Where costs are charged.
+    category storage_category = category::session_storage;     ///< Where the map's own storage is charged.
 };
 
 /// Metadata to give a new entry at insertion, so that it is never visible without it.
 struct session_options {
     bool no_evict = false;  ///< Exempt from pressure eviction from the start.
-    std::int64_t cost = 0;  ///< Initial cost in bytes (negative counts as 0; saturates at 2^60 - 1).
+    /// Initial cost in bytes (negative counts as 0; saturates at 2^60 - 1). With a cost policy
+    /// (see `value_cost`), 0 means "the policy's cost of the new value".
+    std::int64_t cost = 0;
 };
+
+namespace detail::session_cost_lookup {
+// Stops unqualified lookup here, so only argument-dependent lookup finds a user's
+// `session_cost`.
+void session_cost() = delete;
+
+template <class V>
+concept by_function = requires(const V& v) {
+    { session_cost(v) } -> std::convertible_to<std::int64_t>;
+};
+template <class V>
+concept by_held_bytes = requires(const V& v) {
+    { v.held_bytes() } -> std::convertible_to<std::size_t>;
+};
+
+template <class V>
+[[nodiscard]] constexpr std::int64_t of(const V& v) noexcept(noexcept(session_cost(v))) requires by_function<V> {
+    return static_cast<std::int64_t>(session_cost(v));
+}
+template <class V>
+[[nodiscard]] constexpr std::int64_t of(const V& v) noexcept(noexcept(v.held_bytes()))
+    requires(!by_function<V> && by_held_bytes<V>) {
+    const std::size_t b = v.held_bytes();
+    constexpr auto top = static_cast<std::size_t>(std::numeric_limits<std::int64_t>::max());
+    return static_cast<std::int64_t>(b > top ? top : b);
+}
+} // namespace detail::session_cost_lookup
+
+/// The default cost policy of a `session_map`: an entry's cost follows its value.
+/// A value has a cost when `session_cost(value)` is found by argument-dependent lookup (a
+/// function in the value type's namespace returning bytes as an integer), or else when it has
+/// a member `held_bytes()` (as `sliding_window` does). For any other value type the policy
+/// does not apply and the map evaluates nothing (costs are then only what `set_cost` says).
+/// The function must be O(1) and `noexcept`, and must not call into the map.
+/// Thread safety: stateless. Complexity: that of the value's function.
+struct value_cost {
+    /// Whether values of type `V` have a cost under this policy.
+    template <class V>
+    static constexpr bool applies_to =
+        detail::session_cost_lookup::by_function<V> || detail::session_cost_lookup::by_held_bytes<V>;
+
+    /// The cost of `v` in bytes.
+    template <class V>
+        requires applies_to<V>
+    [[nodiscard]] constexpr std::int64_t operator()(const V& v) const
+        noexcept(noexcept(detail::session_cost_lookup::of(v))) {
+        return detail::session_cost_lookup::of(v);
+    }
+};
+
+/// A cost policy under which costs never follow values: only `set_cost`, `add_cost` and
+/// `session_options::cost` set them (for value types that have `held_bytes()` but whose cost
+/// the service sets itself).
+struct manual_cost {};
 
 /// What a sweep or an eviction did.
 struct evict_result {
@@ -315,6 +378,8 @@ inline constexpr std::uint64_t session_cost_mask = session_recheck_bit - 1;
     return b > session_cost_mask ? session_cost_mask : b;
 }
 inline constexpr std::int64_t session_never = std::numeric_limits<std::int64_t>::max();
+// The coarse time of a map that has not been ticked yet: touches read the clock instead.
+inline constexpr std::int64_t session_unticked = std::numeric_limits<std::int64_t>::min();
 
 // One entry. Hot fields (touched by every `with`) first, then key and value, then the fields
 // only structure operations use. Times are nanoseconds since the clock's epoch. An ended
@@ -365,15 +430,35 @@ private:
 /// make function outside any lock and moved in under the shard lock). `Hash` and `KeyEqual`
 /// must not throw.
 ///
-/// Costs (`set_cost`) and the map's own storage are charged to the ledger given at
-/// construction, under `config.ledger_category`.
+/// ## Costs
+/// An entry's cost is the number of bytes it is charged for: pressure eviction by cost, by
+/// size and LRU-until-a-total all read it. With a `Cost` policy that applies to `Value`
+/// (`value_cost`, the default, applies to `sliding_window` and to any value with `held_bytes()`
+/// or a `session_cost` function), the cost follows the value: the map sets it to
+/// `Cost{}(value)` at insertion (unless `session_options::cost` is non-zero) and each time an
+/// exclusive callback (`with`, the update function of `upsert`) returns or throws. An explicit
+/// `entry::set_cost`/`add_cost` inside that callback wins: the policy is not evaluated when
+/// that callback returns, and is again when the next exclusive callback that sets no cost
+/// returns. `set_cost(key, bytes)` is explicit too. `with_shared` and `inspect` cannot change
+/// the value and evaluate nothing. For other value types (or with `manual_cost`) nothing is
+/// evaluated, and costs are only what the explicit calls set.
+///
+/// Costs are charged to the ledger given at construction under `config.ledger_category`
+/// (`sessions`, an attribution by default: a window's bytes are the pool's). The map's own
+/// node storage and tables are charged under `config.storage_category` (`session_storage`,
+/// counted): that is memory no other part charges.
 template <class Key, class Value, clock_type Clock = steady_clock, class Hash = std::hash<Key>,
-          class KeyEqual = std::equal_to<Key>>
+          class KeyEqual = std::equal_to<Key>, class Cost = value_cost>
 class session_map {
     using node = detail::session_node<Key, Value>;
     struct shard;
 
 public:
+    /// Whether costs follow values (the `Cost` policy applies to `Value`).
+    static constexpr bool cost_follows_value = std::is_invocable_v<const Cost&, const Value&>;
+    static_assert(!cost_follows_value || std::is_nothrow_invocable_r_v<std::int64_t, const Cost&, const Value&>,
+                  "memgov::session_map: the Cost policy must be noexcept and return bytes as an integer");
+
     using key_type = Key;                                  ///< The key type.
     using mapped_type = Value;                             ///< The value type.
     using hooks_type = session_map_hooks<Key, Value>;      ///< Callbacks.
@@ -402,10 +487,14 @@ public:
             return (m_node->state.load(std::memory_order_acquire) & detail::entry_state::dead) != 0;
         }
         /// Sets the cost to `bytes` (negative counts as 0; saturates at 2^60 - 1), updating the
-        /// shard's total and the ledger. Only under the exclusive lock (`with`). Thread safety:
-        /// valid inside the callback. Complexity: O(1); takes the shard lock only when the cost
-        /// crosses a power of two.
-        void set_cost(std::int64_t bytes) noexcept { m_map->set_cost_of(*m_shard, m_idx, *m_node, bytes); }
+        /// shard's total and the ledger. Only under the exclusive lock (`with`). With a cost
+        /// policy, the explicit cost wins over the policy for this callback (see "Costs").
+        /// Thread safety: valid inside the callback. Complexity: O(1); takes the shard lock
+        /// only when the cost crosses a power of two.
+        void set_cost(std::int64_t bytes) noexcept {
+            m_cost_set = true;
+            m_map->set_cost_of(*m_shard, m_idx, *m_node, bytes);
+        }
         /// Adds `delta` (may be negative) to the cost. Same guarantees as `set_cost`.
         void add_cost(std::int64_t delta) noexcept {
             const std::int64_t c = cost(); // never negative, so only a large positive delta overflows
@@ -422,10 +511,15 @@ public:
         friend class session_map;
         entry(session_map* m, shard* s, std::uint32_t idx, node* n) noexcept
             : m_map{m}, m_shard{s}, m_idx{idx}, m_node{n} {}
+        // The exclusive callback is over: the cost follows the value unless it was set.
+        void follow_value() noexcept {
+            if (!m_cost_set) m_map->set_cost_of(*m_shard, m_idx, *m_node, m_map->m_cost(std::as_const(m_node->value())));
+        }
         session_map* m_map;
         shard* m_shard;
         std::uint32_t m_idx;
         node* m_node;
+        bool m_cost_set = false;
     };
 
     /// A map configured by `config`, calling `hooks`, reading time from `clock`, and charging
@@ -447,9 +541,8 @@ public:
         m_shards = std::make_unique<shard[]>(m_config.shards);
         m_epoch = m_clock.now().time_since_epoch().count();
         m_resolution = m_config.sweep_resolution.count();
-        m_coarse_now.value.store(m_epoch, std::memory_order_relaxed);
         m_rng = static_cast<std::uint64_t>(m_epoch) | 1U;
-        charge(static_cast<std::int64_t>(sizeof(shard) * m_config.shards));
+        charge_storage(static_cast<std::int64_t>(sizeof(shard) * m_config.shards));
     }
 
     session_map(const session_map&) = delete;
@@ -459,10 +552,10 @@ public:
     /// be running on this map. Thread safety: not concurrent with anything else on the map.
     ~session_map() {
         clear();
-        charge(-static_cast<std::int64_t>(sizeof(shard) * m_config.shards));
+        charge_storage(-static_cast<std::int64_t>(sizeof(shard) * m_config.shards));
         for (std::size_t i = 0; i < m_config.shards; ++i) {
             shard& s = m_shards[i];
-            charge(-static_cast<std::int64_t>(s.structure_bytes.load(std::memory_order_relaxed)));
+            charge_storage(-static_cast<std::int64_t>(s.structure_bytes.load(std::memory_order_relaxed)));
         }
     }
 
@@ -677,7 +770,7 @@ public:
         const std::uint64_t now_tick = tick_floor(now_ns);
         for (std::size_t visited = 0; visited < m_config.shards; ++visited) {
             shard& s = m_shards[m_sweep_cursor];
-            if (!sweep_shard(s, now_ns, now_tick, max_work, r)) {
+            if (!sweep_shard(s, now_ns, now_tick, tick_ceil(now_ns), max_work, r)) {
                 m_sweep_work.fetch_add(r.work, std::memory_order_relaxed);
                 return r;
             }
@@ -857,6 +950,9 @@ private:
         std::atomic<std::uint64_t> bucket_mask{0};
         std::atomic<std::uint64_t> inserts{0};
         std::atomic<std::uint64_t> pinned_at_eviction{0};
+        // The `now` of the last sweep pass that found nothing more due (under the sweep turn
+        // and the shard lock).
+        std::int64_t swept_at = std::numeric_limits<std::int64_t>::min();
         std::atomic<std::size_t> structure_bytes{0};
         std::array<std::atomic<std::uint64_t>, evict_reason_count> evictions{};
         // Updated by `set_cost` without the lock: kept off the lock's cache line.
@@ -908,6 +1004,9 @@ private:
         if (static_cast<std::size_t>(c.ledger_category) >= ledger::max_categories) {
             bad("ledger_category", "must be a defined ledger category");
         }
+        if (static_cast<std::size_t>(c.storage_category) >= ledger::max_categories) {
+            bad("storage_category", "must be a defined ledger category");
+        }
         if (c.touch != touch_time::clock && c.touch != touch_time::coarse) bad("touch", "unknown value");
         return c;
     }
@@ -940,12 +1039,18 @@ private:
     void charge(std::int64_t bytes) const noexcept {
         if (m_ledger != nullptr && bytes != 0) m_ledger->charge(m_config.ledger_category, bytes);
     }
+    void charge_storage(std::int64_t bytes) const noexcept {
+        if (m_ledger != nullptr && bytes != 0) m_ledger->charge(m_config.storage_category, bytes);
+    }
 
     // ------------------------------------------------------------ time
 
     [[nodiscard]] std::int64_t now_ns() const noexcept { return m_clock.now().time_since_epoch().count(); }
     [[nodiscard]] std::int64_t touch_ns() const noexcept {
-        if (m_config.touch == touch_time::coarse) return m_coarse_now.value.load(std::memory_order_relaxed);
+        if (m_config.touch == touch_time::coarse) {
+            const std::int64_t t = m_coarse_now.value.load(std::memory_order_relaxed);
+            if (t != detail::session_unticked) return t;
+        }
         return now_ns();
     }
     [[nodiscard]] std::uint64_t tick_floor(std::int64_t ns) const noexcept {
@@ -1098,12 +1203,11 @@ private:
         return false;
     }
 
-    // Files `idx` under its next deadline, but no earlier than tick `min_tick` (the sweep
-    // passes now + 1 for entries it keeps, so it never meets them twice in one pass).
-    void file(shard& s, std::uint32_t idx, node& n, std::int64_t after, std::uint64_t min_tick) noexcept {
+    // Files `idx` under its next deadline after `after` (on the due list if that tick has passed).
+    void file(shard& s, std::uint32_t idx, node& n, std::int64_t after) noexcept {
         const std::int64_t d = next_deadline(n, after);
         if (d == detail::session_never) return;
-        s.wheel.insert(idx, std::max(tick_ceil(d), min_tick), wheel_links(s));
+        s.wheel.insert(idx, tick_ceil(d), wheel_links(s));
     }
 
     // ------------------------------------------------------------ link accessors
@@ -1146,6 +1250,9 @@ private:
     // Inserts (or, with `replace`, replaces) under the shard lock. Returns false if the key
     // was present (and, without `replace`, nothing changed).
     bool emplace(const Key& key, std::uint64_t h, Value& value, bool replace, session_options options) {
+        if constexpr (cost_follows_value) {
+            if (options.cost == 0) options.cost = m_cost(std::as_const(value));
+        }
         const std::int64_t now = now_ns();
         shard& s = shard_of(h);
         victims v;
@@ -1200,7 +1307,7 @@ private:
                 s.index.insert(fp_of(h), idx);
             }
             s.age.push_back(idx, age_links(s));
-            file(s, idx, n, created, 0);
+            file(s, idx, n, created);
             s.size.store(s.index.size(), std::memory_order_relaxed);
             bump(s.inserts);
         }
@@ -1215,7 +1322,7 @@ private:
         const std::size_t was = s.structure_bytes.load(std::memory_order_relaxed);
         if (now == was) return;
         s.structure_bytes.store(now, std::memory_order_relaxed);
-        charge(static_cast<std::int64_t>(now) - static_cast<std::int64_t>(was));
+        charge_storage(static_cast<std::int64_t>(now) - static_cast<std::int64_t>(was));
     }
 
     // Starts loading the list neighbours `unlink` will write, so their misses overlap.
@@ -1310,8 +1417,11 @@ private:
         shard& s = shard_of(h);
         s.index.prefetch(fp_of(h));
         std::int64_t t = 0;
-        const bool read_clock = touch && m_config.touch == touch_time::clock;
-        if (touch && !read_clock) t = m_coarse_now.value.load(std::memory_order_relaxed);
+        bool read_clock = false; // until the clock has been read, in the lookup below
+        if constexpr (touch) {
+            if (m_config.touch == touch_time::coarse) t = m_coarse_now.value.load(std::memory_order_relaxed);
+            read_clock = m_config.touch == touch_time::clock || t == detail::session_unticked;
+        }
         s.mutex.lock();
         // The clock read is serializing (lfence; rdtsc in the vDSO): take it once the entry's
         // cache lines are on their way, so it overlaps that miss instead of adding to it.
@@ -1319,7 +1429,10 @@ private:
             const node& c = s.slab.at(i);
             __builtin_prefetch(reinterpret_cast<const char*>(&c) + sizeof(node) - 1, 1);
             __builtin_prefetch(&c, 1);
-            if (read_clock && t == 0) t = now_ns();
+            if (read_clock) {
+                t = now_ns();
+                read_clock = false;
+            }
             return m_eq(c.key(), key);
         });
         if (MEMGOV_UNLIKELY(pos == detail::session_nil)) {
@@ -1368,6 +1481,14 @@ private:
         }
         if constexpr (exclusive) {
             entry e{this, &s, idx, &n};
+            // Declared after `g`, so the cost is taken while the entry lock is still held,
+            // also when `fn` throws (it may have changed the value before throwing).
+            struct follow {
+                entry* e;
+                ~follow() {
+                    if constexpr (M == mode::write && cost_follows_value) e->follow_value();
+                }
+            } f{&e};
             if constexpr (std::is_invocable_v<Fn&, Value&, entry&>) {
                 std::invoke(fn, n.value(), e);
             } else {
@@ -1387,6 +1508,7 @@ private:
     void set_cost_of(shard& s, std::uint32_t idx, node& n, std::int64_t bytes) noexcept {
         const std::uint64_t want = detail::session_cost_bits(bytes);
         std::uint64_t cur = n.cost.load(std::memory_order_relaxed);
+        if ((cur & detail::session_cost_mask) == want) return;
         while (!n.cost.compare_exchange_weak(cur, want | (cur & ~detail::session_cost_mask),
                                              std::memory_order_acq_rel, std::memory_order_relaxed)) {
         }
@@ -1427,7 +1549,7 @@ private:
         n.cost.fetch_or(detail::session_ended_bit, std::memory_order_relaxed);
         // The grace deadline may come before the filed one: re-file.
         if (detail::session_linked(n.wheel)) s.wheel.remove(idx, wheel_links(s));
-        file(s, idx, n, now, 0);
+        file(s, idx, n, now);
     }
 
     [[nodiscard]] static bool no_evict(const node& n) noexcept {
@@ -1455,8 +1577,21 @@ private:
     };
 
     // Processes `s` until nothing is due or the budget is spent; true when nothing is due.
-    bool sweep_shard(shard& s, std::int64_t now, std::uint64_t now_tick, std::size_t max_work,
-                     evict_result& r) {
+    // Every list filed at or before `horizon`, the first tick at or after `now`, is processed:
+    // when `now` falls inside a tick, that tick's entries are checked against `now` itself, and
+    // those not yet due are parked until the pass ends, so no deadline passes unnoticed.
+    bool sweep_shard(shard& s, std::int64_t now, std::uint64_t now_tick, std::uint64_t horizon,
+                     std::size_t max_work, evict_result& r) {
+        struct unpark_on_exit {
+            session_map* m;
+            shard* s;
+            std::int64_t now;
+            std::uint64_t now_tick;
+            bool* idle;
+            ~unpark_on_exit() { m->unpark(*s, now, now_tick, *idle); }
+        };
+        bool done = false;
+        const unpark_on_exit unpark_guard{this, &s, now, now_tick, &done};
         for (;;) {
             victims v;
             std::array<check, 16> checks;
@@ -1468,7 +1603,7 @@ private:
                 detail::session_shard_guard g{s.mutex};
                 while (!v.full() && nchecks < checks.size()) {
                     if (r.work >= max_work) break;
-                    const auto e = s.wheel.next_due(now_tick);
+                    const auto e = s.wheel.next_due(horizon);
                     if (!e) {
                         s.wheel.advance_to(now_tick);
                         idle = true;
@@ -1497,14 +1632,18 @@ private:
                         }
                     }
                     first_in_slot = false;
-                    // Above level 0 the slot spans many ticks: re-file entries not yet due.
-                    const std::int64_t slot_start = tick_start_ns(e->deadline);
-                    const std::int64_t after = e->list == detail::session_wheel::due_list ? now : slot_start - 1;
+                    // Above level 0 the slot spans many ticks, and a tick spans many deadlines:
+                    // re-file entries not yet due. Deadlines up to `after` have been checked: an
+                    // entry filed under tick T is due after the start of tick T - 1; one on the
+                    // due list, after this shard's last complete pass (or its creation).
+                    const std::int64_t after = e->list == detail::session_wheel::due_list
+                                                   ? std::min(now, std::max(s.swept_at, n.created))
+                                                   : checked_before(e->deadline, now);
                     const bool recheck = (n.cost.load(std::memory_order_relaxed) & detail::session_recheck_bit) != 0;
                     if (recheck) n.cost.fetch_and(~detail::session_recheck_bit, std::memory_order_relaxed);
                     const std::int64_t d = recheck ? now : next_deadline(n, after);
                     if (d > now) {
-                        if (d != detail::session_never) s.wheel.insert(idx, tick_ceil(d), wheel_links(s));
+                        refile_at(s, idx, d, now);
                         continue;
                     }
                     const verdict vd = evaluate(n, now);
@@ -1515,19 +1654,59 @@ private:
                         n.state.fetch_add(detail::entry_state::pin, std::memory_order_relaxed);
                         checks[nchecks++] = check{idx, &n, vd, check::keep};
                     } else {
-                        file(s, idx, n, now, now_tick + 1);
+                        refile_at(s, idx, next_deadline(n, now), now);
                     }
                 }
             }
             finish(s, v);
-            if (nchecks > 0) confirm_checks(s, checks.data(), nchecks, now, now_tick, r);
-            if (idle) return true;
+            if (nchecks > 0) confirm_checks(s, checks.data(), nchecks, now, r);
+            if (idle) {
+                done = true;
+                return true;
+            }
             if (r.work >= max_work) return false;
         }
     }
 
+    // The time up to which an entry filed under wheel tick `tick` has been checked.
+    [[nodiscard]] std::int64_t checked_before(std::uint64_t tick, std::int64_t now) const noexcept {
+        const std::int64_t start = tick_start_ns(tick);
+        if (start == detail::session_never) return now;
+        return start - m_resolution;
+    }
+
+    // Files `idx`, due at `d` (> now), during a sweep pass. An entry the pass would meet again
+    // (due within the tick the wheel stands at) is parked until the pass ends instead.
+    void refile_at(shard& s, std::uint32_t idx, std::int64_t d, std::int64_t now) noexcept {
+        if (d == detail::session_never) return;
+        const std::uint64_t t = tick_ceil(d);
+        if (d <= now || t <= s.wheel.elapsed()) {
+            s.wheel.park(idx, wheel_links(s));
+        } else {
+            s.wheel.insert(idx, t, wheel_links(s));
+        }
+    }
+
+    // Ends a pass over `s`: files the parked entries under their deadlines (an entry whose
+    // value check found it busy, at the next tick). `complete`: the pass found nothing else
+    // due, so every deadline up to `now` has been checked.
+    void unpark(shard& s, std::int64_t now, std::uint64_t now_tick, bool complete) noexcept {
+        detail::session_shard_guard g{s.mutex};
+        for (;;) {
+            const std::uint32_t idx = s.wheel.pop(detail::session_wheel::parked_list, wheel_links(s));
+            if (idx == detail::session_nil) break;
+            node& n = s.slab.at(idx);
+            if ((n.cost.load(std::memory_order_relaxed) & detail::session_recheck_bit) != 0) {
+                s.wheel.insert(idx, now_tick + 1, wheel_links(s));
+            } else {
+                file(s, idx, n, now);
+            }
+        }
+        if (complete) s.swept_at = now;
+    }
+
     void confirm_checks(shard& s, check* checks, std::size_t count, std::int64_t now,
-                        std::uint64_t now_tick, evict_result& r) noexcept {
+                        evict_result& r) noexcept {
         for (std::size_t i = 0; i < count; ++i) {
             check& c = checks[i];
             if (!detail::entry_state::try_lock_shared(c.n->state)) {
@@ -1550,9 +1729,9 @@ private:
                 } else if (!detail::session_linked(n.wheel)) {
                     if (c.outcome == check::retry) {
                         n.cost.fetch_or(detail::session_recheck_bit, std::memory_order_relaxed);
-                        s.wheel.insert(c.idx, now_tick + 1, wheel_links(s));
+                        s.wheel.park(c.idx, wheel_links(s));
                     } else {
-                        file(s, c.idx, n, now, now_tick + 1);
+                        refile_at(s, c.idx, next_deadline(n, now), now);
                     }
                 }
             }
@@ -1682,7 +1861,7 @@ private:
     // ------------------------------------------------------------ members
 
     struct alignas(cache_line_size) padded_time {
-        std::atomic<std::int64_t> value{0};
+        std::atomic<std::int64_t> value{detail::session_unticked};
     };
 
     session_map_config m_config;
@@ -1691,12 +1870,13 @@ private:
     ledger* m_ledger;
     [[no_unique_address]] Hash m_hash{};
     [[no_unique_address]] KeyEqual m_eq{};
+    [[no_unique_address]] Cost m_cost{};
     bool m_interval_rules = false;
     std::size_t m_shard_mask = 0;
     std::int64_t m_epoch = 0;
     std::int64_t m_resolution = 1;
     std::unique_ptr<shard[]> m_shards;
-    padded_time m_coarse_now;
+    padded_time m_coarse_now; // detail::session_unticked until the first tick
     detail::owned_mutex m_sweep_turn;
     std::int64_t m_sweep_now = std::numeric_limits<std::int64_t>::min(); // under m_sweep_turn
     std::size_t m_sweep_cursor = 0;

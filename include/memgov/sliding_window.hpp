@@ -21,8 +21,9 @@
 /// never uses. Memory held is `chunk_count() × chunk_size()`, less than the cap plus two partly
 /// used chunks (the oldest and the newest): `held_bytes() < cap_bytes() + 2 × chunk_size()`.
 /// With a ledger the window charges what it holds to `category::windows` as chunks come and go.
-/// Note that the same chunks are also counted by the pool as `pool_in_use`: `windows` says
-/// *who* holds pool memory, it is not extra memory.
+/// The same chunks are also counted by the pool as `pool_in_use`: `windows` is an attribution
+/// (it says *who* holds pool memory, it is not extra memory), left out of `ledger::total()`.
+/// `held_bytes()` is also what a `session_map` of windows takes as each session's cost.
 ///
 /// ## Long-context quota
 /// `grant(quota, extra)` raises the window's cap by `extra` bytes taken from a `window_quota`,

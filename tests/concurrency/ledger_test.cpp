@@ -24,7 +24,7 @@ TEST_CASE("ledger: concurrent charges are exact after join", "[ledger][concurren
     for (int t = 0; t < threads; ++t) {
         workers.emplace_back([&, t] {
             start.arrive_and_wait();
-            const auto c = (t % 2 == 0) ? category::sessions : user;
+            const auto c = (t % 2 == 0) ? category::pool_in_use : user;
             for (int i = 0; i < iterations; ++i) {
                 l.charge(c, 3);
                 if (i % 3 == 0) l.release(c, 2);
@@ -51,7 +51,7 @@ TEST_CASE("ledger: concurrent charges are exact after join", "[ledger][concurren
     CHECK(reads.load() > 0);
     CHECK_FALSE(negative.load());
     const std::int64_t per_thread = 3LL * iterations - 2LL * ((iterations + 2) / 3);
-    CHECK(l.bytes(category::sessions) == 2 * per_thread);
+    CHECK(l.bytes(category::pool_in_use) == 2 * per_thread);
     CHECK(l.bytes(user) == 2 * per_thread);
     CHECK(l.total() == 4 * per_thread);
 }

@@ -2,6 +2,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <initializer_list>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -19,6 +20,8 @@ TEST_CASE("ledger: built-in categories are defined and start at zero", "[ledger]
     CHECK(l.name(category::windows) == "windows");
     CHECK(l.name(category::objects) == "objects");
     CHECK(l.name(category::kafka_inflight) == "kafka_inflight");
+    CHECK(l.name(category::session_storage) == "session_storage");
+    CHECK(l.category_count() == 7);
     CHECK(l.total() == 0);
     CHECK(l.find("sessions") == category::sessions);
     CHECK_FALSE(l.find("nope").has_value());
@@ -26,17 +29,40 @@ TEST_CASE("ledger: built-in categories are defined and start at zero", "[ledger]
 
 TEST_CASE("ledger: charge and release per category and in total", "[ledger]") {
     memgov::ledger l;
-    l.charge(category::sessions, 100);
+    l.charge(category::session_storage, 100);
     l.charge(category::objects, 50);
-    l.charge(category::sessions, 20);
-    CHECK(l.bytes(category::sessions) == 120);
+    l.charge(category::session_storage, 20);
+    CHECK(l.bytes(category::session_storage) == 120);
     CHECK(l.bytes(category::objects) == 50);
     CHECK(l.bytes(category::pool_idle) == 0);
     CHECK(l.total() == 170);
-    l.release(category::sessions, 120);
-    CHECK(l.bytes(category::sessions) == 0);
+    l.release(category::session_storage, 120);
+    CHECK(l.bytes(category::session_storage) == 0);
     CHECK(l.total() == 50);
     l.charge(category::objects, -50); // a negative charge is a release
+    CHECK(l.total() == 0);
+}
+
+TEST_CASE("ledger: physical memory is counted, attributions are not", "[ledger]") {
+    memgov::ledger l;
+    for (const category c : {category::pool_idle, category::pool_in_use, category::objects,
+                             category::session_storage}) {
+        CHECK(l.counted(c));
+    }
+    // Who holds pool memory, not more memory: a session's cost is its window's chunks, a
+    // window's chunks and the chunks a producer holds are the pool's pool_in_use.
+    for (const category c : {category::sessions, category::windows, category::kafka_inflight}) {
+        CHECK_FALSE(l.counted(c));
+    }
+    l.charge(category::pool_in_use, 64);
+    l.charge(category::sessions, 64);
+    l.charge(category::windows, 64);
+    l.charge(category::kafka_inflight, 64);
+    CHECK(l.total() == 64);
+    l.release(category::sessions, 64);
+    l.release(category::windows, 64);
+    l.release(category::kafka_inflight, 64);
+    l.release(category::pool_in_use, 64);
     CHECK(l.total() == 0);
 }
 
@@ -44,6 +70,7 @@ TEST_CASE("ledger: attribution categories are kept out of the total", "[ledger]"
     memgov::ledger l;
     CHECK_FALSE(l.counted(category::windows)); // a window's chunks are the pool's pool_in_use
     CHECK(l.counted(category::pool_in_use));
+    l.set_counted(category::sessions, true);
     CHECK(l.counted(category::sessions));
     l.charge(category::pool_in_use, 64);
     l.charge(category::windows, 64);

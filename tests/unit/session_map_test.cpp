@@ -1,5 +1,7 @@
 // SPDX-License-Identifier: MIT
+#include <memgov/buffer_pool.hpp>
 #include <memgov/session_map.hpp>
+#include <memgov/sliding_window.hpp>
 
 #include "session_map_support.hpp"
 
@@ -7,11 +9,15 @@
 
 #include <array>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
+#include <iterator>
 #include <limits>
 #include <map>
 #include <memory>
 #include <optional>
+#include <random>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -282,15 +288,24 @@ TEST_CASE("session_map: coarse touch time uses the ticked time", "[session_map]"
     auto m = f.make(c);
     const auto t0 = f.clock.now();
     m->insert("k", value(0));
-    f.clock.advance(30s);
+    f.clock.advance(5s);
     m->with("k", [](int&) {});
-    CHECK(m->info("k")->last_active == t0); // not ticked yet: the old time (never goes back)
+    CHECK(m->info("k")->last_active == t0 + 5s); // not ticked yet: the clock
+    m->tick(t0 + 10s);
+    f.clock.advance(25s);
+    m->with("k", [](int&) {});
+    CHECK(m->info("k")->last_active == t0 + 10s); // ticked: the ticked time, not the clock's
     m->tick(t0 + 20s);
+    m->with("k", [](int&) {});
+    CHECK(m->info("k")->last_active == t0 + 20s);
+    m->tick(t0 + 15s); // never moves back
     m->with("k", [](int&) {});
     CHECK(m->info("k")->last_active == t0 + 20s);
     m->sweep(t0 + 25s, 100); // a sweep ticks too
     m->with("k", [](int&) {});
     CHECK(m->info("k")->last_active == t0 + 25s);
+    m->insert("j", value(0)); // insertion reads the clock
+    CHECK(m->info("j")->created == t0 + 30s);
 }
 
 TEST_CASE("session_map: idle ttl expires exactly at the bound and activity postpones it",
@@ -634,12 +649,15 @@ TEST_CASE("session_map: cost accounting in the map and the ledger", "[session_ma
     c.ledger_category = cat;
     {
         smap m{c, {}, clock, &l};
-        const std::int64_t structure = l.bytes(cat);
-        CHECK(structure > 0); // the map's own storage
+        // The map's own storage has a category of its own, apart from the costs.
+        CHECK(l.bytes(memgov::category::session_storage) == static_cast<std::int64_t>(m.stats().structure_bytes));
+        CHECK(l.bytes(memgov::category::session_storage) > 0);
+        CHECK(l.bytes(cat) == 0);
         CHECK(l.bytes(memgov::category::sessions) == 0);
         m.insert("a", value(0));
         m.insert("b", value(0), {.cost = 300});
         const std::int64_t base = l.bytes(cat);
+        CHECK(base == 300);
         m.with("a", [](int&, smap::entry& e) {
             e.set_cost(1000);
             e.add_cost(24);
@@ -657,8 +675,21 @@ TEST_CASE("session_map: cost accounting in the map and the ledger", "[session_ma
         m.erase("a");
         CHECK(m.total_cost() == 100);
         CHECK(m.stats().total_cost == 100);
+        CHECK(l.bytes(cat) == 100);
     }
     CHECK(l.bytes(cat) == 0);
+    CHECK(l.bytes(memgov::category::session_storage) == 0);
+    // Storage may go to a category of the user's too.
+    const auto storage = l.define("my_session_storage");
+    c.storage_category = storage;
+    {
+        smap m{c, {}, clock, &l};
+        m.insert("a", value(0), {.cost = 10});
+        CHECK(l.bytes(storage) == static_cast<std::int64_t>(m.stats().structure_bytes));
+        CHECK(l.bytes(memgov::category::session_storage) == 0);
+        CHECK(l.bytes(cat) == 10);
+    }
+    CHECK(l.bytes(storage) == 0);
 }
 
 TEST_CASE("session_map: lru eviction takes the least recently active first", "[session_map]") {
@@ -929,7 +960,8 @@ TEST_CASE("session_map: a big map grows and shrinks its tables", "[session_map]"
     const std::size_t before = m.stats().structure_bytes;
     for (int i = 1; i < 20000; i += 2) m.erase(std::to_string(i));
     CHECK(m.stats().structure_bytes < before); // tables shrank (node storage is kept)
-    CHECK(l.bytes(memgov::category::sessions) == static_cast<std::int64_t>(m.stats().structure_bytes));
+    CHECK(l.bytes(memgov::category::session_storage) == static_cast<std::int64_t>(m.stats().structure_bytes));
+    CHECK(l.bytes(memgov::category::sessions) == 0);
 }
 
 TEST_CASE("session_map: a partly re-filed wheel slot does not strand the rest of it", "[session_map]") {
@@ -1100,4 +1132,307 @@ TEST_CASE("session_map: the entry lock caps its shared holders instead of overfl
     CHECK((w.load() & es::waiters) == 0);       // nothing carried into the next field
     es::release(w, es::reader);
     CHECK(es::try_lock_shared(w));
+}
+
+// ---------------------------------------------------------------- costs that follow the value
+
+namespace {
+
+using window_map = memgov::session_map<int, memgov::sliding_window, memgov::manual_clock>;
+
+// The README's setup: windows from a pool, filled through `with`, and no set_cost anywhere.
+void fill_windows(window_map& m, memgov::buffer_pool& pool, memgov::ledger* l, int sessions,
+                  std::size_t bytes) {
+    static const std::array<std::byte, 640> frame{};
+    for (int id = 0; id < sessions; ++id) {
+        REQUIRE(m.insert(id, [&] {
+            return memgov::sliding_window{pool, {.chunk_size = 64 * 1024, .cap_bytes = 1 << 20}, l};
+        }));
+        m.with(id, [&](memgov::sliding_window& w) {
+            for (std::size_t done = 0; done < bytes; done += frame.size()) w.append(frame);
+        });
+    }
+}
+
+std::int64_t held_by_windows(window_map& m) {
+    std::vector<int> ids;
+    m.for_each_info([&](const int& id, const memgov::session_info&) { ids.push_back(id); });
+    std::int64_t sum = 0;
+    for (const int id : ids) {
+        m.inspect(id, [&](const memgov::sliding_window& w) { sum += static_cast<std::int64_t>(w.held_bytes()); });
+    }
+    return sum;
+}
+
+} // namespace
+
+TEST_CASE("session_map: pressure eviction frees what sliding windows hold, without set_cost",
+          "[session_map]") {
+    memgov::manual_clock clock;
+    memgov::buffer_pool pool;
+    auto c = quiet_config();
+    constexpr std::size_t per_session = 320 * 1024;
+    {
+        window_map m{c, {}, clock};
+        fill_windows(m, pool, nullptr, 100, per_session);
+        const std::int64_t held = held_by_windows(m);
+        CHECK(held == 100 * static_cast<std::int64_t>(per_session));
+        CHECK(m.total_cost() == held);
+        const auto r = m.evict_lru_until(0, 100000);
+        CHECK(r.evicted == 100);
+        CHECK(r.bytes == held);
+        CHECK(m.total_cost() == 0);
+    }
+    {
+        window_map m{c, {}, clock};
+        fill_windows(m, pool, nullptr, 100, per_session);
+        const auto r = m.evict_over_cost(1, 100000);
+        CHECK(r.evicted == 100);
+        CHECK(r.bytes == 100 * static_cast<std::int64_t>(per_session));
+        CHECK(m.size() == 0);
+    }
+}
+
+TEST_CASE("session_map: the ledger total is what is held, once", "[session_map]") {
+    memgov::ledger l;
+    memgov::manual_clock clock;
+    memgov::buffer_pool pool{{}, &l};
+    auto c = quiet_config();
+    window_map m{c, {}, clock, &l};
+    fill_windows(m, pool, &l, 20, 320 * 1024);
+    // Chunks taken out of windows for a producer are still the pool's; the producer says so
+    // in kafka_inflight.
+    std::vector<memgov::window_chunk> in_flight(20);
+    std::size_t taken = 0;
+    for (int id = 0; id < 5; ++id) {
+        m.with(id, [&](memgov::sliding_window& w) {
+            taken += w.take_chunks(std::span{in_flight}.subspan(taken, 4));
+        });
+    }
+    REQUIRE(taken == 20);
+    std::int64_t in_flight_bytes = 0;
+    for (const auto& ch : in_flight) in_flight_bytes += static_cast<std::int64_t>(ch.buf.capacity());
+    l.charge(memgov::category::kafka_inflight, in_flight_bytes);
+
+    const auto ps = pool.stats();
+    const auto physical = static_cast<std::int64_t>(ps.in_use_bytes + ps.idle_bytes + m.stats().structure_bytes);
+    CHECK(l.total() == physical);
+    CHECK(m.total_cost() == held_by_windows(m));
+    CHECK(l.bytes(memgov::category::sessions) == m.total_cost());
+
+    l.release(memgov::category::kafka_inflight, in_flight_bytes);
+    in_flight.clear();
+    const auto after = pool.stats();
+    CHECK(l.total() == static_cast<std::int64_t>(after.in_use_bytes + after.idle_bytes + m.stats().structure_bytes));
+}
+
+TEST_CASE("session_map: coarse touch time ticks from the start", "[session_map]") {
+    // Nobody ticks and nothing sweeps for 15 minutes while the session is used every minute:
+    // the first sweep must not see it as idle since its insertion.
+    fixture f;
+    auto c = quiet_config();
+    c.touch = memgov::touch_time::coarse;
+    c.idle_ttl = 10min;
+    auto m = f.make(c);
+    const auto t0 = f.clock.now();
+    f.clock.set(t0 + 1s);
+    m->insert("k", value(0));
+    CHECK(m->info("k")->created == t0 + 1s);
+    for (int minute = 1; minute <= 15; ++minute) {
+        f.clock.set(t0 + minute * 1min);
+        m->with("k", [](int&) {});
+    }
+    CHECK(m->info("k")->last_active == t0 + 15min);
+    CHECK(m->sweep(t0 + 15min, 100).evicted == 0);
+    CHECK(m->contains("k"));
+    CHECK(m->sweep(t0 + 25min, 100).evicted == 1);
+}
+
+TEST_CASE("session_map: an interval rule fires between two wheel ticks", "[session_map]") {
+    // Created half a tick after a tick boundary, so its interval checks fall inside ticks.
+    fixture f;
+    auto c = quiet_config();
+    c.check_interval = 1min;
+    c.sweep_resolution = 1ms;
+    auto h = f.hooks();
+    h.inconsistent = [](const std::string&, const int&) { return true; };
+    auto m = f.make(c, std::move(h));
+    const auto t0 = f.clock.now();
+    f.clock.set(t0 + 500us);
+    m->insert("k", value(0));
+    CHECK(m->sweep(t0 + 1min, 100).evicted == 0);
+    CHECK(m->sweep(t0 + 1min + 500us, 100).evicted == 1);
+    CHECK(f.rec.count(evict_reason::orphan) == 1);
+    // Swept well after the check fell due, inside the same minute: not skipped to the next.
+    fixture g;
+    auto h2 = g.hooks();
+    h2.inconsistent = [](const std::string&, const int&) { return true; };
+    auto m2 = g.make(c, std::move(h2));
+    g.clock.set(t0 + 500us);
+    m2->insert("k", value(0));
+    CHECK(m2->sweep(t0 + 1min, 100).evicted == 0); // files it in the wheel's lowest level
+    CHECK(m2->sweep(t0 + 1min + 900ms, 100).evicted == 1);
+}
+
+TEST_CASE("session_map: no deadline is late or early against a model", "[session_map]") {
+    // Random insertions, touches, ends and sweeps at nanosecond times over a wheel of coarse
+    // ticks: after sweep(now) every entry whose deadline is <= now is gone and every other is
+    // still there.
+    for (const auto resolution : {memgov::duration{1ms}, memgov::duration{7ms}, memgov::duration{1s}}) {
+        const std::uint32_t seed = Catch::rngSeed() + static_cast<std::uint32_t>(resolution.count() % 1000);
+        INFO("seed " << seed << ", resolution " << resolution.count() << " ns");
+        std::mt19937_64 rng{seed};
+        fixture f;
+        auto c = quiet_config();
+        c.shards = 2;
+        c.sweep_resolution = resolution;
+        c.idle_ttl = 40ms + resolution / 2;
+        c.absolute_ttl = 300ms + resolution * 3 / 2;
+        c.ended_grace = 5ms;
+        auto m = f.make(c);
+        struct model_entry {
+            memgov::time_point created, last;
+            bool ended = false;
+        };
+        std::map<std::string, model_entry> model;
+        const auto deadline = [&](const model_entry& e) {
+            auto d = std::min(e.last + c.idle_ttl, e.created + c.absolute_ttl);
+            if (e.ended) d = std::min(d, e.last + c.ended_grace);
+            return d;
+        };
+        auto now = f.clock.now();
+        int next_key = 0;
+        std::size_t late = 0;
+        std::size_t early = 0;
+        std::size_t checked = 0;
+        for (int step = 0; step < 20000; ++step) {
+            now += memgov::duration{static_cast<std::int64_t>(rng() % 3'000'000)};
+            f.clock.set(now);
+            const auto op = rng() % 10;
+            if (op < 3 || model.empty()) {
+                const std::string k = std::to_string(next_key++);
+                m->insert(k, value(0));
+                model[k] = {now, now, false};
+            } else if (op < 8) {
+                auto it = model.begin();
+                std::advance(it, static_cast<std::ptrdiff_t>(rng() % model.size()));
+                if (op < 7) {
+                    if (m->with(it->first, [](int&) {})) it->second.last = now;
+                } else if (!it->second.ended && m->mark_ended(it->first)) {
+                    it->second.ended = true;
+                    it->second.last = now;
+                }
+            } else {
+                m->sweep(now, std::numeric_limits<std::size_t>::max());
+                for (auto it = model.begin(); it != model.end();) {
+                    ++checked;
+                    const bool due = deadline(it->second) <= now;
+                    const bool present = m->contains(it->first);
+                    if (due && present) ++late;
+                    if (!due && !present) ++early;
+                    it = present ? std::next(it) : model.erase(it);
+                }
+            }
+        }
+        CHECK(checked > 10000);
+        CHECK(late == 0);
+        CHECK(early == 0);
+    }
+}
+
+namespace costed {
+
+// A session whose cost is found by argument-dependent lookup.
+struct session {
+    std::int64_t bytes = 0;
+};
+std::int64_t session_cost(const session& s) noexcept { return s.bytes; }
+
+// A value with held_bytes() and a session_cost: the function wins.
+struct both {
+    std::size_t held = 1;
+    [[nodiscard]] std::size_t held_bytes() const noexcept { return held; }
+};
+std::int64_t session_cost(const both& b) noexcept { return static_cast<std::int64_t>(b.held) * 2; }
+
+} // namespace costed
+
+TEST_CASE("session_map: a cost policy applies only to values that have a cost", "[session_map]") {
+    using memgov::value_cost;
+    STATIC_REQUIRE(value_cost::applies_to<memgov::sliding_window>);
+    STATIC_REQUIRE(value_cost::applies_to<costed::session>);
+    STATIC_REQUIRE_FALSE(value_cost::applies_to<int>);
+    STATIC_REQUIRE_FALSE(value_cost::applies_to<tracked_value>);
+    CHECK(value_cost{}(costed::both{}) == 2);
+    STATIC_REQUIRE(noexcept(value_cost{}(costed::session{})));
+    STATIC_REQUIRE(smap::cost_follows_value == false);
+    STATIC_REQUIRE(window_map::cost_follows_value);
+    STATIC_REQUIRE_FALSE(memgov::session_map<int, memgov::sliding_window, memgov::manual_clock, std::hash<int>,
+                                             std::equal_to<>, memgov::manual_cost>::cost_follows_value);
+    // No room taken in the map for a policy.
+    STATIC_REQUIRE(sizeof(memgov::session_map<int, costed::session>) == sizeof(memgov::session_map<int, int>));
+}
+
+TEST_CASE("session_map: costs follow the value after each exclusive callback", "[session_map]") {
+    using cmap = memgov::session_map<std::string, costed::session, memgov::manual_clock>;
+    memgov::ledger l;
+    memgov::manual_clock clock;
+    cmap m{quiet_config(), {}, clock, &l};
+    CHECK(m.insert("a", [] { return costed::session{100}; })); // at insertion
+    CHECK(m.info("a")->cost == 100);
+    CHECK(m.insert("b", [] { return costed::session{100}; }, {.cost = 7})); // explicit wins
+    CHECK(m.info("b")->cost == 7);
+    CHECK(l.bytes(memgov::category::sessions) == 107);
+
+    m.with("a", [](costed::session& s) { s.bytes = 5000; });
+    CHECK(m.info("a")->cost == 5000);
+    CHECK(m.total_cost() == 5007);
+    CHECK(l.bytes(memgov::category::sessions) == 5007);
+    // An explicit cost inside the callback wins for that callback...
+    m.with("a", [](costed::session& s, cmap::entry& e) {
+        s.bytes = 1;
+        e.set_cost(64);
+    });
+    CHECK(m.info("a")->cost == 64);
+    CHECK(m.set_cost("a", 65)); // ... as does set_cost by key
+    CHECK(m.info("a")->cost == 65);
+    // ... until the next exclusive callback that sets none.
+    m.with("a", [](costed::session&) {});
+    CHECK(m.info("a")->cost == 1);
+    // Shared callbacks cannot change the value: nothing is evaluated.
+    m.with_shared("b", [](const costed::session&) {});
+    CHECK(m.info("b")->cost == 7);
+    // The update of upsert is an exclusive callback.
+    CHECK_FALSE(m.upsert("b", [] { return costed::session{}; }, [](costed::session& s) { s.bytes = 300; }));
+    CHECK(m.info("b")->cost == 300);
+    // A callback that throws may have changed the value: its cost is taken all the same.
+    CHECK_THROWS_AS(m.with("b",
+                           [](costed::session& s) {
+                               s.bytes = 4096;
+                               throw std::runtime_error{"after the change"};
+                           }),
+                    std::runtime_error);
+    CHECK(m.info("b")->cost == 4096);
+    // A replacement's cost is the new value's.
+    CHECK_FALSE(m.upsert("b", [] { return costed::session{9}; }));
+    CHECK(m.info("b")->cost == 9);
+    CHECK(m.total_cost() == 10);
+    CHECK(m.evict_over_cost(8, 100).evicted == 1); // b
+    CHECK(m.total_cost() == 1);
+    m.erase("a");
+    CHECK(l.bytes(memgov::category::sessions) == 0);
+}
+
+TEST_CASE("session_map: with manual_cost only explicit costs count", "[session_map]") {
+    using mmap = memgov::session_map<int, memgov::sliding_window, memgov::manual_clock, std::hash<int>,
+                                     std::equal_to<int>, memgov::manual_cost>;
+    memgov::manual_clock clock;
+    memgov::buffer_pool pool;
+    mmap m{quiet_config(), {}, clock};
+    static const std::array<std::byte, 640> frame{};
+    m.insert(1, [&] { return memgov::sliding_window{pool}; });
+    m.with(1, [&](memgov::sliding_window& w) { w.append(frame); });
+    CHECK(m.total_cost() == 0);
+    m.with(1, [&](memgov::sliding_window& w, mmap::entry& e) { e.set_cost(static_cast<std::int64_t>(w.size())); });
+    CHECK(m.total_cost() == 640);
 }

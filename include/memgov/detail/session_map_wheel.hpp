@@ -16,7 +16,9 @@
 /// occupancy mask per level finds the next non-empty slot in O(1), so advancing over idle time
 /// costs nothing. Processing a slot above level 0 re-files its entries lower down (each entry
 /// moves at most six times over its life). Entries whose deadline has already passed go to a
-/// separate "due" list.
+/// separate "due" list. A sweep parks the entries it must not meet again in the same pass (those
+/// due later within the current tick) on a separate "parked" list, and files them again when
+/// the pass ends.
 
 #include <memgov/config.hpp>
 #include <memgov/detail/session_map_index.hpp>
@@ -103,6 +105,7 @@ public:
     static constexpr unsigned levels = 6;
     static constexpr unsigned slots = 1U << level_bits;
     static constexpr std::uint32_t due_list = levels * slots;
+    static constexpr std::uint32_t parked_list = due_list + 1;
     static constexpr std::uint64_t max_span = std::uint64_t{1} << (level_bits * levels);
 
     struct expiration {
@@ -135,9 +138,15 @@ public:
     template <class Get>
     void remove(std::uint32_t idx, Get&& get) noexcept {
         const std::uint32_t list = session_list_unlink(m_heads.data(), idx, get);
-        if (list != session_nil && list != due_list && m_heads[list] == session_nil) {
+        if (list != session_nil && list < due_list && m_heads[list] == session_nil) {
             m_occupied[list / slots] &= ~(std::uint64_t{1} << (list % slots));
         }
+    }
+
+    // Puts `idx` on the parked list, which `next_due` never returns.
+    template <class Get>
+    void park(std::uint32_t idx, Get&& get) noexcept {
+        session_list_push_front(m_heads.data(), parked_list, idx, get);
     }
 
     // Unlinks and returns the first entry of `list` (nil when empty).
@@ -173,7 +182,7 @@ public:
 
     // Whether any entry is filed at all.
     [[nodiscard]] bool empty() const noexcept {
-        if (m_heads[due_list] != session_nil) return false;
+        if (m_heads[due_list] != session_nil || m_heads[parked_list] != session_nil) return false;
         for (std::uint64_t occ : m_occupied) {
             if (occ != 0) return false;
         }
@@ -190,7 +199,7 @@ private:
 
     std::uint64_t m_elapsed = 0;
     std::array<std::uint64_t, levels> m_occupied{};
-    std::array<std::uint32_t, levels * slots + 1> m_heads{};
+    std::array<std::uint32_t, levels * slots + 2> m_heads{};
 };
 
 } // namespace detail
