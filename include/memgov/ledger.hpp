@@ -207,7 +207,9 @@ public:
             "pool_idle", "pool_in_use", "sessions", "windows", "objects", "kafka_inflight", "session_storage"};
         static_assert(builtin.size() == static_cast<std::size_t>(category::first_user));
         for (std::size_t i = 0; i < builtin.size(); ++i) m_state->names[i] = builtin[i];
-        std::uint32_t mask = (1U << builtin.size()) - 1U;
+        // Every index is counted unless it is an attribution, so bytes charged to an index no
+        // `define` has named yet still show in total() (and in the snapshot, as "undefined").
+        std::uint32_t mask = (std::uint32_t{1} << max_categories) - 1U;
         // Attributions: the pool already counts these bytes as pool_in_use (see the file comment).
         for (const category a : {category::sessions, category::windows, category::kafka_inflight}) {
             mask &= ~(1U << static_cast<unsigned>(a));
@@ -242,6 +244,7 @@ public:
         }
         m_state->names[n] = std::string{name};
         if (counted) m_state->counted_mask.fetch_or(1U << n, std::memory_order_acq_rel);
+        else m_state->counted_mask.fetch_and(~(1U << n), std::memory_order_acq_rel);
         m_state->category_count.store(n + 1, std::memory_order_release);
         return static_cast<category>(n);
     }
@@ -287,6 +290,13 @@ public:
         return m_state->category_count.load(std::memory_order_acquire);
     }
 
+    /// True if `c` is a built-in category or one made by `define`. Parts that take a category
+    /// in their configuration check it with this at construction.
+    /// Thread safety: safe. Complexity: O(1).
+    [[nodiscard]] bool defined(category c) const noexcept {
+        return static_cast<std::size_t>(c) < category_count();
+    }
+
     /// Adds `bytes` (which may be negative) to category `c`.
     /// A category index past `max_categories` is ignored (and asserts in debug builds).
     /// Thread safety: safe from any thread. Complexity: O(1); no allocation, lock, system call
@@ -325,11 +335,10 @@ public:
     /// already in a counted category).
     /// Thread safety: safe. Complexity: O(threads × categories).
     [[nodiscard]] std::int64_t total() const noexcept {
-        const std::size_t n = category_count();
         const std::uint32_t mask = m_state->counted_mask.load(std::memory_order_acquire);
         std::int64_t sum = 0;
         m_state->for_each_slot([&](const detail::ledger_slot& s) {
-            for (std::size_t i = 0; i < n; ++i) {
+            for (std::size_t i = 0; i < max_categories; ++i) {
                 if (((mask >> i) & 1U) != 0) sum += s.bytes[i].load(std::memory_order_relaxed);
             }
         });
@@ -339,18 +348,25 @@ public:
     /// Every category's name and bytes, and the total. Allocates; not for the hot path.
     [[nodiscard]] ledger_snapshot snapshot() const {
         std::array<std::int64_t, max_categories> sums{};
-        const std::size_t n = category_count();
         m_state->for_each_slot([&](const detail::ledger_slot& s) {
-            for (std::size_t i = 0; i < n; ++i) sums[i] += s.bytes[i].load(std::memory_order_relaxed);
+            for (std::size_t i = 0; i < max_categories; ++i) sums[i] += s.bytes[i].load(std::memory_order_relaxed);
         });
         ledger_snapshot out;
-        out.categories.reserve(n);
         const std::uint32_t mask = m_state->counted_mask.load(std::memory_order_acquire);
         std::lock_guard lock{m_state->mutex};
+        const std::size_t n = m_state->category_count.load(std::memory_order_relaxed);
+        out.categories.reserve(n + 1);
         for (std::size_t i = 0; i < n; ++i) {
             const bool counted = ((mask >> i) & 1U) != 0;
             out.categories.push_back({m_state->names[i], sums[i], counted});
             if (counted) out.total += sums[i];
+        }
+        // Bytes charged to indices that no `define` named: shown, never lost.
+        std::int64_t undefined = 0;
+        for (std::size_t i = n; i < max_categories; ++i) undefined += sums[i];
+        if (undefined != 0) {
+            out.categories.push_back({"undefined", undefined, true});
+            out.total += undefined;
         }
         return out;
     }

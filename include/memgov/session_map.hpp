@@ -93,6 +93,7 @@
 #include <memgov/clock.hpp>
 #include <memgov/config.hpp>
 #include <memgov/detail/owned_mutex.hpp>
+#include <memgov/detail/saturate.hpp>
 #include <memgov/detail/session_map_index.hpp>
 #include <memgov/detail/session_map_slab.hpp>
 #include <memgov/detail/session_map_sync.hpp>
@@ -527,7 +528,7 @@ public:
     /// Throws `std::invalid_argument` naming the bad field of `config`, `std::bad_alloc`.
     explicit session_map(session_map_config config = {}, hooks_type hooks = {}, Clock clock = Clock{},
                          ledger* accounting = nullptr)
-        : m_config{validate(config)}, m_hooks{std::move(hooks)}, m_clock{std::move(clock)},
+        : m_config{validate(config, accounting)}, m_hooks{std::move(hooks)}, m_clock{std::move(clock)},
           m_ledger{accounting} {
         for (const rule_type& r : m_hooks.rules) {
             if (!r.applies) {
@@ -792,7 +793,11 @@ public:
         const detail::owned_mutex::guard turn{m_evict_turn};
         evict_result r;
         if (!turn) return r; // called from a callback of this thread's own eviction
-        const std::int64_t cutoff = now_ns() - age.count();
+        // Saturated: a negative age makes every entry old enough, duration::max() none.
+        const std::int64_t a = age.count();
+        const std::int64_t cutoff = a == std::numeric_limits<std::int64_t>::min()
+                                        ? std::numeric_limits<std::int64_t>::max()
+                                        : detail::saturating_add(now_ns(), -a);
         for (std::size_t visited = 0; visited < m_config.shards; ++visited) {
             shard& s = m_shards[m_age_cursor];
             if (!evict_old_in(s, cutoff, budget, r)) return r;
@@ -982,7 +987,7 @@ private:
         c.store(c.load(std::memory_order_relaxed) + by, std::memory_order_relaxed);
     }
 
-    static session_map_config validate(const session_map_config& c) {
+    static session_map_config validate(const session_map_config& c, const ledger* accounting) {
         auto bad = [](const char* field, const char* what) {
             throw std::invalid_argument{std::string{"memgov::session_map_config::"} + field + ": " + what};
         };
@@ -1001,12 +1006,14 @@ private:
             bad("sweep_resolution", "must be in (0, 1h]");
         }
         if (c.lru_samples == 0 || c.lru_samples > 1024) bad("lru_samples", "must be in [1, 1024]");
-        if (static_cast<std::size_t>(c.ledger_category) >= ledger::max_categories) {
-            bad("ledger_category", "must be a defined ledger category");
-        }
-        if (static_cast<std::size_t>(c.storage_category) >= ledger::max_categories) {
-            bad("storage_category", "must be a defined ledger category");
-        }
+        // A category the ledger does not define would hide its bytes from the named totals.
+        const auto defined = [&](category k) {
+            return accounting != nullptr ? accounting->defined(k)
+                                         : static_cast<std::size_t>(k) < ledger::max_categories;
+        };
+        if (!defined(c.ledger_category)) bad("ledger_category", "must be a category the ledger defines");
+        if (!defined(c.storage_category)) bad("storage_category", "must be a category the ledger defines");
+        if (c.check_interval > longest_period) bad("check_interval", "must be at most longest_period (a year)");
         if (c.touch != touch_time::clock && c.touch != touch_time::coarse) bad("touch", "unknown value");
         return c;
     }
