@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds memgov's libFuzzer targets (tests/fuzz/*_fuzz.cpp) with clang++ and runs each for a
-# bounded time, seeded from the cgroup fixtures under tests/data/cgroup/.
+# bounded time, seeded from the cgroup fixtures under tests/data/cgroup/ and the hostile shapes
+# under tests/fuzz/seeds/.
 #
 #   scripts/fuzz.sh [--seconds N] [--out DIR] [--target NAME]...
 #
@@ -20,7 +21,7 @@ while [ $# -gt 0 ]; do
     --seconds) seconds="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
     --target) targets+=("$2"); shift 2 ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "fuzz.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -40,9 +41,11 @@ if ! printf 'extern "C" int LLVMFuzzerTestOneInput(const unsigned char*, unsigne
 fi
 rm -f "$probe"
 
-# Seed files for each target, from the fixtures.
+# Seed files for each target: the fixtures, plus hostile shapes in tests/fuzz/seeds/<target>/
+# (white space around ids, escaping paths, numbers at and past 2^62 and 2^64, wrapping statm).
 seeds_for() {
   local d="$root/tests/data/cgroup"
+  if [ -d "$root/tests/fuzz/seeds/$1" ]; then find "$root/tests/fuzz/seeds/$1" -type f; fi
   case "$1" in
     mountinfo) find "$d" -path '*/proc/self/mountinfo' ;;
     cgroup_file) find "$d" -path '*/proc/self/cgroup' -o -name memory.max -o -name memory.high \

@@ -8,7 +8,10 @@
 /// ## What it does
 /// - Reads the host's cgroup mode from `/proc/self/mountinfo` (v1, v2 or hybrid: both mounted)
 ///   and the process's path from `/proc/self/cgroup`, made relative to the mount's root field.
-///   A path that escapes the mount's root falls back to the mount point, with a reason.
+///   A path that escapes the mount's root (not below it, or with a `..` component, as paths out
+///   of a cgroup namespace's view show) is below no visible cgroup: the mounted cgroup is not
+///   an ancestor of the process, so its limit cannot bind it (cgroup v2's top-down constraint).
+///   The reader then has no memory cgroup and says why.
 /// - Walks every ancestor from the process's cgroup up to the mount and reads each level's limit
 ///   (v2: `memory.max` and `memory.high`; v1: `memory.limit_in_bytes`, and
 ///   `hierarchical_memory_limit` from `memory.stat` for limits set above the visible tree).
@@ -23,6 +26,14 @@
 ///   `MEMGOV_MEMORY_LIMIT` environment variable, wins over everything.
 /// - Every value says which file it came from, and every fallback says why
 ///   (`memory_reading::fallbacks`). A missing or malformed file is a fallback, never a crash.
+/// - Hostile files are refused with a reason: only regular files are read (a FIFO or a device
+///   in a file's place is refused at an open that never blocks), each read stops at a cap
+///   (`detail::cg_file_cap`), and a number no machine holds (usage, RSS, peak or MemTotal at or
+///   above 2^62, or usage/RSS/peak above 4 × MemTotal) is not trusted. `inactive_file` above
+///   usage leaves the working set at usage (the safe side), never below it.
+/// - A reader that cannot see says so: `blind()` and `blind_reason()` (the root is missing or
+///   not a directory, mountinfo or /proc/self/cgroup is unreadable, or the last sample found no
+///   limit or no usage), also in each `memory_reading` and as `detail::cg_fb_blind` in a sample.
 /// - The filesystem root is injectable (`cgroup_config::root`), so tests run on fake trees.
 ///
 /// The files of the binding cgroup are kept open and re-read with `pread`.
@@ -33,6 +44,7 @@
 #include <memgov/detail/cgroup_parse.hpp>
 #include <memgov/detail/psi_parse.hpp>
 
+#include <cerrno>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -46,6 +58,9 @@
 
 #if __has_include(<unistd.h>)
 #include <unistd.h>
+#endif
+#if __has_include(<sys/stat.h>)
+#include <sys/stat.h>
 #endif
 
 MEMGOV_NAMESPACE_BEGIN
@@ -196,6 +211,10 @@ struct memory_reading {
     std::string psi_origin;                    ///< the file it was read from
     /// Every fallback taken, in plain words with the file and the reason.
     std::vector<std::string> fallbacks;
+    /// True when the reader could not see: see `cgroup_reader::blind()`. Then `blind_reason`
+    /// says why (it is also the first entry of `fallbacks`).
+    bool blind = false;
+    std::string blind_reason; ///< why the reader is blind; empty when it is not
 
     /// True if both a limit and a usage were found.
     [[nodiscard]] bool complete() const noexcept {
@@ -218,6 +237,13 @@ enum cg_fallback_bit : std::uint32_t {
     cg_fb_peak_unreadable = 1U << 9,
     cg_fb_hierarchical_above = 1U << 10,
     cg_fb_psi_system = 1U << 11,
+    cg_fb_usage_implausible = 1U << 12,   // with cg_fb_usage_unreadable: the value was not believable
+    cg_fb_rss_implausible = 1U << 13,     // with cg_fb_statm_unreadable
+    cg_fb_inactive_above_usage = 1U << 14, // working set = usage
+    cg_fb_peak_implausible = 1U << 15,    // with cg_fb_peak_unreadable
+    cg_fb_meminfo_implausible = 1U << 16, // with cg_fb_meminfo_unreadable
+    /// The reader is blind (`cgroup_reader::blind()`): no usable reading, or it cannot see.
+    cg_fb_blind = 1U << 17,
 };
 
 /// One reading without strings: what the monitor takes on every sample (no allocation once
@@ -245,6 +271,12 @@ struct cg_sample {
     psi_figures psi{};
     int stats_level = -1; // the cgroup peak/oom/stat were read from
     std::uint32_t fallbacks = 0;
+    // Values refused as implausible (for the reasons): usage of the binding cgroup, statm's
+    // resident pages, peak, MemTotal.
+    std::uint64_t rejected_usage = 0;
+    std::uint64_t rejected_rss_pages = 0;
+    std::uint64_t rejected_peak = 0;
+    std::uint64_t rejected_physical = 0;
     [[nodiscard]] bool complete() const noexcept {
         return limit_from != limit_source::unknown && usage_from != usage_source::unknown;
     }
@@ -265,11 +297,14 @@ struct cg_level_files {
     cg_limit_state limit_state = cg_limit_state::unread;
     cg_limit_state high_state = cg_limit_state::unread;
     cg_limit_state usage_state = cg_limit_state::unread;
+    std::uint64_t usage_rejected = 0; // the implausible usage last read (usage_state malformed)
 };
 
-inline std::string cg_errno_text(int err) {
-    if (err == 0) return "malformed contents";
-    return std::generic_category().message(err);
+inline std::string cg_reason(const cg_file& f) { return cg_file_error_text(f.last_error()); }
+
+inline std::string cg_implausible_text(std::uint64_t v) {
+    return "implausible value " + std::to_string(v) + " (at or above 2^62, or above " +
+           std::to_string(cg_plausible_factor) + " x MemTotal)";
 }
 
 } // namespace detail
@@ -284,7 +319,9 @@ class cgroup_reader {
 public:
     /// Validates `cfg`, discovers the layout and opens the files it will re-read.
     /// Throws `std::invalid_argument` naming the field: `root` empty or not absolute,
-    /// `explicit_limit` of 0. Complexity: reads mountinfo and /proc/self/cgroup once.
+    /// `explicit_limit` of 0. A root that is missing or not a directory is not a throw: the
+    /// reader is then `blind()`, with the reason. Complexity: reads mountinfo and
+    /// /proc/self/cgroup once.
     explicit cgroup_reader(cgroup_config cfg = {}) : m_cfg{std::move(cfg)} {
         if (m_cfg.root.empty() || m_cfg.root.front() != '/') {
             throw std::invalid_argument{"memgov::cgroup_config::root: must be an absolute path"};
@@ -327,9 +364,38 @@ public:
         m_layout = cgroup_layout{};
         m_files.clear();
         m_notes.clear();
+        m_blind_reason.clear();
+        m_last_incomplete = false;
+        check_root();
         detect(ec);
+        if (ec && m_blind_reason.empty()) {
+            m_blind_reason = m_layout.notes.empty() ? std::string{"cannot read the process's cgroups"}
+                                                    : m_layout.notes.back();
+            m_blind_reason += "; the reader cannot tell which cgroup limit applies";
+        }
         read_environment();
         open_files();
+        m_no_usage_reason = "no usage can be read (no readable usage file of a limited cgroup, "
+                            "and no resident set in " + m_statm.path() + ")";
+        m_no_limit_reason = "no limit can be read (no cgroup limit, no configured or environment "
+                            "limit, and no MemTotal in " + m_meminfo.path() + ")";
+    }
+
+    /// True when the reader cannot see what it needs: the configured root is missing or not a
+    /// directory, `/proc/self/mountinfo` or `/proc/self/cgroup` could not be read at the last
+    /// (re)load (so no one can tell which cgroup limit applies), or the last `sample`/`read`
+    /// found no limit or no usage at all. A blind reader's readings must not be taken for
+    /// "no pressure". Thread safety: not concurrently with `sample`, `read` or `reload`.
+    /// Complexity: O(1).
+    [[nodiscard]] bool blind() const noexcept { return !m_blind_reason.empty() || m_last_incomplete; }
+
+    /// Why the reader is blind, in plain words with the path; empty when it is not. Thread
+    /// safety: as `blind()`. Complexity: O(1).
+    [[nodiscard]] const std::string& blind_reason() const noexcept {
+        static const std::string none;
+        if (!m_blind_reason.empty()) return m_blind_reason;
+        if (m_last_incomplete) return m_last_no_usage ? m_no_usage_reason : m_no_limit_reason;
+        return none;
     }
 
     /// Reads everything now. Throws `std::system_error` when neither a limit nor a usage can
@@ -355,13 +421,20 @@ public:
     /// Reads the numbers into `out` without building strings; what the monitor calls on every
     /// sample. Returns `out.complete()`. Allocates only the first time a file is opened or
     /// when a file outgrows the read buffer. Never throws.
+    /// A sample taken while the reader is blind carries `detail::cg_fb_blind` in `fallbacks`.
     bool sample(detail::cg_sample& out) noexcept {
         out = detail::cg_sample{};
         read_proc(out);
-        if (m_layout.controller != memory_controller::none) read_cgroups(out);
-        else out.fallbacks |= detail::cg_fb_no_controller;
+        if (m_layout.controller != memory_controller::none) {
+            read_cgroups(out);
+        } else {
+            out.fallbacks |= detail::cg_fb_no_controller | detail::cg_fb_no_cgroup_limit;
+        }
         read_psi(out);
         decide(out);
+        m_last_incomplete = !out.complete();
+        m_last_no_usage = out.usage_from == usage_source::unknown;
+        if (blind()) out.fallbacks |= detail::cg_fb_blind;
         return out.complete();
     }
 
@@ -418,7 +491,14 @@ public:
             r.psi_origin = s.psi_from_cgroup ? m_psi_cgroup.path() : m_psi_proc.path();
         }
 
-        // Why anything fell back.
+        // Why anything fell back; blindness first.
+        if ((s.fallbacks & detail::cg_fb_blind) != 0) {
+            r.blind = true;
+            r.blind_reason = !m_blind_reason.empty()               ? m_blind_reason
+                             : s.usage_from == usage_source::unknown ? m_no_usage_reason
+                                                                   : m_no_limit_reason;
+            r.fallbacks.push_back("the reader is blind: " + r.blind_reason);
+        }
         for (const auto& n : m_layout.notes) r.fallbacks.push_back(n);
         for (const auto& n : m_notes) r.fallbacks.push_back(n);
         const auto has = [&](std::uint32_t bit) { return (s.fallbacks & bit) != 0; };
@@ -426,14 +506,14 @@ public:
             for (const auto& f : m_files) {
                 if (f.limit_state == detail::cg_limit_state::malformed)
                     r.fallbacks.push_back("ignored limit " + f.limit.path() + ": " +
-                                          detail::cg_errno_text(f.limit.error()));
+                                          detail::cg_reason(f.limit));
                 if (f.high_state == detail::cg_limit_state::malformed)
                     r.fallbacks.push_back("ignored limit " + f.high.path() + ": " +
-                                          detail::cg_errno_text(f.high.error()));
+                                          detail::cg_reason(f.high));
             }
             if (!m_files.empty() && m_files.front().limit_state == detail::cg_limit_state::absent)
                 r.fallbacks.push_back("no limit file " + m_files.front().limit.path() + ": " +
-                                      detail::cg_errno_text(m_files.front().limit.error()));
+                                      detail::cg_reason(m_files.front().limit));
         }
         if (has(detail::cg_fb_hierarchical_above)) {
             r.fallbacks.push_back("the limit is set above the visible cgroup tree "
@@ -444,7 +524,7 @@ public:
         if (has(detail::cg_fb_no_cgroup_limit)) {
             r.fallbacks.push_back(std::string{"no cgroup limit ("} +
                                   (m_layout.controller == memory_controller::none
-                                       ? "no memory cgroup"
+                                       ? "no visible memory cgroup"
                                        : "every level from " + m_layout.levels.front().cgroup +
                                              " up is unlimited") +
                                   "): limit from " + m_meminfo.path() + ", usage is the RSS from " +
@@ -453,42 +533,56 @@ public:
         if (has(detail::cg_fb_usage_unreadable) && s.binding >= 0) {
             const auto& f = m_files[idx(s.binding)].usage;
             r.fallbacks.push_back("cannot read usage " + f.path() + ": " +
-                                  detail::cg_errno_text(f.error()) + "; usage is the RSS from " +
-                                  m_statm.path());
+                                  (has(detail::cg_fb_usage_implausible)
+                                       ? detail::cg_implausible_text(s.rejected_usage)
+                                       : detail::cg_reason(f)) +
+                                  "; usage is the RSS from " + m_statm.path());
         }
         if (has(detail::cg_fb_stat_unreadable) && s.stats_level >= 0) {
             const auto& f = m_files[idx(s.stats_level)].stat;
             r.fallbacks.push_back("cannot read " + std::string{v2 ? "inactive_file" : "total_inactive_file"} +
-                                  " from " + f.path() + ": " + detail::cg_errno_text(f.error()) +
+                                  " from " + f.path() + ": " + detail::cg_reason(f) +
                                   "; working set = usage");
+        }
+        if (has(detail::cg_fb_inactive_above_usage) && s.stats_level >= 0) {
+            r.fallbacks.push_back("inactive_file " + std::to_string(s.inactive_file) + " in " +
+                                  m_files[idx(s.stats_level)].stat.path() + " exceeds usage " +
+                                  std::to_string(s.usage) + "; working set = usage");
         }
         if (has(detail::cg_fb_statm_unreadable)) {
             r.fallbacks.push_back("cannot read " + m_statm.path() + ": " +
-                                  detail::cg_errno_text(m_statm.error()) + "; RSS unknown");
+                                  (has(detail::cg_fb_rss_implausible)
+                                       ? "implausible resident set of " +
+                                             std::to_string(s.rejected_rss_pages) + " pages"
+                                       : detail::cg_reason(m_statm)) +
+                                  "; RSS unknown");
         }
         if (has(detail::cg_fb_meminfo_unreadable)) {
             r.fallbacks.push_back("cannot read MemTotal from " + m_meminfo.path() + ": " +
-                                  detail::cg_errno_text(m_meminfo.error()) +
+                                  (has(detail::cg_fb_meminfo_implausible)
+                                       ? "implausible value " + std::to_string(s.rejected_physical)
+                                       : detail::cg_reason(m_meminfo)) +
                                   "; only values >= 2^62 count as unlimited");
         }
         if (has(detail::cg_fb_psi_system)) {
             r.fallbacks.push_back("cannot read PSI from " + m_psi_cgroup.path() + ": " +
-                                  detail::cg_errno_text(m_psi_cgroup.error()) + "; PSI from " +
+                                  detail::cg_reason(m_psi_cgroup) + "; PSI from " +
                                   m_psi_proc.path());
         }
         if (has(detail::cg_fb_psi_unreadable)) {
             r.fallbacks.push_back("cannot read PSI from " + m_psi_proc.path() + ": " +
-                                  detail::cg_errno_text(m_psi_proc.error()) + "; no PSI");
+                                  detail::cg_reason(m_psi_proc) + "; no PSI");
         }
         if (has(detail::cg_fb_oom_unreadable) && s.stats_level >= 0) {
             const auto& f = m_files[idx(s.stats_level)].events;
-            r.fallbacks.push_back("cannot read oom_kill from " + f.path() + ": " +
-                                  detail::cg_errno_text(f.error()));
+            r.fallbacks.push_back("cannot read oom_kill from " + f.path() + ": " + detail::cg_reason(f));
         }
         if (has(detail::cg_fb_peak_unreadable) && s.stats_level >= 0) {
             const auto& f = m_files[idx(s.stats_level)].peak;
             r.fallbacks.push_back("cannot read peak usage from " + f.path() + ": " +
-                                  detail::cg_errno_text(f.error()));
+                                  (has(detail::cg_fb_peak_implausible)
+                                       ? detail::cg_implausible_text(s.rejected_peak)
+                                       : detail::cg_reason(f)));
         }
         if (s.limit_from == limit_source::configuration && s.has_cgroup_limit) {
             r.fallbacks.push_back("the configured limit overrides the cgroup limit of " +
@@ -522,13 +616,28 @@ public:
 private:
     static std::size_t idx(int i) noexcept { return static_cast<std::size_t>(i); }
 
+    // A root that does not exist or is not a directory: the reader is blind, and says so.
+    void check_root() {
+#if __has_include(<sys/stat.h>)
+        struct stat st {};
+        if (::stat(m_cfg.root.c_str(), &st) != 0) {
+            m_blind_reason = "the root " + m_cfg.root + " cannot be used: " +
+                             std::generic_category().message(errno);
+        } else if (!S_ISDIR(st.st_mode)) {
+            m_blind_reason = "the root " + m_cfg.root + " is not a directory";
+        }
+        if (!m_blind_reason.empty()) m_layout.notes.push_back(m_blind_reason);
+#endif
+    }
+
     void detect(std::error_code& ec) {
-        int err = 0;
-        const auto mountinfo = detail::cg_read_file(under_root("/proc/self/mountinfo"), err);
+        detail::cg_file_error err;
+        const auto mountinfo = detail::cg_read_file(under_root("/proc/self/mountinfo"), err,
+                                                    detail::cg_mountinfo_cap);
         if (!mountinfo) {
             m_layout.notes.push_back("cannot read " + under_root("/proc/self/mountinfo") + ": " +
-                                     detail::cg_errno_text(err) + "; no memory cgroup");
-            ec = std::error_code{err, std::generic_category()};
+                                     detail::cg_file_error_text(err) + "; no memory cgroup");
+            ec = std::error_code{err.err != 0 ? err.err : EINVAL, std::generic_category()};
             return;
         }
         const detail::cg_mountinfo mi = detail::cg_parse_mountinfo(*mountinfo);
@@ -553,8 +662,8 @@ private:
         const auto cgroup_text = detail::cg_read_file(under_root("/proc/self/cgroup"), err);
         if (!cgroup_text) {
             m_layout.notes.push_back("cannot read " + under_root("/proc/self/cgroup") + ": " +
-                                     detail::cg_errno_text(err) + "; no memory cgroup");
-            ec = std::error_code{err, std::generic_category()};
+                                     detail::cg_file_error_text(err) + "; no memory cgroup");
+            ec = std::error_code{err.err != 0 ? err.err : EINVAL, std::generic_category()};
             return;
         }
         const detail::cg_membership mb = detail::cg_parse_proc_cgroup(*cgroup_text);
@@ -576,8 +685,8 @@ private:
                 std::string rel;
                 if (const detail::cg_mount* m = pick_mount(mi, false, *mb.v1_memory, rel, "memory")) {
                     set_levels(memory_controller::v1, *m, *mb.v1_memory, rel);
-                    return;
                 }
+                return; // else the path escapes every memory mount: no visible cgroup (noted)
             }
             m_layout.notes.push_back("a v1 memory hierarchy is mounted but " +
                                      under_root("/proc/self/cgroup") + " has no memory line");
@@ -596,7 +705,7 @@ private:
                 }
             } else {
                 // No cgroup.controllers: accept v2 if the process's cgroup has memory files.
-                int e2 = 0;
+                detail::cg_file_error e2;
                 has_memory = detail::cg_read_file(
                                  under_root(join(m_layout.v2_directory, "memory.current")), e2)
                                  .has_value();
@@ -616,7 +725,9 @@ private:
     }
 
     // Picks the mount of the wanted kind whose root contains `path` (longest root wins). When
-    // none does, takes the first such mount and notes the escape; `rel` is then "".
+    // none does, the path escapes: the mounted cgroups are not the process's ancestors and their
+    // limits cannot bind it (under a cgroup namespace, paths out of view show as "/.."). Notes
+    // the escape and returns nullptr: there is no visible cgroup.
     const detail::cg_mount* pick_mount(const detail::cg_mountinfo& mi, bool v2,
                                        const std::string& path, std::string& rel,
                                        std::string_view what) {
@@ -633,13 +744,15 @@ private:
             }
         }
         if (best != nullptr) return best;
+        rel.clear();
         if (first != nullptr) {
-            rel.clear();
             m_layout.notes.push_back("the " + std::string{what} + " cgroup path " + path +
                                      " escapes the mount root " + first->root + " of " +
-                                     first->mount_point + "; using the mount point itself");
+                                     first->mount_point +
+                                     ": the process is below no visible cgroup, so no cgroup "
+                                     "limit applies to it here");
         }
-        return first;
+        return nullptr;
     }
 
     static std::string join(const std::string& dir, const std::string& rel) {
@@ -744,13 +857,24 @@ private:
     void read_proc(detail::cg_sample& s) noexcept {
         if (const auto t = m_meminfo.read(m_buf)) {
             const auto v = detail::cg_find_meminfo(*t, "MemTotal");
-            if (v) s.physical = v.value;
+            if (v && detail::cg_is_plausible_bytes(v.value, 0)) {
+                s.physical = v.value;
+            } else if (v) {
+                s.rejected_physical = v.value;
+                s.fallbacks |= detail::cg_fb_meminfo_implausible;
+            }
         }
         if (s.physical == 0) s.fallbacks |= detail::cg_fb_meminfo_unreadable;
         if (const auto t = m_statm.read(m_buf)) {
             if (const auto st = detail::cg_parse_statm(*t)) {
-                s.rss = st->resident * m_page_size;
-                s.has_rss = true;
+                const auto bytes = detail::cg_mul(st->resident, m_page_size);
+                if (bytes && detail::cg_is_plausible_bytes(*bytes, s.physical)) {
+                    s.rss = *bytes;
+                    s.has_rss = true;
+                } else {
+                    s.rejected_rss_pages = st->resident;
+                    s.fallbacks |= detail::cg_fb_rss_implausible;
+                }
             }
         }
         if (!s.has_rss) s.fallbacks |= detail::cg_fb_statm_unreadable;
@@ -760,7 +884,10 @@ private:
     bool read_limit(detail::cg_file& f, detail::cg_limit_state& state, std::uint64_t physical,
                     std::uint64_t& bytes) noexcept {
         if (!f.is_open()) {
-            state = detail::cg_limit_state::absent;
+            // Missing is "no limit file"; anything else (not a regular file, no permission) is
+            // a file we refused, reported as ignored.
+            state = f.error() == 0 || f.error() == ENOENT ? detail::cg_limit_state::absent
+                                                          : detail::cg_limit_state::malformed;
             return false;
         }
         const auto t = f.read(m_buf);
@@ -788,6 +915,26 @@ private:
         const auto v = detail::cg_parse_u64(*t);
         if (!v) return false;
         out = *v;
+        return true;
+    }
+
+    // Reads level i's usage; a value that is not plausible memory is refused and remembered.
+    bool read_usage(std::size_t i, std::uint64_t physical, std::uint64_t& out) noexcept {
+        auto& f = m_files[i];
+        f.usage_rejected = 0;
+        if (!f.usage.is_open()) return false;
+        std::uint64_t v = 0;
+        if (!read_u64(f.usage, v)) {
+            f.usage_state = detail::cg_limit_state::malformed;
+            return false;
+        }
+        if (!detail::cg_is_plausible_bytes(v, physical)) {
+            f.usage_state = detail::cg_limit_state::malformed;
+            f.usage_rejected = v;
+            return false;
+        }
+        f.usage_state = detail::cg_limit_state::limited;
+        out = v;
         return true;
     }
 
@@ -822,7 +969,7 @@ private:
             min_visible = lim < min_visible ? lim : min_visible;
             open_usage(i);
             std::uint64_t usage = 0;
-            const bool usage_ok = f.usage.is_open() && read_u64(f.usage, usage);
+            const bool usage_ok = read_usage(i, s.physical, usage);
             // Headroom decides which limit binds; without usage, the limit itself does.
             const std::int64_t headroom =
                 static_cast<std::int64_t>(lim > INT64_MAX ? INT64_MAX : lim) -
@@ -848,7 +995,7 @@ private:
                     open_usage(top);
                     best = true;
                     best_limit = h.value;
-                    best_usage_ok = m_files[top].usage.is_open() && read_u64(m_files[top].usage, best_usage);
+                    best_usage_ok = read_usage(top, s.physical, best_usage);
                     best_kind = limit_source::cgroup_v1_hierarchical;
                     s.binding = static_cast<int>(top);
                     s.fallbacks |= detail::cg_fb_hierarchical_above;
@@ -878,6 +1025,12 @@ private:
         }
         if (!s.has_oom) s.fallbacks |= detail::cg_fb_oom_unreadable;
         s.has_peak = read_u64(sf.peak, s.peak);
+        if (s.has_peak && !detail::cg_is_plausible_bytes(s.peak, s.physical)) {
+            s.has_peak = false;
+            s.rejected_peak = s.peak;
+            s.peak = 0;
+            s.fallbacks |= detail::cg_fb_peak_implausible;
+        }
         if (!s.has_peak) s.fallbacks |= detail::cg_fb_peak_unreadable;
 
         if (!best) {
@@ -890,12 +1043,21 @@ private:
         s.limit_from = best_kind;
         if (!best_usage_ok) {
             s.fallbacks |= detail::cg_fb_usage_unreadable;
+            if (const std::uint64_t rejected = m_files[idx(s.binding)].usage_rejected; rejected != 0) {
+                s.rejected_usage = rejected;
+                s.fallbacks |= detail::cg_fb_usage_implausible;
+            }
             return;
         }
         s.usage = best_usage;
         s.usage_from = v2 ? usage_source::cgroup_v2 : usage_source::cgroup_v1;
-        if (stat_ok) {
-            s.working_set = detail::cg_sub_floor(best_usage, s.inactive_file);
+        if (stat_ok && s.inactive_file > best_usage) {
+            // The two files disagree (read at different moments, or one is wrong): subtracting
+            // would report less than nothing in use. Usage is the safe side.
+            s.working_set = best_usage;
+            s.fallbacks |= detail::cg_fb_inactive_above_usage;
+        } else if (stat_ok) {
+            s.working_set = best_usage - s.inactive_file;
             s.working_set_from_stat = true;
         } else {
             s.working_set = best_usage;
@@ -956,6 +1118,11 @@ private:
     detail::cg_file m_psi_proc;   // /proc/pressure/memory
     std::string m_buf;
     std::uint64_t m_page_size = 4096;
+    std::string m_blind_reason;    // why the last (re)load cannot see; empty when it can
+    std::string m_no_usage_reason; // built at (re)load, so a sample never allocates for it
+    std::string m_no_limit_reason;
+    bool m_last_incomplete = false; // the last sample found no limit or no usage
+    bool m_last_no_usage = false;   // ... and it was the usage that was missing
 };
 
 MEMGOV_NAMESPACE_END

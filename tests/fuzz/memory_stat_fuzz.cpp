@@ -18,7 +18,16 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     }
     const cg_lookup mt = cg_find_meminfo(text, "MemTotal");
     if (mt.status == cg_lookup::ok && text.find("MemTotal:") == std::string_view::npos) __builtin_trap();
-    if (const auto st = cg_parse_statm(text)) (void)(st->resident * 4096);
+    // The resident set in bytes never wraps and is never at or above 2^62.
+    const auto st = cg_parse_statm(text);
+    for (const std::uint64_t page : {std::uint64_t{4096}, std::uint64_t{65536}}) {
+        const auto bytes = cg_statm_resident_bytes(text, page);
+        if (bytes && !st) __builtin_trap();
+        if (bytes && (*bytes >= (std::uint64_t{1} << 62) || *bytes / page != st->resident)) __builtin_trap();
+        if (!bytes && st && st->resident < (std::uint64_t{1} << 40)) __builtin_trap(); // 4 PiB at most refused
+    }
+    if (mt.status == cg_lookup::ok && cg_is_plausible_bytes(mt.value, 0) && mt.value >= (std::uint64_t{1} << 62))
+        __builtin_trap();
     std::size_t lines = 0;
     cg_for_each_line(text, [&](std::string_view line) {
         if (line.find('\n') != std::string_view::npos) __builtin_trap();

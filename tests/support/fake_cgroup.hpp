@@ -37,6 +37,7 @@
 #include <utility>
 #include <vector>
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 namespace memgov_test {
@@ -100,6 +101,24 @@ public:
         if (f == nullptr) throw std::runtime_error{"fake_cgroup_tree: cannot write " + p.string()};
         std::fwrite(content.data(), 1, content.size(), f);
         std::fclose(f);
+    }
+    /// Replaces `rel` with a FIFO (nobody writes to it: a blocking open or read would hang).
+    void make_fifo(std::string_view rel) const {
+        const std::filesystem::path p = path(rel);
+        std::filesystem::create_directories(p.parent_path());
+        std::error_code ec;
+        std::filesystem::remove(p, ec);
+        if (::mkfifo(p.c_str(), 0600) != 0) {
+            throw std::runtime_error{"fake_cgroup_tree: mkfifo " + p.string()};
+        }
+    }
+    /// Replaces `rel` with a symbolic link to `target` (e.g. "/dev/zero").
+    void make_symlink(std::string_view rel, const std::string& target) const {
+        const std::filesystem::path p = path(rel);
+        std::filesystem::create_directories(p.parent_path());
+        std::error_code ec;
+        std::filesystem::remove(p, ec);
+        std::filesystem::create_symlink(target, p);
     }
     /// Removes a file under the root (to test missing files).
     void remove(std::string_view rel) const {

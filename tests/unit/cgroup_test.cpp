@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 // Tests of the cgroup reader: the parsers, every fixture tree under tests/data/cgroup/, fake
-// trees rewritten in place, the environment and explicit overrides, error codes, and a real
-// memory cgroup where the machine lets us create one.
+// trees rewritten in place, the environment and explicit overrides, error codes, hostile files
+// (FIFOs, devices, oversized files, implausible numbers), a blind reader, and a real memory
+// cgroup where the machine lets us create one.
 //
 // The real-cgroup test needs root and a writable memory hierarchy. Where it cannot create its
 // cgroup it prints "SKIPPED: ..." as a warning and passes (Catch2 v2 has no skip).
@@ -82,6 +83,33 @@ std::string join_lines(const std::vector<std::string>& v) {
 }
 
 std::uint64_t statm_rss_of_fixture() { return 1000 * fake_cgroup_tree::page_size(); }
+
+// Runs `fn` in a forked child: true if it exits normally within `limit`. A child still running
+// then is killed (by its own pid) and counts as a hang.
+template <class Fn>
+bool finishes_in_child(Fn fn, std::chrono::seconds limit) {
+    const pid_t pid = ::fork();
+    if (pid < 0) return false;
+    if (pid == 0) {
+        try {
+            fn();
+        } catch (...) {
+            ::_exit(2);
+        }
+        ::_exit(0);
+    }
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    int status = 0;
+    for (;;) {
+        if (::waitpid(pid, &status, WNOHANG) == pid) return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+        if (std::chrono::steady_clock::now() >= deadline) {
+            ::kill(pid, SIGKILL);
+            ::waitpid(pid, &status, 0);
+            return false;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds{10}); // polling the child, not faking time
+    }
+}
 
 } // namespace
 
@@ -420,18 +448,42 @@ TEST_CASE("cgroup: an empty root yields an error code, and read() throws", "[cgr
     CHECK(m2.limit_from == limit_source::configuration);
 }
 
-TEST_CASE("cgroup: fixture where the cgroup path escapes the mount root uses the mount point", "[cgroup]") {
+TEST_CASE("cgroup: a cgroup path that escapes the mount root means no visible cgroup", "[cgroup]") {
+    // The mount shows another cgroup than the process's: its limit is not an ancestor's and
+    // cannot bind this process, so the reader falls back as if no memory cgroup were mounted.
+    for (const char* name : {"v2_escape", "v1_escape"}) {
+        cgroup_config c;
+        c.root = fixture(name);
+        c.limit_env = "";
+        cgroup_reader r{c};
+        INFO(name << "\n" << join_lines(r.layout().notes));
+        CHECK(r.layout().controller == memory_controller::none);
+        CHECK(r.layout().levels.empty());
+        CHECK(any_contains(r.layout().notes, "escapes the mount root"));
+        CHECK(any_contains(r.layout().notes, "no cgroup limit applies"));
+        const memory_reading m = r.read();
+        INFO(join_lines(m.fallbacks));
+        CHECK(m.limit_from == limit_source::physical_memory);
+        CHECK(m.limit_bytes == 16 * GiB);
+        CHECK_FALSE(m.cgroup_limit_bytes);
+        CHECK(m.binding_cgroup.empty());
+        CHECK(m.usage_from == usage_source::proc_statm);
+        CHECK(m.usage_bytes == statm_rss_of_fixture());
+        CHECK(ends_with(m.psi_origin, "/proc/pressure/memory")); // not the foreign cgroup's file
+        CHECK(any_contains(m.fallbacks, "escapes the mount root"));
+        // An explicit limit still wins, with the RSS as usage.
+        c.explicit_limit = 100 * MiB;
+        cgroup_reader with_limit{c};
+        const memory_reading e = with_limit.read();
+        CHECK(e.limit_from == limit_source::configuration);
+        CHECK(e.usage_from == usage_source::proc_statm);
+    }
     cgroup_config c;
-    c.root = fixture("v2_escape");
+    c.root = fixture("v1_escape");
     c.limit_env = "";
     cgroup_reader r{c};
-    REQUIRE(r.layout().levels.size() == 1);
-    CHECK(r.layout().levels[0].directory == "/sys/fs/cgroup");
-    CHECK(r.layout().levels[0].cgroup == "/kubepods/pod1/ctr");
-    CHECK(any_contains(r.layout().notes, "escapes the mount root /kubepods/pod1/ctr"));
-    const memory_reading m = r.read();
-    CHECK(m.limit_bytes == 384 * MiB);
-    CHECK(m.working_set_bytes == 40 * MiB);
+    CHECK(any_contains(r.layout().notes,
+                       "the memory cgroup path /other_container escapes the mount root /container0"));
 }
 
 TEST_CASE("cgroup: fixture with an octal-escaped mount point and optional fields", "[cgroup]") {
@@ -619,6 +671,286 @@ TEST_CASE("cgroup: this machine's own reading is complete", "[cgroup]") {
     CHECK(m.rss_bytes > 0);
     CHECK_FALSE(m.limit_origin.empty());
     CHECK_FALSE(m.usage_origin.empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hostile files: numbers no machine holds, FIFOs, devices, oversized files, odd white space
+
+TEST_CASE("cgroup: an implausible usage is rejected with a reason, never trusted", "[cgroup]") {
+    for (const char* bad : {"9223372036854775808", "18446744073709551615", "4611686018427387904",
+                            "107374182400" /* 100 GiB: over 4 x MemTotal (16 GiB) */}) {
+        for (auto kind : {fake_cgroup_tree::kind::v1, fake_cgroup_tree::kind::v2}) {
+            auto t = kind == fake_cgroup_tree::kind::v1 ? fake_cgroup_tree::v1("/app")
+                                                        : fake_cgroup_tree::v2("/app");
+            t.set_limit("/app", 512 * MiB);
+            t.write(t.dir("/app") + (t.is_v2() ? "/memory.current" : "/memory.usage_in_bytes"),
+                    std::string{bad} + "\n");
+            cgroup_reader r{t.config()};
+            const memory_reading m = r.read();
+            INFO(bad << "\n" << join_lines(m.fallbacks));
+            CHECK(m.limit_bytes == 512 * MiB);
+            CHECK(m.binding_cgroup == "/app");
+            CHECK(m.usage_from == usage_source::proc_statm); // the RSS, with the reason
+            CHECK(m.usage_bytes == 64 * MiB);
+            CHECK(any_contains(m.fallbacks, std::string{"implausible value "} + bad));
+        }
+    }
+}
+
+TEST_CASE("cgroup: fixtures with implausible numbers and inactive_file above usage", "[cgroup]") {
+    std::error_code ec;
+    const memory_reading m = read_fixture("v2_implausible", &ec);
+    INFO(join_lines(m.fallbacks));
+    CHECK(ec); // a limit, but no usage to hold against it
+    CHECK(m.limit_bytes == 512 * MiB);
+    CHECK(m.usage_from == usage_source::unknown);
+    CHECK(m.rss_bytes == 0);
+    CHECK_FALSE(m.peak_bytes);
+    CHECK(m.blind);
+    CHECK(any_contains(m.fallbacks, "memory.current: implausible value 18446744073709551615"));
+    CHECK(any_contains(m.fallbacks, "statm: implausible resident set of 4503599627370497 pages"));
+    CHECK(any_contains(m.fallbacks, "memory.peak: implausible value 9223372036854775808"));
+    const memory_reading w = read_fixture("v2_inactive_above_usage");
+    INFO(join_lines(w.fallbacks));
+    CHECK(w.usage_bytes == 100 * MiB);
+    CHECK(w.working_set_bytes == 100 * MiB);
+    CHECK(any_contains(w.fallbacks, "inactive_file 314572800 in"));
+    CHECK(any_contains(w.fallbacks, "exceeds usage 104857600; working set = usage"));
+}
+
+TEST_CASE("cgroup: a statm resident that overflows bytes is rejected, never wrapped", "[cgroup]") {
+    // 2^52 + 1 pages of 4 KiB is 2^64 + 4096 bytes: wrapped, that reads as 4096.
+    for (const char* statm : {"4503599627370500 4503599627370497 100 10 0 1 0\n",
+                              "1099511627776 1099511627776 100 10 0 1 0\n" /* 4 PiB */}) {
+        auto t = fake_cgroup_tree::v2("/app"); // no cgroup limit: usage would be the RSS
+        t.write("/proc/self/statm", statm);
+        cgroup_reader r{t.config()};
+        std::error_code ec;
+        const memory_reading m = r.read(ec);
+        INFO(statm << join_lines(m.fallbacks));
+        CHECK(m.rss_bytes == 0);
+        CHECK(m.rss_origin.empty());
+        CHECK(m.usage_from == usage_source::unknown);
+        CHECK(ec); // nothing to compare with the limit
+        CHECK(any_contains(m.fallbacks, "statm: implausible resident"));
+    }
+}
+
+TEST_CASE("cgroup: inactive_file above usage leaves the working set at usage, with a reason", "[cgroup]") {
+    for (auto kind : {fake_cgroup_tree::kind::v1, fake_cgroup_tree::kind::v2}) {
+        auto t = kind == fake_cgroup_tree::kind::v1 ? fake_cgroup_tree::v1("/app")
+                                                    : fake_cgroup_tree::v2("/app");
+        t.set_limit("/app", 512 * MiB);
+        t.set_usage("/app", 100 * MiB);
+        t.set_inactive_file("/app", 300 * MiB);
+        cgroup_reader r{t.config()};
+        const memory_reading m = r.read();
+        INFO(join_lines(m.fallbacks));
+        CHECK(m.usage_bytes == 100 * MiB);
+        CHECK(m.working_set_bytes == 100 * MiB); // not 0: the safe side
+        CHECK(m.working_set_origin == m.usage_origin);
+        CHECK(any_contains(m.fallbacks, "exceeds usage"));
+    }
+}
+
+TEST_CASE("cgroup: FIFOs and devices in place of files neither hang nor count", "[cgroup]") {
+    struct hostile {
+        const char* file; // under the process's cgroup directory, or an absolute /proc path
+        bool fifo;        // else a symlink to /dev/zero
+        const char* reason;
+    };
+    const hostile cases[] = {
+        {"memory.max", true, "memory.max: not a regular file"},
+        {"memory.max", false, "memory.max: not a regular file"},
+        {"memory.current", true, "memory.current: not a regular file"},
+        {"memory.stat", false, "memory.stat: not a regular file"},
+        {"memory.stat", true, "memory.stat: not a regular file"},
+        {"memory.events", false, "memory.events: not a regular file"},
+        {"memory.pressure", true, "memory.pressure: not a regular file"},
+        {"/proc/self/statm", false, "statm: not a regular file"},
+        {"/proc/meminfo", true, "meminfo: not a regular file"},
+        {"/proc/self/mountinfo", true, "mountinfo: not a regular file"},
+        {"/proc/self/cgroup", false, "/proc/self/cgroup: not a regular file"},
+    };
+    for (const auto& h : cases) {
+        auto t = fake_cgroup_tree::v2("/app");
+        t.set_limit("/app", 512 * MiB);
+        t.set_usage("/app", 100 * MiB);
+        const std::string rel = h.file[0] == '/' ? std::string{h.file} : t.dir("/app") + "/" + h.file;
+        if (h.fifo) t.make_fifo(rel);
+        else t.make_symlink(rel, "/dev/zero");
+        INFO(rel << (h.fifo ? " is a FIFO" : " -> /dev/zero"));
+        const auto cfg = t.config();
+        REQUIRE(finishes_in_child(
+            [&] {
+                cgroup_reader r{cfg};
+                std::error_code ec;
+                (void)r.read(ec);
+                (void)r.read(ec);
+            },
+            std::chrono::seconds{3}));
+        cgroup_reader r{cfg};
+        std::error_code ec;
+        const memory_reading m = r.read(ec);
+        INFO(join_lines(m.fallbacks));
+        CHECK(any_contains(m.fallbacks, h.reason));
+    }
+}
+
+TEST_CASE("cgroup: an oversized file is not read past its cap", "[cgroup]") {
+    auto t = fake_cgroup_tree::v2("/app");
+    t.set_limit("/app", 512 * MiB);
+    t.set_usage("/app", 100 * MiB);
+    std::string stat;
+    while (stat.size() < 200 * 1024) stat += "padding_key_" + std::to_string(stat.size()) + " 0\n";
+    stat += "inactive_file 10485760\n";
+    t.write(t.dir("/app") + "/memory.stat", stat);
+    cgroup_reader r{t.config()};
+    const memory_reading m = r.read();
+    INFO(join_lines(m.fallbacks));
+    CHECK(m.working_set_bytes == 100 * MiB);
+    CHECK(any_contains(m.fallbacks, "memory.stat: larger than 65536 bytes"));
+    // A normal memory.stat after the oversized one is read again.
+    t.set_inactive_file("/app", 10 * MiB);
+    CHECK(r.read().working_set_bytes == 90 * MiB);
+}
+
+TEST_CASE("cgroup: a pressure watch on a device is refused, not registered", "[cgroup]") {
+    auto t = fake_cgroup_tree::v2("/app");
+    const std::string watch = t.path("/run/pressure").string();
+    t.make_symlink("/run/pressure", "/dev/zero");
+    memgov::detail::psi_watch w;
+    w.open(watch, "some 200000 2000000");
+    INFO(w.reason());
+    CHECK(w.state() == memgov::psi_watch_state::disabled);
+    CHECK(w.fd() == -1);
+    CHECK(w.reason().find("not a PSI file, FIFO or socket") != std::string::npos);
+    std::string buf;
+    CHECK_FALSE(w.check(buf));
+}
+
+TEST_CASE("cgroup: white space around the hierarchy id still finds the v2 line", "[cgroup]") {
+    using namespace memgov::detail;
+    CHECK(cg_parse_proc_cgroup("\t0::/x\n").v2 == "/x");
+    CHECK(cg_parse_proc_cgroup(" 0 ::/x\n").v2 == "/x");
+    CHECK(cg_parse_proc_cgroup("0:\t:/x\n").v2 == "/x");
+    CHECK_FALSE(cg_parse_proc_cgroup(" 1::/x\n").v2);
+    CHECK(cg_parse_proc_cgroup(" 4 :memory:/m\n").v1_memory == "/m");
+    auto t = fake_cgroup_tree::v2("/app");
+    t.set_limit("/app", 512 * MiB);
+    t.write(t.dir("/app") + "/memory.pressure",
+            "some avg10=7.00 avg60=1.00 avg300=0.50 total=777\n"
+            "full avg10=1.00 avg60=0.50 avg300=0.25 total=555\n");
+    t.write("/proc/self/cgroup", "\t0::/app\n");
+    cgroup_reader r{t.config()};
+    CHECK(r.layout().controller == memory_controller::v2);
+    const memory_reading m = r.read();
+    INFO(join_lines(m.fallbacks));
+    CHECK(m.limit_bytes == 512 * MiB);
+    REQUIRE(m.psi);
+    CHECK(ends_with(m.psi_origin, "/app/memory.pressure"));
+    CHECK(m.psi->some.avg10 == Approx(7.0));
+}
+
+TEST_CASE("cgroup: a missing root, or a root that is a file, makes the reader blind, with the reason",
+          "[cgroup]") {
+    auto t = fake_cgroup_tree::v2("/app");
+    const std::string missing = t.root() + "/no-such-root";
+    const std::string file = t.path("/proc/meminfo").string();
+    const std::pair<std::string, std::string> cases[] = {
+        {missing, "cannot be used: No such file or directory"}, {file, "is not a directory"}};
+    for (const auto& [root, why] : cases) {
+        for (const bool with_limit : {false, true}) {
+            cgroup_config c;
+            c.root = root;
+            c.limit_env = "";
+            if (with_limit) c.explicit_limit = GiB; // a limit, but still nothing to compare with it
+            cgroup_reader r{c};
+            INFO(root << (with_limit ? " with an explicit limit" : ""));
+            CHECK(r.blind());
+            CHECK(r.blind_reason() == "the root " + root + " " + why);
+            memgov::detail::cg_sample s;
+            CHECK_FALSE(r.sample(s));
+            CHECK((s.fallbacks & memgov::detail::cg_fb_blind) != 0);
+            std::error_code ec;
+            const memory_reading m = r.read(ec);
+            CHECK(ec);
+            CHECK(m.blind);
+            CHECK(m.blind_reason == r.blind_reason());
+            REQUIRE_FALSE(m.fallbacks.empty());
+            CHECK(m.fallbacks.front() == "the reader is blind: " + r.blind_reason());
+        }
+    }
+}
+
+TEST_CASE("cgroup: a reader that sees is not blind; one that loses its files is, until they return",
+          "[cgroup]") {
+    auto t = fake_cgroup_tree::v2("/app"); // no cgroup limit: MemTotal and the RSS
+    cgroup_reader r{t.config()};
+    CHECK_FALSE(r.blind());
+    CHECK(r.blind_reason().empty());
+    memory_reading m = r.read();
+    CHECK_FALSE(m.blind);
+    CHECK(m.blind_reason.empty());
+    t.write("/proc/self/statm", "garbage\n");
+    std::error_code ec;
+    m = r.read(ec);
+    CHECK(ec);
+    CHECK(r.blind());
+    CHECK(m.blind);
+    CHECK(r.blind_reason().find("no usage can be read") != std::string::npos);
+    CHECK(any_contains(m.fallbacks, "the reader is blind: no usage can be read"));
+    t.set_rss(64 * MiB);
+    memgov::detail::cg_sample s;
+    CHECK(r.sample(s));
+    CHECK((s.fallbacks & memgov::detail::cg_fb_blind) == 0);
+    CHECK_FALSE(r.blind());
+    // No MemTotal and no cgroup limit: usage but no limit.
+    t.write("/proc/meminfo", "MemFree: 1 kB\n");
+    CHECK_FALSE(r.sample(s));
+    CHECK(r.blind_reason().find("no limit can be read") != std::string::npos);
+    // A root that exists but shows no /proc (the "empty" fixture): blind from the start.
+    cgroup_config c;
+    c.root = fixture("empty");
+    c.limit_env = "";
+    cgroup_reader empty{c};
+    CHECK(empty.blind());
+    CHECK(empty.blind_reason().find("proc/self/mountinfo: No such file or directory") != std::string::npos);
+    CHECK(empty.blind_reason().find("cannot tell which cgroup limit applies") != std::string::npos);
+    STATIC_REQUIRE(noexcept(std::declval<const cgroup_reader&>().blind()));
+    STATIC_REQUIRE(noexcept(std::declval<const cgroup_reader&>().blind_reason()));
+}
+
+TEST_CASE("cgroup: implausible numbers in the parsers' helpers", "[cgroup]") {
+    using namespace memgov::detail;
+    CHECK_FALSE(cg_statm_resident_bytes("1 4503599627370497 1 0 0 0 0\n", 4096)); // 2^52 + 1 pages
+    CHECK_FALSE(cg_statm_resident_bytes("1 1125899906842624 1 0 0 0 0\n", 4096)); // exactly 2^62
+    CHECK(cg_statm_resident_bytes("100 50 10 1 0 40 0\n", 4096) == 50U * 4096);
+    CHECK_FALSE(cg_statm_resident_bytes("100 x 10", 4096));
+    CHECK_FALSE(cg_mul(std::uint64_t{1} << 52, std::uint64_t{1} << 12));
+    CHECK(cg_mul(0, UINT64_MAX) == 0U);
+    CHECK(cg_is_plausible_bytes(64 * GiB, 16 * GiB));
+    CHECK_FALSE(cg_is_plausible_bytes(64 * GiB + 1, 16 * GiB));
+    CHECK_FALSE(cg_is_plausible_bytes(std::uint64_t{1} << 62, 0));
+    CHECK(cg_is_plausible_bytes((std::uint64_t{1} << 62) - 1, 0));
+    CHECK(cg_is_plausible_bytes((std::uint64_t{1} << 62) - 1, std::uint64_t{1} << 61)); // no overflow
+}
+
+TEST_CASE("cgroup: an implausible MemTotal or peak is refused with a reason", "[cgroup]") {
+    auto t = fake_cgroup_tree::v2("/app");
+    t.set_limit("/app", 512 * MiB);
+    t.set_usage("/app", 100 * MiB);
+    t.set_peak("/app", std::uint64_t{1} << 63);
+    t.write("/proc/meminfo", "MemTotal: 9007199254740992 kB\n"); // 2^63 bytes
+    cgroup_reader r{t.config()};
+    const memory_reading m = r.read();
+    INFO(join_lines(m.fallbacks));
+    CHECK(m.physical_memory_bytes == 0);
+    CHECK(any_contains(m.fallbacks, "meminfo: implausible value 9223372036854775808"));
+    CHECK_FALSE(m.peak_bytes);
+    CHECK(any_contains(m.fallbacks, "memory.peak: implausible value 9223372036854775808"));
+    CHECK(m.limit_bytes == 512 * MiB);
+    CHECK(m.usage_bytes == 100 * MiB);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -76,6 +76,31 @@ inline constexpr std::uint64_t cg_sentinel_floor = std::uint64_t{1} << 62;
     return bytes >= cg_sentinel_floor || (physical != 0 && bytes > physical);
 }
 
+/// How many times the physical memory (MemTotal) a usage may be and still be believed. Under
+/// LXCFS MemTotal is the container's limit, and a cgroup whose limit was lowered below its usage
+/// stays above it until reclaim or the OOM killer catches up; no machine holds more than a few
+/// times what its own MemTotal says.
+inline constexpr std::uint64_t cg_plausible_factor = 4;
+
+/// True if `bytes` could be memory in use on this machine: below 2^62 (which no counter of real
+/// memory reaches) and, when `physical` (MemTotal) is known, at most `cg_plausible_factor` times
+/// it. Usage, RSS, peak and MemTotal itself are checked with it; anything else is rejected with
+/// a reason rather than trusted (a wrapped or corrupt counter must not read as "almost empty").
+[[nodiscard]] constexpr bool cg_is_plausible_bytes(std::uint64_t bytes, std::uint64_t physical) noexcept {
+    if (bytes >= cg_sentinel_floor) return false;
+    if (physical == 0) return true;
+    const std::uint64_t bound = physical >= cg_sentinel_floor / cg_plausible_factor
+                                    ? cg_sentinel_floor
+                                    : physical * cg_plausible_factor;
+    return bytes <= bound;
+}
+
+/// `a * b`, or nullopt when the product does not fit in 64 bits.
+[[nodiscard]] constexpr std::optional<std::uint64_t> cg_mul(std::uint64_t a, std::uint64_t b) noexcept {
+    if (a != 0 && b > std::numeric_limits<std::uint64_t>::max() / a) return std::nullopt;
+    return a * b;
+}
+
 /// A non-negative decimal such as "12.34" or "0.00" (PSI averages). No exponent, no sign.
 [[nodiscard]] inline std::optional<double> cg_parse_decimal(std::string_view s) noexcept {
     s = cg_trim(s);

@@ -155,7 +155,8 @@ struct cg_membership {
 };
 
 /// Parses /proc/self/cgroup: lines `hierarchy-id:controller-list:path`. The path may itself
-/// contain ':' (only the first two separate). v2 is `0::path`; the v1 memory hierarchy is the
+/// contain ':' (only the first two separate). White space around the id and the controller
+/// list is ignored (the kernel writes none). v2 is `0::path`; the v1 memory hierarchy is the
 /// line whose controller list contains "memory". The first matching line wins.
 [[nodiscard]] inline cg_membership cg_parse_proc_cgroup(std::string_view text) {
     cg_membership out;
@@ -173,14 +174,16 @@ struct cg_membership {
             ++out.malformed_lines;
             return;
         }
-        const std::string_view id = line.substr(0, c1);
-        const std::string_view controllers = line.substr(c1 + 1, c2 - c1 - 1);
+        // The id and the controllers are trimmed alike, so the id that parses as a number is
+        // the id compared with 0. The path is taken as is: a cgroup name may end in a space.
+        const auto id = cg_parse_u64(line.substr(0, c1));
+        const std::string_view controllers = cg_trim(line.substr(c1 + 1, c2 - c1 - 1));
         const std::string_view path = line.substr(c2 + 1);
-        if (!cg_parse_u64(id) || path.empty() || path.front() != '/') {
+        if (!id || path.empty() || path.front() != '/') {
             ++out.malformed_lines;
             return;
         }
-        if (id == "0" && controllers.empty()) {
+        if (*id == 0 && controllers.empty()) {
             if (!out.v2) out.v2 = std::string{path};
         } else if (cg_has_token(controllers, "memory")) {
             if (!out.v1_memory) out.v1_memory = std::string{path};
@@ -301,6 +304,19 @@ struct cg_statm {
     const auto shared = cg_parse_u64(cg_next_field(rest));
     if (!size || !resident || !shared) return std::nullopt;
     return cg_statm{*size, *resident, *shared};
+}
+
+/// The resident set in bytes from /proc/self/statm: the second field times `page_size`.
+/// nullopt when the text is not statm, or the product overflows or is not plausible memory
+/// (`cg_is_plausible_bytes` without MemTotal: at or above 2^62). Never wraps: 2^52 + 1 pages of
+/// 4 KiB are refused, not read as 4096 bytes. For any reader of statm, not only this one.
+[[nodiscard]] inline std::optional<std::uint64_t> cg_statm_resident_bytes(std::string_view text,
+                                                                          std::uint64_t page_size) noexcept {
+    const auto st = cg_parse_statm(text);
+    if (!st) return std::nullopt;
+    const auto bytes = cg_mul(st->resident, page_size);
+    if (!bytes || !cg_is_plausible_bytes(*bytes, 0)) return std::nullopt;
+    return bytes;
 }
 
 } // namespace detail

@@ -5,7 +5,8 @@
 /// PSI triggers and systemd's memory pressure protocol.
 ///
 /// systemd hands a service `$MEMORY_PRESSURE_WATCH` (a path: a PSI file such as the service's
-/// `memory.pressure`, a FIFO or an AF_UNIX socket; "/dev/null" means "disabled") and
+/// `memory.pressure`, a FIFO or an AF_UNIX socket; "/dev/null" means "disabled"; anything else,
+/// such as another device, is refused with a reason) and
 /// `$MEMORY_PRESSURE_WRITE` (base64 of what to write to it, by default the text
 /// `some 200000 2000000`: 200 ms of stall within any 2 s window). Writing the trigger to a PSI
 /// file registers a kernel trigger: the descriptor then polls `POLLPRI` when the threshold is
@@ -167,6 +168,11 @@ public:
             }
             m_events = POLLIN;
             m_state = psi_watch_state::registered;
+            return;
+        }
+        if (!S_ISREG(st.st_mode)) {
+            // A device (a link to /dev/zero) would take the trigger write and never signal.
+            fall_back("cannot watch " + path + ": not a PSI file, FIFO or socket", spec);
             return;
         }
         if (!spec) {

@@ -247,7 +247,8 @@ def main():
     c = "empty"
     write(c, "README", "An empty root: no /proc, no cgroups.\n")
 
-    # The process's cgroup path escapes the mount's root (namespaced mount, foreign path).
+    # The process's cgroup path escapes the mount's root (under a cgroup namespace, paths out of
+    # view show as "/.."): the mount point's limit is not the process's.
     c = "v2_escape"
     proc(c, V2_MOUNTINFO.format(root="/kubepods/pod1/ctr"), "0::/../pod2/other\n")
     v2_root(c)
@@ -255,6 +256,31 @@ def main():
     write(c, "sys/fs/cgroup/memory.high", "max\n")
     write(c, "sys/fs/cgroup/memory.current", f"{50 * MIB}\n")
     write(c, "sys/fs/cgroup/memory.stat", v2_stat({"inactive_file": 10 * MIB}))
+
+    # v1: the mount shows the cgroup /container0, but the process is in /other_container (not
+    # below it). /container0's limit is not an ancestor's and cannot bind the process.
+    c = "v1_escape"
+    proc(c, "22 27 0:21 / /proc rw,relatime - proc proc rw\n"
+            "35 31 0:32 /container0 /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n",
+         "4:memory:/other_container\n")
+    v1_group(c, "sys/fs/cgroup/memory", limit=384 * MIB, usage=50 * MIB,
+             stat=v1_stat({"total_inactive_file": 10 * MIB}, hier=384 * MIB))
+
+    # Numbers no machine holds: usage 2^64 - 1 and a statm resident of 2^52 + 1 pages (2^64 +
+    # 4096 bytes with 4 KiB pages: 4096 if it wrapped). Neither is believed: no usage at all.
+    c = "v2_implausible"
+    proc(c, V2_MOUNTINFO.format(root="/"), "0::/app\n",
+         statm="4503599627370500 4503599627370497 100 10 0 1 0\n")
+    v2_root(c)
+    v2_group(c, "sys/fs/cgroup/app", mx=512 * MIB, current=2**64 - 1, peak=2**63,
+             stat=v2_stat({"inactive_file": 10 * MIB}))
+
+    # inactive_file larger than usage: the working set stays at usage, never 0.
+    c = "v2_inactive_above_usage"
+    proc(c, V2_MOUNTINFO.format(root="/"), "0::/app\n")
+    v2_root(c)
+    v2_group(c, "sys/fs/cgroup/app", mx=512 * MIB, current=100 * MIB,
+             stat=v2_stat({"inactive_file": 300 * MIB}))
 
     # Octal-escaped mount point and several optional fields; super options with spaces.
     c = "v2_octal"
