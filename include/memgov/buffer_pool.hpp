@@ -12,6 +12,7 @@
 ///  acquire(n) ─▶ class = smallest size >= n ─▶ thread cache ─▶ depot ─▶ upstream allocator
 ///  ~buffer    ─▶ this thread's cache ─(full: oldest half)─▶ depot ─(full)─▶ freed
 ///  trim(t)    ─▶ frees depot buffers, oldest first across classes, until idle <= t
+///  trim(t, k) ─▶ frees at most k depot buffers, largest class first, until idle <= t
 /// ```
 /// A released buffer always goes to the *releasing* thread's cache, so a release from another
 /// thread (an I/O thread acquires, a delivery-report thread releases) costs what a local one
@@ -164,6 +165,12 @@ struct buffer_pool_stats {
     std::uint64_t harmful_bytes_total = 0;        ///< Harmful capacity handed out in total.
     std::size_t thread_caches = 0;                ///< Thread caches owned by live threads.
     pressure_level pressure = pressure_level::normal; ///< The pressure the caps follow.
+};
+
+/// What a bounded `buffer_pool::trim(target_idle_bytes, max_buffers)` freed.
+struct buffer_pool_trim_result {
+    std::size_t bytes = 0;   ///< Bytes given back to the upstream resource.
+    std::size_t buffers = 0; ///< Buffers given back (at most the call's `max_buffers`).
 };
 
 namespace detail {
@@ -461,12 +468,18 @@ public:
 
     std::size_t trim(std::size_t target) noexcept {
         std::lock_guard lock{m_mutex};
-        m_trim_calls.fetch_add(1, std::memory_order_relaxed);
-        if (buffer_pool_thread_cache* tc = local_cache(false)) flush_all(*tc);
+        begin_trim_locked();
         const std::size_t freed = free_oldest(target);
-        // Other threads' caches can only be emptied by their owners: ask them to.
-        if (thread_cache_bytes_locked() > 0) m_epoch.fetch_add(1, std::memory_order_release);
+        end_trim_locked();
         return freed;
+    }
+
+    buffer_pool_trim_result trim(std::size_t target, std::size_t max_buffers) noexcept {
+        std::lock_guard lock{m_mutex};
+        begin_trim_locked();
+        const buffer_pool_trim_result r = free_largest(target, max_buffers);
+        end_trim_locked();
+        return r;
     }
 
     void set_pressure(pressure_level level) noexcept {
@@ -861,6 +874,40 @@ private:
         charge(category::pool_in_use, -static_cast<std::int64_t>(n));
     }
 
+    void begin_trim_locked() noexcept {
+        m_trim_calls.fetch_add(1, std::memory_order_relaxed);
+        if (buffer_pool_thread_cache* tc = local_cache(false)) flush_all(*tc);
+    }
+
+    void end_trim_locked() noexcept {
+        // Other threads' caches can only be emptied by their owners: ask them to.
+        if (thread_cache_bytes_locked() > 0) m_epoch.fetch_add(1, std::memory_order_release);
+    }
+
+    // Frees depot buffers, the largest class first and the oldest first within a class, until
+    // the depots hold at most `target` bytes or `max_buffers` were freed. Never frees more than
+    // the depots held when it started (other threads may refill them meanwhile).
+    buffer_pool_trim_result free_largest(std::size_t target, std::size_t max_buffers) noexcept {
+        std::array<std::byte*, transfer_max> batch{};
+        const std::size_t start = idle_bytes();
+        buffer_pool_trim_result r;
+        for (std::size_t c = m_map.count(); c-- > 0;) {
+            const std::size_t size = m_map.size_of(c);
+            for (;;) {
+                const std::size_t idle = idle_bytes();
+                if (idle <= target || r.buffers >= max_buffers || r.bytes >= start) return r;
+                const std::size_t want = std::min({transfer_max, (idle - target + size - 1) / size,
+                                                   max_buffers - r.buffers});
+                const std::size_t k = m_depots[c].pop_oldest(batch.data(), want, time_point::max());
+                if (k == 0) break; // this class is empty: the next smaller one
+                free_idle(c, batch.data(), k, true);
+                r.buffers += k;
+                r.bytes += k * size;
+            }
+        }
+        return r;
+    }
+
     // Frees depot buffers, the oldest first across all classes, until the depots hold at most
     // `target` bytes. Never frees more than the depots held when it started.
     std::size_t free_oldest(std::size_t target) noexcept {
@@ -1093,6 +1140,19 @@ public:
     /// Complexity: O(buffers freed + classes × threads).
     std::size_t trim(std::size_t target_idle_bytes = 0) noexcept {
         return m_state->trim(target_idle_bytes);
+    }
+
+    /// A trim with bounded work: frees idle depot buffers, the largest class first (the oldest
+    /// first within a class), until the depots hold at most `target_idle_bytes` or
+    /// `max_buffers` buffers were freed, and returns the bytes and buffers freed. Largest first
+    /// because the bound counts buffers: each unit of work frees as many bytes as it can. It
+    /// may go below the target by less than one buffer of the last class it freed from; with
+    /// `max_buffers == 0` it frees nothing. The calling thread's cache is emptied into the
+    /// depots first and other threads' caches are asked to flush, as by `trim(target)`; freed
+    /// buffers' pages are released to the kernel (`release_pages`).
+    /// Complexity: O(buffers freed + classes × threads); at most `max_buffers` upstream frees.
+    buffer_pool_trim_result trim(std::size_t target_idle_bytes, std::size_t max_buffers) noexcept {
+        return m_state->trim(target_idle_bytes, max_buffers);
     }
 
     /// Applies the caps of `level`: each depot's cap becomes `depot_bytes × factor` (the

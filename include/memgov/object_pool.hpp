@@ -12,7 +12,8 @@
 ///   a 32-bit generation, bumped on every release.
 /// - `acquire()` returns a move-only `lease`. `lease::handle()` gives a copyable
 ///   `object_handle{index, generation}`; `get(handle)` compares generations and returns
-///   `nullptr` once the object was released, even after the slot has been reused.
+///   `nullptr` once the object's release happened before the call, even after the slot has
+///   been reused (a release racing with the call is not seen; see `get`).
 /// - Released objects are reset, then cached LIFO in the releasing thread's cache (a small
 ///   stack behind an uncontended spinlock); a full cache spills its older half into a shared
 ///   depot with one list per age tier. `trim()` reaches every thread's cache.
@@ -319,8 +320,8 @@ public:
         m_core->charge(-bytes);
         for (std::size_t b = 0; b < max_blocks; ++b) {
             if (slot* blk = m_blocks[b].load(std::memory_order_relaxed)) {
-                ::operator delete(static_cast<void*>(blk), block_size(b) * sizeof(slot),
-                                  std::align_val_t{alignof(slot)});
+                // Unsized: sized deallocation is off by default in some compilers (clang < 19).
+                ::operator delete(static_cast<void*>(blk), std::align_val_t{alignof(slot)});
             }
         }
     }
@@ -356,10 +357,15 @@ public:
 
     /// The object `h` refers to, or `nullptr` if it was released since `h` was made (also when
     /// its slot has been reused or retired since). A null handle gives `nullptr` quietly; a
-    /// stale or foreign handle is counted in `stats().stale_handles` and handled as
+    /// detected stale handle is counted in `stats().stale_handles` and handled as
     /// `object_pool_config::on_stale_handle` says (by default: abort in debug builds).
     /// The pointer stays valid while the lease that `h` came from lives.
-    /// Thread safety: any thread; the check is one atomic load. Complexity: O(1).
+    /// Detected as stale: every handle whose lease's release happened before this call (also
+    /// after its slot was reused or retired), and any index this pool never issued. Not
+    /// detected: a release racing with this call, and a handle of another pool that matches a
+    /// live slot here (see docs/object-pool.md, "Handles").
+    /// Thread safety: any thread; the check is three acquire loads (slot count, the slot's
+    /// block, the slot's generation) and two compares, no lock. Complexity: O(1).
     [[nodiscard]] T* get(object_handle h) noexcept {
         if (!h) return nullptr;
         slot* s = live_slot(h);

@@ -72,15 +72,19 @@ public:
     explicit buffer_pool_reclaimer(buffer_pool& pool, std::string name = "buffer_pool")
         : pool_reclaimer_base{pool, std::move(name), "buffer_pool_reclaimer"} {}
 
-    /// Frees the oldest idle buffers until the depots hold `idle − bytes_wanted` (nothing at
-    /// emergency). The thread caches of other threads are bounded and flushed on their next
-    /// operation (see buffer_pool.hpp).
+    /// Frees idle depot buffers until the depots hold `idle − bytes_wanted` (nothing at
+    /// emergency), the largest class first, and at most `req.budget` buffers per call: the
+    /// budget counts buffers freed, so one step frees at most `budget × max_pooled_size()`
+    /// bytes and makes at most `budget` upstream frees (`buffer_pool::trim(target,
+    /// max_buffers)`). Reports the bytes and the buffers freed. The thread caches of other
+    /// threads are bounded and flushed on their next operation (see buffer_pool.hpp).
     reclaim_result reclaim(const reclaim_request& req) noexcept override {
         if (req.action != reclaim_action::trim_pools) return {};
         const std::size_t idle = m_pool.idle_bytes();
         std::size_t target = idle > req.bytes_wanted ? idle - req.bytes_wanted : 0;
         if (req.level >= pressure_level::emergency) target = 0;
-        return {m_pool.trim(target), 0};
+        const buffer_pool_trim_result r = m_pool.trim(target, req.budget);
+        return {r.bytes, r.buffers};
     }
     [[nodiscard]] double reuse_rate() const noexcept override {
         try {

@@ -1,10 +1,12 @@
 #include <memgov/buffer_pool.hpp>
 #include <memgov/sliding_window.hpp>
 
+#include "buffer_pool_rss.hpp"
 #include "watched_resource.hpp"
 
 #include <catch2/catch.hpp>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -113,12 +115,18 @@ TEST_CASE("buffer_pool: cross-thread release under trim and pressure changes",
     INFO("seed " << seed);
     std::printf("buffer_pool concurrency seed %u\n", seed);
     memgov::ledger l;
+    // Counts every block the pool takes from and gives back to upstream, beside its statistics.
+    memgov_test::counting_resource upstream;
     memgov::buffer_pool_config cfg;
     cfg.depot_bytes = 2 << 20;
+    cfg.upstream = &upstream;
     buffer_pool pool{cfg, &l};
     constexpr int producers = 2;
     constexpr int consumers = 2;
     constexpr std::uint32_t per_producer = 3000;
+    constexpr std::size_t classes = 5;
+    // Buffers each thread obtained, per class, counted by the test itself.
+    std::vector<std::array<std::uint64_t, classes>> obtained(producers + consumers);
     std::vector<locked_queue<tagged>> queues(consumers);
     std::latch start{producers + consumers + 1};
     std::atomic<int> producing{producers};
@@ -129,13 +137,16 @@ TEST_CASE("buffer_pool: cross-thread release under trim and pressure changes",
     for (int p = 0; p < producers; ++p) {
         threads.emplace_back([&, p] {
             std::mt19937 rng{seed + static_cast<unsigned>(p)};
+            auto& mine = obtained[static_cast<std::size_t>(p)];
             { buffer warm = pool.acquire(1); } // claims this thread's cache before the race
+            ++mine[0];
             start.arrive_and_wait();
             std::vector<buffer> local; // some stay on this thread for a while: local releases
             for (std::uint32_t i = 0; i < per_producer; ++i) {
                 const std::size_t n = 16 + rng() % (300 * 1024);
                 buffer b = (i % 5 == 4) ? pool.try_acquire(n) : pool.acquire(n);
                 if (!b) b = pool.acquire(n);
+                ++mine[pool.size_class_for(n)];
                 stamp(b, static_cast<std::uint32_t>(p), i);
                 if (i % 3 == 0) {
                     if (!stamped(b, static_cast<std::uint32_t>(p), i)) bad.fetch_add(1);
@@ -151,6 +162,7 @@ TEST_CASE("buffer_pool: cross-thread release under trim and pressure changes",
     for (int c = 0; c < consumers; ++c) {
         threads.emplace_back([&, c] {
             { buffer warm = pool.acquire(1); }
+            ++obtained[static_cast<std::size_t>(producers + c)][0];
             start.arrive_and_wait();
             tagged t;
             for (;;) {
@@ -193,17 +205,28 @@ TEST_CASE("buffer_pool: cross-thread release under trim and pressure changes",
     CHECK(s.in_use_bytes == 0);
     CHECK(s.harmful_bytes == 0);
     std::uint64_t acquisitions = 0;
-    std::uint64_t releases = 0;
     std::uint64_t remote = 0;
-    for (const auto& c : s.classes) {
+    REQUIRE(s.classes.size() == classes);
+    // Each counter is checked against a count kept outside the pool: the buffers the threads
+    // obtained (counted by the test) and the blocks the upstream resource saw.
+    for (std::size_t k = 0; k < classes; ++k) {
+        const auto& c = s.classes[k];
+        INFO("class " << c.size);
+        std::uint64_t got = 0;
+        for (const auto& t : obtained) got += t[k];
+        const memgov_test::size_counts up = upstream.counts(c.size);
+        CHECK(c.acquisitions == got);
+        CHECK(c.thread_cache_hits + c.depot_hits + c.misses == got);
+        CHECK(c.local_releases + c.remote_releases == got); // all were given back
+        CHECK(c.misses == up.allocations);
+        CHECK(c.trimmed_buffers + c.overflow_frees == up.deallocations);
+        CHECK(c.idle_bytes == up.outstanding_bytes(c.size));
         acquisitions += c.acquisitions;
-        releases += c.local_releases + c.remote_releases;
         remote += c.remote_releases;
-        CHECK(c.acquisitions == c.thread_cache_hits + c.depot_hits + c.misses);
     }
     CHECK(acquisitions == std::uint64_t{producers} * per_producer + producers + consumers);
-    CHECK(releases == acquisitions);
     CHECK(remote == sent); // every queued buffer was released on a consumer thread
+    CHECK(s.idle_bytes == upstream.outstanding_bytes());
     // All worker threads exited: their caches went back, so all idle memory is in the depots.
     CHECK(s.thread_cache_bytes == 0);
     CHECK(s.thread_caches == 0); // the control thread never acquired; this thread neither
@@ -211,6 +234,7 @@ TEST_CASE("buffer_pool: cross-thread release under trim and pressure changes",
     CHECK(l.bytes(category::pool_idle) == static_cast<std::int64_t>(s.idle_bytes));
     (void)pool.trim(0);
     CHECK(pool.stats().idle_bytes == 0);
+    CHECK(upstream.outstanding_bytes() == 0);
     CHECK(l.total() == 0);
 }
 

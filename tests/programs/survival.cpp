@@ -136,6 +136,8 @@ int main(int argc, char** argv) {
     std::printf("heap_trims %llu\n", static_cast<unsigned long long>(st.evictor.heap_trims));
     std::printf("pool_trimmed_bytes %llu\n", static_cast<unsigned long long>(
                                                  st.evictor.total(memgov::reclaim_action::trim_pools).bytes));
+    std::printf("pool_trimmed_buffers %llu\n", static_cast<unsigned long long>(
+                                                   st.evictor.total(memgov::reclaim_action::trim_pools).items));
     std::printf("end 1\n");
     std::fflush(stdout);
     return 0;

@@ -4,12 +4,14 @@
 // Real memory cgroups for tests that need the kernel's own accounting and OOM killer.
 //
 //   auto cg = memgov_test::real_cgroup::create(128 * MiB, "survival");
-//   if (!cg) { WARN("SKIPPED: " << cg.skip_reason()); return; }
+//   if (!cg) return memgov_test::skip_test(cg.skip_reason());
 //   auto r = cg.run({program, "--flag"}, std::chrono::seconds{60});
 //
 // Needs root and a writable memory hierarchy (v1 `memory` or a v2 mount whose root is "/").
 // Where that is missing, `create` returns an object that converts to false and says why, and
-// the test skips (Catch2 v2 has no skip: it warns "SKIPPED: ..." and returns). A child is moved
+// the test skips: Catch2 v2 has no skip, so `skip_test` prints "MEMGOV_SKIP: <reason>" on
+// stdout, the test returns, and ctest (SKIP_REGULAR_EXPRESSION "MEMGOV_SKIP:") reports it
+// skipped rather than passed. A child is moved
 // into the cgroup before it execs, so everything it allocates is charged there. Only that
 // child is ever killed (on timeout, by its PID). The cgroup is removed on destruction.
 
@@ -21,6 +23,7 @@
 #include <cstdint>
 #include <cstring>
 #include <fstream>
+#include <iostream>
 #include <map>
 #include <optional>
 #include <sstream>
@@ -36,6 +39,12 @@
 #include <unistd.h>
 
 namespace memgov_test {
+
+/// Marks the running test skipped for ctest: prints "MEMGOV_SKIP: <why>" on stdout. The caller
+/// returns at once; nothing checked before the skip may fail.
+inline void skip_test(const std::string& why) {
+    std::cout << "MEMGOV_SKIP: " << why << std::endl;
+}
 
 /// What a child run in a cgroup did.
 struct child_run {
