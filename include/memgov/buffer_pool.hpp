@@ -82,8 +82,9 @@ MEMGOV_NAMESPACE_BEGIN
 
 /// The configuration of a `buffer_pool`. Validated once by the pool's constructor.
 struct buffer_pool_config {
-    /// Class sizes in bytes, strictly increasing, at most 32. A request is served from the
-    /// smallest class that holds it; a request larger than the last class is oversize.
+    /// Class sizes in bytes, strictly increasing, at most 32, each at most `max_class_size`.
+    /// A request is served from the smallest class that holds it; a request larger than the
+    /// last class is oversize.
     std::vector<std::size_t> size_classes{4096, 16384, 65536, 262144, 1048576};
     /// Most buffers a thread caches per class (before the pressure factor). 0 disables
     /// thread caches. At most 1024.
@@ -95,6 +96,11 @@ struct buffer_pool_config {
     /// exceed it. Each depot's ring of 16-byte entries is reserved at construction (its pages
     /// are touched only as buffers arrive), so this bounds that reservation to 64 MiB a class.
     static constexpr std::size_t max_depot_buffers = std::size_t{1} << 22;
+    /// The largest class size accepted (4 TiB): above it no allocator serves a class, and class
+    /// arithmetic stays far from overflow.
+    static constexpr std::size_t max_class_size = std::size_t{1} << 42;
+    /// The largest alignment accepted (2 MiB, a huge page).
+    static constexpr std::size_t max_alignment = std::size_t{1} << 21;
     /// Byte cap of each class's shared depot at `pressure_level::normal` with factor 1. Must be
     /// > 0, and `depot_bytes / size_classes.front()` at most `max_depot_buffers` (with the
     /// default classes: at most 16 GiB).
@@ -103,7 +109,7 @@ struct buffer_pool_config {
     /// never increasing with pressure. Defaults: normal 1, elevated 0.5, high 0.25,
     /// critical 0, emergency 0.
     std::array<double, pressure_level_count> pressure_factors{1.0, 0.5, 0.25, 0.0, 0.0};
-    /// Alignment of every buffer, a power of two (default: a cache line).
+    /// Alignment of every buffer, a power of two up to `max_alignment` (default: a cache line).
     std::size_t alignment = cache_line_size;
     /// Where buffers come from and go back to; nullptr means `std::pmr::new_delete_resource()`.
     /// Must outlive the pool.
@@ -1227,6 +1233,10 @@ private:
                                         std::to_string(detail::size_class_max_count) + " classes"};
         }
         if (c.size_classes.front() == 0) throw std::invalid_argument{p + "size_classes: sizes must be > 0"};
+        // Above this no allocator can serve a class, and class arithmetic must not overflow.
+        if (c.size_classes.back() > buffer_pool_config::max_class_size) {
+            throw std::invalid_argument{p + "size_classes: sizes must be at most 2^42 (4 TiB)"};
+        }
         for (std::size_t i = 1; i < c.size_classes.size(); ++i) {
             if (c.size_classes[i] <= c.size_classes[i - 1]) {
                 throw std::invalid_argument{p + "size_classes: must be strictly increasing"};
@@ -1254,8 +1264,8 @@ private:
                 throw std::invalid_argument{p + "pressure_factors: must not increase with pressure"};
             }
         }
-        if (c.alignment == 0 || !std::has_single_bit(c.alignment)) {
-            throw std::invalid_argument{p + "alignment: must be a power of two"};
+        if (c.alignment == 0 || !std::has_single_bit(c.alignment) || c.alignment > buffer_pool_config::max_alignment) {
+            throw std::invalid_argument{p + "alignment: must be a power of two, at most 2 MiB (a huge page)"};
         }
         return c;
     }

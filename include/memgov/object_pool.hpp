@@ -280,7 +280,7 @@ public:
     explicit object_pool(object_pool_config cfg = {}, ledger* ledger = nullptr,
                          Clock clock = Clock{}, Reset reset = Reset{})
         : m_clock{std::move(clock)}, m_reset{std::move(reset)} {
-        validate(cfg);
+        validate(cfg, ledger);
         m_cfg = cfg;
         m_block_shift = static_cast<unsigned>(std::countr_zero(cfg.block_objects));
         m_core_owner = std::make_shared<detail::object_pool_core>();
@@ -487,7 +487,7 @@ public:
     }
 
 private:
-    static void validate(const object_pool_config& c) {
+    static void validate(const object_pool_config& c, const memgov::ledger* accounting) {
         auto bad = [](const char* field, const char* why) {
             throw std::invalid_argument{std::string{"memgov::object_pool_config::"} + field +
                                         ": " + why};
@@ -516,6 +516,12 @@ private:
         }
         if (c.on_stale_handle > stale_handle_policy::abort) {
             bad("on_stale_handle", "unknown policy");
+        }
+        if (c.old_lifetime > longest_period) bad("old_lifetime", "must be at most longest_period (a year)");
+        // A category the ledger does not define would hide the pool's bytes from the totals.
+        if (accounting != nullptr ? !accounting->defined(c.ledger_category)
+                                  : static_cast<std::size_t>(c.ledger_category) >= memgov::ledger::max_categories) {
+            bad("ledger_category", "must be a category the ledger defines");
         }
     }
 

@@ -292,7 +292,7 @@ TEST_CASE("config validation: pools", "[config]") {
         memgov::buffer_pool_config c;
         c.size_classes = {4096, std::numeric_limits<std::size_t>::max() / 2 + 1};
         rejects([&] { memgov::buffer_pool p{c}; }, "size_classes");
-        c.size_classes = {4096, std::size_t{1} << 40}; // the boundary
+        c.size_classes = {4096, std::size_t{1} << 42}; // the boundary
         memgov::buffer_pool ok{c};
 
         memgov::buffer_pool_config a;

@@ -51,9 +51,11 @@ TEST_CASE("reclaimers: buffer pool trims by what the step wants, all of it at em
     const auto now = memgov::manual_clock{}.now();
     auto got = r.reclaim(request(reclaim_action::trim_pools, pressure_level::elevated, 128 * KiB, 64, now));
     CHECK(got.bytes == 128 * KiB);
+    CHECK(got.items == 2);
     CHECK(pool.idle_bytes() == 6 * 64 * KiB);
     got = r.reclaim(request(reclaim_action::trim_pools, pressure_level::emergency, 1, 64, now));
     CHECK(got.bytes == 6 * 64 * KiB);
+    CHECK(got.items == 6);
     CHECK(pool.idle_bytes() == 0);
 
     r.on_level(pressure_level::high);

@@ -16,6 +16,7 @@
 
 #include <memgov/clock.hpp>
 #include <memgov/config.hpp>
+#include <memgov/detail/saturate.hpp>
 #include <memgov/detail/thread_claims.hpp>
 #include <memgov/ledger.hpp>
 #include <memgov/pressure_level.hpp>
@@ -428,7 +429,7 @@ struct object_pool_core : std::enable_shared_from_this<object_pool_core> {
         // What happens to one idle object: 0 keep, 1 demoted (tier already lowered), 2 free.
         auto judge = [&](object_slot_header* s) noexcept -> int {
             if (s->idle_since == object_pool_unseen) s->idle_since = now;
-            if (now - s->idle_since < life[s->tier]) return 0;
+            if (saturating_diff(now, s->idle_since) < life[s->tier]) return 0;
             if (s->tier > 0) {
                 counters.demotions[s->tier - 1u].fetch_add(1, std::memory_order_relaxed);
                 --s->tier;

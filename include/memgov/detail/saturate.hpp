@@ -72,6 +72,17 @@ template <std::integral To, std::integral From>
     return saturating_add(t, duration{-c});
 }
 
+/// `a − b` as a duration, saturated to its range. Thread safety: pure. Complexity: O(1).
+[[nodiscard]] constexpr duration saturating_diff(time_point a, time_point b) noexcept {
+    std::int64_t r = 0;
+    const std::int64_t x = a.time_since_epoch().count();
+    const std::int64_t y = b.time_since_epoch().count();
+    if (__builtin_sub_overflow(x, y, &r)) {
+        return x > y ? duration::max() : duration::min();
+    }
+    return duration{r};
+}
+
 /// `d × f` saturated to the duration's range; NaN gives zero. Thread safety: pure.
 [[nodiscard]] inline duration saturating_mul(duration d, double f) noexcept {
     return duration{saturating_cast<std::int64_t>(static_cast<double>(d.count()) * f)};
