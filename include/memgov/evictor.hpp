@@ -17,9 +17,38 @@
 /// once (feedback), rather than waiting for the next period. *Always* entries run on every step
 /// of their level whatever was freed before them.
 ///
-/// ## Lock order
-/// `evictor` mutex → a reclaimer's own locks (a pool's depot lock, a session map's shard locks).
-/// Reclaimers must not call back into the evictor.
+/// At `normal` the step wants nothing freed: only the normal row runs (by default a bounded
+/// expiry sweep, so idle and orphaned sessions expire without pressure); the normal row may
+/// hold nothing but `sweep_expired`, so a step at normal never trims pools or the heap and
+/// never evicts.
+///
+/// ## Levels
+/// Reclaimers are told every change of the level once, down as well as up (`on_level`):
+/// through `set_level` (the governor calls it on every poll) or a step whose level differs
+/// from the last one told. A reclaimer added is told the current level at once, `normal`
+/// included (so a part starts in step with the others whatever it was set to before); one
+/// removed while the level is not `normal` is told `normal` on its way out.
+///
+/// ## Lock order and callbacks
+/// step mutex → list lock → a reclaimer's own locks (a pool's depot lock, a session map's
+/// shard locks). The counters live under a leaf lock of their own. A step, and every
+/// `on_level` call, holds the step mutex but not the list lock; a visit
+/// (`for_each_reclaimer`) holds the list lock shared; `add` and `remove` take both.
+///
+/// From inside any callback the evictor makes (`reclaim`, `on_level`, and what they run, such
+/// as a session map's `on_evict`) and from inside a visit, on the same thread:
+/// - `stats`, `for_each_reclaimer`, `reclaimers`, `level` and `dry_run` work as anywhere
+///   else (a visit nested in a visit iterates under the outer visit's lock);
+/// - `add`, `remove` and `set_level` are deferred: they return at once (`add` still throws for
+///   a null or already registered reclaimer, `remove` still says whether it was registered)
+///   and take effect when the running step, or the outermost visit, ends (a visit that ends
+///   while another thread steps leaves them to the end of that step; at the latest the next
+///   `step`, `add`, `remove` or `set_level` applies them). A reclaimer removed
+///   this way is not called again by the running step, nor shown to visits; the part it
+///   works on may be destroyed only once the step or visit has ended. Deferrals are counted
+///   (`evictor_stats::deferred_changes`);
+/// - `step` does nothing and returns an empty report (counted in `ignored_steps`).
+/// None of these ends the process or waits for the step or visit it is called from.
 
 #include <memgov/clock.hpp>
 #include <memgov/config.hpp>
@@ -35,6 +64,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <shared_mutex>
 #include <stdexcept>
 #include <string>
@@ -98,9 +128,10 @@ struct reclaim_result {
 /// Something that can give memory back when the evictor asks. Implement it for your own caches;
 /// memgov provides adapters for its pools and session maps (see `memgov/reclaimers.hpp`).
 /// Thread safety: `reclaim` and `on_level` are called one call at a time, under the evictor's
-/// step mutex: by the stepping thread, or by the thread that adds or removes the reclaimer
-/// (`on_level`, see `evictor::add`); `estimate` and `collect` may be called from a scraping
-/// thread concurrently.
+/// step mutex: by the stepping thread, or by the thread that adds or removes the reclaimer or
+/// sets the level (`on_level`, see `evictor::add`, `evictor::set_level`); `name`, `handles`,
+/// `estimate`, `collect` and `reuse_rate` may be called from a scraping thread concurrently.
+/// Every callback may read the evictor (and the governor) back; see the file comment.
 class reclaimer {
 public:
     reclaimer() = default;
@@ -116,7 +147,8 @@ public:
     [[nodiscard]] virtual std::size_t estimate(reclaim_action a) const noexcept = 0;
     /// Does the work for `req.action`, bounded by `req.budget`, and says what it freed.
     virtual reclaim_result reclaim(const reclaim_request& req) noexcept = 0;
-    /// Told when the pressure level changes (pools shrink or grow their caps). Default: nothing.
+    /// Told the level when added, at every change of it (down as well as up), and `normal`
+    /// when removed under pressure: pools shrink or grow their caps. Default: nothing.
     virtual void on_level(pressure_level /*level*/) noexcept {}
     /// Writes the reclaimer's own statistics (default: none). May throw `std::bad_alloc`.
     virtual void collect(metric_sink& /*sink*/) const {}
@@ -222,7 +254,7 @@ struct evictor_config {
     default_ladder() {
         using a = reclaim_action;
         std::array<std::vector<policy_entry>, pressure_level_count> t;
-        t[to_index(pressure_level::normal)] = {};
+        t[to_index(pressure_level::normal)] = {{a::sweep_expired, 256, true}};
         t[to_index(pressure_level::elevated)] = {
             {a::trim_pools, 256, false}, {a::sweep_expired, 256, false}, {a::trim_heap, 0, false}};
         t[to_index(pressure_level::high)] = {{a::trim_pools, 1024, false},
@@ -277,6 +309,11 @@ struct evictor_stats {
     std::uint64_t heap_trims_deferred = 0; ///< Trims skipped by the back-off.
     std::uint64_t heap_trimmed_bytes = 0;  ///< RSS given back by heap trims.
     duration heap_interval{};              ///< The back-off's current interval.
+    /// `add`, `remove` and `set_level` calls made from inside a callback or a visit, whose
+    /// effect was deferred to the end of the step or visit.
+    std::uint64_t deferred_changes = 0;
+    /// `step` calls made from inside a callback or a visit of the same evictor (ignored).
+    std::uint64_t ignored_steps = 0;
 
     /// Sum of a column over all levels.
     [[nodiscard]] action_counters total(reclaim_action a) const noexcept {
@@ -406,114 +443,214 @@ private:
 };
 
 namespace detail {
-// The evictor whose step or reclaimer visit is running on this thread, if any: calls that
-// would wait for that step or visit to end throw instead of deadlocking.
-inline thread_local const void* t_evictor_busy = nullptr;
+// What this thread is doing inside evictors, innermost first: a step (the thread holds that
+// evictor's step mutex: a step, or an `on_level` round of add, remove or set_level) or a
+// visit (it holds the list lock shared). Callbacks use it to avoid waiting for themselves.
+struct evictor_scope {
+    const void* evictor;
+    bool step;
+    const evictor_scope* outer;
+};
+inline thread_local const evictor_scope* t_evictor_scope = nullptr;
 
-class evictor_busy_scope {
+inline constexpr unsigned evictor_in_step = 1;
+inline constexpr unsigned evictor_in_visit = 2;
+
+// evictor_in_step and/or evictor_in_visit for `ev` on this thread (0: neither).
+[[nodiscard]] inline unsigned evictor_scopes(const void* ev) noexcept {
+    unsigned in = 0;
+    for (const evictor_scope* s = t_evictor_scope; s != nullptr; s = s->outer) {
+        if (s->evictor == ev) in |= s->step ? evictor_in_step : evictor_in_visit;
+    }
+    return in;
+}
+
+class evictor_scope_guard {
 public:
-    explicit evictor_busy_scope(const void* ev) noexcept : m_prev{t_evictor_busy} { t_evictor_busy = ev; }
-    evictor_busy_scope(const evictor_busy_scope&) = delete;
-    evictor_busy_scope& operator=(const evictor_busy_scope&) = delete;
-    ~evictor_busy_scope() { t_evictor_busy = m_prev; }
+    evictor_scope_guard(const void* ev, bool step) noexcept : m_scope{ev, step, t_evictor_scope} {
+        t_evictor_scope = &m_scope;
+    }
+    evictor_scope_guard(const evictor_scope_guard&) = delete;
+    evictor_scope_guard& operator=(const evictor_scope_guard&) = delete;
+    ~evictor_scope_guard() { t_evictor_scope = m_scope.outer; }
 
 private:
-    const void* m_prev;
+    evictor_scope m_scope;
 };
 } // namespace detail
 
-/// The graded evictor. See the file comment for how a step works.
-/// Thread safety: every member is safe to call from any thread; steps are serialised by an
-/// internal mutex (held while reclaimers run). `stats()` takes the same mutex briefly.
-/// Time comes in through `step(view, now)`, so the evictor needs no clock of its own.
+/// The graded evictor. See the file comment for how a step works, how levels reach the
+/// reclaimers and what may be called from inside a callback.
+/// Thread safety: every member is safe to call from any thread, also from inside the
+/// evictor's own callbacks and visits (see the file comment). Steps are serialised by the step
+/// mutex (held while reclaimers run); `stats()` takes only a leaf lock, so it never waits for a
+/// step. Time comes in through `step(view, now)`, so the evictor needs no clock of its own.
 ///
 /// Registration: `add` and `remove` may be called at any time, also while another thread
-/// steps. `remove` waits for a step or a `for_each_reclaimer` visit that may be using the
-/// reclaimer, so once it returns the part the reclaimer works on may be destroyed.
-/// Lock order: step mutex → list lock. From inside a reclaimer callback or a visit, calling
-/// `add`, `remove`, `for_each_reclaimer`, `reclaimers` or `stats` of the same evictor would
-/// deadlock; those calls detect it and throw `std::logic_error` instead (from a `noexcept`
-/// callback such as `reclaim`, that ends the process with the message rather than hanging it).
+/// steps. Called from outside the evictor's callbacks, `remove` waits for a step or a
+/// `for_each_reclaimer` visit that may be using the reclaimer, so once it returns the part the
+/// reclaimer works on may be destroyed.
 class evictor {
 public:
     /// Validates `cfg`; throws `std::invalid_argument` naming the bad field.
     /// `trim` and `rss` replace `malloc_trim(0)` and the RSS reading (tests, other allocators).
     explicit evictor(evictor_config cfg = {}, heap_trimmer::trim_fn trim = {},
                      heap_trimmer::rss_fn rss = {})
-        : m_cfg{validate(std::move(cfg))}, m_heap{m_cfg.heap, std::move(trim), std::move(rss)} {}
+        : m_cfg{validate(std::move(cfg))}, m_heap{m_cfg.heap, std::move(trim), std::move(rss)} {
+        m_heap_interval = m_heap.interval();
+    }
 
     /// Adds a reclaimer; the evictor shares ownership. Reclaimers run in registration order
-    /// within an action. If the last step saw a level other than `normal`, `r->on_level` is
-    /// told that level first, so a part registered under pressure starts with the caps the
-    /// others have. Throws `std::invalid_argument` if `r` is null or already registered,
-    /// `std::logic_error` from inside a reclaimer callback or a visit of this evictor.
+    /// within an action. `r->on_level` is told the current level (see `level()`, `normal`
+    /// included) at once, so a part starts with the caps the others have, under pressure or
+    /// not. From inside a callback or a visit of this evictor the addition is deferred to the
+    /// end of the running step or visit (see the file comment). Throws
+    /// `std::invalid_argument` if `r` is null or already registered, `std::bad_alloc`.
+    /// Complexity: O(reclaimers).
     void add(std::shared_ptr<reclaimer> r) {
         if (!r) throw std::invalid_argument{"memgov::evictor::add: reclaimer is null"};
-        check_outside("add");
+        if (detail::evictor_scopes(this) != 0) {
+            defer_add(std::move(r));
+            return;
+        }
         std::lock_guard lock{m_mutex};
-        std::unique_lock list{m_list};
-        if (std::find(m_reclaimers.begin(), m_reclaimers.end(), r) != m_reclaimers.end()) {
-            throw std::invalid_argument{"memgov::evictor::add: reclaimer '" + std::string{r->name()} +
-                                        "' is already registered"};
+        apply_pending_locked();
+        {
+            std::unique_lock list{m_list};
+            if (std::find(m_reclaimers.begin(), m_reclaimers.end(), r) != m_reclaimers.end()) {
+                throw already_registered(*r);
+            }
+            m_reclaimers.push_back(r);
         }
-        m_reclaimers.push_back(r);
-        if (m_last_level != pressure_level::normal) {
-            const detail::evictor_busy_scope busy{this};
-            r->on_level(m_last_level);
+        {
+            const detail::evictor_scope_guard scope{this, true};
+            r->on_level(m_level.load(std::memory_order_relaxed));
         }
+        apply_pending_locked();
     }
 
     /// Removes the reclaimer `r` (the object itself, compared by address) and drops the
-    /// evictor's share of it. Waits for a running step or `for_each_reclaimer` visit; once it
-    /// returns, the evictor will not call `r` again, so the part `r` works on may be destroyed
-    /// (if nobody else holds a copy from `reclaimers()`). Returns false if `r` was not
-    /// registered. If the last step saw a level other than `normal`, `r.on_level(normal)` is
-    /// called before it goes, so a pool leaves with its caps restored rather than stuck at
-    /// the pressure it was last told. Throws `std::logic_error` from inside a reclaimer
-    /// callback or a visit of this evictor (it would wait for itself).
-    /// Complexity: O(reclaimers), plus the wait.
+    /// evictor's share of it. Returns false if `r` was not registered. If the current level is
+    /// not `normal`, `r.on_level(normal)` is called before it goes, so a pool leaves with its
+    /// caps restored rather than stuck at the pressure it was last told.
+    /// From outside the evictor's callbacks and visits it waits for a running step or visit;
+    /// once it returns, the evictor will not call `r` again, so the part `r` works on may be
+    /// destroyed (if nobody else holds a copy from `reclaimers()`). From inside a callback or
+    /// a visit it is deferred (see the file comment): `r` is not called again by the running
+    /// step, and it leaves the list when that step or the outermost visit ends.
+    /// Throws `std::bad_alloc` (only when deferred). Complexity: O(reclaimers), plus the wait.
     bool remove(const reclaimer& r) {
-        check_outside("remove");
+        if (detail::evictor_scopes(this) != 0) return defer_remove(r);
         std::shared_ptr<reclaimer> gone; // released after the locks
         {
             std::lock_guard lock{m_mutex};
-            std::unique_lock list{m_list};
-            const auto it = std::find_if(m_reclaimers.begin(), m_reclaimers.end(),
-                                         [&](const auto& p) { return p.get() == &r; });
-            if (it == m_reclaimers.end()) return false;
-            gone = std::move(*it);
-            m_reclaimers.erase(it);
-            if (m_last_level != pressure_level::normal) {
-                const detail::evictor_busy_scope busy{this};
+            apply_pending_locked();
+            {
+                std::unique_lock list{m_list};
+                const auto it = std::find_if(m_reclaimers.begin(), m_reclaimers.end(),
+                                             [&](const auto& p) { return p.get() == &r; });
+                if (it == m_reclaimers.end()) return false;
+                gone = std::move(*it);
+                m_reclaimers.erase(it);
+            }
+            if (m_level.load(std::memory_order_relaxed) != pressure_level::normal) {
+                const detail::evictor_scope_guard scope{this, true};
                 gone->on_level(pressure_level::normal);
             }
+            apply_pending_locked();
         }
         return true;
     }
 
+    /// Tells every reclaimer the level `l` (`on_level`) if it differs from the level they were
+    /// last told; nothing otherwise. The governor calls it on every poll, so levels reach the
+    /// reclaimers whether or not a step runs. From inside a callback or a visit of this evictor
+    /// it is deferred to the end of the running step or visit.
+    /// Thread safety: any thread; waits for a running step. Complexity: one atomic load when
+    /// the level is unchanged, else O(reclaimers). Never throws.
+    void set_level(pressure_level l) noexcept {
+        if (MEMGOV_UNLIKELY(detail::evictor_scopes(this) != 0)) {
+            {
+                std::lock_guard pending{m_pending_mutex};
+                if (m_pending_level.value_or(m_level.load(std::memory_order_relaxed)) == l) return;
+                m_pending_level = l;
+                m_pending_count.fetch_add(1, std::memory_order_release);
+            }
+            count_deferral();
+            return;
+        }
+        if (m_level.load(std::memory_order_acquire) == l &&
+            m_pending_count.load(std::memory_order_acquire) == 0) {
+            return;
+        }
+        std::lock_guard lock{m_mutex};
+        apply_pending_locked();
+        set_level_locked(l);
+        apply_pending_locked();
+    }
+
+    /// The level the reclaimers were last told (`normal` at first). Thread safety: any thread.
+    /// Complexity: one atomic load.
+    [[nodiscard]] pressure_level level() const noexcept { return m_level.load(std::memory_order_acquire); }
+
     /// Calls `fn(const reclaimer&)` for each registered reclaimer, in registration order,
-    /// holding the list lock (shared: steps and other visits go on). This is how to report on
+    /// holding the list lock shared (steps and other visits go on). This is how to report on
     /// reclaimers safely: `remove` waits for the visit to end. The reclaimer is const: a
     /// visitor may call what `reclaimer` allows from a scraping thread (`name`, `handles`,
-    /// `estimate`, `collect`, `reuse_rate`), not `reclaim`. Throws what `fn` throws, and
-    /// `std::logic_error` from inside a reclaimer callback or a visit of this evictor.
+    /// `estimate`, `collect`, `reuse_rate`), not `reclaim`. Legal from inside every callback
+    /// and visit of this evictor (a nested visit iterates under the outer one's lock); a
+    /// reclaimer whose removal is deferred is not shown. Throws what `fn` throws.
     template <class Fn>
     void for_each_reclaimer(Fn&& fn) const {
-        check_outside("for_each_reclaimer");
-        std::shared_lock list{m_list};
-        const detail::evictor_busy_scope busy{this};
-        for (const auto& r : m_reclaimers) fn(std::as_const(*r));
+        const unsigned in = detail::evictor_scopes(this);
+        if ((in & detail::evictor_in_visit) != 0) {
+            // This thread's outer visit holds the list lock: the list cannot change.
+            for (const auto& r : m_reclaimers) {
+                if (!removal_pending(r.get())) fn(std::as_const(*r));
+            }
+            return;
+        }
+        {
+            // Inside a step the step mutex is held but not the list lock; writers take the
+            // step mutex first, so no writer can be waiting here.
+            std::shared_lock list{m_list};
+            const detail::evictor_scope_guard scope{this, false};
+            for (const auto& r : m_reclaimers) {
+                if (!removal_pending(r.get())) fn(std::as_const(*r));
+            }
+        }
+        if ((in & detail::evictor_in_step) == 0) settle_after_visit();
     }
 
     /// The registered reclaimers (a copy of the list). A copy shares ownership but does not
     /// keep the parts the reclaimers work on alive: after `remove`, using one is the holder's
-    /// responsibility. Prefer `for_each_reclaimer`. Throws `std::logic_error` from inside a
-    /// reclaimer callback or a visit of this evictor (a second shared lock of the list).
+    /// responsibility. Prefer `for_each_reclaimer`. Legal from inside every callback and visit
+    /// of this evictor. Throws `std::bad_alloc`.
     [[nodiscard]] std::vector<std::shared_ptr<reclaimer>> reclaimers() const {
-        check_outside("reclaimers");
-        std::shared_lock list{m_list};
-        return m_reclaimers;
+        std::vector<std::shared_ptr<reclaimer>> out;
+        const auto copy = [&] {
+            for (const auto& r : m_reclaimers) {
+                if (!removal_pending(r.get())) out.push_back(r);
+            }
+        };
+        const unsigned in = detail::evictor_scopes(this);
+        if ((in & detail::evictor_in_visit) != 0) {
+            copy();
+            return out;
+        }
+        {
+            std::shared_lock list{m_list};
+            const detail::evictor_scope_guard scope{this, false};
+            copy();
+        }
+        if ((in & detail::evictor_in_step) == 0) settle_after_visit();
+        return out;
     }
+
+    /// True if this thread is inside a step, an `on_level` round or a visit of this evictor
+    /// (where registration changes are deferred and `step` does nothing).
+    /// Thread safety: any thread. Complexity: O(nesting depth).
+    [[nodiscard]] bool in_callback() const noexcept { return detail::evictor_scopes(this) != 0; }
 
     /// Turns dry-run mode on or off at run time.
     void set_dry_run(bool on) noexcept { m_dry_run.store(on, std::memory_order_relaxed); }
@@ -529,61 +666,76 @@ public:
         return age;
     }
 
-    /// Runs one step of the policy for `view` at `now`; see the file comment.
-    /// Complexity: bounded by the budgets of the level's row.
-    /// Re-entered from a reclaimer callback or a visit of this evictor (which would deadlock),
-    /// it does nothing and returns an empty report.
+    /// Runs one step of the policy for `view` at `now`; see the file comment. Tells the
+    /// reclaimers `view.level` first if it differs from the level they were last told.
+    /// Complexity: bounded by the budgets of the level's row; at `normal` with nothing expired,
+    /// a lock, a few counter updates and one sweep call per sweeping reclaimer.
+    /// Called from inside a callback or a visit of this evictor it does nothing and returns an
+    /// empty report (counted in `ignored_steps`).
     step_report step(const pressure_view& view, time_point now) noexcept {
-        if (MEMGOV_UNLIKELY(detail::t_evictor_busy == this)) return {};
+        if (MEMGOV_UNLIKELY(detail::evictor_scopes(this) != 0)) {
+            std::lock_guard counters{m_stats_mutex};
+            ++m_ignored_steps;
+            return {};
+        }
         std::lock_guard lock{m_mutex};
-        const detail::evictor_busy_scope busy{this};
+        apply_pending_locked();
         step_report rep;
         rep.level = view.level;
         rep.dry_run = m_dry_run.load(std::memory_order_relaxed);
         const std::size_t li = to_index(view.level);
-        ++m_steps[li];
-        if (view.level != m_last_level) {
-            m_last_level = view.level;
-            for (auto& r : m_reclaimers) r->on_level(view.level);
+        {
+            std::lock_guard counters{m_stats_mutex};
+            ++m_steps[li];
         }
+        {
+            const detail::evictor_scope_guard scope{this, true};
+            set_level_locked(view.level);
 
-        const double limit = static_cast<double>(view.limit_bytes);
-        const double target_ratio = view.level == pressure_level::emergency
-                                        ? view.red_line - m_cfg.emergency_margin
-                                        : view.exit_ratio;
-        const double target = std::max(0.0, target_ratio) * limit;
-        const double est = static_cast<double>(view.estimate_bytes);
-        rep.wanted = est > target ? static_cast<std::size_t>(est - target) : 0;
-        const double ratio = limit > 0 ? est / limit : 0.0;
+            const double limit = static_cast<double>(view.limit_bytes);
+            const double target_ratio = view.level == pressure_level::emergency
+                                            ? view.red_line - m_cfg.emergency_margin
+                                            : view.exit_ratio;
+            const double target = std::max(0.0, target_ratio) * limit;
+            const double est = static_cast<double>(view.estimate_bytes);
+            // At normal nothing is wanted: only the row's (always) expiry sweep runs.
+            if (view.level != pressure_level::normal) {
+                rep.wanted = est > target ? static_cast<std::size_t>(est - target) : 0;
+            }
+            const double ratio = limit > 0 ? est / limit : 0.0;
 
-        for (const policy_entry& e : m_cfg.ladder[li]) {
-            if (!e.always && rep.freed > 0 && rep.freed >= rep.wanted) continue;
-            reclaim_request req;
-            req.action = e.action;
-            req.level = view.level;
-            req.usage_ratio = ratio;
-            req.bytes_wanted = rep.wanted > rep.freed ? rep.wanted - rep.freed : 0;
-            req.budget = e.budget;
-            req.max_age = age_limit(ratio);
-            req.cost_cap = m_cfg.session_cost_cap;
-            req.now = now;
-            if (e.action == reclaim_action::evict_by_age && req.max_age.count() == 0) continue;
-            run(li, req, rep);
+            for (const policy_entry& e : m_cfg.ladder[li]) {
+                if (!e.always && rep.freed > 0 && rep.freed >= rep.wanted) continue;
+                reclaim_request req;
+                req.action = e.action;
+                req.level = view.level;
+                req.usage_ratio = ratio;
+                req.bytes_wanted = rep.wanted > rep.freed ? rep.wanted - rep.freed : 0;
+                req.budget = e.budget;
+                req.max_age = age_limit(ratio);
+                req.cost_cap = m_cfg.session_cost_cap;
+                req.now = now;
+                if (e.action == reclaim_action::evict_by_age && req.max_age.count() == 0) continue;
+                run(li, req, rep);
+            }
         }
+        apply_pending_locked();
         return rep;
     }
 
-    /// A copy of the counters. Thread safety: safe.
-    [[nodiscard]] evictor_stats stats() const {
-        check_outside("stats");
-        std::lock_guard lock{m_mutex};
+    /// A copy of the counters. Takes only the counters' leaf lock: legal from anywhere, also
+    /// from inside a step's callbacks. Thread safety: any thread. Never throws.
+    [[nodiscard]] evictor_stats stats() const noexcept {
+        std::lock_guard counters{m_stats_mutex};
         evictor_stats s;
         s.cells = m_cells;
         s.steps = m_steps;
-        s.heap_trims = m_heap.trims();
-        s.heap_trims_deferred = m_heap.deferred();
-        s.heap_trimmed_bytes = m_heap.bytes();
-        s.heap_interval = m_heap.interval();
+        s.heap_trims = m_heap_trims;
+        s.heap_trims_deferred = m_heap_deferred;
+        s.heap_trimmed_bytes = m_heap_bytes;
+        s.heap_interval = m_heap_interval;
+        s.deferred_changes = m_deferred_changes;
+        s.ignored_steps = m_ignored_steps;
         return s;
     }
 
@@ -591,11 +743,140 @@ public:
     [[nodiscard]] const evictor_config& config() const noexcept { return m_cfg; }
 
 private:
-    void check_outside(const char* what) const {
-        if (MEMGOV_UNLIKELY(detail::t_evictor_busy == this)) {
-            throw std::logic_error{std::string{"memgov::evictor::"} + what +
-                                   ": called from inside a reclaimer callback or visit of the same evictor"};
+    // A registration change asked for from inside a callback or a visit.
+    struct pending_op {
+        bool add = false;
+        std::shared_ptr<reclaimer> r;
+        bool applied = false;
+    };
+
+    static std::invalid_argument already_registered(const reclaimer& r) {
+        return std::invalid_argument{"memgov::evictor::add: reclaimer '" + std::string{r.name()} +
+                                     "' is already registered"};
+    }
+
+    void count_deferral() noexcept {
+        std::lock_guard counters{m_stats_mutex};
+        ++m_deferred_changes;
+    }
+
+    // Whether `r` counts as registered once the pending changes are applied. Under
+    // m_pending_mutex; the caller holds the step mutex or the list lock, so the list is stable.
+    [[nodiscard]] bool registered_after_pending(const reclaimer* r) const noexcept {
+        bool in = std::any_of(m_reclaimers.begin(), m_reclaimers.end(),
+                              [&](const auto& p) { return p.get() == r; });
+        for (const auto& op : m_pending) {
+            if (op.r.get() == r) in = op.add;
         }
+        return in;
+    }
+
+    // True if a removal of `r` waits to be applied (so steps and visits skip it).
+    [[nodiscard]] bool removal_pending(const reclaimer* r) const noexcept {
+        if (m_pending_count.load(std::memory_order_acquire) == 0) return false;
+        std::lock_guard pending{m_pending_mutex};
+        bool removed = false;
+        for (const auto& op : m_pending) {
+            if (op.r.get() == r) removed = !op.add;
+        }
+        return removed;
+    }
+
+    void defer_add(std::shared_ptr<reclaimer> r) {
+        {
+            std::lock_guard pending{m_pending_mutex};
+            if (registered_after_pending(r.get())) throw already_registered(*r);
+            m_pending.push_back({true, std::move(r), false});
+            m_pending_count.fetch_add(1, std::memory_order_release);
+        }
+        count_deferral();
+    }
+
+    bool defer_remove(const reclaimer& r) {
+        {
+            std::lock_guard pending{m_pending_mutex};
+            if (!registered_after_pending(&r)) return false;
+            std::shared_ptr<reclaimer> p;
+            for (const auto& q : m_reclaimers) {
+                if (q.get() == &r) p = q;
+            }
+            for (const auto& op : m_pending) {
+                if (op.r.get() == &r) p = op.r;
+            }
+            m_pending.push_back({false, std::move(p), false});
+            m_pending_count.fetch_add(1, std::memory_order_release);
+        }
+        count_deferral();
+        return true;
+    }
+
+    // Tells every reclaimer `l` if it is not the level last told. Under the step mutex.
+    void set_level_locked(pressure_level l) noexcept {
+        if (m_level.load(std::memory_order_relaxed) == l) return;
+        m_level.store(l, std::memory_order_release);
+        const detail::evictor_scope_guard scope{this, true};
+        for (const auto& r : m_reclaimers) {
+            if (!removal_pending(r.get())) r->on_level(l);
+        }
+    }
+
+    // Applies the changes deferred from callbacks and visits, in the order they were asked
+    // for. Under the step mutex, from a thread holding no visit of this evictor.
+    void apply_pending_locked() noexcept {
+        if (m_pending_count.load(std::memory_order_acquire) == 0) return;
+        std::vector<pending_op> ops;
+        std::optional<pressure_level> lvl;
+        {
+            std::lock_guard pending{m_pending_mutex};
+            ops.swap(m_pending);
+            lvl = m_pending_level;
+            m_pending_level.reset();
+            m_pending_count.store(0, std::memory_order_release);
+        }
+        if (!ops.empty()) {
+            std::unique_lock list{m_list};
+            for (auto& op : ops) {
+                const auto it = std::find(m_reclaimers.begin(), m_reclaimers.end(), op.r);
+                if (op.add && it == m_reclaimers.end()) {
+                    try {
+                        m_reclaimers.push_back(op.r);
+                        op.applied = true;
+                    } catch (...) {
+                        // Out of memory: the deferred addition is dropped.
+                    }
+                } else if (!op.add && it != m_reclaimers.end()) {
+                    m_reclaimers.erase(it);
+                    op.applied = true;
+                }
+            }
+        }
+        // The list lock is released: an on_level callback may visit.
+        const pressure_level now_level = m_level.load(std::memory_order_relaxed);
+        {
+            const detail::evictor_scope_guard scope{this, true};
+            for (auto& op : ops) {
+                if (!op.applied) continue;
+                if (op.add) {
+                    op.r->on_level(now_level);
+                } else if (now_level != pressure_level::normal) {
+                    op.r->on_level(pressure_level::normal);
+                }
+            }
+        }
+        if (lvl) set_level_locked(*lvl);
+        // `ops` goes here, dropping the evictor's share of what was removed; changes deferred
+        // by the on_level calls above wait for the next step, add, remove or visit.
+    }
+
+    // After the outermost visit on a thread outside any step: apply what was deferred during
+    // it, unless a step runs now (that step applies it when it ends).
+    void settle_after_visit() const noexcept {
+        if (m_pending_count.load(std::memory_order_acquire) == 0) return;
+        std::unique_lock lock{m_mutex, std::try_to_lock};
+        if (!lock.owns_lock()) return;
+        // A deferred change is a change of this object asked for through a non-const member
+        // (add, remove, set_level), so the evictor is not a const object.
+        const_cast<evictor*>(this)->apply_pending_locked();
     }
 
     static evictor_config validate(evictor_config cfg) {
@@ -627,16 +908,23 @@ private:
                 }
             }
         }
+        for (const auto& e : cfg.ladder[to_index(pressure_level::normal)]) {
+            if (e.action != reclaim_action::sweep_expired) {
+                throw std::invalid_argument{
+                    "memgov::evictor_config::ladder: the normal row may hold only sweep_expired"};
+            }
+        }
         return cfg;
     }
 
     void run(std::size_t li, const reclaim_request& req, step_report& rep) noexcept {
-        action_counters& c = m_cells[li][static_cast<std::size_t>(req.action)];
         if (rep.dry_run) {
             std::size_t would = 0;
             for (auto& r : m_reclaimers) {
-                if (r->handles(req.action)) would += r->estimate(req.action);
+                if (r->handles(req.action) && !removal_pending(r.get())) would += r->estimate(req.action);
             }
+            std::lock_guard counters{m_stats_mutex};
+            action_counters& c = m_cells[li][static_cast<std::size_t>(req.action)];
             ++c.dry_runs;
             c.dry_bytes += would;
             ++rep.actions_run;
@@ -649,7 +937,7 @@ private:
             ran = true;
         } else {
             for (auto& r : m_reclaimers) {
-                if (!r->handles(req.action)) continue;
+                if (!r->handles(req.action) || removal_pending(r.get())) continue;
                 reclaim_request sub = req;
                 sub.bytes_wanted = req.bytes_wanted > got.bytes ? req.bytes_wanted - got.bytes : 0;
                 const reclaim_result one = r->reclaim(sub);
@@ -659,6 +947,8 @@ private:
             }
         }
         if (!ran) return;
+        std::lock_guard counters{m_stats_mutex};
+        action_counters& c = m_cells[li][static_cast<std::size_t>(req.action)];
         ++c.runs;
         ++rep.actions_run;
         c.bytes += got.bytes;
@@ -666,17 +956,39 @@ private:
         if (got.bytes == 0 && got.items == 0) ++c.empty;
         rep.freed += got.bytes;
         rep.items += got.items;
+        if (req.action == reclaim_action::trim_heap) {
+            m_heap_trims = m_heap.trims();
+            m_heap_deferred = m_heap.deferred();
+            m_heap_bytes = m_heap.bytes();
+            m_heap_interval = m_heap.interval();
+        }
     }
 
     evictor_config m_cfg;
-    mutable std::mutex m_mutex;        // serialises steps; held while reclaimers run
-    mutable std::shared_mutex m_list;  // the list: exclusive to change it, shared to visit it
+    mutable std::mutex m_mutex;       // the step mutex: serialises steps and on_level rounds
+    mutable std::shared_mutex m_list; // the list: exclusive to change it, shared to visit it
     std::vector<std::shared_ptr<reclaimer>> m_reclaimers; // changed under both locks
-    heap_trimmer m_heap;
+    heap_trimmer m_heap;                                  // under the step mutex
+    std::atomic<pressure_level> m_level{pressure_level::normal}; // last told; written under m_mutex
+    std::atomic<bool> m_dry_run{m_cfg.dry_run};
+
+    // Changes deferred from callbacks and visits (a leaf lock; m_pending_count is the number
+    // of changes asked for since the last apply, 0 when there are none).
+    mutable std::mutex m_pending_mutex;
+    std::vector<pending_op> m_pending;
+    std::optional<pressure_level> m_pending_level;
+    std::atomic<std::size_t> m_pending_count{0};
+
+    // The counters, under a leaf lock never held while calling out.
+    mutable std::mutex m_stats_mutex;
     std::array<std::array<action_counters, reclaim_action_count>, pressure_level_count> m_cells{};
     std::array<std::uint64_t, pressure_level_count> m_steps{};
-    pressure_level m_last_level = pressure_level::normal;
-    std::atomic<bool> m_dry_run{m_cfg.dry_run};
+    std::uint64_t m_heap_trims = 0;
+    std::uint64_t m_heap_deferred = 0;
+    std::uint64_t m_heap_bytes = 0;
+    duration m_heap_interval{};
+    std::uint64_t m_deferred_changes = 0;
+    std::uint64_t m_ignored_steps = 0;
 };
 
 MEMGOV_NAMESPACE_END

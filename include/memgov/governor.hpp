@@ -9,17 +9,26 @@
 ///   all new work from `refuse_all_at` (emergency), and any admission whose cost would pass the
 ///   ceiling (`ceiling_ratio` of the limit) is refused for lack of headroom.
 /// - `poll(now)` from the service's event loop, or `start()`/`stop()` for a thread of its own:
-///   polls the monitor, updates the admission gates, and steps the evictor while the level is
-///   above normal (every `step_period`, and at once when the level rises).
+///   polls the monitor, updates the admission gates, tells the evictor the level (so every
+///   reclaimer hears every change, down as well as up, at the poll that sees it) and steps
+///   the evictor every `step_period` at every level, and at once when the level rises. At
+///   normal a step runs only the ladder's normal row: by default a bounded expiry sweep of
+///   the registered session maps, never a pool trim, heap trim or eviction.
 /// - `register_reclaimer(...)` adds what the evictor may ask to give memory back, and
 ///   `unregister_reclaimer(...)` takes it away again before its part is destroyed.
 /// - `stats()`, `health()` and `collect(sink)` report everything (Prometheus: `prometheus.hpp`).
 ///
-/// Lock order: governor poll turn → monitor mutex (inside `poll`) → evictor mutex (inside
-/// `step`) → evictor list lock → reclaimers' own locks. The admission path takes no lock.
-/// `stats` and `health` read the counters under a lock the poll never holds while calling
-/// out, so a level subscriber may call them; a callback of the poll calling `poll` gets the
-/// level back at once, and one calling `stop` only asks the thread to end.
+/// ## Lock order and callbacks
+/// governor poll turn → monitor mutex (inside `poll`) → evictor step mutex (inside `step`)
+/// → evictor list lock → reclaimers' own locks. The admission path takes no lock. `stats`,
+/// `health` and `collect` take only leaf locks (the governor's report lock, the evictor's
+/// counter lock, the monitor's mutex, never held while calling out) and the evictor's list
+/// lock shared, which a step does not hold; so they are legal from inside every callback
+/// memgov makes: a level subscriber, a reclaimer's `reclaim` or `on_level`, a session map's
+/// `on_evict` run by a step, a `for_each_reclaimer` visit. From inside those callbacks:
+/// `poll` does nothing and returns the level; `register_reclaimer` and
+/// `unregister_reclaimer` are deferred to the end of the running step or visit (see
+/// `evictor`); `stop` only asks the thread to end. None of them throws for being called there.
 
 #include <memgov/clock.hpp>
 #include <memgov/config.hpp>
@@ -120,8 +129,9 @@ struct governor_config {
     /// How often the governor's own thread polls (`start()`). Files are still read only every
     /// `monitor.sample_period`; in between the ledger estimate is re-evaluated. Default 10 ms.
     duration poll_period = std::chrono::milliseconds{10};
-    /// While above normal, the evictor steps at most this often (and at once when the level
-    /// rises). Default 100 ms.
+    /// The evictor steps this often at every level (and at once when the level rises); at
+    /// normal a step runs only the ladder's normal row (an expiry sweep by default), so this
+    /// is also how late an idle session may expire. Default 100 ms.
     duration step_period = std::chrono::milliseconds{100};
     /// Dry run: the evictor counts instead of acting, and admission counts would-be refusals
     /// but admits.
@@ -219,6 +229,7 @@ public:
         m_counts_work = m_counts.define("admitted_work");
         const auto s = m_monitor.snapshot();
         update_gates(s.level, s.estimate_bytes, s.limit_bytes);
+        m_evictor.set_level(s.level); // what a reclaimer registered before the first poll hears
         m_subscription = m_monitor.subscribe([this](const level_change& c) {
             update_gates(c.to, c.estimate_bytes, c.limit_bytes);
         });
@@ -261,26 +272,35 @@ public:
         return refuse(k, c);
     }
 
-    /// Adds a reclaimer for the evictor (it shares ownership). Throws `std::invalid_argument`
-    /// if `r` is null or already registered.
+    /// Adds a reclaimer for the evictor (it shares ownership). `r->on_level` is told at once
+    /// the level the last poll (or the constructor) saw, `normal` included. From inside a
+    /// callback of a step or a visit the addition is deferred to the end of that step or
+    /// visit. Throws `std::invalid_argument` if `r` is null or already registered,
+    /// `std::bad_alloc`. Thread safety: any thread.
     void register_reclaimer(std::shared_ptr<reclaimer> r) { m_evictor.add(std::move(r)); }
 
     /// Removes a reclaimer added by `register_reclaimer` (the object itself, compared by
-    /// address). Waits for a step, `stats`, `health` or `collect` that may be using it; once it
-    /// returns the governor will not call it again, so the part it works on may be destroyed,
-    /// whether or not the polling thread runs. Returns false if `r` was not registered.
-    /// Throws `std::logic_error` if called from inside a reclaimer callback (it would wait for
-    /// itself). Thread safety: any thread.
+    /// address); if the level is not `normal` it is told `normal` on its way out. Returns false
+    /// if `r` was not registered. Waits for a step, `stats`, `health` or `collect` that may be
+    /// using it; once it returns the governor will not call it again, so the part it works on
+    /// may be destroyed, whether or not the polling thread runs. From inside a callback of a
+    /// step or a visit (a reclaimer, an `on_evict`, a visitor) it does not wait: the running
+    /// step no longer calls `r`, and `r` leaves when the step or the outermost visit ends (the
+    /// part may be destroyed after that, e.g. once `poll` has returned). Throws
+    /// `std::bad_alloc` only when deferred. Thread safety: any thread.
     bool unregister_reclaimer(const reclaimer& r) { return m_evictor.remove(r); }
 
-    /// Polls the monitor, updates the gates and steps the evictor when due; returns the level.
-    /// Call it from an event loop every few milliseconds, or use `start()`.
-    /// Thread safety: any thread (serialised). Called again from inside a callback of this
-    /// thread's own poll (a level subscriber, a reclaimer, an `on_evict`), it does nothing and
-    /// returns the current level. Throws `std::bad_alloc`, and `std::logic_error` if called
-    /// from inside a `for_each_reclaimer` visit of this governor (it reads the evictor's
-    /// statistics).
+    /// Polls the monitor, updates the gates, tells the evictor the level and steps it when
+    /// due (every `step_period` at every level, at once when the level rises); returns the
+    /// level. Call it from an event loop every few milliseconds, or use `start()`.
+    /// Thread safety: any thread (serialised). Called from inside a callback of this thread's
+    /// own poll (a level subscriber, a reclaimer, an `on_evict`) or from inside a visit of the
+    /// evictor, it does nothing and returns the current level. Throws `std::bad_alloc`.
+    /// Complexity: at normal with nothing expired, a file sample every `sample_period` and a
+    /// step every `step_period` that costs one sweep call per session map.
     pressure_level poll(time_point now) {
+        // Inside a visit or a step on this thread: polling could wait for that visit.
+        if (MEMGOV_UNLIKELY(m_evictor.in_callback())) return m_monitor.level();
         const detail::owned_mutex::guard turn{m_poll_turn};
         if (!turn) return m_monitor.level(); // from a callback this thread's poll is running
         const std::uint64_t polls = record_poll(now); // the counts as they stand before it acts
@@ -291,9 +311,9 @@ public:
             refresh_limit(now);
         }
         update_gates(lvl, est, m_limit_cache);
+        m_evictor.set_level(lvl); // falls reach the reclaimers too, not only rises
         const bool rose = lvl > m_last_step_level;
-        if (lvl > pressure_level::normal &&
-            (rose || !m_stepped || now - m_last_step >= m_cfg.step_period)) {
+        if (rose || !m_stepped || now - m_last_step >= m_cfg.step_period) {
             const pressure_view v = view(lvl, est);
             (void)m_evictor.step(v, now);
             {
@@ -302,9 +322,12 @@ public:
             }
             m_stepped = true;
             m_last_step = now;
-            // The step may have freed enough to change the level at once.
-            const pressure_level after = m_monitor.poll(now);
-            update_gates(after, m_monitor.estimate_bytes(), m_limit_cache);
+            if (lvl > pressure_level::normal) {
+                // The step may have freed enough to change the level at once.
+                const pressure_level after = m_monitor.poll(now);
+                update_gates(after, m_monitor.estimate_bytes(), m_limit_cache);
+                m_evictor.set_level(after);
+            }
         }
         m_last_step_level = lvl;
         return m_monitor.level();
@@ -322,12 +345,15 @@ public:
     /// Stops the thread and waits for it, with no lock held while waiting (so a callback on
     /// the thread may call `running()` meanwhile). Called from the governor's own thread
     /// (inside a callback of its poll), it only asks the thread to end after this poll; a
-    /// later `stop()`, `start()` or the destructor waits for it. Never throws.
+    /// later `stop()`, `start()` or the destructor waits for it. Must not be called from inside
+    /// a `for_each_reclaimer` visit on another thread (the poll it waits for may wait for
+    /// that visit). Never throws.
     void stop() noexcept { m_thread.stop(); }
     /// True while the thread runs and has not been asked to stop.
     [[nodiscard]] bool running() const noexcept { return m_thread.running(); }
 
-    /// A copy of every counter. Allocates. Thread safety: any thread.
+    /// A copy of every counter. Allocates; throws `std::bad_alloc`. Thread safety: any thread,
+    /// also from inside every callback memgov makes (see the file comment).
     [[nodiscard]] governor_stats stats() const {
         governor_stats s;
         s.pressure = m_monitor.snapshot();
@@ -342,7 +368,8 @@ public:
         return s;
     }
 
-    /// The health summary. Allocates. Thread safety: any thread.
+    /// The health summary. Allocates; throws `std::bad_alloc`. Thread safety: any thread,
+    /// also from inside every callback memgov makes (see the file comment).
     [[nodiscard]] health_summary health() const {
         const pressure_snapshot p = m_monitor.snapshot();
         health_summary h;
@@ -375,7 +402,8 @@ public:
     }
 
     /// Writes every statistic of the governor and of every registered part into `sink`.
-    /// Throws `std::bad_alloc`.
+    /// Throws `std::bad_alloc` and what `sink` throws. Thread safety: any thread, also from
+    /// inside every callback memgov makes (see the file comment).
     void collect(metric_sink& sink) const {
         const governor_stats s = stats();
         const auto& p = s.pressure;

@@ -21,10 +21,15 @@
 ///   below its lower `exit` ratio and after its minimum dwell time, so it cannot flap.
 /// - **Forecast.** An EWMA of the working set's growth gives a time to the limit; under the
 ///   horizon (default 10 s) the level rises one step early, under half of it two steps (never
-///   past critical on the forecast alone).
+///   past critical on the forecast alone). Its exit band: a level the forecast holds up is
+///   left only once the time to the limit is back above the horizon that raised it times
+///   `1 + forecast_exit_margin` (default 1.5 × horizon, or 1.5 × horizon/2 for the second
+///   step), and after the level's dwell.
 /// - **PSI.** `$MEMORY_PRESSURE_WATCH`/`$MEMORY_PRESSURE_WRITE` (systemd) or a configured file
-///   and trigger: a fired trigger holds the level at least at `psi_level` for `psi_hold`. When
-///   the kernel refuses the trigger, the file is polled instead, with the reason recorded.
+///   and trigger: a fired trigger raises the level at least to `psi_level`. Its exit: that
+///   level is left only once `psi_hold` has passed with no new event *and* the level's dwell
+///   has passed after that (so events a little more than `psi_hold` apart hold it steady).
+///   When the kernel refuses the trigger, the file is polled instead, with the reason recorded.
 /// - **Subscribers** hear level changes; they are called after every internal lock is released.
 ///
 /// ## Thread safety and lock order
@@ -123,6 +128,11 @@ struct pressure_monitor_config {
     }};
     /// When the time to the limit falls under this, the level rises early (zero: no forecast).
     duration forecast_horizon = std::chrono::seconds{10};
+    /// The forecast's exit band: a level the forecast raised is held while the time to the
+    /// limit stays under the horizon that raised it (the horizon, or half of it for the second
+    /// step) times `1 + forecast_exit_margin`, and then for the level's dwell. Finite, >= 0.
+    /// Default 0.5.
+    double forecast_exit_margin = 0.5;
     /// Half-life of the growth-rate EWMA. Default 1 s.
     duration growth_half_life = std::chrono::seconds{1};
     /// Honour systemd's `$MEMORY_PRESSURE_WATCH` / `$MEMORY_PRESSURE_WRITE`.
@@ -133,7 +143,8 @@ struct pressure_monitor_config {
     std::string psi_trigger = "some 200000 2000000";
     /// The level held while pressure is signalled (normal: PSI does not move the level).
     pressure_level psi_level = pressure_level::elevated;
-    /// How long a fired trigger holds `psi_level`.
+    /// How long a fired trigger holds `psi_level` at least. The level is left only after this
+    /// has passed with no new event and then the level's dwell (the PSI exit).
     duration psi_hold = std::chrono::seconds{2};
 
     /// The absolute thresholds for a limit of `limit` bytes (each enter/exit clamped at >= 0).
@@ -548,7 +559,11 @@ private:
         if (c.calibration_window < duration::zero()) fail("calibration_window", "must be >= 0");
         if (c.growth_half_life <= duration::zero()) fail("growth_half_life", "must be > 0");
         if (c.forecast_horizon < duration::zero()) fail("forecast_horizon", "must be >= 0");
+        if (!(std::isfinite(c.forecast_exit_margin) && c.forecast_exit_margin >= 0.0)) {
+            fail("forecast_exit_margin", "must be finite and >= 0");
+        }
         if (c.psi_hold < duration::zero()) fail("psi_hold", "must be >= 0");
+        if (to_index(c.psi_level) >= pressure_level_count) fail("psi_level", "unknown level");
         const auto ratio_ok = [](double r) { return r > 0.0 && r <= 1.0; };
         if (!ratio_ok(c.red_line.small_limit_ratio)) fail("red_line.small_limit_ratio", "must be in (0, 1]");
         if (!ratio_ok(c.red_line.large_limit_ratio)) fail("red_line.large_limit_ratio", "must be in (0, 1]");
@@ -693,20 +708,35 @@ private:
         }
         pressure_level signal = enter_level;
         pressure_cause cause = pressure_cause::ratio;
-        if (m_cfg.forecast_horizon > duration::zero() && enter_level < pressure_level::critical) {
-            if (const auto ttl = time_to_limit(est); ttl && *ttl < m_cfg.forecast_horizon) {
-                const std::size_t bump = *ttl < m_cfg.forecast_horizon / 2 ? 2 : 1;
-                const std::size_t f = std::min(to_index(enter_level) + bump, to_index(pressure_level::critical));
-                if (f > to_index(signal)) {
+        const std::size_t top = to_index(pressure_level::critical); // the forecast's ceiling
+        if (m_cfg.forecast_horizon > duration::zero()) {
+            if (const auto ttl = time_to_limit(est)) {
+                const double t = std::chrono::duration<double>(*ttl).count();
+                const double h = std::chrono::duration<double>(m_cfg.forecast_horizon).count();
+                const std::size_t bump = t < h / 2 ? 2 : t < h ? 1 : 0;
+                const std::size_t f = std::min(to_index(enter_level) + bump, top);
+                if (enter_level < pressure_level::critical && f > to_index(signal)) {
                     signal = static_cast<pressure_level>(f);
                     cause = pressure_cause::forecast;
                 }
+                // The exit band: the same steps with the horizon widened by the margin,
+                // counted from the level the ratio holds (so the ratio's own band applies too).
+                const double wide = h * (1.0 + m_cfg.forecast_exit_margin);
+                const std::size_t keep = t < wide / 2 ? 2 : t < wide ? 1 : 0;
+                const std::size_t kh = std::min(to_index(hold_level) + keep, top);
+                hold_level = std::max(hold_level, static_cast<pressure_level>(kh));
             }
         }
-        if (m_cfg.psi_level != pressure_level::normal && now < m_psi_until && m_psi_events > 0 &&
-            m_cfg.psi_level > signal) {
-            signal = m_cfg.psi_level;
-            cause = pressure_cause::psi;
+        if (m_cfg.psi_level != pressure_level::normal && m_psi_events > 0) {
+            if (now < m_psi_until && m_cfg.psi_level > signal) {
+                signal = m_cfg.psi_level;
+                cause = pressure_cause::psi;
+            }
+            // The PSI exit: the hold with no new event, then the PSI level's dwell after it.
+            const duration dwell = m_thresholds[to_index(m_cfg.psi_level) - 1].dwell;
+            if (now < m_psi_until || now - m_psi_until < dwell) {
+                hold_level = std::max(hold_level, m_cfg.psi_level);
+            }
         }
         const pressure_level cur = level();
         pressure_level next = cur;

@@ -4,11 +4,13 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <initializer_list>
 #include <latch>
 #include <memory>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -241,4 +243,92 @@ TEST_CASE("governor: unregistering races steps and reports", "[governor][concurr
     CHECK(used_while_registered > rounds / 2);
     CHECK(reports.load() > 0);
     CHECK(g.stats().reclaimers.empty());
+}
+
+// Callbacks inside the polling thread's steps read the governor and toggle a reclaimer's
+// registration, while a reporter thread reads it and re-registers from inside its visits and a
+// third thread registers and unregisters from outside: nothing throws, hangs or races, and
+// every read sees the registered reader.
+TEST_CASE("governor: callbacks read and re-register while other threads report and register",
+          "[governor][concurrency]") {
+    auto tree = memgov_test::fake_cgroup_tree::v2("/app");
+    memgov::governor_config cfg = on_fake_tree(tree, 900 * MiB); // critical: a step every poll
+    cfg.monitor.sample_period = 1ms;
+    cfg.poll_period = 1ms;
+    cfg.step_period = 1ms;
+    memgov::governor<> g{cfg, memgov::steady_clock{}, [] {}, [] { return std::size_t{0}; }};
+    const auto noop = [](const memgov::reclaim_request&) { return memgov::reclaim_result{}; };
+    const auto churn = std::make_shared<memgov::function_reclaimer>(
+        "churn", std::vector{reclaim_action::trim_pools}, noop);
+    const auto visited = std::make_shared<memgov::function_reclaimer>(
+        "visited", std::vector{reclaim_action::trim_pools}, noop);
+    std::atomic<std::uint64_t> inner_reads{0};
+    std::atomic<std::uint64_t> failures{0};
+    const auto reader = std::make_shared<memgov::function_reclaimer>(
+        "reader", std::vector{reclaim_action::evict_over_cost}, [&](const memgov::reclaim_request&) {
+            null_sink sink;
+            if (g.health().level < pressure_level::high) failures.fetch_add(1);
+            bool seen = false;
+            for (const auto& r : g.stats().reclaimers) seen = seen || r.name == "reader";
+            if (!seen) failures.fetch_add(1);
+            g.collect(sink);
+            if (!g.unregister_reclaimer(*churn)) g.register_reclaimer(churn); // deferred
+            inner_reads.fetch_add(1);
+            return memgov::reclaim_result{};
+        });
+    g.register_reclaimer(reader);
+    g.start();
+
+    std::latch go{3};
+    std::atomic<bool> done{false};
+    std::atomic<std::uint64_t> visits{0};
+    std::thread reporter{[&] {
+        go.arrive_and_wait();
+        null_sink sink;
+        while (!done.load()) {
+            (void)g.health();
+            g.collect(sink);
+            g.evictor().for_each_reclaimer([&](const memgov::reclaimer& r) {
+                if (r.name() != "reader") return;
+                (void)g.stats(); // nested visit
+                try {
+                    if (!g.unregister_reclaimer(*visited)) g.register_reclaimer(visited); // deferred
+                } catch (const std::invalid_argument&) {
+                    failures.fetch_add(1);
+                }
+            });
+            visits.fetch_add(1);
+        }
+    }};
+    std::thread registrar{[&] {
+        go.arrive_and_wait();
+        while (!done.load()) {
+            auto own = std::make_shared<memgov::function_reclaimer>(
+                "own", std::vector{reclaim_action::trim_pools}, [](const memgov::reclaim_request&) {
+                    return memgov::reclaim_result{};
+                });
+            g.register_reclaimer(own);
+            if (!g.unregister_reclaimer(*own)) failures.fetch_add(1);
+            if (own.use_count() != 1) failures.fetch_add(1); // removed at once from outside
+        }
+    }};
+    go.arrive_and_wait();
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    while ((inner_reads.load() < 50 || visits.load() < 50) && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(1ms);
+    }
+    done = true;
+    reporter.join();
+    registrar.join();
+    g.stop();
+
+    CHECK(failures.load() == 0);
+    CHECK(inner_reads.load() >= 50);
+    CHECK(visits.load() >= 50);
+    std::vector<std::string> names;
+    for (const auto& r : g.stats().reclaimers) names.push_back(r.name);
+    REQUIRE_FALSE(names.empty());
+    CHECK(names[0] == "reader");
+    CHECK(std::count(names.begin(), names.end(), "own") == 0);
+    CHECK(g.stats().evictor.deferred_changes > 0);
 }

@@ -154,9 +154,9 @@ TEST_CASE("pressure_monitor: subscribers come and go while levels change", "[pre
     threads.emplace_back([&] { // flips the level by charging and releasing a large amount
         go.arrive_and_wait();
         for (int i = 0; i < 3000; ++i) {
-            ledger.charge(memgov::category::sessions, static_cast<std::int64_t>(900 * MiB));
+            ledger.charge(memgov::category::pool_in_use, static_cast<std::int64_t>(900 * MiB));
             m.update_estimate();
-            ledger.release(memgov::category::sessions, static_cast<std::int64_t>(900 * MiB));
+            ledger.release(memgov::category::pool_in_use, static_cast<std::int64_t>(900 * MiB));
             m.poll();
         }
         done.store(true, std::memory_order_release);

@@ -54,14 +54,77 @@ const memgov::time_point t0 = memgov::manual_clock{}.now();
 
 } // namespace
 
-TEST_CASE("evictor: normal level does nothing", "[evictor]") {
-    auto ev = quiet_evictor();
+TEST_CASE("evictor: a step at normal runs only the expiry sweep and wants nothing", "[evictor]") {
+    int heap_trims = 0;
+    memgov::evictor ev{{}, [&] { ++heap_trims; }, [] { return std::size_t{0}; }};
     auto pools = std::make_shared<scripted>();
+    auto sessions = std::make_shared<scripted>();
     ev.add(make("pools", {reclaim_action::trim_pools}, pools));
-    const auto rep = ev.step(view(pressure_level::normal, 0.5, 0.0), t0);
-    CHECK(rep.actions_run == 0);
+    ev.add(make("sessions",
+                {reclaim_action::sweep_expired, reclaim_action::evict_by_age,
+                 reclaim_action::evict_over_cost, reclaim_action::evict_lru},
+                sessions));
+    const auto rep = ev.step(view(pressure_level::normal, 0.99, 0.0), t0);
+    CHECK(rep.wanted == 0);
+    CHECK(rep.actions_run == 1);
     CHECK(pools->seen.empty());
-    CHECK(ev.stats().steps[0] == 1);
+    REQUIRE(sessions->seen.size() == 1);
+    CHECK(sessions->seen[0].action == reclaim_action::sweep_expired);
+    CHECK(sessions->seen[0].budget == 256);
+    CHECK(sessions->seen[0].now == t0);
+    CHECK(heap_trims == 0);
+    const auto st = ev.stats();
+    CHECK(st.steps[0] == 1);
+    CHECK(st.total(reclaim_action::sweep_expired).runs == 1);
+    CHECK(st.heap_trims == 0);
+
+    // The normal row may hold nothing but sweeps: no trims or evictions without pressure.
+    for (auto a : {reclaim_action::trim_pools, reclaim_action::trim_heap, reclaim_action::evict_lru,
+                   reclaim_action::evict_by_age, reclaim_action::evict_over_cost}) {
+        memgov::evictor_config cfg;
+        cfg.ladder[0].push_back({a, 1, false});
+        CHECK_THROWS_WITH(memgov::evictor{cfg},
+                          Catch::Contains("evictor_config::ladder") && Catch::Contains("normal row"));
+    }
+}
+
+TEST_CASE("evictor: set_level tells every reclaimer each change once, down as well as up",
+          "[evictor]") {
+    struct listening final : memgov::reclaimer {
+        std::vector<pressure_level> levels;
+        std::string_view name() const noexcept override { return "listening"; }
+        bool handles(reclaim_action) const noexcept override { return false; }
+        std::size_t estimate(reclaim_action) const noexcept override { return 0; }
+        memgov::reclaim_result reclaim(const memgov::reclaim_request&) noexcept override { return {}; }
+        void on_level(pressure_level l) noexcept override { levels.push_back(l); }
+    };
+    auto ev = quiet_evictor();
+    auto a = std::make_shared<listening>();
+    auto b = std::make_shared<listening>();
+    ev.add(a);
+    ev.add(b);
+    CHECK(ev.level() == pressure_level::normal);
+    ev.set_level(pressure_level::critical);
+    ev.set_level(pressure_level::critical);
+    (void)ev.step(view(pressure_level::critical, 0.9, 0.8), t0); // same level: not told again
+    ev.set_level(pressure_level::high);
+    ev.set_level(pressure_level::normal); // a fall with no step
+    // Told normal when added, then each change once.
+    const std::vector expected{pressure_level::normal, pressure_level::critical, pressure_level::high,
+                               pressure_level::normal};
+    CHECK(a->levels == expected);
+    CHECK(b->levels == expected);
+    CHECK(ev.level() == pressure_level::normal);
+    // A late one hears the current level, not the last stepped one (critical).
+    auto late = std::make_shared<listening>();
+    ev.add(late);
+    CHECK(late->levels == std::vector{pressure_level::normal});
+    ev.set_level(pressure_level::elevated);
+    auto later = std::make_shared<listening>();
+    ev.add(later);
+    CHECK(later->levels == std::vector{pressure_level::elevated});
+    STATIC_REQUIRE(noexcept(ev.set_level(pressure_level::normal)));
+    STATIC_REQUIRE(noexcept(ev.stats()));
 }
 
 TEST_CASE("evictor: elevated trims pools first and stops once enough is freed", "[evictor]") {
@@ -185,7 +248,7 @@ TEST_CASE("evictor: level changes reach reclaimers", "[evictor]") {
     (void)ev.step(view(pressure_level::elevated, 0.75, 0.65), t0);
     (void)ev.step(view(pressure_level::elevated, 0.75, 0.65), t0);
     (void)ev.step(view(pressure_level::normal, 0.5, 0.0), t0);
-    CHECK(r->levels == std::vector{pressure_level::elevated, pressure_level::normal});
+    CHECK(r->levels == std::vector{pressure_level::normal, pressure_level::elevated, pressure_level::normal});
 
     // Added under pressure: told the level at once. Removed under pressure: told normal.
     (void)ev.step(view(pressure_level::critical, 0.9, 0.8), t0);
@@ -194,12 +257,12 @@ TEST_CASE("evictor: level changes reach reclaimers", "[evictor]") {
     CHECK(late->levels == std::vector{pressure_level::critical});
     CHECK(ev.remove(*late));
     CHECK(late->levels == std::vector{pressure_level::critical, pressure_level::normal});
-    // At normal, neither adding nor removing says anything.
+    // At normal, adding says normal (whatever the part held before); removing says nothing.
     (void)ev.step(view(pressure_level::normal, 0.5, 0.0), t0);
     auto calm = std::make_shared<listening>();
     ev.add(calm);
     CHECK(ev.remove(*calm));
-    CHECK(calm->levels.empty());
+    CHECK(calm->levels == std::vector{pressure_level::normal});
 }
 
 TEST_CASE("evictor: heap trimmer backs off while trims free little", "[evictor]") {
@@ -226,18 +289,35 @@ TEST_CASE("evictor: heap trimmer backs off while trims free little", "[evictor]"
         (void)h.maybe_trim(now);
     }
     CHECK(h.interval() == 10s); // capped
-    // A useful trim resets the interval.
-    int trims_before = calls;
+}
+
+TEST_CASE("evictor: a useful trim resets the interval", "[evictor]") {
+    std::size_t rss = 100 * mib;
+    std::size_t gives_back = 0; // what the next trim returns to the OS
+    int calls = 0;
+    memgov::heap_trimmer h{memgov::heap_trim_config{}, [&] {
+                               ++calls;
+                               rss -= gives_back;
+                           },
+                           [&] { return rss; }};
+    auto now = t0;
+    (void)h.maybe_trim(now);
+    for (int i = 0; i < 3; ++i) { // trims that free nothing: the interval grows
+        now += h.interval();
+        CHECK(h.maybe_trim(now) == 0);
+    }
+    REQUIRE(h.interval() == 1600ms);
+    gives_back = 5 * mib; // at least useful_bytes (1 MiB)
     now += h.interval();
-    memgov::heap_trimmer::trim_fn dummy;
-    rss = 100 * mib;
-    // Make the next trim give back 5 MiB.
-    memgov::heap_trimmer h2{memgov::heap_trim_config{},
-                            [&] { rss -= 5 * mib; },
-                            [&] { return rss; }};
-    CHECK(h2.maybe_trim(now) == 5 * mib);
-    CHECK(h2.interval() == 200ms);
-    CHECK(calls == trims_before);
+    CHECK(h.maybe_trim(now) == 5 * mib);
+    CHECK(calls == 5);
+    CHECK(h.interval() == 200ms);
+    CHECK(h.maybe_trim(now + 100ms) == 0); // the reset interval is the one in force
+    CHECK(h.deferred() == 1);
+    gives_back = mib / 2; // below useful_bytes: grows again
+    now += 200ms;
+    CHECK(h.maybe_trim(now) == mib / 2);
+    CHECK(h.interval() == 400ms);
 }
 
 TEST_CASE("evictor: bad configuration throws std::invalid_argument naming the field",
@@ -322,64 +402,86 @@ TEST_CASE("evictor: a removed reclaimer is not called again; removing an unknown
     CHECK(names == std::vector<std::string>{"sessions", "pools"});
 }
 
-TEST_CASE("evictor: calls that would deadlock from inside a callback throw std::logic_error",
+TEST_CASE("evictor: inside a step reads work and registration changes wait for its end",
           "[evictor]") {
     auto ev = quiet_evictor();
-    std::vector<std::string> errors;
+    auto victim_seen = std::make_shared<scripted>();
+    const auto victim = make("victim", {reclaim_action::trim_pools, reclaim_action::sweep_expired}, victim_seen);
+    const auto late = make("late", {reclaim_action::trim_pools}, std::make_shared<scripted>());
+    std::vector<std::string> log;
     std::shared_ptr<memgov::function_reclaimer> self;
     self = std::make_shared<memgov::function_reclaimer>(
         "reentrant", std::vector{reclaim_action::trim_pools}, [&](const memgov::reclaim_request&) {
-            const auto attempt = [&](auto&& call) {
-                try {
-                    call();
-                    errors.emplace_back("no error");
-                } catch (const std::logic_error& e) {
-                    errors.emplace_back(e.what());
-                }
-            };
-            attempt([&] { (void)ev.remove(*self); });
-            attempt([&] { ev.add(make("late", {reclaim_action::trim_pools}, std::make_shared<scripted>())); });
-            attempt([&] { (void)ev.stats(); });
-            attempt([&] { ev.for_each_reclaimer([](const memgov::reclaimer&) {}); });
-            attempt([&] { (void)ev.reclaimers(); });
+            if (!log.empty()) return memgov::reclaim_result{};
+            log.push_back("steps " + std::to_string(ev.stats().steps[1]));
+            std::string names;
+            ev.for_each_reclaimer([&](const memgov::reclaimer& r) {
+                names += std::string{r.name()} + ",";
+                ev.for_each_reclaimer([&](const memgov::reclaimer& n) { names += n.name(); }); // nested
+                names += ";";
+            });
+            log.push_back(names);
+            log.push_back("copy " + std::to_string(ev.reclaimers().size()));
+            log.push_back(ev.remove(*victim) ? "removed" : "absent");
+            log.push_back(ev.remove(*victim) ? "removed" : "absent");
+            ev.add(late);
+            try {
+                ev.add(late);
+                log.emplace_back("added twice");
+            } catch (const std::invalid_argument&) {
+                log.emplace_back("invalid_argument");
+            }
+            log.push_back("copy " + std::to_string(ev.reclaimers().size())); // victim hidden
+            log.push_back("inner actions " + std::to_string(ev.step(view(pressure_level::elevated, 0.75, 0.65), t0).actions_run));
             return memgov::reclaim_result{1, 1};
         });
     ev.add(self);
+    ev.add(victim);
     const auto rep = ev.step(view(pressure_level::elevated, 0.75, 0.65), t0);
     CHECK(rep.freed == 1);
-    REQUIRE(errors.size() == 5);
-    CHECK_THAT(errors[0], Catch::Contains("memgov::evictor::remove") && Catch::Contains("inside"));
-    CHECK_THAT(errors[1], Catch::Contains("memgov::evictor::add"));
-    CHECK_THAT(errors[2], Catch::Contains("memgov::evictor::stats"));
-    CHECK_THAT(errors[3], Catch::Contains("memgov::evictor::for_each_reclaimer"));
-    CHECK_THAT(errors[4], Catch::Contains("memgov::evictor::reclaimers"));
-    CHECK(ev.reclaimers().size() == 1); // nothing changed
+    CHECK(log == std::vector<std::string>{"steps 1", "reentrant,reentrantvictim;victim,reentrantvictim;",
+                                          "copy 2", "removed", "absent", "invalid_argument", "copy 1",
+                                          "inner actions 0"});
+    CHECK(victim_seen->seen.empty()); // not called by the step that removed it
+    CHECK(victim.use_count() == 1);   // gone when the step ended
+    const auto copy = ev.reclaimers();
+    REQUIRE(copy.size() == 2);
+    CHECK(copy[0] == self);
+    CHECK(copy[1] == late);
+    const auto st = ev.stats();
+    CHECK(st.steps[1] == 1); // the inner step did nothing
+    CHECK(st.ignored_steps == 1);
+    CHECK(st.deferred_changes == 2);
+}
 
-    // From a visit: the same calls throw, and a step does nothing instead of waiting.
-    bool threw = false;
-    bool listed = false;
+TEST_CASE("evictor: inside a visit registration changes apply when the visit ends",
+          "[evictor]") {
+    auto ev = quiet_evictor();
+    auto seen = std::make_shared<scripted>();
+    const auto a = make("a", {reclaim_action::trim_pools}, seen);
+    const auto b = make("b", {reclaim_action::trim_pools}, seen);
+    ev.add(a);
+    bool removed = false;
     memgov::step_report inner;
     inner.actions_run = 99;
     ev.for_each_reclaimer([&](const memgov::reclaimer& r) {
-        try {
-            (void)ev.remove(r);
-        } catch (const std::logic_error&) {
-            threw = true;
-        }
-        try {
-            (void)ev.reclaimers(); // a second shared lock of the list: refused
-            listed = true;
-        } catch (const std::logic_error&) {
-        }
+        removed = ev.remove(r);
+        ev.add(b);
+        CHECK(ev.reclaimers().size() == 0); // a hidden, b not yet in
+        CHECK(ev.stats().deferred_changes == 2);
         inner = ev.step(view(pressure_level::elevated, 0.75, 0.65), t0);
     });
-    CHECK(threw);
-    CHECK_FALSE(listed);
+    CHECK(removed);
     CHECK(inner.actions_run == 0);
-    CHECK(inner.freed == 0);
-    CHECK(ev.stats().steps[1] == 1); // only the first step counted
+    REQUIRE(ev.reclaimers().size() == 1);
+    CHECK(ev.reclaimers()[0] == b);
+    CHECK(a.use_count() == 1);
+    CHECK(ev.stats().steps[1] == 0);
+    CHECK(ev.stats().ignored_steps == 1);
 
-    // Outside any callback, all of it works again.
-    CHECK(ev.remove(*self));
+    // Outside any callback, all of it works as usual.
+    (void)ev.step(view(pressure_level::elevated, 0.75, 0.65), t0);
+    CHECK(seen->seen.size() == 1);
+    CHECK(ev.remove(*b));
     CHECK(ev.reclaimers().empty());
 }

@@ -6,8 +6,10 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <memory>
 #include <string>
@@ -126,7 +128,8 @@ TEST_CASE("governor: replay from 50% to 99% and back follows the documented ladd
     CHECK(r.at(72) == pressure_level::elevated);
     REQUIRE(r.pools->seen.size() == 1);
     CHECK(r.pools->seen[0].level == pressure_level::elevated);
-    CHECK(r.sessions->count(reclaim_action::sweep_expired) == 1);
+    CHECK(r.sessions->count(reclaim_action::sweep_expired) == 2); // one at normal, one here
+    CHECK(r.sessions->seen.back().level == pressure_level::elevated);
     CHECK(r.trims == 1);
     CHECK(g.admit(64 * 1024, admit_kind::session));
 
@@ -438,4 +441,241 @@ TEST_CASE("governor: byte arithmetic saturates for limits near 2^64", "[governor
     (void)g.poll(clock.now());
     CHECK(g.admit(GiB, admit_kind::session));
     CHECK(g.health().headroom_bytes > 0);
+}
+
+namespace {
+// Hears every level it is told and records what it is asked; frees nothing.
+struct listening final : memgov::reclaimer {
+    std::string label;
+    std::vector<reclaim_action> actions;
+    std::vector<pressure_level> levels;
+    std::vector<memgov::reclaim_request> seen;
+    std::function<void()> on_reclaim;
+    std::function<void()> on_told;
+
+    explicit listening(std::string n, std::vector<reclaim_action> a = {})
+        : label{std::move(n)}, actions{std::move(a)} {}
+    std::string_view name() const noexcept override { return label; }
+    bool handles(reclaim_action a) const noexcept override {
+        return std::find(actions.begin(), actions.end(), a) != actions.end();
+    }
+    std::size_t estimate(reclaim_action) const noexcept override { return 0; }
+    memgov::reclaim_result reclaim(const memgov::reclaim_request& r) noexcept override {
+        seen.push_back(r);
+        if (on_reclaim) on_reclaim();
+        return {};
+    }
+    void on_level(pressure_level l) noexcept override {
+        levels.push_back(l);
+        if (on_told) on_told();
+    }
+};
+} // namespace
+
+// 50% → 86% (critical) → 40% for two minutes: the governor reads normal again, and so must
+// everything it governs, including a real buffer pool; a part registered afterwards is told
+// nothing (it starts at normal), not the level of the last step.
+TEST_CASE("governor: a fall back to normal reaches every reclaimer; a late one hears the current level",
+          "[governor]") {
+    rig r;
+    auto heard = std::make_shared<listening>("heard");
+    r.gov->register_reclaimer(heard);
+    memgov::buffer_pool pool{{}, &r.gov->ledger()};
+    const auto pool_r = std::make_shared<memgov::buffer_pool_reclaimer>(pool);
+    r.gov->register_reclaimer(pool_r);
+
+    CHECK(r.at(86) == pressure_level::critical);
+    CHECK(pool.pressure() == pressure_level::critical);
+    for (int i = 0; i < 120; ++i) (void)r.at(40);
+    REQUIRE(r.gov->level() == pressure_level::normal);
+    // Told normal when registered, then every change, down as well as up, once.
+    REQUIRE_FALSE(heard->levels.empty());
+    CHECK(heard->levels.front() == pressure_level::normal);
+    CHECK(std::vector(heard->levels.begin() + 1, heard->levels.end()) == r.levels());
+    CHECK(heard->levels == std::vector{pressure_level::normal, pressure_level::critical, pressure_level::normal});
+    CHECK(pool.pressure() == pressure_level::normal);
+
+    // Registered after the episode: told the current level, not the last crisis, even if the
+    // part was set to something else before.
+    auto late = std::make_shared<listening>("late");
+    memgov::buffer_pool after_pool{{}, &r.gov->ledger()};
+    after_pool.set_pressure(pressure_level::emergency);
+    const auto after_r = std::make_shared<memgov::buffer_pool_reclaimer>(after_pool, "after");
+    r.gov->register_reclaimer(late);
+    r.gov->register_reclaimer(after_r);
+    CHECK(late->levels == std::vector{pressure_level::normal});
+    CHECK(after_pool.pressure() == pressure_level::normal);
+    // Registered under pressure: told the level at once.
+    CHECK(r.at(80) == pressure_level::high);
+    auto under = std::make_shared<listening>("under");
+    r.gov->register_reclaimer(under);
+    CHECK(under->levels == std::vector{pressure_level::high});
+    CHECK(r.gov->unregister_reclaimer(*pool_r));
+    CHECK(pool.pressure() == pressure_level::normal); // leaves with its caps restored
+    CHECK(after_pool.pressure() == pressure_level::high);
+    CHECK(r.gov->unregister_reclaimer(*after_r));
+}
+
+// Everything memgov calls back during a step (a session map's on_evict, a reclaimer's reclaim
+// and on_level) and a level subscriber may read the governor: the reads return the current
+// data instead of ending the process.
+TEST_CASE("governor: callbacks inside a step may read stats, health and metrics", "[governor]") {
+    auto tree = fake_cgroup_tree::v2("/app");
+    memgov::manual_clock clock;
+    memgov::governor<memgov::manual_clock> g{on_fake_tree(tree, GiB / 2), clock, [] {},
+                                             [] { return std::size_t{0}; }};
+    struct read_back {
+        pressure_level level = pressure_level::normal;
+        std::vector<std::string> reclaimers;
+        std::uint64_t polls = 0;
+        std::string metrics;
+    };
+    const auto read = [&g] {
+        read_back b;
+        b.level = g.health().level;
+        const auto s = g.stats();
+        for (const auto& ri : s.reclaimers) b.reclaimers.push_back(ri.name);
+        b.polls = s.polls;
+        memgov::prometheus_writer w;
+        g.collect(w);
+        b.metrics = w.str();
+        return b;
+    };
+    using map_type = memgov::session_map<int, int, memgov::manual_clock>;
+    std::vector<read_back> in_evict;
+    memgov::session_map_hooks<int, int> hooks;
+    hooks.on_evict = [&](const int&, int&, memgov::evict_reason) { in_evict.push_back(read()); };
+    map_type sessions{{}, std::move(hooks), clock};
+    for (int k = 0; k < 3; ++k) {
+        REQUIRE(sessions.insert(k, [] { return 0; }, {.cost = static_cast<std::int64_t>(40 * MiB)}));
+    }
+    const auto map_r = std::make_shared<memgov::session_map_reclaimer<map_type>>(sessions);
+    g.register_reclaimer(map_r);
+    std::vector<read_back> in_reclaim;
+    std::vector<read_back> in_level;
+    auto reader = std::make_shared<listening>("reader", std::vector{reclaim_action::evict_over_cost});
+    reader->on_reclaim = [&] { in_reclaim.push_back(read()); };
+    reader->on_told = [&] { in_level.push_back(read()); };
+    g.register_reclaimer(reader);
+    in_level.clear(); // what it heard on registration, at normal
+    std::vector<read_back> in_subscriber;
+    auto sub = g.monitor().subscribe([&](const memgov::level_change&) { in_subscriber.push_back(read()); });
+
+    clock.advance(1s);
+    tree.set_usage("/app", static_cast<std::uint64_t>(0.86 * static_cast<double>(GiB)));
+    CHECK(g.poll(clock.now()) == pressure_level::critical);
+
+    const std::vector<std::string> names{"sessions", "reader"};
+    REQUIRE(in_evict.size() == 3); // the three over-cost sessions
+    REQUIRE(in_reclaim.size() == 1);
+    REQUIRE_FALSE(in_level.empty());
+    REQUIRE(in_subscriber.size() == 1);
+    for (const auto* seen : {&in_evict, &in_reclaim, &in_level, &in_subscriber}) {
+        for (const auto& b : *seen) {
+            CHECK(b.level == pressure_level::critical);
+            CHECK(b.reclaimers == names);
+            CHECK(b.polls >= 1);
+            CHECK_THAT(b.metrics, Catch::Contains("memgov_pressure_level{level=\"critical\"} 1"));
+            CHECK_THAT(b.metrics, Catch::Contains("memgov_sessions{map=\"sessions\"}"));
+        }
+    }
+    CHECK(g.unregister_reclaimer(*map_r));
+}
+
+// Registration changes asked for from inside a step take effect when the step ends: the
+// removed reclaimer is not called again by that step, the added one is not called by it, and
+// neither call throws or waits.
+TEST_CASE("governor: registering and unregistering from inside a step take effect when it ends",
+          "[governor]") {
+    rig r;
+    auto victim = std::make_shared<listening>(
+        "victim", std::vector{reclaim_action::trim_pools, reclaim_action::sweep_expired});
+    auto late = std::make_shared<listening>("late", std::vector{reclaim_action::trim_pools});
+    auto changer = std::make_shared<listening>("changer", std::vector{reclaim_action::trim_pools});
+    std::vector<std::string> outcomes;
+    changer->on_reclaim = [&] {
+        if (!outcomes.empty()) return;
+        try {
+            outcomes.push_back(r.gov->unregister_reclaimer(*victim) ? "removed" : "absent");
+            outcomes.push_back(r.gov->unregister_reclaimer(*victim) ? "removed" : "absent");
+            r.gov->register_reclaimer(late);
+            outcomes.emplace_back("added");
+            r.gov->register_reclaimer(late);
+            outcomes.emplace_back("added twice");
+        } catch (const std::invalid_argument& e) {
+            outcomes.emplace_back(std::string{"invalid_argument: "} + e.what());
+        } catch (const std::exception& e) {
+            outcomes.emplace_back(std::string{"other: "} + e.what());
+        }
+    };
+    CHECK(r.gov->unregister_reclaimer(*r.pools));
+    r.gov->register_reclaimer(changer);
+    r.gov->register_reclaimer(victim);
+
+    CHECK(r.at(80) == pressure_level::high);
+    REQUIRE(outcomes.size() == 4);
+    CHECK(outcomes[0] == "removed");
+    CHECK(outcomes[1] == "absent");
+    CHECK(outcomes[2] == "added");
+    CHECK_THAT(outcomes[3], Catch::StartsWith("invalid_argument") && Catch::Contains("already registered"));
+    CHECK(victim->seen.empty()); // never asked by the step that removed it
+    CHECK(late->seen.empty());   // nor is the new one by the step that added it
+    CHECK(victim.use_count() == 1);
+    CHECK(victim->levels == std::vector{pressure_level::normal, pressure_level::high, pressure_level::normal});
+    CHECK(late->levels == std::vector{pressure_level::high});
+    std::vector<std::string> names;
+    for (const auto& ri : r.gov->stats().reclaimers) names.push_back(ri.name);
+    CHECK(names == std::vector<std::string>{"sessions", "changer", "late"});
+
+    r.clock.advance(1s);
+    (void)r.at(80); // the next step asks the new one
+    CHECK(late->seen.size() == 1);
+    CHECK(victim->seen.empty());
+}
+
+// Idle sessions expire at normal pressure, driven by the governor's polls alone: on time
+// (within one step period of their idle_ttl), with no pool trim, heap trim or eviction.
+TEST_CASE("governor: idle sessions expire at normal pressure with nothing but polls",
+          "[governor]") {
+    auto tree = fake_cgroup_tree::v2("/app");
+    memgov::manual_clock clock;
+    int heap_trims = 0;
+    const memgov::governor_config cfg = on_fake_tree(tree, static_cast<std::uint64_t>(0.40 * static_cast<double>(GiB)));
+    memgov::governor<memgov::manual_clock> g{cfg, clock, [&] { ++heap_trims; },
+                                             [] { return std::size_t{0}; }};
+    using map_type = memgov::session_map<int, int, memgov::manual_clock>;
+    std::vector<std::pair<int, memgov::evict_reason>> evicted;
+    memgov::time_point expired_at{};
+    memgov::session_map_hooks<int, int> hooks;
+    hooks.on_evict = [&](const int& k, int&, memgov::evict_reason why) {
+        evicted.emplace_back(k, why);
+        expired_at = clock.now();
+    };
+    memgov::session_map_config mc;
+    mc.idle_ttl = 5s;
+    map_type sessions{mc, std::move(hooks), clock};
+    const auto map_r = std::make_shared<memgov::session_map_reclaimer<map_type>>(sessions);
+    g.register_reclaimer(map_r);
+    auto pools = std::make_shared<listening>("pools", std::vector{reclaim_action::trim_pools});
+    g.register_reclaimer(pools);
+
+    const memgov::time_point t0 = clock.now();
+    REQUIRE(sessions.insert(1, [] { return 0; }));
+    for (int i = 0; i < 2000 && evicted.empty(); ++i) {
+        clock.advance(cfg.poll_period);
+        CHECK(g.poll(clock.now()) == pressure_level::normal);
+    }
+    REQUIRE(evicted.size() == 1);
+    CHECK(evicted[0] == std::pair{1, memgov::evict_reason::expired_idle});
+    CHECK(expired_at - t0 >= mc.idle_ttl);
+    CHECK(expired_at - t0 <= mc.idle_ttl + cfg.step_period);
+    CHECK(pools->seen.empty());
+    CHECK(heap_trims == 0);
+    const auto ev = g.stats().evictor;
+    CHECK(ev.total(reclaim_action::sweep_expired).items == 1);
+    for (auto a : {reclaim_action::trim_pools, reclaim_action::trim_heap, reclaim_action::evict_by_age,
+                   reclaim_action::evict_over_cost, reclaim_action::evict_lru}) {
+        CHECK(ev.total(a).runs == 0);
+    }
+    CHECK(g.unregister_reclaimer(*map_r));
 }

@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -198,6 +199,94 @@ TEST_CASE("pressure_monitor: a ratio oscillating around an enter threshold does 
     CHECK(rec.changes.size() == 1);
 }
 
+// The forecast's time to the limit alternates between 27 s and 33 s, around half of a 60 s
+// horizon (two steps up below it, one above): a forecast-raised level has an exit band, so the
+// level rises once and stays.
+TEST_CASE("pressure_monitor: a time to limit hovering around the forecast trigger does not flap",
+          "[pressure_monitor]") {
+    rig r;
+    pressure_monitor_config c = r.config(true);
+    c.forecast_horizon = 60s;
+    c.growth_half_life = 1ms; // the growth rate follows each sample
+    pressure_monitor<manual_clock> m{c, nullptr, r.clock};
+    recorder rec{m};
+    const auto limit = static_cast<double>(GiB);
+    double u = 100.0 * static_cast<double>(MiB);
+    for (int i = 0; i < 200; ++i) { // 20 s, the time to limit switching every 0.5 s
+        const double ttl = (i / 5) % 2 == 0 ? 27.0 : 33.0;
+        u += (limit - u) / (ttl + 0.1) * 0.1; // growth that gives `ttl` at the next sample
+        r.usage(static_cast<std::uint64_t>(u));
+        r.clock.advance(100ms);
+        m.poll(r.clock.now());
+        const auto s = m.snapshot();
+        REQUIRE(s.time_to_limit);
+        const double got = std::chrono::duration<double>(*s.time_to_limit).count();
+        REQUIRE(got == Approx(ttl).epsilon(0.02));
+    }
+    CHECK(m.snapshot().ratio < 0.65); // the ratio alone says normal
+    CHECK(m.level() == pressure_level::high);
+    INFO("changes: " << rec.changes.size());
+    CHECK(rec.changes.size() == 1);
+    REQUIRE_FALSE(rec.changes.empty());
+    CHECK(rec.changes[0].cause == pressure_cause::forecast);
+
+    // Growth stops: the forecast goes away and the level falls after the dwell.
+    for (int i = 0; i < 30; ++i) {
+        r.clock.advance(100ms);
+        m.poll(r.clock.now());
+    }
+    CHECK(m.level() == pressure_level::normal);
+}
+
+// PSI fires once every 2.5 s, just over the 2 s hold: a PSI-raised level is left only after
+// the hold has passed with no new event and the level's dwell after that, so it stays.
+TEST_CASE("pressure_monitor: PSI events spaced just over the hold do not flap the level",
+          "[pressure_monitor]") {
+    rig r;
+    const std::string watch = r.tree.path("/proc/pressure/memory").string();
+    ::setenv("MEMORY_PRESSURE_WATCH", watch.c_str(), 1);
+    ::setenv("MEMORY_PRESSURE_WRITE", "***", 1); // not base64: the file is polled
+    pressure_monitor_config c = r.config();
+    c.use_systemd_pressure_env = true;
+    c.psi_hold = 2s;
+    pressure_monitor<manual_clock> m{c, nullptr, r.clock};
+    ::unsetenv("MEMORY_PRESSURE_WATCH");
+    ::unsetenv("MEMORY_PRESSURE_WRITE");
+    REQUIRE(m.snapshot().psi_watch == memgov::psi_watch_state::polling);
+    recorder rec{m};
+    for (int i = 0; i < 300; ++i) { // 30 s
+        r.tree.set_psi(i % 25 == 0 ? 15.0 : 0.0, 0.0);
+        r.clock.advance(100ms);
+        m.poll(r.clock.now());
+    }
+    CHECK(m.level() == pressure_level::elevated);
+    INFO("changes: " << rec.changes.size());
+    CHECK(rec.changes.size() == 1);
+    // Quiet since the last event (at 27.6 s; now 30 s): left once the hold and elevated's 2 s
+    // dwell after it have passed (31.6 s), not before.
+    r.tree.set_psi(0.0, 0.0);
+    for (int i = 0; i < 15; ++i) {
+        r.clock.advance(100ms);
+        m.poll(r.clock.now());
+    }
+    CHECK(m.level() == pressure_level::elevated);
+    r.clock.advance(100ms);
+    m.poll(r.clock.now());
+    CHECK(m.level() == pressure_level::normal);
+}
+
+TEST_CASE("pressure_monitor: forecast_exit_margin is validated", "[pressure_monitor]") {
+    rig r;
+    using M = pressure_monitor<manual_clock>;
+    pressure_monitor_config c = r.config(true);
+    CHECK(c.forecast_exit_margin == 0.5);
+    c.forecast_exit_margin = -0.1;
+    CHECK_THROWS_WITH(M(c, nullptr, r.clock),
+                      "memgov::pressure_monitor_config::forecast_exit_margin: must be finite and >= 0");
+    c.forecast_exit_margin = std::numeric_limits<double>::quiet_NaN();
+    CHECK_THROWS_AS(M(c, nullptr, r.clock), std::invalid_argument);
+}
+
 TEST_CASE("pressure_monitor: a zero limit is an emergency", "[pressure_monitor]") {
     rig r;
     r.tree.set_limit("/app", 0);
@@ -211,7 +300,7 @@ TEST_CASE("pressure_monitor: the ledger moves the estimate between samples", "[p
     pressure_monitor<manual_clock> m{r.config(), &r.ledger, r.clock};
     recorder rec{m};
     CHECK(m.estimate_bytes() == 100 * MiB);
-    r.ledger.charge(memgov::category::sessions, 700 * MiB); // 800 MiB = 78.1%: high
+    r.ledger.charge(memgov::category::pool_in_use, 700 * MiB); // 800 MiB = 78.1%: high
     CHECK(m.estimate_bytes() == 800 * MiB);
     CHECK(m.level() == pressure_level::normal); // level() is only a load
     CHECK(m.update_estimate(r.clock.now()) == pressure_level::high); // seen at once, no sample
@@ -227,7 +316,7 @@ TEST_CASE("pressure_monitor: the ledger moves the estimate between samples", "[p
     CHECK(m.estimate_bytes() == 810 * MiB);
     CHECK(m.snapshot().ledger_delta_bytes == 0);
     // A release lowers the estimate at once too (falls wait for poll and the dwell).
-    r.ledger.release(memgov::category::sessions, 300 * MiB);
+    r.ledger.release(memgov::category::pool_in_use, 300 * MiB);
     CHECK(m.estimate_bytes() == 510 * MiB);
     r.clock.advance(2s);
     m.poll(r.clock.now()); // due: a sample, with the usage file still at 810 MiB
@@ -462,7 +551,10 @@ TEST_CASE("pressure_monitor: a PSI watch that cannot register falls back to poll
     CHECK(m.snapshot().psi_events == 1);
 
     r.tree.set_psi(0.0, 0.0);
-    r.clock.advance(2s); // past the hold and elevated's dwell
+    r.clock.advance(2s); // past the hold, but not elevated's dwell after it
+    m.poll(r.clock.now());
+    CHECK(m.level() == pressure_level::elevated);
+    r.clock.advance(2s); // past the dwell after the hold as well
     m.poll(r.clock.now());
     CHECK(m.level() == pressure_level::normal);
 }
