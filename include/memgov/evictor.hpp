@@ -52,6 +52,8 @@
 
 #include <memgov/clock.hpp>
 #include <memgov/config.hpp>
+#include <memgov/detail/cgroup_parse.hpp>
+#include <memgov/detail/saturate.hpp>
 #include <memgov/metrics.hpp>
 #include <memgov/pressure_level.hpp>
 
@@ -343,14 +345,11 @@ inline std::size_t read_rss_bytes() noexcept {
     const ssize_t n = ::read(fd, buf, sizeof buf - 1);
     ::close(fd);
     if (n <= 0) return 0;
-    buf[n] = '\0';
-    // "size resident shared ...": the second field, in pages.
-    const char* p = buf;
-    while (*p != '\0' && *p != ' ') ++p;
-    std::size_t pages = 0;
-    for (++p; *p >= '0' && *p <= '9'; ++p) pages = pages * 10 + static_cast<std::size_t>(*p - '0');
+    // "size resident shared ...": the second field, in pages; refused (0) if implausible.
     const long page = ::sysconf(_SC_PAGESIZE);
-    return pages * static_cast<std::size_t>(page > 0 ? page : 4096);
+    const auto bytes = detail::cg_statm_resident_bytes(std::string_view{buf, static_cast<std::size_t>(n)},
+                                                       static_cast<std::uint64_t>(page > 0 ? page : 4096));
+    return bytes ? static_cast<std::size_t>(*bytes) : 0;
 #else
     return 0;
 #endif
@@ -372,15 +371,16 @@ public:
     /// Throws `std::invalid_argument` naming a bad field of `cfg`.
     explicit heap_trimmer(heap_trim_config cfg, trim_fn trim = {}, rss_fn rss = {})
         : m_cfg{cfg}, m_trim{std::move(trim)}, m_rss{std::move(rss)}, m_interval{cfg.min_interval} {
-        if (cfg.min_interval.count() <= 0) {
-            throw std::invalid_argument{"memgov::heap_trim_config::min_interval: must be > 0"};
-        }
-        if (cfg.max_interval < cfg.min_interval) {
+        if (cfg.min_interval <= duration::zero() || cfg.min_interval > longest_period) {
             throw std::invalid_argument{
-                "memgov::heap_trim_config::max_interval: must be >= min_interval"};
+                "memgov::heap_trim_config::min_interval: must be in (0, longest_period]"};
         }
-        if (!(cfg.backoff_factor >= 1.0)) {
-            throw std::invalid_argument{"memgov::heap_trim_config::backoff_factor: must be >= 1"};
+        if (cfg.max_interval < cfg.min_interval || cfg.max_interval > longest_period) {
+            throw std::invalid_argument{
+                "memgov::heap_trim_config::max_interval: must be in [min_interval, longest_period]"};
+        }
+        if (!(cfg.backoff_factor >= 1.0 && cfg.backoff_factor <= 1000.0)) {
+            throw std::invalid_argument{"memgov::heap_trim_config::backoff_factor: must be in [1, 1000]"};
         }
         if (!m_trim) {
             m_trim = [] {
@@ -413,13 +413,11 @@ public:
         if (freed >= m_cfg.useful_bytes) {
             m_interval = m_cfg.min_interval;
         } else if (m_started) {
-            const auto grown = std::chrono::duration_cast<duration>(
-                std::chrono::duration<double, duration::period>(
-                    static_cast<double>(m_interval.count()) * m_cfg.backoff_factor));
+            const duration grown = detail::saturating_mul(m_interval, m_cfg.backoff_factor);
             m_interval = std::min(grown, m_cfg.max_interval);
         }
         m_started = true;
-        m_next = now + m_interval;
+        m_next = detail::saturating_add(now, m_interval);
         return freed;
     }
 
@@ -880,14 +878,15 @@ private:
     }
 
     static evictor_config validate(evictor_config cfg) {
-        double prev = -1.0;
+        double prev = 0.0;
         for (const auto& s : cfg.age_ladder) {
-            if (!(s.usage_ratio > prev) || s.usage_ratio > 1.5) {
+            if (!(s.usage_ratio > prev) || !(s.usage_ratio <= 1.5)) {
                 throw std::invalid_argument{
-                    "memgov::evictor_config::age_ladder: usage ratios must rise and be <= 1.5"};
+                    "memgov::evictor_config::age_ladder: usage ratios must be > 0, rise and be <= 1.5"};
             }
-            if (s.max_age.count() <= 0) {
-                throw std::invalid_argument{"memgov::evictor_config::age_ladder: max_age must be > 0"};
+            if (s.max_age <= duration::zero() || s.max_age > longest_period) {
+                throw std::invalid_argument{
+                    "memgov::evictor_config::age_ladder: max_age must be in (0, longest_period]"};
             }
             prev = s.usage_ratio;
         }

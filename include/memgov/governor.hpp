@@ -32,6 +32,7 @@
 
 #include <memgov/clock.hpp>
 #include <memgov/config.hpp>
+#include <memgov/detail/saturate.hpp>
 #include <memgov/detail/owned_mutex.hpp>
 #include <memgov/detail/service_thread.hpp>
 #include <memgov/evictor.hpp>
@@ -498,15 +499,25 @@ private:
             throw std::invalid_argument{
                 "memgov::admission_config::ceiling_ratio: must be in (0, 1]"};
         }
+        if (a.close_sessions_at > pressure_level::emergency) {
+            throw std::invalid_argument{
+                "memgov::admission_config::close_sessions_at: must be a level (normal .. emergency)"};
+        }
+        if (a.refuse_all_at > pressure_level::emergency) {
+            throw std::invalid_argument{
+                "memgov::admission_config::refuse_all_at: must be a level (normal .. emergency)"};
+        }
         if (a.refuse_all_at < a.close_sessions_at) {
             throw std::invalid_argument{
                 "memgov::admission_config::refuse_all_at: must not be below close_sessions_at"};
         }
-        if (c.poll_period.count() <= 0) {
-            throw std::invalid_argument{"memgov::governor_config::poll_period: must be > 0"};
+        if (c.poll_period <= duration::zero() || c.poll_period > longest_period) {
+            throw std::invalid_argument{
+                "memgov::governor_config::poll_period: must be in (0, longest_period]"};
         }
-        if (c.step_period.count() < 0) {
-            throw std::invalid_argument{"memgov::governor_config::step_period: must be >= 0"};
+        if (c.step_period < duration::zero() || c.step_period > longest_period) {
+            throw std::invalid_argument{
+                "memgov::governor_config::step_period: must be in [0, longest_period]"};
         }
         return c;
     }

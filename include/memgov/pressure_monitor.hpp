@@ -42,6 +42,7 @@
 #include <memgov/cgroup.hpp>
 #include <memgov/clock.hpp>
 #include <memgov/config.hpp>
+#include <memgov/detail/saturate.hpp>
 #include <memgov/detail/psi_trigger.hpp>
 #include <memgov/detail/service_thread.hpp>
 #include <memgov/ledger.hpp>
@@ -554,15 +555,21 @@ private:
         const auto fail = [](const std::string& field, const char* what) {
             throw std::invalid_argument{"memgov::pressure_monitor_config::" + field + ": " + what};
         };
-        if (c.sample_period <= duration::zero()) fail("sample_period", "must be > 0");
-        if (c.estimate_period < duration::zero()) fail("estimate_period", "must be >= 0");
-        if (c.calibration_window < duration::zero()) fail("calibration_window", "must be >= 0");
-        if (c.growth_half_life <= duration::zero()) fail("growth_half_life", "must be > 0");
-        if (c.forecast_horizon < duration::zero()) fail("forecast_horizon", "must be >= 0");
-        if (!(std::isfinite(c.forecast_exit_margin) && c.forecast_exit_margin >= 0.0)) {
-            fail("forecast_exit_margin", "must be finite and >= 0");
+        // Every period is bounded so that `now + period` and `period × factor` always fit.
+        const auto period = [&](const char* field, duration d, bool zero_ok) {
+            if (d < duration::zero() || (!zero_ok && d == duration::zero()) || d > longest_period) {
+                fail(field, zero_ok ? "must be in [0, longest_period]" : "must be in (0, longest_period]");
+            }
+        };
+        period("sample_period", c.sample_period, false);
+        period("estimate_period", c.estimate_period, true);
+        period("calibration_window", c.calibration_window, true);
+        period("growth_half_life", c.growth_half_life, false);
+        period("forecast_horizon", c.forecast_horizon, true);
+        if (!(c.forecast_exit_margin >= 0.0 && c.forecast_exit_margin <= 100.0)) {
+            fail("forecast_exit_margin", "must be in [0, 100]");
         }
-        if (c.psi_hold < duration::zero()) fail("psi_hold", "must be >= 0");
+        period("psi_hold", c.psi_hold, true);
         if (to_index(c.psi_level) >= pressure_level_count) fail("psi_level", "unknown level");
         const auto ratio_ok = [](double r) { return r > 0.0 && r <= 1.0; };
         if (!ratio_ok(c.red_line.small_limit_ratio)) fail("red_line.small_limit_ratio", "must be in (0, 1]");
@@ -577,9 +584,12 @@ private:
                 if (!(std::isfinite(t.enter) && std::isfinite(t.exit))) fail(name, "must be finite");
                 if (base + t.enter <= 0.0 || base + t.enter > 2.0)
                     fail(name + ".enter", "must give a ratio in (0, 2]");
-                if (base + t.exit < 0.0) fail(name + ".exit", "must give a ratio >= 0");
+                // An exit ratio of 0 could never be crossed from above: the level would stay.
+                if (!(base + t.exit > 0.0)) fail(name + ".exit", "must give a ratio > 0");
                 if (!(t.exit < t.enter)) fail(name + ".exit", "must be below enter");
-                if (t.dwell < duration::zero()) fail(name + ".dwell", "must be >= 0");
+                if (t.dwell < duration::zero() || t.dwell > longest_period) {
+                    fail(name + ".dwell", "must be in [0, longest_period]");
+                }
                 if (i > 0 && !(t.enter > c.thresholds[i - 1].enter))
                     fail(name + ".enter", "must be above the previous level's enter");
             }

@@ -6,9 +6,9 @@
 ///
 /// | adapter | answers | does |
 /// |---|---|---|
-/// | `buffer_pool_reclaimer` | trim_pools | `trim` the depots by what the step wants (all of it at emergency); follows the level with `set_pressure` |
+/// | `buffer_pool_reclaimer` | trim_pools | `trim(target, budget)`: frees what the step wants (all idle at emergency), largest class first, at most `budget` buffers a step; reports bytes and buffers; follows the level with `set_pressure` |
 /// | `object_pool_reclaimer<Pool>` | trim_pools | `trim(now, budget)`: frees objects past their tier's (pressure-shortened) lifetime; all but the reserve at emergency |
-/// | `session_map_reclaimer<Map>` | sweep_expired, evict_by_age, evict_over_cost, evict_lru | `sweep`, `evict_older_than`, `evict_over_cost`, `evict_lru_until`, each within the step's budget; `no_evict` entries are spared by the map |
+/// | `session_map_reclaimer<Map>` | sweep_expired, evict_by_age, evict_over_cost, evict_lru | `sweep`, `evict_older_than`, `evict_over_cost`, `evict_lru_until`, each within the step's budget (for LRU: `budget` evictions, `lru_samples` entries sampled each); `no_evict` entries are spared by the map |
 ///
 /// An adapter holds a reference: the part must outlive its registration, so unregister the
 /// adapter (`governor::unregister_reclaimer`, `evictor::remove`) before destroying the part,
@@ -16,6 +16,7 @@
 
 #include <memgov/buffer_pool.hpp>
 #include <memgov/config.hpp>
+#include <memgov/detail/saturate.hpp>
 #include <memgov/evictor.hpp>
 #include <memgov/metrics.hpp>
 #include <memgov/object_pool.hpp>
@@ -24,6 +25,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -200,12 +202,19 @@ public:
                 r = m_map.evict_older_than(req.max_age, req.budget);
                 break;
             case reclaim_action::evict_over_cost:
-                r = m_map.evict_over_cost(static_cast<std::int64_t>(req.cost_cap), req.budget);
+                // A cap beyond any real cost saturates: nothing is over it.
+                r = m_map.evict_over_cost(detail::saturating_cast<std::int64_t>(req.cost_cap), req.budget);
                 break;
             case reclaim_action::evict_lru: {
                 const std::int64_t total = m_map.total_cost();
-                const auto want = static_cast<std::int64_t>(req.bytes_wanted);
-                r = m_map.evict_lru_until(total > want ? total - want : 0, req.budget);
+                const auto want = detail::saturating_cast<std::int64_t>(req.bytes_wanted);
+                // The ladder's budget counts sessions evicted; the map counts entries sampled,
+                // `lru_samples` per eviction.
+                const std::size_t samples = m_map.config().lru_samples;
+                const std::size_t work = req.budget > std::numeric_limits<std::size_t>::max() / samples
+                                             ? std::numeric_limits<std::size_t>::max()
+                                             : req.budget * samples;
+                r = m_map.evict_lru_until(total > want ? total - want : 0, work);
                 break;
             }
             default: return {};

@@ -290,11 +290,12 @@ TEST_CASE("composition: orphans expire at normal with nothing but the governor r
         const auto talk = [&] {
             for (int id = 0; id < 20; id += 2) svc.append(id, 640);
         };
-        while (svc.clock.now() - opened < 5min - 1s) {
+        while (svc.clock.now() - opened < 5min - 10s) {
             svc.run_for(10s, 250ms);
             talk();
             REQUIRE(svc.gov->level() == pressure_level::normal);
         }
+        svc.run_for(opened + 5min - 250ms - svc.clock.now(), 250ms); // to just before idle_ttl
         CHECK(svc.sockets.count(evict_reason::expired_idle) == 0); // not one early
         // Idle for idle_ttl: gone within one step period of it (the governor's sweep).
         while (svc.clock.now() - opened < 5min + svc.gov->config().step_period + 250ms) {
