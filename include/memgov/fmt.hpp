@@ -11,8 +11,8 @@
 ///   `level=high ratio=0.812 estimate_bytes=871... limit_bytes=1073741824 headroom_bytes=41...
 ///   growth_bytes_per_second=1048576 time_to_limit_s=12.500 rejections_last_minute=3
 ///   evictions_last_minute=40 reuse.pools=0.900`. `time_to_limit_s` is `none` when usage is
-///   not rising toward the limit; the reuse rates follow, one per reclaimer that reports one.
-///   It takes no format spec.
+///   not rising toward the limit; the reuse rates follow, one per reclaimer that reports one;
+///   a blind monitor adds `blind=true blind_reason="..."`. It takes no format spec.
 
 #include <memgov/cgroup.hpp>
 #include <memgov/config.hpp>
@@ -78,6 +78,7 @@ struct fmt::formatter<memgov::health_summary> {
         out = fmt::format_to(out, " rejections_last_minute={} evictions_last_minute={}",
                              h.rejections_last_minute, h.evictions_last_minute);
         for (const auto& r : h.reuse_rates) out = fmt::format_to(out, " reuse.{}={:.3f}", r.name, r.reuse_rate);
+        if (h.blind) out = fmt::format_to(out, " blind=true blind_reason={:?}", h.blind_reason);
         return out;
     }
 };

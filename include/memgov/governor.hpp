@@ -194,6 +194,11 @@ struct health_summary {
     std::uint64_t rejections_last_minute = 0;
     std::uint64_t evictions_last_minute = 0;
     std::vector<reclaimer_info> reuse_rates;
+    /// True when the monitor cannot read the limit or the usage (see
+    /// `pressure_snapshot::blind`): the level and the headroom above mean nothing then, and
+    /// admission admits. `blind_reason` says why.
+    bool blind = false;
+    std::string blind_reason;
 };
 
 /// The facade. See the file comment.
@@ -381,6 +386,8 @@ public:
         h.headroom_bytes = detail::scaled_bytes(p.red_line, p.limit_bytes) - detail::clamp_i64(p.estimate_bytes);
         h.growth_bytes_per_second = p.growth_bytes_per_second;
         h.time_to_limit = p.time_to_limit;
+        h.blind = p.blind;
+        h.blind_reason = p.blind_reason;
         m_evictor.for_each_reclaimer([&](const reclaimer& r) {
             if (r.reuse_rate() >= 0.0) h.reuse_rates.push_back({std::string{r.name()}, r.reuse_rate()});
         });
@@ -452,6 +459,8 @@ public:
                     static_cast<double>(p.sample_count));
         sink.sample("sample_failures_total", "Monitor samples with no limit or usage",
                     metric_type::counter, {}, static_cast<double>(p.sample_failures));
+        g("monitor_blind", "1 while the monitor cannot read the limit or the usage (it fails open)",
+          p.blind ? 1.0 : 0.0);
         g("sample_age_seconds", "Age of the last successful sample",
           std::chrono::duration<double>(p.sample_age).count());
 

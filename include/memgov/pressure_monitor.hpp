@@ -226,6 +226,13 @@ struct pressure_snapshot {
     time_point last_sample{};                      ///< when the last successful sample was taken
     duration sample_age{};                         ///< now − last_sample
     std::vector<std::string> fallbacks;            ///< every fallback, with the reason
+    /// True when the monitor cannot see the memory it governs: no limit or no usage could be
+    /// read at the last sample (a missing cgroup root, unreadable /proc files). A blind monitor
+    /// fails open: the level stays where it was (normal from the start) and admission has no
+    /// headroom to check, so it admits; `blind_reason` says why, and the governor's health,
+    /// metrics (`monitor_blind`) and any readiness check built on them must show it.
+    bool blind = false;
+    std::string blind_reason; ///< why the monitor is blind; empty when it is not
 };
 
 namespace detail {
@@ -491,6 +498,8 @@ public:
         s.last_sample = m_last_sample;
         s.sample_age = m_sample_count == 0 ? duration::zero() : now - m_last_sample;
         s.fallbacks = r.fallbacks;
+        s.blind = r.blind;
+        s.blind_reason = r.blind_reason;
         if (!m_watch.reason().empty() && m_watch.state() == psi_watch_state::polling) {
             s.fallbacks.push_back(m_watch.reason());
         }

@@ -9,11 +9,15 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <filesystem>
+#include <fstream>
 #include <functional>
 #include <limits>
 #include <memory>
 #include <string>
 #include <vector>
+
+#include <unistd.h>
 
 using namespace std::chrono_literals;
 using memgov::admit_kind;
@@ -678,4 +682,47 @@ TEST_CASE("governor: idle sessions expire at normal pressure with nothing but po
         CHECK(ev.total(a).runs == 0);
     }
     CHECK(g.unregister_reclaimer(*map_r));
+}
+
+TEST_CASE("governor: a blind monitor fails open and says so in health and metrics", "[governor]") {
+    // A cgroup root that is missing, and one that is a file: nothing can be read.
+    const std::filesystem::path base = std::filesystem::temp_directory_path() /
+                                       ("memgov-blind-" + std::to_string(::getpid()));
+    std::filesystem::create_directories(base);
+    const std::string file_root = (base / "a-file").string();
+    { std::ofstream{file_root} << "not a directory\n"; }
+    for (const std::string& root : {(base / "missing").string(), file_root}) {
+        CAPTURE(root);
+        memgov::governor_config cfg;
+        cfg.monitor.cgroup.root = root;
+        cfg.monitor.cgroup.limit_env.clear();
+        cfg.monitor.use_systemd_pressure_env = false;
+        memgov::manual_clock clock;
+        memgov::governor<memgov::manual_clock> g{cfg, clock, [] {}, [] { return std::size_t{0}; }};
+        clock.advance(1s);
+        CHECK(g.poll() == pressure_level::normal);
+
+        const memgov::health_summary h = g.health();
+        CHECK(h.blind);
+        CHECK_FALSE(h.blind_reason.empty());
+        CHECK(g.monitor().snapshot().blind);
+        // Fails open: nothing to measure headroom against, so work is admitted.
+        CHECK(g.admit(1 << 20, admit_kind::session));
+
+        memgov::prometheus_writer w;
+        g.collect(w);
+        CHECK(w.str().find("memgov_monitor_blind 1") != std::string::npos);
+    }
+    std::filesystem::remove_all(base);
+
+    // A monitor that sees says it is not blind.
+    fake_cgroup_tree tree = fake_cgroup_tree::v2("/app");
+    memgov::manual_clock clock;
+    memgov::governor<memgov::manual_clock> g{on_fake_tree(tree, GiB / 2), clock, [] {},
+                                             [] { return std::size_t{0}; }};
+    CHECK_FALSE(g.health().blind);
+    CHECK(g.health().blind_reason.empty());
+    memgov::prometheus_writer w;
+    g.collect(w);
+    CHECK(w.str().find("memgov_monitor_blind 0") != std::string::npos);
 }
