@@ -194,6 +194,11 @@ inline void collect(metric_sink& sink, const evictor_stats& s) {
     }
     sink.sample("heap_trims_total", "malloc_trim calls made", metric_type::counter, {},
                 static_cast<double>(s.heap_trims));
+    sink.sample("evictor_deferred_changes_total",
+                "Registrations, removals and level changes made from inside a step, applied after it",
+                metric_type::counter, {}, static_cast<double>(s.deferred_changes));
+    sink.sample("evictor_ignored_steps_total", "Steps called from inside a step, which do nothing",
+                metric_type::counter, {}, static_cast<double>(s.ignored_steps));
     sink.sample("heap_trims_deferred_total", "Heap trims skipped by the back-off",
                 metric_type::counter, {}, static_cast<double>(s.heap_trims_deferred));
     sink.sample("heap_trimmed_bytes_total", "Resident bytes given back by heap trims",
