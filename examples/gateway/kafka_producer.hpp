@@ -1,0 +1,102 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+
+/// \file
+/// The gateway's Kafka producer: zero-copy produce of `memgov::window_chunk`s, a bounded queue,
+/// delivery reports that give each chunk back to its pool, and every loss counted by reason.
+/// With no brokers it starts librdkafka's mock cluster on loopback (real Kafka protocol, so
+/// `kcat` can read it). No Beast in here.
+
+#include <memgov/ledger.hpp>
+#include <memgov/sliding_window.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+
+namespace gateway {
+
+/// Producer settings.
+struct producer_config {
+    std::string brokers;              ///< Empty: start a mock cluster on loopback.
+    std::string topic = "audio";      ///< Created in the mock cluster with `partitions`.
+    int mock_brokers = 3;             ///< Brokers of the mock cluster.
+    int partitions = 3;               ///< Partitions of the topic in the mock cluster.
+    int queue_max_messages = 100000;  ///< queue.buffering.max.messages: the bound.
+    int queue_max_kbytes = 65536;     ///< queue.buffering.max.kbytes: the bound.
+    int linger_ms = 5;                ///< linger.ms.
+    int message_timeout_ms = 30000;   ///< message.timeout.ms: undelivered after this.
+    bool idempotent = true;           ///< enable.idempotence (per-key order across retries).
+    memgov::ledger* ledger = nullptr; ///< Charged with kafka_inflight while a chunk is queued.
+};
+
+/// Messages and bytes.
+struct loss_count {
+    std::uint64_t messages = 0;
+    std::uint64_t bytes = 0;
+};
+
+/// A copy of the producer's counters.
+struct producer_stats {
+    std::uint64_t produced_messages = 0;  ///< Accepted by librdkafka.
+    std::uint64_t produced_bytes = 0;
+    std::uint64_t delivered_messages = 0; ///< Acknowledged by the cluster.
+    std::uint64_t delivered_bytes = 0;
+    std::uint64_t inflight_messages = 0;  ///< Produced, no delivery report yet.
+    /// Every loss by reason: "produce:<err>" (refused by produce, e.g. produce:_QUEUE_FULL),
+    /// "delivery:<err>" (failed delivery report, e.g. delivery:_MSG_TIMED_OUT,
+    /// delivery:_PURGE_QUEUE at shutdown), and what the gateway counts itself
+    /// (`count_loss`: window_overflow, refused_work:<reason>, ...).
+    std::map<std::string, loss_count> losses;
+};
+
+/// See the file comment. Thread safety: `produce`, `count_loss` and `stats` from any thread.
+class kafka_producer {
+public:
+    /// Throws `std::runtime_error` naming what librdkafka refused.
+    explicit kafka_producer(producer_config cfg);
+    ~kafka_producer();
+    kafka_producer(const kafka_producer&) = delete;
+    kafka_producer& operator=(const kafka_producer&) = delete;
+
+    /// The bootstrap servers in use (the mock cluster's when it runs).
+    [[nodiscard]] const std::string& bootstrap() const noexcept;
+    /// Whether the mock cluster runs.
+    [[nodiscard]] bool mock() const noexcept;
+    /// The topic.
+    [[nodiscard]] const std::string& topic() const noexcept;
+
+    /// Produces `chunk` without copying (no RD_KAFKA_MSG_F_COPY) with key `key` and headers
+    /// `seq` (the session's message number), `offset` and `end` (byte offsets of the chunk in
+    /// the session's stream). The delivery report destroys the chunk, giving the buffer back
+    /// to its pool. Never blocks: a full queue is a counted loss (the chunk is released at
+    /// once). Returns whether librdkafka accepted it.
+    bool produce(std::string_view key, memgov::window_chunk&& chunk, std::uint64_t seq,
+                 std::uint64_t offset) noexcept;
+
+    /// Counts a loss that happened before the producer (in the gateway).
+    void count_loss(std::string_view reason, std::uint64_t bytes, std::uint64_t messages = 1);
+
+    /// Waits up to `timeout` for every queued message's delivery report; what is still queued
+    /// then is purged and counted ("delivery:_PURGE_QUEUE" / "_PURGE_INFLIGHT"). Returns how
+    /// many messages were purged.
+    std::uint64_t flush(std::chrono::milliseconds timeout);
+
+    /// A copy of the counters.
+    [[nodiscard]] producer_stats stats() const;
+
+    /// The mock cluster handle (rd_kafka_mock_cluster_t*), for fault injection in tests;
+    /// nullptr when brokers were given.
+    [[nodiscard]] void* mock_cluster() const noexcept;
+
+private:
+    struct impl;
+    std::unique_ptr<impl> m;
+};
+
+} // namespace gateway

@@ -1,0 +1,147 @@
+// SPDX-License-Identifier: MIT
+// memgov's reference gateway: `gateway --help`. No Beast here (see server.cpp).
+#include "gateway.hpp"
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include <csignal>
+#include <cstdio>
+#include <fstream>
+#include <stdexcept>
+#include <string>
+
+namespace {
+
+// "64M", "1G", "65536": bytes with an optional K/M/G/T suffix (powers of 1024).
+std::uint64_t parse_bytes(const std::string& s) {
+    if (s.empty()) throw std::invalid_argument{"empty"};
+    std::size_t used = 0;
+    const unsigned long long v = std::stoull(s, &used);
+    std::uint64_t mul = 1;
+    const std::string rest = s.substr(used);
+    if (rest == "K" || rest == "k" || rest == "KiB") mul = 1ULL << 10;
+    else if (rest == "M" || rest == "m" || rest == "MiB") mul = 1ULL << 20;
+    else if (rest == "G" || rest == "g" || rest == "GiB") mul = 1ULL << 30;
+    else if (rest == "T" || rest == "t" || rest == "TiB") mul = 1ULL << 40;
+    else if (!rest.empty()) throw std::invalid_argument{"bad suffix"};
+    if (v == 0) throw std::invalid_argument{"zero"};
+    return v * mul;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+    gateway::gateway_config cfg;
+    CLI::App app{"memgov reference gateway: WebSocket audio in, Kafka out, under one memgov::governor"};
+    app.option_defaults()->always_capture_default();
+    std::string governor = "on";
+    std::string memory_limit;
+    std::string bootstrap_file;
+    unsigned chunk_ms = 200, handshake_ms = 5000, idle_s = 30, grace_ms = 3000, flush_ms = 5000;
+    unsigned session_idle_s = 120, session_max_age_s = 3600;
+
+    app.add_option("--host", cfg.host, "Listen address");
+    app.add_option("--port", cfg.port, "WebSocket port (0: ephemeral)")->check(CLI::Range(0, 65535));
+    app.add_option("--http-port", cfg.http_port, "HTTP port for /metrics /healthz /readyz /debug/health (0: ephemeral)")
+        ->check(CLI::Range(0, 65535));
+    app.add_option("--io-threads", cfg.io_threads, "I/O threads")->check(CLI::Range(1, 256));
+    app.add_option("--brokers", cfg.kafka.brokers, "Kafka bootstrap servers; empty: start librdkafka's mock cluster");
+    app.add_option("--topic", cfg.kafka.topic, "Kafka topic")->check([](const std::string& t) {
+        return t.empty() ? std::string{"must not be empty"} : std::string{};
+    });
+    app.add_option("--partitions", cfg.kafka.partitions, "Partitions of the mock cluster's topic")
+        ->check(CLI::Range(1, 1024));
+    app.add_option("--kafka-queue-kb", cfg.kafka.queue_max_kbytes, "Producer queue bound in KiB")
+        ->check(CLI::Range(1, 2097151));
+    app.add_option("--kafka-queue-messages", cfg.kafka.queue_max_messages, "Producer queue bound in messages")
+        ->check(CLI::Range(1, 10000000));
+    app.add_option("--kafka-timeout-ms", cfg.kafka.message_timeout_ms, "message.timeout.ms")
+        ->check(CLI::Range(1, 900000));
+    app.add_option("--chunk-ms", chunk_ms, "How often windows are produced to Kafka")->check(CLI::Range(1, 60000));
+    app.add_option("--max-message-bytes", cfg.max_message_bytes, "Largest WebSocket message (above: close 1009)")
+        ->check(CLI::Range(std::size_t{16}, std::size_t{64} << 20));
+    app.add_option("--window-chunk-bytes", cfg.window_chunk_bytes, "sliding_window chunk size")
+        ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 20));
+    app.add_option("--window-cap-bytes", cfg.window_cap_bytes, "sliding_window cap per session")
+        ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 30));
+    app.add_option("--session-cost-bytes", cfg.session_cost_bytes, "Bytes admission reserves per new session")
+        ->check(CLI::Range(std::size_t{0}, std::size_t{1} << 30));
+    app.add_option("--handshake-timeout-ms", handshake_ms, "WebSocket handshake and HTTP read timeout")
+        ->check(CLI::Range(1, 600000));
+    app.add_option("--idle-timeout-s", idle_s, "Close a stream after this long without traffic")
+        ->check(CLI::Range(1, 86400));
+    app.add_option("--session-idle-ttl-s", session_idle_s, "Sessions idle this long are evicted (4001 expired_idle)")
+        ->check(CLI::Range(1U, 604800U));
+    app.add_option("--session-max-age-s", session_max_age_s, "Sessions older than this are evicted (4001 expired_absolute)")
+        ->check(CLI::Range(1U, 604800U));
+    app.add_option("--shutdown-grace-ms", grace_ms, "How long shutdown waits for clients to close")
+        ->check(CLI::Range(0, 600000));
+    app.add_option("--flush-timeout-ms", flush_ms, "How long shutdown waits for Kafka deliveries")
+        ->check(CLI::Range(0, 600000));
+    app.add_option("--governor", governor, "on, or off: admission and reclaim only count (dry run)")
+        ->check(CLI::IsMember({"on", "off"}));
+    app.add_option("--memory-limit", memory_limit,
+                   "Override the memory limit (bytes, or with K/M/G/T); default: the cgroup's")
+        ->check([](const std::string& s) {
+            try {
+                (void)parse_bytes(s);
+                return std::string{};
+            } catch (...) {
+                return std::string{"must be a positive byte count, optionally with K/M/G/T"};
+            }
+        });
+    app.add_option("--bootstrap-file", bootstrap_file, "Write the Kafka bootstrap address to this file once ready");
+    app.add_flag("--quiet", cfg.quiet, "No log lines");
+
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::CallForHelp& e) {
+        return app.exit(e);
+    } catch (const CLI::ParseError& e) {
+        (void)app.exit(e); // prints the message, which names the option
+        return 2;
+    }
+    cfg.chunk_period = std::chrono::milliseconds{chunk_ms};
+    cfg.handshake_timeout = std::chrono::milliseconds{handshake_ms};
+    cfg.idle_timeout = std::chrono::seconds{idle_s};
+    cfg.shutdown_grace = std::chrono::milliseconds{grace_ms};
+    cfg.flush_timeout = std::chrono::milliseconds{flush_ms};
+    cfg.governor_on = governor == "on";
+    cfg.session_idle_ttl = std::chrono::seconds{session_idle_s};
+    cfg.session_max_age = std::chrono::seconds{session_max_age_s};
+    if (!memory_limit.empty()) cfg.memory_limit = parse_bytes(memory_limit);
+
+    // Signals are taken synchronously by this thread; block them before any thread starts.
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, nullptr);
+
+    try {
+        gateway::server srv{cfg};
+        srv.start();
+        if (srv.mock_kafka()) {
+            fmt::print(stderr, "gateway: Kafka mock cluster at {} (topic {})\n", srv.bootstrap(), srv.topic());
+        } else {
+            fmt::print(stderr, "gateway: Kafka at {} (topic {})\n", srv.bootstrap(), srv.topic());
+        }
+        fmt::print(stderr, "gateway: read it back: kcat -b {} -C -t {} -o beginning -f '%k seq=%h %S bytes\\n'\n",
+                   srv.bootstrap(), srv.topic());
+        if (!bootstrap_file.empty()) {
+            std::ofstream f{bootstrap_file + ".tmp"};
+            f << srv.bootstrap() << '\n' << srv.port() << '\n' << srv.http_port() << '\n';
+            f.close();
+            std::rename((bootstrap_file + ".tmp").c_str(), bootstrap_file.c_str());
+        }
+        int sig = 0;
+        sigwait(&set, &sig);
+        fmt::print(stderr, "gateway: {} received, shutting down\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+        const gateway::gateway_stats s = srv.shutdown();
+        return s.kafka.losses.empty() ? 0 : 1;
+    } catch (const std::exception& e) {
+        fmt::print(stderr, "gateway: {}\n", e.what());
+        return 1;
+    }
+}

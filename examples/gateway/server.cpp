@@ -1,0 +1,853 @@
+// SPDX-License-Identifier: MIT
+// The gateway's only Beast translation unit: the WebSocket server, the HTTP endpoints and the
+// wiring of memgov's parts (governor, buffer pool, session map, sliding windows) to Kafka.
+#include <utility> // before asio: Boost 1.74 asio uses std::exchange without including it
+
+#include "gateway.hpp"
+#include "protocol.hpp"
+
+#include <memgov/fmt.hpp>
+#include <memgov/memgov.hpp>
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/websocket.hpp>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <array>
+#include <atomic>
+#include <deque>
+#include <mutex>
+#include <span>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+namespace gateway {
+namespace {
+
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace websocket = beast::websocket;
+namespace net = boost::asio;
+using tcp = net::ip::tcp;
+
+constexpr std::array<std::uint16_t, 6> counted_closes{close_code::normal, close_code::going_away,
+                                                      close_code::invalid_payload, close_code::policy,
+                                                      close_code::too_big, close_code::try_again_later};
+std::size_t close_index(std::uint16_t code) {
+    for (std::size_t i = 0; i < counted_closes.size(); ++i) {
+        if (counted_closes[i] == code) return i;
+    }
+    return counted_closes.size();
+}
+
+class ws_connection;
+
+// One session_map entry per connection.
+struct gw_session {
+    memgov::sliding_window window;
+    std::weak_ptr<ws_connection> conn; // to post the 4001 close on eviction
+    std::uint64_t next_seq = 0;        // Kafka message number within the session
+    std::uint64_t dropped_reported = 0;
+    std::uint64_t drop_events_reported = 0;
+    // The session's cost follows its window (memgov::value_cost finds this).
+    [[nodiscard]] std::size_t held_bytes() const noexcept { return window.held_bytes(); }
+};
+
+using session_map_t = memgov::session_map<std::string, gw_session>;
+
+} // namespace
+
+struct server::impl {
+    explicit impl(gateway_config c);
+
+    gateway_config cfg;
+    memgov::governor<> gov;
+    memgov::buffer_pool pool;
+    kafka_producer producer;
+    memgov::sliding_window_config window_cfg;
+    session_map_t sessions;
+    std::shared_ptr<memgov::buffer_pool_reclaimer> pool_reclaimer;
+    std::shared_ptr<memgov::session_map_reclaimer<session_map_t>> map_reclaimer;
+
+    net::io_context ioc;
+    tcp::acceptor ws_acceptor;
+    tcp::acceptor http_acceptor;
+    net::steady_timer housekeeping;
+    std::optional<net::executor_work_guard<net::io_context::executor_type>> work;
+    std::vector<std::thread> threads;
+    std::uint16_t ws_port = 0;
+    std::uint16_t bound_http_port = 0;
+
+    std::mutex registry_mutex;
+    std::unordered_map<const ws_connection*, std::weak_ptr<ws_connection>> registry;
+
+    std::atomic<bool> shutting_down{false};
+    std::mutex shutdown_mutex;
+    bool shut = false;
+    gateway_stats final_stats{};
+
+    std::atomic<std::uint64_t> connections{0}, active{0}, started{0}, ended{0}, frames{0},
+        frame_bytes{0}, refused{0}, evicted{0};
+    std::array<std::atomic<std::uint64_t>, counted_closes.size()> closes{};
+    std::array<std::atomic<std::uint64_t>, memgov::evict_reason_count> evictions{};
+    std::array<std::uint64_t, memgov::evict_reason_count> evictions_logged{};
+    std::uint64_t refusals_logged = 0;
+    memgov::pressure_subscription level_sub;
+
+    template <class... Args>
+    void log(fmt::format_string<Args...> f, Args&&... args) const {
+        if (cfg.quiet) return;
+        fmt::print(stderr, "gateway: {}\n", fmt::format(f, std::forward<Args>(args)...));
+    }
+
+    void count_close(std::uint16_t code) {
+        const std::size_t i = close_index(code);
+        if (i < closes.size()) closes[i].fetch_add(1, std::memory_order_relaxed);
+    }
+
+    // Takes every chunk the window lets go (`mode`) and produces it, keyed by session, with
+    // the message number and byte offsets; counts what the window's cap dropped since the
+    // last call. Runs under the entry lock (or in on_evict, when nobody else can reach it).
+    void drain(const std::string& key, gw_session& s, memgov::take_mode mode) noexcept {
+        std::array<memgov::window_chunk, 8> chunks;
+        for (;;) {
+            const memgov::sliding_window_stats st = s.window.stats();
+            std::uint64_t offset = st.appended_bytes - st.size_bytes; // oldest byte held
+            const std::size_t k = s.window.take_chunks(chunks, mode);
+            for (std::size_t i = 0; i < k; ++i) {
+                const std::size_t n = chunks[i].size();
+                (void)producer.produce(key, std::move(chunks[i]), s.next_seq++, offset);
+                chunks[i] = {};
+                offset += n;
+            }
+            if (k < chunks.size()) break;
+        }
+        const memgov::sliding_window_stats st = s.window.stats();
+        if (st.dropped_bytes > s.dropped_reported) {
+            try {
+                producer.count_loss("window_overflow", st.dropped_bytes - s.dropped_reported,
+                                    st.drop_events - s.drop_events_reported);
+            } catch (...) {
+            }
+            s.dropped_reported = st.dropped_bytes;
+            s.drop_events_reported = st.drop_events;
+        }
+    }
+
+    void on_evict(const std::string& key, gw_session& s, memgov::evict_reason r) noexcept;
+    void start_accept_ws();
+    void start_accept_http();
+    void arm_housekeeping();
+    void housekeeping_tick();
+    std::string metrics_text();
+    std::string health_json();
+    bool ready() const noexcept {
+        if (shutting_down.load()) return false;
+        if (!cfg.governor_on) return true;
+        return gov.level() < gov.config().admission.close_sessions_at;
+    }
+    gateway_stats snapshot() const;
+};
+
+namespace {
+
+// One WebSocket connection; everything runs on its strand.
+class ws_connection : public std::enable_shared_from_this<ws_connection> {
+public:
+    ws_connection(server::impl& g, tcp::socket&& socket)
+        : m_g{g}, m_ws{std::move(socket)}, m_tick{m_ws.get_executor()} {}
+
+    ~ws_connection() {
+        if (m_in_map) m_g.sessions.erase(m_sid); // backstop: produces what the window holds
+    }
+
+    void run() {
+        net::dispatch(m_ws.get_executor(), [self = shared_from_this()] { self->read_request(); });
+    }
+
+    // From on_evict (any thread): close with 4001 on this connection's strand.
+    void post_evicted(memgov::evict_reason r) {
+        net::post(m_ws.get_executor(), [self = shared_from_this(), r] {
+            if (self->m_closing || self->m_done) return;
+            self->m_in_map = false; // it already left the map
+            self->m_g.evicted.fetch_add(1, std::memory_order_relaxed);
+            self->close(close_code::evicted, std::string{memgov::to_string(r)});
+        });
+    }
+
+    void post_shutdown() {
+        net::post(m_ws.get_executor(), [self = shared_from_this()] {
+            if (self->m_closing || self->m_done) return;
+            self->close(close_code::going_away, "gateway shutting down");
+        });
+    }
+
+private:
+    void read_request() {
+        beast::get_lowest_layer(m_ws).expires_after(m_g.cfg.handshake_timeout);
+        http::async_read(m_ws.next_layer(), m_buf, m_req,
+                         [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                             self->on_request(ec);
+                         });
+    }
+
+    void on_request(beast::error_code ec) {
+        if (ec) return;
+        const std::string_view target{m_req.target().data(), m_req.target().size()};
+        const std::string_view path = target.substr(0, target.find('?'));
+        if (!websocket::is_upgrade(m_req) || path != "/v1/stream") {
+            auto res = std::make_shared<http::response<http::string_body>>(
+                websocket::is_upgrade(m_req) ? http::status::not_found : http::status::upgrade_required,
+                m_req.version());
+            res->set(http::field::content_type, "text/plain");
+            res->body() = "memgov gateway: WebSocket endpoint is ws://HOST:PORT/v1/stream\n";
+            res->keep_alive(false);
+            res->prepare_payload();
+            http::async_write(m_ws.next_layer(), *res,
+                              [self = shared_from_this(), res](beast::error_code, std::size_t) {
+                                  beast::error_code ignored;
+                                  self->m_ws.next_layer().socket().shutdown(tcp::socket::shutdown_send, ignored);
+                              });
+            return;
+        }
+        beast::get_lowest_layer(m_ws).expires_never();
+        websocket::stream_base::timeout t{};
+        t.handshake_timeout = m_g.cfg.handshake_timeout;
+        t.idle_timeout = m_g.cfg.idle_timeout;
+        t.keep_alive_pings = true;
+        m_ws.set_option(t);
+        m_ws.read_message_max(m_g.cfg.max_message_bytes);
+        m_ws.set_option(websocket::stream_base::decorator([](websocket::response_type& res) {
+            res.set(http::field::server, "memgov-gateway");
+        }));
+        m_admission = m_g.gov.admit(m_g.cfg.session_cost_bytes, memgov::admit_kind::session);
+        m_ws.async_accept(m_req, [self = shared_from_this()](beast::error_code e) { self->on_accept(e); });
+    }
+
+    void on_accept(beast::error_code ec) {
+        if (ec) return;
+        m_accepted = true;
+        m_g.active.fetch_add(1, std::memory_order_relaxed);
+        {
+            std::lock_guard lock{m_g.registry_mutex};
+            m_g.registry.emplace(this, weak_from_this());
+        }
+        m_buf.clear();
+        do_read();
+        if (m_g.shutting_down.load()) {
+            close(close_code::going_away, "gateway shutting down");
+        } else if (!m_admission) {
+            m_g.refused.fetch_add(1, std::memory_order_relaxed);
+            close(close_code::try_again_later,
+                  fmt::format("admission refused: {}", memgov::to_string(m_admission.reason)));
+        }
+    }
+
+    void do_read() {
+        m_ws.async_read(m_buf, [self = shared_from_this()](beast::error_code ec, std::size_t) {
+            self->on_read(ec);
+        });
+    }
+
+    void on_read(beast::error_code ec) {
+        if (ec) {
+            finish(ec);
+            return;
+        }
+        if (m_closing) {
+            if (!m_ws.got_text() && m_buf.size() > 0) {
+                m_g.producer.count_loss("discarded_after_close", m_buf.size());
+            }
+        } else if (m_ws.got_text()) {
+            const auto d = m_buf.data();
+            on_text(std::string_view{static_cast<const char*>(d.data()), d.size()});
+        } else {
+            const auto d = m_buf.data();
+            on_binary(std::span<const std::byte>{static_cast<const std::byte*>(d.data()), d.size()});
+        }
+        m_buf.consume(m_buf.size());
+        do_read();
+    }
+
+    void on_text(std::string_view text) {
+        const auto parsed = parse_control(text);
+        if (const auto* e = std::get_if<protocol_error>(&parsed)) {
+            close(close_code::policy, e->reason);
+            return;
+        }
+        const auto& msg = std::get<control_message>(parsed);
+        if (msg.type == control_message::kind::start) {
+            if (m_started || m_ended) {
+                close(close_code::policy, "second start on one connection");
+                return;
+            }
+            m_sid = msg.start.session_id;
+            bool inserted = false;
+            try {
+                inserted = m_g.sessions.insert(m_sid, [&] {
+                    return gw_session{memgov::sliding_window{m_g.pool, m_g.window_cfg, &m_g.gov.ledger()},
+                                      weak_from_this()};
+                });
+            } catch (const std::exception& ex) {
+                close(close_code::internal_error, close_reason(std::string{"cannot start: "} + ex.what()));
+                return;
+            }
+            if (!inserted) {
+                close(close_code::policy, "session_id already in use");
+                return;
+            }
+            m_started = true;
+            m_in_map = true;
+            m_g.started.fetch_add(1, std::memory_order_relaxed);
+            send_text(ack_start(msg.start, static_cast<unsigned>(m_g.cfg.chunk_period.count()),
+                                m_g.cfg.max_message_bytes));
+            arm_tick();
+            return;
+        }
+        // end
+        if (!m_started) {
+            close(close_code::policy, m_ended ? "second end" : "end before start");
+            return;
+        }
+        std::uint64_t dropped = 0;
+        (void)m_g.sessions.with(m_sid, [&](gw_session& s) {
+            m_g.drain(m_sid, s, memgov::take_mode::include_partial);
+            dropped = s.dropped_reported;
+        });
+        m_g.sessions.erase(m_sid);
+        m_in_map = false;
+        m_started = false;
+        m_ended = true;
+        m_g.ended.fetch_add(1, std::memory_order_relaxed);
+        send_text(ack_end(m_sid, m_frames, m_bytes, dropped));
+        close(close_code::normal, "end");
+    }
+
+    void on_binary(std::span<const std::byte> data) {
+        if (!m_started) {
+            close(close_code::policy, m_ended ? "audio frame after end" : "audio frame before start");
+            return;
+        }
+        if (const memgov::admission a = m_g.gov.admit(data.size(), memgov::admit_kind::work); !a) {
+            m_g.producer.count_loss(fmt::format("refused_work:{}", memgov::to_string(a.reason)),
+                                    data.size());
+            close(close_code::try_again_later,
+                  fmt::format("work refused: {}", memgov::to_string(a.reason)));
+            return;
+        }
+        bool found = false;
+        try {
+            found = m_g.sessions.with(m_sid, [&](gw_session& s) { s.window.append(data); });
+        } catch (const std::bad_alloc&) {
+            m_g.producer.count_loss("out_of_memory", data.size());
+            close(close_code::internal_error, "out of memory");
+            return;
+        }
+        if (!found) { // evicted; the 4001 close is on its way
+            m_g.producer.count_loss("after_eviction", data.size());
+            return;
+        }
+        ++m_frames;
+        m_bytes += data.size();
+        m_unflushed = true;
+        m_g.frames.fetch_add(1, std::memory_order_relaxed);
+        m_g.frame_bytes.fetch_add(data.size(), std::memory_order_relaxed);
+    }
+
+    void arm_tick() {
+        m_tick.expires_after(m_g.cfg.chunk_period);
+        m_tick.async_wait([self = shared_from_this()](beast::error_code ec) {
+            if (ec || self->m_closing || self->m_done || !self->m_started) return;
+            // Only when frames came since the last tick: `with` counts as activity, and an idle
+            // session must still age for the session map's idle TTL.
+            if (self->m_unflushed) {
+                self->m_unflushed = false;
+                (void)self->m_g.sessions.with(self->m_sid, [&](gw_session& s) {
+                    self->m_g.drain(self->m_sid, s, memgov::take_mode::include_partial);
+                });
+            }
+            self->arm_tick();
+        });
+    }
+
+    void send_text(std::string text) {
+        if (m_closing) return;
+        m_out.push_back(std::move(text));
+        if (!m_writing) write_next();
+    }
+
+    void close(std::uint16_t code, std::string reason) {
+        if (m_closing) return;
+        m_closing = true;
+        m_g.count_close(code);
+        m_tick.cancel();
+        m_pending_close = websocket::close_reason{static_cast<websocket::close_code>(code), close_reason(reason)};
+        if (!m_writing) write_next();
+    }
+
+    void write_next() {
+        if (!m_out.empty()) {
+            m_writing = true;
+            m_ws.text(true);
+            m_ws.async_write(net::buffer(m_out.front()),
+                             [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                                 self->m_out.pop_front();
+                                 if (ec) {
+                                     self->m_writing = false;
+                                     self->m_out.clear();
+                                     return;
+                                 }
+                                 self->write_next();
+                             });
+            return;
+        }
+        if (m_pending_close) {
+            m_writing = true;
+            const websocket::close_reason cr = *m_pending_close;
+            m_pending_close.reset();
+            m_ws.async_close(cr, [self = shared_from_this()](beast::error_code) { self->m_writing = false; });
+            return;
+        }
+        m_writing = false;
+    }
+
+    void finish(beast::error_code ec) {
+        if (m_done) return;
+        m_done = true;
+        m_tick.cancel();
+        if (ec == websocket::error::message_too_big) m_g.count_close(close_code::too_big);
+        if (ec == websocket::error::bad_frame_payload) m_g.count_close(close_code::invalid_payload);
+        if (m_in_map) {
+            m_in_map = false;
+            m_g.sessions.erase(m_sid); // on_evict(erased) produces what the window holds
+        }
+        if (m_accepted) {
+            m_g.active.fetch_sub(1, std::memory_order_relaxed);
+            std::lock_guard lock{m_g.registry_mutex};
+            m_g.registry.erase(this);
+        }
+    }
+
+    server::impl& m_g;
+    websocket::stream<beast::tcp_stream> m_ws;
+    net::steady_timer m_tick;
+    beast::flat_buffer m_buf;
+    http::request<http::string_body> m_req;
+    memgov::admission m_admission{};
+    std::string m_sid;
+    std::deque<std::string> m_out;
+    std::optional<websocket::close_reason> m_pending_close;
+    std::uint64_t m_frames = 0;
+    std::uint64_t m_bytes = 0;
+    bool m_accepted = false, m_started = false, m_ended = false, m_in_map = false;
+    bool m_closing = false, m_done = false, m_writing = false, m_unflushed = false;
+};
+
+// One HTTP request per connection (Connection: close).
+class http_connection : public std::enable_shared_from_this<http_connection> {
+public:
+    http_connection(server::impl& g, tcp::socket&& socket) : m_g{g}, m_stream{std::move(socket)} {}
+
+    void run() {
+        m_stream.expires_after(m_g.cfg.handshake_timeout);
+        http::async_read(m_stream, m_buf, m_req, [self = shared_from_this()](beast::error_code ec, std::size_t) {
+            if (!ec) self->respond();
+        });
+    }
+
+private:
+    void respond() {
+        const std::string_view target{m_req.target().data(), m_req.target().size()};
+        const std::string_view path = target.substr(0, target.find('?'));
+        m_res.version(m_req.version());
+        m_res.keep_alive(false);
+        m_res.set(http::field::server, "memgov-gateway");
+        m_res.set(http::field::content_type, "text/plain; charset=utf-8");
+        try {
+            if (path == "/metrics") {
+                m_res.set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
+                m_res.body() = m_g.metrics_text();
+            } else if (path == "/healthz") {
+                m_res.body() = "ok\n";
+            } else if (path == "/readyz") {
+                // A blind monitor admits everything (it fails open): not ready, and say why.
+                const memgov::health_summary h = m_g.gov.health();
+                const bool blind = m_g.cfg.governor_on && h.blind;
+                const bool ok = !blind && m_g.ready();
+                m_res.result(ok ? http::status::ok : http::status::service_unavailable);
+                if (ok) {
+                    m_res.body() = "ready\n";
+                } else if (blind && !m_g.shutting_down) {
+                    m_res.body() = fmt::format("not ready: memgov is blind: {}\n", h.blind_reason);
+                } else {
+                    m_res.body() = fmt::format("not ready: {} (level {})\n",
+                                               m_g.shutting_down ? "shutting down" : "session admission closed",
+                                               memgov::to_string(h.level));
+                }
+            } else if (path == "/debug/health") {
+                m_res.set(http::field::content_type, "application/json");
+                m_res.body() = m_g.health_json();
+            } else {
+                m_res.result(http::status::not_found);
+                m_res.body() = "not found; try /metrics /healthz /readyz /debug/health\n";
+            }
+        } catch (const std::exception& e) {
+            m_res.result(http::status::internal_server_error);
+            m_res.body() = std::string{e.what()} + "\n";
+        }
+        m_res.prepare_payload();
+        http::async_write(m_stream, m_res, [self = shared_from_this()](beast::error_code, std::size_t) {
+            beast::error_code ignored;
+            self->m_stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+        });
+    }
+
+    server::impl& m_g;
+    beast::tcp_stream m_stream;
+    beast::flat_buffer m_buf;
+    http::request<http::string_body> m_req;
+    http::response<http::string_body> m_res{http::status::ok, 11};
+};
+
+memgov::governor_config make_governor_config(const gateway_config& c) {
+    memgov::governor_config g;
+    g.monitor.cgroup.explicit_limit = c.memory_limit;
+    g.dry_run = !c.governor_on; // admission and reclaim only count what they would have done
+    return g;
+}
+
+memgov::session_map_config make_map_config(const gateway_config& c) {
+    memgov::session_map_config m;
+    m.idle_ttl = c.session_idle_ttl;
+    m.absolute_ttl = c.session_max_age;
+    return m;
+}
+
+} // namespace
+
+server::impl::impl(gateway_config c)
+    : cfg{std::move(c)}, gov{make_governor_config(cfg)}, pool{{}, &gov.ledger()},
+      producer{[&] {
+          producer_config k = cfg.kafka;
+          k.ledger = &gov.ledger();
+          return k;
+      }()},
+      window_cfg{.chunk_size = cfg.window_chunk_bytes, .cap_bytes = cfg.window_cap_bytes},
+      sessions{make_map_config(cfg),
+               [this] {
+                   session_map_t::hooks_type h;
+                   h.on_evict = [this](const std::string& k, gw_session& s, memgov::evict_reason r) {
+                       on_evict(k, s, r);
+                   };
+                   return h;
+               }(),
+               memgov::steady_clock{}, &gov.ledger()},
+      ws_acceptor{net::make_strand(ioc)}, http_acceptor{net::make_strand(ioc)},
+      housekeeping{net::make_strand(ioc)} {
+    if (cfg.io_threads == 0) throw std::invalid_argument{"gateway: io_threads must be > 0"};
+    if (cfg.chunk_period.count() <= 0) throw std::invalid_argument{"gateway: chunk_ms must be > 0"};
+    // A window that cannot be built is a configuration error: find it now, not per session.
+    (void)memgov::sliding_window{pool, window_cfg};
+    pool_reclaimer = std::make_shared<memgov::buffer_pool_reclaimer>(pool);
+    map_reclaimer = std::make_shared<memgov::session_map_reclaimer<session_map_t>>(sessions);
+    gov.register_reclaimer(pool_reclaimer);
+    gov.register_reclaimer(map_reclaimer);
+    level_sub = gov.monitor().subscribe([this](const memgov::level_change& ch) {
+        log("level {} -> {} ({}, {:.1f}% of {} bytes)", ch.from, ch.to, ch.cause, ch.ratio * 100.0,
+            ch.limit_bytes);
+    });
+}
+
+void server::impl::on_evict(const std::string& key, gw_session& s, memgov::evict_reason r) noexcept {
+    drain(key, s, memgov::take_mode::include_partial); // what it held still goes to Kafka
+    evictions[static_cast<std::size_t>(r)].fetch_add(1, std::memory_order_relaxed);
+    if (r == memgov::evict_reason::erased || r == memgov::evict_reason::cleared) return;
+    // Never I/O on a memgov thread: the close is posted to the connection's strand.
+    if (auto c = s.conn.lock()) {
+        try {
+            c->post_evicted(r);
+        } catch (...) { // out of memory posting: the idle timeout closes it
+        }
+    }
+}
+
+void server::impl::start_accept_ws() {
+    ws_acceptor.async_accept(net::make_strand(ioc), [this](beast::error_code ec, tcp::socket s) {
+        if (ec == net::error::operation_aborted || !ws_acceptor.is_open()) return;
+        if (!ec) {
+            connections.fetch_add(1, std::memory_order_relaxed);
+            std::make_shared<ws_connection>(*this, std::move(s))->run();
+        }
+        start_accept_ws();
+    });
+}
+
+void server::impl::start_accept_http() {
+    http_acceptor.async_accept(net::make_strand(ioc), [this](beast::error_code ec, tcp::socket s) {
+        if (ec == net::error::operation_aborted || !http_acceptor.is_open()) return;
+        if (!ec) std::make_shared<http_connection>(*this, std::move(s))->run();
+        start_accept_http();
+    });
+}
+
+void server::impl::arm_housekeeping() {
+    housekeeping.expires_after(std::chrono::seconds{1});
+    housekeeping.async_wait([this](beast::error_code ec) {
+        if (ec || shutting_down.load()) return;
+        housekeeping_tick();
+        arm_housekeeping();
+    });
+}
+
+void server::impl::housekeeping_tick() {
+    // Expiry (idle and absolute TTL, orphan rules) is the governor's: its steps sweep the
+    // registered session map at every level, normal included. With --governor=off its steps
+    // only count (dry run), so the control build sweeps here to keep the same session hygiene.
+    if (!cfg.governor_on) {
+        try {
+            (void)sessions.sweep(4096);
+        } catch (...) {
+        }
+    }
+    // Evictions and refusals in aggregate, once a second at most.
+    std::string parts;
+    std::uint64_t total = 0;
+    for (std::size_t i = 0; i < evictions.size(); ++i) {
+        const auto r = static_cast<memgov::evict_reason>(i);
+        if (r == memgov::evict_reason::erased || r == memgov::evict_reason::cleared) continue;
+        const std::uint64_t n = evictions[i].load();
+        if (n > evictions_logged[i]) {
+            parts += fmt::format(" {}={}", r, n - evictions_logged[i]);
+            total += n - evictions_logged[i];
+            evictions_logged[i] = n;
+        }
+    }
+    if (total > 0) log("evicted {} sessions in the last second:{}", total, parts);
+    const std::uint64_t ref = refused.load();
+    if (ref > refusals_logged) {
+        log("refused {} new sessions in the last second (level {})", ref - refusals_logged, gov.level());
+        refusals_logged = ref;
+    }
+}
+
+std::string server::impl::metrics_text() {
+    memgov::prometheus_writer w;
+    gov.collect(w);
+    memgov::prometheus_writer g{"gateway_"};
+    using memgov::metric_type;
+    const gateway_stats s = snapshot();
+    g.sample("connections_total", "WebSocket TCP connections accepted", metric_type::counter, {},
+             static_cast<double>(s.connections));
+    g.sample("connections_active", "Open WebSocket connections", metric_type::gauge, {},
+             static_cast<double>(s.active_connections));
+    g.sample("sessions_active", "Sessions in the session map", metric_type::gauge, {},
+             static_cast<double>(sessions.size()));
+    g.sample("sessions_started_total", "Sessions started", metric_type::counter, {},
+             static_cast<double>(s.sessions_started));
+    g.sample("sessions_ended_total", "Sessions ended by an end message", metric_type::counter, {},
+             static_cast<double>(s.sessions_ended));
+    g.sample("frames_total", "Audio frames appended to windows", metric_type::counter, {},
+             static_cast<double>(s.frames));
+    g.sample("frame_bytes_total", "Audio bytes appended to windows", metric_type::counter, {},
+             static_cast<double>(s.frame_bytes));
+    for (std::size_t i = 0; i < counted_closes.size(); ++i) {
+        const std::string code = std::to_string(counted_closes[i]);
+        g.sample("closes_total", "Close codes sent or failed with, by code", metric_type::counter,
+                 {{"code", code}}, static_cast<double>(s.closes_sent[i]));
+    }
+    g.sample("closes_total", "Close codes sent or failed with, by code", metric_type::counter,
+             {{"code", "4001"}}, static_cast<double>(s.evicted_sessions));
+    for (std::size_t i = 0; i < evictions.size(); ++i) {
+        g.sample("session_removals_total", "Sessions that left the map, by reason",
+                 metric_type::counter, {{"reason", memgov::to_string(static_cast<memgov::evict_reason>(i))}},
+                 static_cast<double>(evictions[i].load()));
+    }
+    g.sample("kafka_produced_messages_total", "Messages accepted by the producer",
+             metric_type::counter, {}, static_cast<double>(s.kafka.produced_messages));
+    g.sample("kafka_produced_bytes_total", "Bytes accepted by the producer", metric_type::counter,
+             {}, static_cast<double>(s.kafka.produced_bytes));
+    g.sample("kafka_delivered_messages_total", "Messages acknowledged by Kafka",
+             metric_type::counter, {}, static_cast<double>(s.kafka.delivered_messages));
+    g.sample("kafka_delivered_bytes_total", "Bytes acknowledged by Kafka", metric_type::counter,
+             {}, static_cast<double>(s.kafka.delivered_bytes));
+    g.sample("kafka_inflight_messages", "Messages produced and not yet reported",
+             metric_type::gauge, {}, static_cast<double>(s.kafka.inflight_messages));
+    for (const auto& [reason, n] : s.kafka.losses) {
+        g.sample("lost_messages_total", "Messages (or frames) lost, by reason", metric_type::counter,
+                 {{"reason", reason}}, static_cast<double>(n.messages));
+        g.sample("lost_bytes_total", "Bytes lost, by reason", metric_type::counter,
+                 {{"reason", reason}}, static_cast<double>(n.bytes));
+    }
+    return w.str() + g.str();
+}
+
+std::string server::impl::health_json() {
+    const memgov::health_summary h = gov.health();
+    const memgov::pressure_snapshot p = gov.monitor().snapshot();
+    const gateway_stats s = snapshot();
+    nlohmann::json j;
+    j["level"] = std::string{memgov::to_string(h.level)};
+    j["ready"] = ready();
+    j["governor"] = cfg.governor_on ? "on" : "off (dry run)";
+    j["limit_bytes"] = h.limit_bytes;
+    j["limit_source"] = std::string{memgov::to_string(p.limit_from)};
+    j["limit_origin"] = p.limit_origin;
+    j["estimate_bytes"] = h.estimate_bytes;
+    j["headroom_bytes"] = h.headroom_bytes;
+    j["ratio"] = h.ratio;
+    j["blind"] = h.blind;
+    if (h.blind) j["blind_reason"] = h.blind_reason;
+    j["growth_bytes_per_second"] = h.growth_bytes_per_second;
+    if (h.time_to_limit) j["time_to_limit_s"] = std::chrono::duration<double>(*h.time_to_limit).count();
+    else j["time_to_limit_s"] = nullptr;
+    j["rejections_last_minute"] = h.rejections_last_minute;
+    j["evictions_last_minute"] = h.evictions_last_minute;
+    j["sessions"] = sessions.size();
+    j["connections_active"] = s.active_connections;
+    j["kafka"] = {{"bootstrap", producer.bootstrap()},
+                  {"topic", producer.topic()},
+                  {"mock", producer.mock()},
+                  {"produced", s.kafka.produced_messages},
+                  {"delivered", s.kafka.delivered_messages},
+                  {"inflight", s.kafka.inflight_messages}};
+    nlohmann::json losses = nlohmann::json::object();
+    for (const auto& [reason, n] : s.kafka.losses) losses[reason] = {{"messages", n.messages}, {"bytes", n.bytes}};
+    j["losses"] = losses;
+    return j.dump(2) + "\n";
+}
+
+gateway_stats server::impl::snapshot() const {
+    gateway_stats s;
+    s.connections = connections.load();
+    s.active_connections = active.load();
+    s.sessions_started = started.load();
+    s.sessions_ended = ended.load();
+    s.frames = frames.load();
+    s.frame_bytes = frame_bytes.load();
+    s.refused_sessions = refused.load();
+    s.evicted_sessions = evicted.load();
+    for (std::size_t i = 0; i < closes.size(); ++i) s.closes_sent[i] = closes[i].load();
+    s.kafka = producer.stats();
+    return s;
+}
+
+server::server(gateway_config cfg) : m{std::make_unique<impl>(std::move(cfg))} {}
+
+server::~server() {
+    if (m) (void)shutdown();
+}
+
+void server::start() {
+    const auto addr = net::ip::make_address(m->cfg.host);
+    const auto open = [&](tcp::acceptor& a, std::uint16_t port) {
+        const tcp::endpoint ep{addr, port};
+        a.open(ep.protocol());
+        a.set_option(net::socket_base::reuse_address(true));
+        a.bind(ep);
+        a.listen(net::socket_base::max_listen_connections);
+        return a.local_endpoint().port();
+    };
+    m->ws_port = open(m->ws_acceptor, m->cfg.port);
+    m->bound_http_port = open(m->http_acceptor, m->cfg.http_port);
+    m->work.emplace(m->ioc.get_executor());
+    net::dispatch(m->ws_acceptor.get_executor(), [this] { m->start_accept_ws(); });
+    net::dispatch(m->http_acceptor.get_executor(), [this] { m->start_accept_http(); });
+    m->arm_housekeeping();
+    m->gov.start();
+    for (unsigned i = 0; i < m->cfg.io_threads; ++i) {
+        m->threads.emplace_back([this] {
+            for (;;) {
+                try {
+                    m->ioc.run();
+                    return;
+                } catch (const std::exception& e) {
+                    m->log("I/O thread: {}", e.what());
+                }
+            }
+        });
+    }
+    m->log("listening on ws://{}:{}/v1/stream, http://{}:{}/metrics, {} I/O threads",
+           m->cfg.host, m->ws_port, m->cfg.host, m->bound_http_port, m->cfg.io_threads);
+    m->log("{}", limit_line());
+}
+
+gateway_stats server::shutdown() {
+    std::lock_guard lock{m->shutdown_mutex};
+    if (m->shut) return m->final_stats;
+    m->shut = true;
+    m->shutting_down.store(true);
+    const bool running = !m->threads.empty();
+    if (running) {
+        net::post(m->ws_acceptor.get_executor(), [this] {
+            beast::error_code ec;
+            m->ws_acceptor.close(ec);
+        });
+        net::post(m->http_acceptor.get_executor(), [this] {
+            beast::error_code ec;
+            m->http_acceptor.close(ec);
+        });
+        net::post(m->housekeeping.get_executor(), [this] { m->housekeeping.cancel(); });
+        std::vector<std::shared_ptr<ws_connection>> conns;
+        {
+            std::lock_guard r{m->registry_mutex};
+            for (auto& [p, w] : m->registry) {
+                if (auto c = w.lock()) conns.push_back(std::move(c));
+            }
+        }
+        for (auto& c : conns) c->post_shutdown();
+        conns.clear();
+        const auto until = std::chrono::steady_clock::now() + m->cfg.shutdown_grace;
+        while (m->active.load() > 0 && std::chrono::steady_clock::now() < until) {
+            std::this_thread::sleep_for(std::chrono::milliseconds{10});
+        }
+    }
+    m->gov.stop();
+    (void)m->gov.unregister_reclaimer(*m->map_reclaimer);
+    (void)m->gov.unregister_reclaimer(*m->pool_reclaimer);
+    // What the windows of connections still open hold goes to Kafka (on_evict, cleared).
+    (void)m->sessions.clear();
+    m->final_stats.purged_at_shutdown = m->producer.flush(m->cfg.flush_timeout);
+    m->work.reset();
+    m->ioc.stop();
+    for (auto& t : m->threads) t.join();
+    m->threads.clear();
+    m->final_stats = [&] {
+        gateway_stats s = m->snapshot();
+        s.purged_at_shutdown = m->final_stats.purged_at_shutdown;
+        return s;
+    }();
+    const auto& k = m->final_stats.kafka;
+    m->log("shutdown: {} messages ({} bytes) produced, {} delivered, {} purged at shutdown",
+           k.produced_messages, k.produced_bytes, k.delivered_messages, m->final_stats.purged_at_shutdown);
+    if (k.losses.empty()) m->log("shutdown: nothing lost");
+    for (const auto& [reason, n] : k.losses) {
+        m->log("shutdown: undelivered {:<28} {:>8} messages {:>12} bytes", reason, n.messages, n.bytes);
+    }
+    return m->final_stats;
+}
+
+std::uint16_t server::port() const noexcept { return m->ws_port; }
+std::uint16_t server::http_port() const noexcept { return m->bound_http_port; }
+const std::string& server::bootstrap() const noexcept { return m->producer.bootstrap(); }
+const std::string& server::topic() const noexcept { return m->producer.topic(); }
+bool server::mock_kafka() const noexcept { return m->producer.mock(); }
+gateway_stats server::stats() const { return m->snapshot(); }
+std::string server::metrics_text() const { return m->metrics_text(); }
+void* server::mock_cluster() const noexcept { return m->producer.mock_cluster(); }
+
+std::string server::limit_line() const {
+    const memgov::pressure_snapshot p = m->gov.monitor().snapshot();
+    return fmt::format("memory limit {} bytes ({:.1f} MiB) from {} ({}), estimate {} bytes, level {}, governor {}",
+                       p.limit_bytes, static_cast<double>(p.limit_bytes) / 1048576.0, p.limit_from,
+                       p.limit_origin.empty() ? "-" : p.limit_origin, p.estimate_bytes, p.level,
+                       m->cfg.governor_on ? "on" : "off (dry run: admission and reclaim only count)");
+}
+
+} // namespace gateway

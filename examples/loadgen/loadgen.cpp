@@ -1,0 +1,380 @@
+// SPDX-License-Identifier: MIT
+// The load generator's only Beast translation unit: the WebSocket sessions, the run loop and
+// the probes used by tests.
+#include <utility> // before asio: Boost 1.74 asio uses std::exchange without including it
+
+#include "loadgen.hpp"
+#include "track.hpp"
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/websocket.hpp>
+#include <fmt/format.h>
+
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <stop_token>
+#include <optional>
+#include <random>
+#include <thread>
+
+namespace loadgen {
+namespace {
+
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace websocket = beast::websocket;
+namespace net = boost::asio;
+using tcp = net::ip::tcp;
+using detail::session_track;
+
+struct run_state {
+    run_state(const config& c, tcp::endpoint ep, std::chrono::milliseconds i, std::size_t f, std::size_t fb)
+        : cfg{c}, endpoint{ep}, interval{i}, frames{f}, frame_bytes{fb} {}
+    const config& cfg;
+    tcp::endpoint endpoint;
+    std::chrono::milliseconds interval;
+    std::size_t frames;
+    std::size_t frame_bytes;
+    std::atomic<unsigned> active{0};
+    std::mutex error_mutex;
+    std::vector<std::string> errors;
+
+    void error(std::string e) {
+        std::lock_guard lock{error_mutex};
+        if (errors.size() < 10) errors.push_back(std::move(e));
+    }
+};
+
+class client : public std::enable_shared_from_this<client> {
+public:
+    client(net::io_context& ioc, run_state& rs, session_track& t)
+        : m_rs{rs}, m_t{t}, m_ws{net::make_strand(ioc)}, m_timer{m_ws.get_executor()},
+          m_frame(rs.frame_bytes) {}
+
+    void start(std::chrono::milliseconds delay) {
+        m_rs.active.fetch_add(1);
+        m_timer.expires_after(delay);
+        m_timer.async_wait([self = shared_from_this()](beast::error_code) { self->connect(); });
+    }
+
+private:
+    void connect() {
+        beast::get_lowest_layer(m_ws).expires_after(std::chrono::seconds{10});
+        beast::get_lowest_layer(m_ws).async_connect(m_rs.endpoint, [self = shared_from_this()](beast::error_code ec) {
+            if (ec) return self->fail("connect", ec);
+            beast::get_lowest_layer(self->m_ws).expires_never();
+            self->m_ws.set_option(websocket::stream_base::timeout::suggested(beast::role_type::client));
+            const std::string host = fmt::format("{}:{}", self->m_rs.cfg.host, self->m_rs.cfg.port);
+            self->m_ws.async_handshake(host, self->m_rs.cfg.path, [self](beast::error_code e) {
+                if (e) return self->fail("handshake", e);
+                self->send_start();
+            });
+        });
+    }
+
+    void send_start() {
+        m_text = fmt::format(R"({{"type":"start","session_id":"{}","sample_rate":{},"codec":"pcm16"}})",
+                             m_t.key, m_rs.cfg.sample_rate);
+        m_ws.text(true);
+        m_ws.async_write(net::buffer(m_text), [self = shared_from_this()](beast::error_code ec, std::size_t) {
+            if (ec) return self->fail("start", ec);
+            self->read();
+        });
+    }
+
+    void read() {
+        m_ws.async_read(m_rbuf, [self = shared_from_this()](beast::error_code ec, std::size_t) {
+            self->on_read(ec);
+        });
+    }
+
+    void on_read(beast::error_code ec) {
+        if (ec) {
+            if (ec == websocket::error::closed) {
+                const auto& r = m_ws.reason();
+                m_t.close_code.store(static_cast<int>(r.code));
+                std::lock_guard lock{m_t.reason_mutex};
+                m_t.close_reason = std::string{r.reason.data(), r.reason.size()};
+                if (r.code == websocket::close_code::normal && m_end_acked) m_t.completed.store(true);
+                finish();
+            } else {
+                fail("read", ec);
+            }
+            return;
+        }
+        const std::string text = beast::buffers_to_string(m_rbuf.data());
+        m_rbuf.consume(m_rbuf.size());
+        if (text.find(R"("of":"start")") != std::string::npos && !m_started) {
+            m_started = true;
+            m_t0 = std::chrono::steady_clock::now();
+            next_frame();
+        } else if (text.find(R"("of":"end")") != std::string::npos) {
+            m_end_acked = true;
+        }
+        read();
+    }
+
+    void next_frame() {
+        if (m_closed) return;
+        if (m_seq == m_rs.frames) {
+            m_text = R"({"type":"end"})";
+            m_ws.text(true);
+            m_ws.async_write(net::buffer(m_text), [self = shared_from_this()](beast::error_code, std::size_t) {});
+            return;
+        }
+        m_timer.expires_at(m_t0 + m_rs.interval * static_cast<long>(m_seq));
+        m_timer.async_wait([self = shared_from_this()](beast::error_code ec) {
+            if (ec || self->m_closed) return;
+            const std::uint64_t now = detail::now_ns();
+            self->m_t.send_ns[self->m_seq].store(now, std::memory_order_release);
+            detail::fill_frame(self->m_frame, self->m_t.index, self->m_seq, now);
+            self->m_ws.binary(true);
+            self->m_ws.async_write(net::buffer(self->m_frame), [self](beast::error_code e, std::size_t) {
+                if (e) return; // the read side sees the close or the error
+                ++self->m_seq;
+                self->m_t.sent.store(self->m_seq, std::memory_order_release);
+                self->next_frame();
+            });
+        });
+    }
+
+    void fail(const char* what, beast::error_code ec) {
+        m_rs.error(fmt::format("{} {}: {}", m_t.key, what, ec.message()));
+        finish();
+    }
+
+    void finish() {
+        if (m_closed) return;
+        m_closed = true;
+        m_timer.cancel();
+        m_t.done.store(true);
+        m_rs.active.fetch_sub(1);
+    }
+
+    run_state& m_rs;
+    session_track& m_t;
+    websocket::stream<beast::tcp_stream> m_ws;
+    net::steady_timer m_timer;
+    beast::flat_buffer m_rbuf;
+    std::vector<std::byte> m_frame;
+    std::string m_text;
+    std::chrono::steady_clock::time_point m_t0{};
+    std::uint64_t m_seq = 0;
+    bool m_started = false, m_end_acked = false, m_closed = false;
+};
+
+double percentile(const std::vector<std::uint32_t>& sorted, double q) {
+    if (sorted.empty()) return 0.0;
+    const auto i = static_cast<std::size_t>(q * static_cast<double>(sorted.size() - 1) + 0.5);
+    return static_cast<double>(sorted[std::min(i, sorted.size() - 1)]) / 1000.0;
+}
+
+// Sync Beast/asio operations ignore SO_RCVTIMEO (asio polls on EAGAIN), so a watchdog thread
+// shuts the socket down at the deadline: the blocked read then returns at once.
+class watchdog {
+public:
+    watchdog(tcp::socket& s, std::chrono::milliseconds t)
+        : m_fd{s.native_handle()}, m_thread{[this, t](const std::stop_token& st) {
+              std::unique_lock lock{m_mutex};
+              (void)m_cv.wait_for(lock, st, t, [] { return false; });
+              if (!st.stop_requested()) ::shutdown(m_fd, SHUT_RDWR);
+          }} {}
+    ~watchdog() {
+        m_thread.request_stop();
+        m_thread.join();
+    }
+
+private:
+    int m_fd;
+    std::mutex m_mutex;
+    std::condition_variable_any m_cv;
+    std::jthread m_thread;
+};
+
+} // namespace
+
+result run(const config& cfg) {
+    if (cfg.sessions == 0) throw std::invalid_argument{"loadgen: sessions must be > 0"};
+    if (cfg.frame_ms == 0) throw std::invalid_argument{"loadgen: frame_ms must be > 0"};
+    const std::size_t frame_bytes = static_cast<std::size_t>(cfg.sample_rate) * 2 * cfg.frame_ms / 1000;
+    const std::size_t frames = cfg.frames != 0 ? cfg.frames
+                                               : static_cast<std::size_t>(cfg.duration.count() / cfg.frame_ms);
+    std::string prefix = cfg.prefix;
+    if (prefix.empty()) prefix = fmt::format("lg-{:08x}", std::random_device{}());
+
+    detail::shared_state st;
+    st.frame_bytes = frame_bytes;
+    for (unsigned i = 0; i < cfg.sessions; ++i) {
+        st.sessions.push_back(std::make_unique<session_track>(fmt::format("{}-{}", prefix, i), i, frames, frame_bytes));
+        st.by_key.emplace(st.sessions.back()->key, st.sessions.back().get());
+    }
+    std::optional<detail::verifier> ver;
+    if (!cfg.brokers.empty()) ver.emplace(st, cfg.brokers, cfg.topic);
+
+    net::io_context ioc;
+    run_state rs{cfg, tcp::endpoint{net::ip::make_address(cfg.host), cfg.port},
+                 std::chrono::milliseconds{cfg.frame_ms}, frames, frame_bytes};
+    const auto t_start = std::chrono::steady_clock::now();
+    for (unsigned i = 0; i < cfg.sessions; ++i) {
+        const auto delay = cfg.sessions > 1 ? cfg.ramp * i / cfg.sessions : std::chrono::milliseconds{0};
+        std::make_shared<client>(ioc, rs, *st.sessions[i])->start(std::chrono::duration_cast<std::chrono::milliseconds>(delay));
+    }
+    std::vector<std::thread> threads;
+    for (unsigned i = 0; i < std::max(1U, cfg.io_threads); ++i) threads.emplace_back([&] { ioc.run(); });
+
+    const auto sent_total = [&] {
+        std::uint64_t n = 0;
+        for (const auto& s : st.sessions) n += s->sent.load();
+        return n;
+    };
+    const auto progress = [&](const char* phase) {
+        if (!cfg.progress) return;
+        std::vector<std::uint32_t> lat;
+        {
+            std::lock_guard lock{st.latency_mutex};
+            lat = st.latency_us;
+        }
+        std::sort(lat.begin(), lat.end());
+        const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+        fmt::print(stderr, "loadgen: {:6.1f}s {:<7} sessions={:<5} sent={:<9} delivered={:<9} p50={:.1f}ms p99={:.1f}ms\n",
+                   secs, phase, rs.active.load(), sent_total(), st.delivered.load(), percentile(lat, 0.5),
+                   percentile(lat, 0.99));
+    };
+    // Sending phase: until every session is done (plus a generous bound).
+    const auto send_deadline = t_start + cfg.ramp + std::chrono::milliseconds{cfg.frame_ms} * frames + std::chrono::seconds{30};
+    auto next_progress = t_start + std::chrono::seconds{1};
+    while (rs.active.load() > 0 && std::chrono::steady_clock::now() < send_deadline) {
+        std::this_thread::sleep_for(std::chrono::milliseconds{20});
+        if (std::chrono::steady_clock::now() >= next_progress) {
+            progress("sending");
+            next_progress += std::chrono::seconds{1};
+        }
+    }
+    ioc.stop();
+    for (auto& t : threads) t.join();
+    // Drain phase: until everything sent is read back, nothing new came for 3 s, or the timeout.
+    if (ver) {
+        const auto drain_end = std::chrono::steady_clock::now() + cfg.drain_timeout;
+        std::uint64_t last = st.delivered.load();
+        auto last_change = std::chrono::steady_clock::now();
+        const std::uint64_t sent = sent_total();
+        while (st.delivered.load() < sent && std::chrono::steady_clock::now() < drain_end &&
+               std::chrono::steady_clock::now() - last_change < std::chrono::seconds{3}) {
+            std::this_thread::sleep_for(std::chrono::milliseconds{20});
+            if (st.delivered.load() != last) {
+                last = st.delivered.load();
+                last_change = std::chrono::steady_clock::now();
+            }
+            if (std::chrono::steady_clock::now() >= next_progress) {
+                progress("reading");
+                next_progress += std::chrono::seconds{1};
+            }
+        }
+        ver->stop();
+    }
+
+    result r;
+    r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+    r.sessions = cfg.sessions;
+    r.errors = rs.errors;
+    for (const auto& sp : st.sessions) {
+        const session_track& s = *sp;
+        const int code = s.close_code.load();
+        ++r.close_codes[code];
+        if (s.completed.load()) ++r.sessions_completed;
+        const std::uint64_t sent = s.sent.load();
+        r.sent_frames += sent;
+        r.sent_bytes += sent * frame_bytes;
+        for (std::uint64_t f = 0; f < sent; ++f) {
+            if (!ver) {
+                ++r.losses["no_readback"];
+            } else if (s.good[f] == frame_bytes && !s.bad[f] && !s.gap[f]) {
+                ++r.delivered_frames;
+                r.delivered_bytes += frame_bytes;
+            } else if (s.bad[f]) {
+                ++r.losses["corrupt"];
+            } else if (s.gap[f]) {
+                ++r.losses["gap"];
+            } else if (code != 1000) {
+                ++r.losses[fmt::format("close_{}", code)];
+            } else {
+                ++r.losses["missing"];
+            }
+        }
+    }
+    r.order_violations = st.order_violations.load();
+    r.duplicate_messages = st.duplicates.load();
+    r.kafka_messages = st.kafka_messages.load();
+    std::sort(st.latency_us.begin(), st.latency_us.end());
+    r.p50_ms = percentile(st.latency_us, 0.5);
+    r.p99_ms = percentile(st.latency_us, 0.99);
+    r.p999_ms = percentile(st.latency_us, 0.999);
+    r.max_ms = st.latency_us.empty() ? 0.0 : static_cast<double>(st.latency_us.back()) / 1000.0;
+    return r;
+}
+
+probe_result probe(const std::string& host, std::uint16_t port, const std::string& target,
+                   const std::vector<probe_message>& msgs, std::chrono::milliseconds timeout) {
+    probe_result out;
+    try {
+        net::io_context ioc;
+        websocket::stream<tcp::socket> ws{ioc};
+        ws.next_layer().connect(tcp::endpoint{net::ip::make_address(host), port});
+        const watchdog dog{ws.next_layer(), timeout};
+        ws.handshake(fmt::format("{}:{}", host, port), target);
+        out.connected = true;
+        beast::error_code ec;
+        for (const auto& m : msgs) {
+            ws.text(m.text);
+            ws.write(net::buffer(m.data), ec);
+            if (ec) break; // the server may have closed already; read its close below
+        }
+        for (;;) {
+            beast::flat_buffer b;
+            ws.read(b, ec);
+            if (ec) {
+                if (ec == websocket::error::closed) {
+                    out.close_code = static_cast<int>(ws.reason().code);
+                    out.close_reason = std::string{ws.reason().reason.data(), ws.reason().reason.size()};
+                } else {
+                    out.error = ec.message();
+                }
+                break;
+            }
+            if (ws.got_text()) out.texts.push_back(beast::buffers_to_string(b.data()));
+        }
+    } catch (const std::exception& e) {
+        out.error = e.what();
+    }
+    return out;
+}
+
+http_result http_get(const std::string& host, std::uint16_t port, const std::string& target) {
+    http_result out;
+    try {
+        net::io_context ioc;
+        tcp::socket s{ioc};
+        s.connect(tcp::endpoint{net::ip::make_address(host), port});
+        const watchdog dog{s, std::chrono::milliseconds{5000}};
+        http::request<http::empty_body> req{http::verb::get, target, 11};
+        req.set(http::field::host, host);
+        http::write(s, req);
+        beast::flat_buffer b;
+        http::response<http::string_body> res;
+        http::read(s, b, res);
+        out.status = static_cast<int>(res.result_int());
+        out.body = res.body();
+    } catch (const std::exception& e) {
+        out.body = e.what();
+    }
+    return out;
+}
+
+} // namespace loadgen

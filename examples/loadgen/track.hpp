@@ -1,0 +1,87 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+// What the senders and the read-back verifier share (internal to the load generator).
+
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace loadgen::detail {
+
+inline constexpr std::size_t header_bytes = 24; // magic, session index, seq, send time
+
+// The expected byte at position `i` of frame `seq` of session `index` sent at `send_ns`.
+inline void fill_frame(std::span<std::byte> out, std::uint32_t index, std::uint64_t seq,
+                       std::uint64_t send_ns) noexcept {
+    std::byte head[header_bytes];
+    std::memcpy(head, "MGLG", 4);
+    std::memcpy(head + 4, &index, 4);
+    std::memcpy(head + 8, &seq, 8);
+    std::memcpy(head + 16, &send_ns, 8);
+    for (std::size_t i = 0; i < out.size(); ++i) {
+        out[i] = i < header_bytes ? head[i]
+                                  : static_cast<std::byte>((index * 131U + seq * 31U + i * 7U) & 0xFFU);
+    }
+}
+
+struct session_track {
+    session_track(std::string k, std::uint32_t i, std::size_t frames, std::size_t frame_bytes)
+        : key{std::move(k)}, index{i}, send_ns(frames), good(frames, 0), bad(frames, false),
+          gap(frames, false), fb{frame_bytes} {}
+
+    std::string key;
+    std::uint32_t index;
+    // Written by the sender (before the frame goes out), read by the verifier.
+    std::vector<std::atomic<std::uint64_t>> send_ns;
+    std::atomic<std::uint64_t> sent{0};    // frames whose write completed
+    std::atomic<bool> done{false};
+    std::atomic<int> close_code{-1};
+    std::atomic<bool> completed{false};    // end acked and closed 1000
+    std::mutex reason_mutex;
+    std::string close_reason;
+
+    // Verifier only.
+    std::vector<std::uint16_t> good; // bytes verified per frame
+    std::vector<bool> bad;
+    std::vector<bool> gap;
+    std::uint64_t next_offset = 0;
+    std::uint64_t next_seq = 0;
+    std::size_t fb;
+};
+
+struct shared_state {
+    std::vector<std::unique_ptr<session_track>> sessions;
+    std::unordered_map<std::string, session_track*> by_key;
+    std::size_t frame_bytes = 640;
+    // Verifier outputs.
+    std::atomic<std::uint64_t> delivered{0};
+    std::atomic<std::uint64_t> kafka_messages{0};
+    std::atomic<std::uint64_t> order_violations{0};
+    std::atomic<std::uint64_t> duplicates{0};
+    std::mutex latency_mutex;
+    std::vector<std::uint32_t> latency_us;
+};
+
+// The read-back: a Kafka consumer verifying every byte (verify.cpp).
+class verifier {
+public:
+    verifier(shared_state& st, const std::string& brokers, const std::string& topic);
+    ~verifier();
+    verifier(const verifier&) = delete;
+    verifier& operator=(const verifier&) = delete;
+    void stop();
+
+private:
+    struct impl;
+    std::unique_ptr<impl> m;
+};
+
+std::uint64_t now_ns() noexcept;
+
+} // namespace loadgen::detail
