@@ -4,7 +4,8 @@
 /// \file
 /// The graded evictor: maps pressure levels to ordered reclaim actions through a policy table,
 /// asks registered reclaimers (pools, session maps, anything the user adds) to act, trims the
-/// heap with back-off, and counts everything it does.
+/// heap with back-off on a thread of its own (a step only asks for the trim, so it never waits
+/// for `malloc_trim`), and counts everything it does.
 ///
 /// ## One step
 /// `step(view, now)` is given the pressure situation (level, limit, estimate, red line, the
@@ -31,7 +32,8 @@
 ///
 /// ## Lock order and callbacks
 /// step mutex → list lock → a reclaimer's own locks (a pool's depot lock, a session map's
-/// shard locks). The counters live under a leaf lock of their own. A step, and every
+/// shard locks). The counters live under a leaf lock of their own, which the heap trimmer's
+/// thread takes when a trim completes; the trimmer's own lock is a leaf under it. A step, and every
 /// `on_level` call, holds the step mutex but not the list lock; a visit
 /// (`for_each_reclaimer`) holds the list lock shared; `add` and `remove` take both.
 ///
@@ -61,6 +63,7 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -71,6 +74,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -286,9 +290,13 @@ struct pressure_view {
 /// Counters for one (level, action) cell.
 struct action_counters {
     std::uint64_t runs = 0;      ///< Times the action ran (on at least one reclaimer).
-    std::uint64_t bytes = 0;     ///< Bytes it freed.
+    /// Bytes it freed. For trim_heap: counted when the trim completes on the trimmer's
+    /// thread, in the cell of the level whose step requested it.
+    std::uint64_t bytes = 0;
     std::uint64_t items = 0;     ///< Items it removed.
-    std::uint64_t empty = 0;     ///< Runs that freed nothing (feedback passed on).
+    /// Runs that freed nothing (feedback passed on). For trim_heap: requests deferred or
+    /// coalesced, and trims that completed having given nothing back.
+    std::uint64_t empty = 0;
     std::uint64_t dry_runs = 0;  ///< Runs counted in dry-run mode.
     std::uint64_t dry_bytes = 0; ///< Bytes the reclaimers' estimates said a dry run would free.
 };
@@ -307,10 +315,13 @@ struct step_report {
 struct evictor_stats {
     std::array<std::array<action_counters, reclaim_action_count>, pressure_level_count> cells{};
     std::array<std::uint64_t, pressure_level_count> steps{}; ///< Steps taken at each level.
-    std::uint64_t heap_trims = 0;          ///< malloc_trim calls made.
-    std::uint64_t heap_trims_deferred = 0; ///< Trims skipped by the back-off.
-    std::uint64_t heap_trimmed_bytes = 0;  ///< RSS given back by heap trims.
-    duration heap_interval{};              ///< The back-off's current interval.
+    std::uint64_t heap_trims = 0;           ///< Heap trims completed (malloc_trim calls made).
+    std::uint64_t heap_trims_deferred = 0;  ///< Trims skipped by the back-off.
+    /// Trims the back-off allowed while one still ran on the trimmer's thread (folded into it).
+    std::uint64_t heap_trims_coalesced = 0;
+    std::uint64_t heap_trimmed_bytes = 0;   ///< RSS given back by completed heap trims.
+    duration heap_interval{};               ///< The back-off's current interval.
+    bool heap_trim_running = false;         ///< A requested heap trim has not completed yet.
     /// `add`, `remove` and `set_level` calls made from inside a callback or a visit, whose
     /// effect was deferred to the end of the step or visit.
     std::uint64_t deferred_changes = 0;
@@ -357,20 +368,56 @@ inline std::size_t read_rss_bytes() noexcept {
 
 } // namespace detail
 
+/// What `heap_trimmer::request` did with a request.
+enum class heap_trim_request : std::uint8_t {
+    disabled = 0,  ///< `heap.enabled` is false: nothing asked of the trimmer's thread.
+    deferred = 1,  ///< The back-off's interval has not passed since the last trim began.
+    coalesced = 2, ///< The back-off allowed it, but a trim still runs: folded into that one.
+    started = 3,   ///< Handed to the trimmer's thread (or run inline if it cannot start).
+};
+
+/// A trim that completed, as told to the completion function of a `heap_trimmer`.
+struct heap_trim_done {
+    std::size_t bytes = 0;  ///< The RSS it gave back (RSS before − after, 0 if it grew).
+    std::size_t tag = 0;    ///< The tag given to `request` (the evictor passes the level).
+    duration interval{};    ///< The back-off's interval after this trim.
+};
+
 /// Returns freed heap to the OS with the seed gateway's gentle back-off: at most one
 /// `malloc_trim(0)` per interval; the interval starts at `min_interval`, grows by
 /// `backoff_factor` after each trim that gave back less than `useful_bytes`, up to
-/// `max_interval`, and resets after a useful one. Never a tight loop.
-/// Thread safety: not thread-safe; the evictor calls it under its mutex.
+/// `max_interval`, and resets after a useful one; the next trim may begin one interval after
+/// the last one began. Never a tight loop.
+///
+/// `request(now)` is how the evictor trims: it never waits. The trim runs on the trimmer's own
+/// thread, started on the first request the back-off allows (none while `enabled` is false or
+/// when only `maybe_trim` is used) and joined by the destructor. What a trim gave back is known
+/// when it completes: it is told to the completion function, on the trimmer's thread, and the
+/// back-off's next interval is computed from it then. A request while a trim runs is
+/// coalesced into it and counted. `maybe_trim(now)` trims on the caller's thread instead.
+///
+/// Why a thread: glibc's `malloc_trim` walks the whole heap, O(heap), which takes a good
+/// fraction of a second on a large heap; a sampler that trims inline takes no sample
+/// meanwhile. What a thread does not fix: `malloc_trim` holds each arena's lock while it walks
+/// that arena, so any thread allocating from it waits anyway (docs/governor.md, heap trims).
+///
+/// Thread safety: every member may be called from any thread; one trim runs at a time. The
+/// trim, RSS and completion functions run on the trimmer's thread (or the caller's, for
+/// `maybe_trim` and the inline fallback), never two at once, with no trimmer lock held.
+/// Lock order: the trimmer's lock is a leaf; the completion function may take locks that are
+/// held while calling the trimmer's members.
 class heap_trimmer {
 public:
     /// The function that trims and the one that measures RSS; replaceable for tests.
     using trim_fn = std::function<void()>;
     using rss_fn = std::function<std::size_t()>;
+    /// Told each completed trim that `request` started. Must not throw or call `wait`.
+    using done_fn = std::function<void(const heap_trim_done&)>;
 
-    /// Throws `std::invalid_argument` naming a bad field of `cfg`.
-    explicit heap_trimmer(heap_trim_config cfg, trim_fn trim = {}, rss_fn rss = {})
-        : m_cfg{cfg}, m_trim{std::move(trim)}, m_rss{std::move(rss)}, m_interval{cfg.min_interval} {
+    /// Throws `std::invalid_argument` naming a bad field of `cfg`. Starts no thread.
+    explicit heap_trimmer(heap_trim_config cfg, trim_fn trim = {}, rss_fn rss = {}, done_fn done = {})
+        : m_cfg{cfg}, m_trim{std::move(trim)}, m_rss{std::move(rss)}, m_done{std::move(done)},
+          m_interval{cfg.min_interval} {
         if (cfg.min_interval <= duration::zero() || cfg.min_interval > longest_period) {
             throw std::invalid_argument{
                 "memgov::heap_trim_config::min_interval: must be in (0, longest_period]"};
@@ -392,52 +439,202 @@ public:
         if (!m_rss) m_rss = [] { return detail::read_rss_bytes(); };
     }
 
-    /// Trims if the back-off allows at `now`; returns the RSS given back (0 if deferred).
+    heap_trimmer(const heap_trimmer&) = delete;
+    heap_trimmer& operator=(const heap_trimmer&) = delete;
+
+    /// Joins the trimmer's thread: waits for a trim that runs (it cannot be interrupted);
+    /// a request not yet begun is dropped. Never throws.
+    ~heap_trimmer() {
+        {
+            std::lock_guard lock{m_mutex};
+            m_stop = true;
+        }
+        m_wake.notify_all();
+        if (m_thread.joinable()) m_thread.join();
+    }
+
+    /// Asks for a trim at `now` without waiting for it: deferred by the back-off, coalesced
+    /// into a trim that runs, or handed to the trimmer's thread (started now if it is the first
+    /// trim). If the thread cannot be started, the trim runs here instead (counted as started).
+    /// `tag` comes back in `heap_trim_done`. Thread safety: any thread. Complexity: a lock and a
+    /// notify; the first started request creates the thread.
+    heap_trim_request request(time_point now, std::size_t tag = 0) noexcept {
+        {
+            std::unique_lock lock{m_mutex};
+            const heap_trim_request r = admit_locked(now);
+            if (r != heap_trim_request::started) return r;
+            m_job_tag = tag;
+            if (!m_thread.joinable() && !m_thread_failed) {
+                try {
+                    m_thread = std::thread{[this] { work(); }};
+                } catch (...) {
+                    m_thread_failed = true; // out of threads or memory: trim inline below
+                }
+            }
+            if (m_thread.joinable()) {
+                m_queued = true;
+                lock.unlock();
+                m_wake.notify_one();
+                return r;
+            }
+        }
+        complete(run_trim(), tag, true);
+        return heap_trim_request::started;
+    }
+
+    /// Trims on the calling thread if the back-off allows at `now`; returns the RSS given back
+    /// (0 if deferred, or coalesced because a requested trim still runs). For callers that
+    /// already are off the latency-critical path; the evictor uses `request`. The completion
+    /// function is not told. Thread safety: any thread.
     std::size_t maybe_trim(time_point now) noexcept {
-        if (!m_cfg.enabled) return 0;
+        {
+            std::lock_guard lock{m_mutex};
+            if (admit_locked(now) != heap_trim_request::started) return 0;
+        }
+        const std::size_t freed = run_trim();
+        complete(freed, 0, false);
+        return freed;
+    }
+
+    /// Waits until no trim is queued or running and the completion function of the last one
+    /// has returned. Not from the completion function. Thread safety: any thread.
+    void wait() noexcept {
+        std::unique_lock lock{m_mutex};
+        m_idle.wait(lock, [&] { return !m_busy; });
+    }
+
+    /// True while a trim is queued or running. Thread safety: any thread.
+    [[nodiscard]] bool busy() const noexcept {
+        std::lock_guard lock{m_mutex};
+        return m_busy;
+    }
+    /// True once the trimmer's thread has been started.
+    [[nodiscard]] bool thread_started() const noexcept {
+        std::lock_guard lock{m_mutex};
+        return m_thread.joinable();
+    }
+    /// Trims completed (malloc_trim calls made).
+    [[nodiscard]] std::uint64_t trims() const noexcept { return locked(m_trims); }
+    /// Requests deferred by the back-off.
+    [[nodiscard]] std::uint64_t deferred() const noexcept { return locked(m_deferred); }
+    /// Requests the back-off allowed while a trim ran (folded into it).
+    [[nodiscard]] std::uint64_t coalesced() const noexcept { return locked(m_coalesced); }
+    /// Bytes given back by completed trims.
+    [[nodiscard]] std::uint64_t bytes() const noexcept { return locked(m_bytes); }
+    /// The current interval between trims.
+    [[nodiscard]] duration interval() const noexcept {
+        std::lock_guard lock{m_mutex};
+        return m_interval;
+    }
+
+private:
+    template <class T>
+    T locked(const T& v) const noexcept {
+        std::lock_guard lock{m_mutex};
+        return v;
+    }
+
+    // The back-off's verdict at `now`; on `started`, marks the trimmer busy. Under m_mutex.
+    heap_trim_request admit_locked(time_point now) noexcept {
+        if (!m_cfg.enabled) return heap_trim_request::disabled;
         if (m_started && now < m_next) {
             ++m_deferred;
-            return 0;
+            return heap_trim_request::deferred;
         }
-        std::size_t freed = 0;
+        if (m_busy) {
+            ++m_coalesced;
+            return heap_trim_request::coalesced;
+        }
+        m_busy = true;
+        m_job_grows = m_started; // the first trim never grows the interval
+        m_job_at = now;
+        m_started = true;
+        // Until this trim completes, the next may begin one current interval from now.
+        m_next = detail::saturating_add(now, m_interval);
+        return heap_trim_request::started;
+    }
+
+    // The trim itself, with no lock held.
+    std::size_t run_trim() noexcept {
         try {
             const std::size_t before = m_rss();
             m_trim();
             const std::size_t after = m_rss();
-            freed = before > after ? before - after : 0;
+            return before > after ? before - after : 0;
         } catch (...) {
-            freed = 0;
+            return 0;
         }
-        ++m_trims;
-        m_bytes += freed;
-        if (freed >= m_cfg.useful_bytes) {
-            m_interval = m_cfg.min_interval;
-        } else if (m_started) {
-            const duration grown = detail::saturating_mul(m_interval, m_cfg.backoff_factor);
-            m_interval = std::min(grown, m_cfg.max_interval);
-        }
-        m_started = true;
-        m_next = detail::saturating_add(now, m_interval);
-        return freed;
     }
 
-    /// Trims made, trims deferred by the back-off, bytes given back.
-    [[nodiscard]] std::uint64_t trims() const noexcept { return m_trims; }
-    [[nodiscard]] std::uint64_t deferred() const noexcept { return m_deferred; }
-    [[nodiscard]] std::uint64_t bytes() const noexcept { return m_bytes; }
-    /// The current interval between trims.
-    [[nodiscard]] duration interval() const noexcept { return m_interval; }
+    // Counts a trim that gave back `freed`, sets the back-off from it, tells the completion
+    // function (with no lock held) and then marks the trimmer idle.
+    void complete(std::size_t freed, std::size_t tag, bool tell) noexcept {
+        heap_trim_done d;
+        {
+            std::lock_guard lock{m_mutex};
+            ++m_trims;
+            m_bytes += freed;
+            if (freed >= m_cfg.useful_bytes) {
+                m_interval = m_cfg.min_interval;
+            } else if (m_job_grows) {
+                const duration grown = detail::saturating_mul(m_interval, m_cfg.backoff_factor);
+                m_interval = std::min(grown, m_cfg.max_interval);
+            }
+            m_next = detail::saturating_add(m_job_at, m_interval);
+            d = {freed, tag, m_interval};
+        }
+        if (tell && m_done) m_done(d);
+        {
+            std::lock_guard lock{m_mutex};
+            m_busy = false;
+        }
+        m_idle.notify_all();
+    }
 
-private:
+    // The trimmer's thread: one queued trim at a time until the destructor stops it.
+    void work() noexcept {
+        std::unique_lock lock{m_mutex};
+        for (;;) {
+            m_wake.wait(lock, [&] { return m_stop || m_queued; });
+            if (m_stop) {
+                if (m_queued) {
+                    m_queued = false; // dropped: nobody waits for it any more
+                    m_busy = false;
+                    m_idle.notify_all();
+                }
+                return;
+            }
+            m_queued = false;
+            const std::size_t tag = m_job_tag;
+            lock.unlock();
+            complete(run_trim(), tag, true);
+            lock.lock();
+        }
+    }
+
     heap_trim_config m_cfg;
     trim_fn m_trim;
     rss_fn m_rss;
+    done_fn m_done;
+
+    mutable std::mutex m_mutex; // guards everything below but m_thread's start and join
+    std::condition_variable m_wake; // the trimmer's thread: a trim is queued, or stop
+    std::condition_variable m_idle; // wait(): the trimmer became idle
     duration m_interval;
     time_point m_next{};
-    bool m_started = false;
+    time_point m_job_at{};   // when the trim in flight was requested
+    std::size_t m_job_tag = 0;
+    bool m_job_grows = false;
+    bool m_started = false;  // a trim has begun before (the back-off is in force)
+    bool m_busy = false;     // a trim is queued or running, or its completion is being told
+    bool m_queued = false;   // a trim waits for the trimmer's thread
+    bool m_stop = false;
+    bool m_thread_failed = false;
     std::uint64_t m_trims = 0;
     std::uint64_t m_deferred = 0;
+    std::uint64_t m_coalesced = 0;
     std::uint64_t m_bytes = 0;
+    std::thread m_thread; // last: joined by the destructor before the rest goes
 };
 
 namespace detail {
@@ -492,11 +689,27 @@ class evictor {
 public:
     /// Validates `cfg`; throws `std::invalid_argument` naming the bad field.
     /// `trim` and `rss` replace `malloc_trim(0)` and the RSS reading (tests, other allocators).
+    /// The heap trims run on the heap trimmer's own thread, started on the first trim a step
+    /// requests (never with `heap.enabled` false or in dry run) and joined by the destructor.
     explicit evictor(evictor_config cfg = {}, heap_trimmer::trim_fn trim = {},
                      heap_trimmer::rss_fn rss = {})
-        : m_cfg{validate(std::move(cfg))}, m_heap{m_cfg.heap, std::move(trim), std::move(rss)} {
+        : m_cfg{validate(std::move(cfg))},
+          m_heap{m_cfg.heap, std::move(trim), std::move(rss),
+                 [this](const heap_trim_done& d) { heap_trim_completed(d); }} {
         m_heap_interval = m_heap.interval();
     }
+
+    evictor(const evictor&) = delete;
+    evictor& operator=(const evictor&) = delete;
+
+    /// Waits for a heap trim in flight, if any, and for its bytes to be counted; returns at
+    /// once when none is. For tests and orderly shutdowns; never needed for correctness.
+    /// Thread safety: any thread, also from inside a step's callbacks. Never throws.
+    void wait_for_heap_trim() noexcept { m_heap.wait(); }
+
+    /// True once the heap trimmer's thread has been started (by the first trim a step asked
+    /// for). Thread safety: any thread.
+    [[nodiscard]] bool heap_trimmer_started() const noexcept { return m_heap.thread_started(); }
 
     /// Adds a reclaimer; the evictor shares ownership. Reclaimers run in registration order
     /// within an action. `r->on_level` is told the current level (see `level()`, `normal`
@@ -730,8 +943,10 @@ public:
         s.steps = m_steps;
         s.heap_trims = m_heap_trims;
         s.heap_trims_deferred = m_heap_deferred;
+        s.heap_trims_coalesced = m_heap_coalesced;
         s.heap_trimmed_bytes = m_heap_bytes;
         s.heap_interval = m_heap_interval;
+        s.heap_trim_running = m_heap.busy(); // stats mutex → trimmer lock (a leaf)
         s.deferred_changes = m_deferred_changes;
         s.ignored_steps = m_ignored_steps;
         return s;
@@ -931,8 +1146,11 @@ private:
         }
         reclaim_result got;
         bool ran = false;
+        std::optional<heap_trim_request> trim;
         if (req.action == reclaim_action::trim_heap) {
-            got.bytes = m_heap.maybe_trim(req.now);
+            // Only asked for: the trim runs on the trimmer's thread and its bytes are counted
+            // when it completes (heap_trim_completed); this step frees 0 bytes by it.
+            trim = m_heap.request(req.now, li);
             ran = true;
         } else {
             for (auto& r : m_reclaimers) {
@@ -952,22 +1170,35 @@ private:
         ++rep.actions_run;
         c.bytes += got.bytes;
         c.items += got.items;
-        if (got.bytes == 0 && got.items == 0) ++c.empty;
         rep.freed += got.bytes;
         rep.items += got.items;
-        if (req.action == reclaim_action::trim_heap) {
-            m_heap_trims = m_heap.trims();
-            m_heap_deferred = m_heap.deferred();
-            m_heap_bytes = m_heap.bytes();
-            m_heap_interval = m_heap.interval();
+        if (trim) {
+            // A started trim is judged when it completes.
+            if (*trim != heap_trim_request::started) ++c.empty;
+            if (*trim == heap_trim_request::deferred) ++m_heap_deferred;
+            if (*trim == heap_trim_request::coalesced) ++m_heap_coalesced;
+        } else if (got.bytes == 0 && got.items == 0) {
+            ++c.empty;
         }
+    }
+
+    // A heap trim that a step requested completed: on the trimmer's thread (or inline when its
+    // thread could not start), with no evictor lock held but this leaf.
+    void heap_trim_completed(const heap_trim_done& d) noexcept {
+        std::lock_guard counters{m_stats_mutex};
+        action_counters& c = m_cells[std::min(d.tag, pressure_level_count - 1)]
+                                    [static_cast<std::size_t>(reclaim_action::trim_heap)];
+        c.bytes += d.bytes;
+        if (d.bytes == 0) ++c.empty;
+        ++m_heap_trims;
+        m_heap_bytes += d.bytes;
+        m_heap_interval = d.interval;
     }
 
     evictor_config m_cfg;
     mutable std::mutex m_mutex;       // the step mutex: serialises steps and on_level rounds
     mutable std::shared_mutex m_list; // the list: exclusive to change it, shared to visit it
     std::vector<std::shared_ptr<reclaimer>> m_reclaimers; // changed under both locks
-    heap_trimmer m_heap;                                  // under the step mutex
     std::atomic<pressure_level> m_level{pressure_level::normal}; // last told; written under m_mutex
     std::atomic<bool> m_dry_run{m_cfg.dry_run};
 
@@ -984,10 +1215,15 @@ private:
     std::array<std::uint64_t, pressure_level_count> m_steps{};
     std::uint64_t m_heap_trims = 0;
     std::uint64_t m_heap_deferred = 0;
+    std::uint64_t m_heap_coalesced = 0;
     std::uint64_t m_heap_bytes = 0;
     duration m_heap_interval{};
     std::uint64_t m_deferred_changes = 0;
     std::uint64_t m_ignored_steps = 0;
+
+    // Its own lock and thread; requested from steps. Last: its destructor joins the thread,
+    // whose completions write the counters above, before they go.
+    heap_trimmer m_heap;
 };
 
 MEMGOV_NAMESPACE_END

@@ -11,9 +11,12 @@
 ///   `poll(now)` called by the service's event loop.
 /// - **Estimate between samples.** estimate = working set at the last sample + what the ledger
 ///   moved since. A burst that passes through memgov is seen at once (`update_estimate`), not at
-///   the next sample; each sample recalibrates. The estimate keeps the highest calibration of
-///   the last `calibration_window` (1 s), so a sample that catches a tracked allocation half
-///   touched cannot pull it below the truth.
+///   the next sample; each sample recalibrates (calibration = working set − ledger total).
+///   A sample that catches a tracked allocation half touched calibrates low, so an earlier
+///   calibration of the last `calibration_window` (1 s) may lift the new one, but only by what
+///   the ledger rose since it (the bytes that can still be in flight). Memory given back
+///   (the working set falling more than the ledger) shows at the next sample: the estimate
+///   follows the kernel down within one sample and up at once.
 /// - **Thresholds scale with the limit.** The red line is 85% of limits up to 4 GiB and 92%
 ///   above (configurable). By default each level's thresholds are offsets from the red line:
 ///   elevated −15 points, high −7, critical at the red line, emergency +4.
@@ -106,12 +109,18 @@ struct pressure_monitor_config {
     /// How often the monitor's own thread re-evaluates the ledger estimate between samples
     /// (no system call). Zero: only at samples. Default 10 ms.
     duration estimate_period = std::chrono::milliseconds{10};
-    /// How long a calibration of the estimate is kept (with a ledger): the estimate is the
-    /// highest of those calibrated by the samples in this window (at most 64 samples). A sample
-    /// that lands while a tracked allocation is being touched sees only part of it, so it
-    /// calibrates low; the window keeps the earlier, better calibrations. Decreases in untracked
-    /// memory show up this much later: shorter than the default dwell times. Zero: only the
-    /// last sample. Default 1 s.
+    /// How long a calibration of the estimate is kept (with a ledger). A calibration is the
+    /// working set minus the ledger total at a sample. A sample that lands while a tracked
+    /// allocation is being touched sees only part of it, so it calibrates low. The rule: the
+    /// estimate's calibration is the highest over the samples in this window (at most 64) of
+    ///     min(that calibration, this sample's calibration + max(0, ledger now − ledger then)),
+    /// so an earlier calibration protects only against the bytes charged since it, which may
+    /// still be untouched, never against memory given back. A working set that falls more than
+    /// the ledger (trims, evictions, untracked frees) is the estimate at the next sample. The
+    /// limits of the rule: an untracked fall smaller than what the ledger rose since a kept
+    /// calibration is held for up to this window (the safe side); a release of tracked bytes
+    /// that takes the ledger below a calibration's total ends that calibration's protection
+    /// (the release may have been the untouched part). Zero: only the last sample. Default 1 s.
     duration calibration_window = std::chrono::seconds{1};
     /// The red line by limit size (85% up to 4 GiB, 92% above).
     red_line_rule red_line{};
@@ -402,7 +411,7 @@ public:
     /// The estimate now: the last sample's working set plus what the ledger moved since.
     /// Thread safety: any thread. Complexity: O(ledger threads); no system call.
     [[nodiscard]] std::uint64_t estimate_bytes() const noexcept {
-        // The highest calibration in the window (see `calibration_window`).
+        // The calibration in force (see `calibration_window`).
         const std::int64_t base = m_base.load(std::memory_order_acquire);
         const std::int64_t e = base + (m_ledger != nullptr ? m_ledger->total() : 0);
         return e > 0 ? static_cast<std::uint64_t>(e) : 0;
@@ -638,6 +647,13 @@ private:
         m_watch.open(path, trigger);
     }
 
+    // b − a for a < b, saturated at the int64 maximum.
+    static std::int64_t rise(std::int64_t a, std::int64_t b) noexcept {
+        const std::uint64_t d = static_cast<std::uint64_t>(b) - static_cast<std::uint64_t>(a);
+        constexpr auto top = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
+        return static_cast<std::int64_t>(std::min(d, top));
+    }
+
     static double ratio_of(std::uint64_t est, std::uint64_t limit) noexcept {
         if (limit == 0) return std::numeric_limits<double>::infinity();
         return static_cast<double>(est) / static_cast<double>(limit);
@@ -682,15 +698,21 @@ private:
         m_ledger_at_sample = ledger_now;
         const std::int64_t base = static_cast<std::int64_t>(s.working_set) - ledger_now;
         if (!comparable) m_calibrations_used = 0;
-        m_calibrations[m_calibration_next] = {base, now};
+        m_calibrations[m_calibration_next] = {base, ledger_now, now};
         m_calibration_next = (m_calibration_next + 1) % m_calibrations.size();
         if (m_calibrations_used < m_calibrations.size()) ++m_calibrations_used;
+        // The rule (see `calibration_window`): a sample can calibrate low only by the part of a
+        // tracked allocation not yet touched, and that part was charged since an earlier
+        // sample. So an earlier calibration may lift this one by at most what the ledger rose
+        // since it: never by memory that was given back (ledger down, working set down more,
+        // or working set down alone), which the kernel's figure shows at once.
         std::int64_t best = base;
         for (std::size_t i = 1; i < m_calibrations_used; ++i) {
             const auto& c = m_calibrations[(m_calibration_next + m_calibrations.size() - 1 - i) %
                                            m_calibrations.size()];
             if (now - c.at > m_cfg.calibration_window) break; // older ones are older still
-            best = std::max(best, c.base);
+            const std::int64_t in_flight = ledger_now > c.ledger ? rise(c.ledger, ledger_now) : 0;
+            best = std::max(best, std::min(c.base, detail::saturating_add(base, in_flight)));
         }
         m_base.store(best, std::memory_order_release);
         if (s.limit != m_limit || m_sample_count == 1) {
@@ -880,7 +902,8 @@ private:
     double m_growth = 0;
     bool m_force_sample = false;
     struct calibration {
-        std::int64_t base = 0; // working set − ledger total at a sample
+        std::int64_t base = 0;   // working set − ledger total at a sample
+        std::int64_t ledger = 0; // the ledger total at that sample
         time_point at{};
     };
     std::array<calibration, 64> m_calibrations{};
@@ -889,7 +912,7 @@ private:
 
     // Read without the lock.
     std::atomic<pressure_level> m_level{pressure_level::normal};
-    std::atomic<std::int64_t> m_base{0}; // max over the window of (working set − ledger total)
+    std::atomic<std::int64_t> m_base{0}; // the calibration in force (see calibration_window)
     std::atomic<std::uint64_t> m_rise_bytes{std::numeric_limits<std::uint64_t>::max()};
 
     std::shared_ptr<detail::pm_registry> m_registry;

@@ -192,8 +192,12 @@ inline void collect(metric_sink& sink, const evictor_stats& s) {
                         static_cast<double>(c.dry_runs));
         }
     }
-    sink.sample("heap_trims_total", "malloc_trim calls made", metric_type::counter, {},
-                static_cast<double>(s.heap_trims));
+    sink.sample("heap_trims_total", "Heap trims completed (on the heap trimmer's thread)",
+                metric_type::counter, {}, static_cast<double>(s.heap_trims));
+    sink.sample("heap_trims_coalesced_total", "Heap trims asked for while one was running",
+                metric_type::counter, {}, static_cast<double>(s.heap_trims_coalesced));
+    sink.sample("heap_trim_running", "1 while a heap trim runs", metric_type::gauge, {},
+                s.heap_trim_running ? 1.0 : 0.0);
     sink.sample("evictor_deferred_changes_total",
                 "Registrations, removals and level changes made from inside a step, applied after it",
                 metric_type::counter, {}, static_cast<double>(s.deferred_changes));

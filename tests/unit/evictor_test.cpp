@@ -2,10 +2,15 @@
 
 #include <catch2/catch.hpp>
 
+#include <atomic>
 #include <chrono>
+#include <latch>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 using namespace std::chrono_literals;
@@ -125,6 +130,12 @@ TEST_CASE("evictor: set_level tells every reclaimer each change once, down as we
     CHECK(later->levels == std::vector{pressure_level::elevated});
     STATIC_REQUIRE(noexcept(ev.set_level(pressure_level::normal)));
     STATIC_REQUIRE(noexcept(ev.stats()));
+    STATIC_REQUIRE(noexcept(ev.wait_for_heap_trim()));
+    STATIC_REQUIRE(noexcept(ev.heap_trimmer_started()));
+    STATIC_REQUIRE(std::is_nothrow_destructible_v<memgov::heap_trimmer>);
+    STATIC_REQUIRE(noexcept(std::declval<memgov::heap_trimmer&>().request(t0, 0)));
+    STATIC_REQUIRE(noexcept(std::declval<memgov::heap_trimmer&>().maybe_trim(t0)));
+    STATIC_REQUIRE(noexcept(std::declval<memgov::heap_trimmer&>().wait()));
 }
 
 TEST_CASE("evictor: elevated trims pools first and stops once enough is freed", "[evictor]") {
@@ -484,4 +495,154 @@ TEST_CASE("evictor: inside a visit registration changes apply when the visit end
     CHECK(seen->seen.size() == 1);
     CHECK(ev.remove(*b));
     CHECK(ev.reclaimers().empty());
+}
+
+TEST_CASE("evictor: a heap trim runs off the stepping thread and is counted when it completes",
+          "[evictor]") {
+    const auto stepper = std::this_thread::get_id();
+    std::atomic<int> on_stepper{0};
+    std::atomic<int> calls{0};
+    std::latch entered{1};
+    std::latch release{1};
+    std::atomic<std::size_t> rss{100 * mib};
+    memgov::evictor ev{{},
+                       [&] {
+                           if (std::this_thread::get_id() == stepper) {
+                               ++on_stepper; // the old, synchronous path: do not block
+                               return;
+                           }
+                           ++calls;
+                           entered.count_down();
+                           release.wait(); // a slow malloc_trim, until the test lets it go
+                           rss -= 5 * mib;
+                       },
+                       [&] { return rss.load(); }};
+    const auto rep = ev.step(view(pressure_level::elevated, 0.75, 0.65), t0);
+    REQUIRE(on_stepper == 0); // the step only asked for the trim
+    CHECK(rep.freed == 0);
+    entered.wait(); // the trim runs on the trimmer's thread, blocked
+    auto st = ev.stats();
+    CHECK(st.total(reclaim_action::trim_heap).runs == 1);
+    CHECK(st.total(reclaim_action::trim_heap).bytes == 0);
+    CHECK(st.heap_trims == 0);
+    CHECK(st.heap_trim_running);
+
+    // The back-off allows another trim, but one still runs: coalesced, counted, not queued.
+    const auto again = ev.step(view(pressure_level::elevated, 0.75, 0.65), t0 + 300ms);
+    CHECK(again.freed == 0);
+    st = ev.stats();
+    CHECK(st.heap_trims_coalesced == 1);
+    CHECK(st.heap_trims_deferred == 0);
+    CHECK(st.total(reclaim_action::trim_heap).runs == 2);
+
+    release.count_down();
+    ev.wait_for_heap_trim();
+    st = ev.stats();
+    CHECK(calls == 1);
+    CHECK(on_stepper == 0);
+    CHECK(st.heap_trims == 1);
+    CHECK(!st.heap_trim_running);
+    CHECK(st.heap_trimmed_bytes == 5 * mib);
+    CHECK(st.cells[memgov::to_index(pressure_level::elevated)]
+                  [static_cast<std::size_t>(reclaim_action::trim_heap)]
+                      .bytes == 5 * mib);
+    CHECK(st.total(reclaim_action::trim_heap).bytes == 5 * mib);
+    CHECK(st.heap_interval == 200ms);
+}
+
+TEST_CASE("evictor: the heap trim back-off uses the completed trim's result", "[evictor]") {
+    std::atomic<std::size_t> rss{100 * mib};
+    std::atomic<std::size_t> gives_back{0};
+    std::atomic<int> calls{0};
+    memgov::evictor ev{{},
+                       [&] {
+                           ++calls;
+                           rss -= gives_back.load();
+                       },
+                       [&] { return rss.load(); }};
+    const auto at = [&](memgov::duration d) {
+        (void)ev.step(view(pressure_level::elevated, 0.75, 0.65), t0 + d);
+        ev.wait_for_heap_trim();
+        return ev.stats();
+    };
+    auto st = at(0ms); // the first trim frees nothing: the interval stays at 200 ms
+    CHECK(st.heap_trims == 1);
+    CHECK(st.heap_interval == 200ms);
+    st = at(100ms); // too soon
+    CHECK(st.heap_trims_deferred == 1);
+    st = at(200ms); // frees nothing again: 400 ms from this request
+    CHECK(st.heap_trims == 2);
+    CHECK(st.heap_interval == 400ms);
+    st = at(500ms);
+    CHECK(st.heap_trims_deferred == 2);
+    gives_back = 5 * mib; // a useful trim resets the interval
+    st = at(600ms);
+    CHECK(st.heap_trims == 3);
+    CHECK(st.heap_trimmed_bytes == 5 * mib);
+    CHECK(st.heap_interval == 200ms);
+    st = at(700ms);
+    CHECK(st.heap_trims_deferred == 3);
+    st = at(800ms);
+    CHECK(st.heap_trims == 4);
+    CHECK(calls == 4);
+    CHECK(st.heap_trims_coalesced == 0);
+    CHECK(st.total(reclaim_action::trim_heap).runs == 7);
+    CHECK(st.heap_trimmed_bytes == 10 * mib);
+    // Runs that freed nothing: 3 deferred and the 2 trims that gave nothing back.
+    CHECK(st.total(reclaim_action::trim_heap).empty == 5);
+}
+
+TEST_CASE("evictor: no trimmer thread when heap trims are disabled or in dry run", "[evictor]") {
+    for (const bool dry : {false, true}) {
+        memgov::evictor_config c;
+        c.heap.enabled = dry; // disabled, or enabled but dry
+        c.dry_run = dry;
+        int calls = 0;
+        memgov::evictor ev{c, [&] { ++calls; }, [] { return std::size_t{0}; }};
+        (void)ev.step(view(pressure_level::elevated, 0.75, 0.65), t0);
+        ev.wait_for_heap_trim();
+        CHECK(calls == 0);
+        CHECK(!ev.heap_trimmer_started());
+        CHECK(ev.stats().heap_trims == 0);
+    }
+    auto ev = quiet_evictor();
+    CHECK(!ev.heap_trimmer_started()); // lazily: not before the first trim
+    (void)ev.step(view(pressure_level::elevated, 0.75, 0.65), t0);
+    CHECK(ev.heap_trimmer_started());
+}
+
+TEST_CASE("heap_trimmer: request is non-blocking; maybe_trim still trims on the caller's thread",
+          "[evictor]") {
+    std::latch release{1};
+    std::atomic<int> calls{0};
+    std::vector<std::pair<std::size_t, std::size_t>> done; // (bytes, tag), on the worker
+    std::mutex done_mutex;
+    memgov::heap_trimmer h{memgov::heap_trim_config{},
+                           [&] {
+                               ++calls;
+                               release.wait();
+                           },
+                           [] { return std::size_t{0}; },
+                           [&](const memgov::heap_trim_done& d) {
+                               std::lock_guard lock{done_mutex};
+                               done.emplace_back(d.bytes, d.tag);
+                           }};
+    CHECK(h.request(t0, 3) == memgov::heap_trim_request::started);
+    CHECK(h.request(t0 + 1s, 4) == memgov::heap_trim_request::coalesced);
+    CHECK(h.maybe_trim(t0 + 2s) == 0); // one runs: the synchronous path does not wait either
+    CHECK(h.coalesced() == 2);
+    release.count_down();
+    h.wait();
+    CHECK(calls == 1);
+    CHECK(h.trims() == 1);
+    {
+        std::lock_guard lock{done_mutex};
+        REQUIRE(done.size() == 1);
+        CHECK(done[0] == std::pair<std::size_t, std::size_t>{0, 3});
+    }
+    CHECK(h.request(t0 + 100ms, 5) == memgov::heap_trim_request::deferred);
+    (void)h.maybe_trim(t0 + 200ms); // synchronous: done when it returns
+    CHECK(calls == 2);
+    CHECK(h.trims() == 2);
+    CHECK(h.interval() == 400ms);
 }

@@ -345,22 +345,60 @@ TEST_CASE("pressure_monitor: a sample that catches an allocation half touched ke
     CHECK(m.estimate_bytes() == 100 * MiB);
 }
 
-TEST_CASE("pressure_monitor: untracked decreases show after the calibration window", "[pressure_monitor]") {
+TEST_CASE("pressure_monitor: after a reclaim of tracked bytes the next sample's estimate is the working set",
+          "[pressure_monitor]") {
     rig r;
-    r.usage(500 * MiB);
+    r.usage(600 * MiB);
+    r.ledger.charge(memgov::category::pool_in_use, 400 * MiB); // all of it resident already
     pressure_monitor<manual_clock> m{r.config(), &r.ledger, r.clock};
-    r.usage(100 * MiB); // freed outside the ledger
+    CHECK(m.estimate_bytes() == 600 * MiB);
+    r.clock.advance(100ms);
+    m.poll(r.clock.now()); // a second calibration at the high mark
+    // A reclaim gives 300 MiB of pooled buffers back; with them go 100 MiB the ledger never
+    // counted (their owners' untracked state, heap the allocator returned on the way).
+    r.ledger.release(memgov::category::pool_in_use, 300 * MiB);
+    CHECK(m.estimate_bytes() == 300 * MiB); // the ledger's fall is seen at once
+    r.usage(200 * MiB);
     r.clock.advance(100ms);
     m.poll(r.clock.now());
-    CHECK(m.estimate_bytes() == 500 * MiB); // the safe side, for at most the window
-    r.usage(600 * MiB); // untracked growth is seen at once
+    CHECK(m.estimate_bytes() == 200 * MiB); // the kernel's figure, within one sample
+    // And the ledger's moves since that sample, both ways.
+    r.ledger.charge(memgov::category::pool_in_use, 5 * MiB);
+    CHECK(m.estimate_bytes() == 205 * MiB);
+    r.ledger.release(memgov::category::pool_in_use, 10 * MiB);
+    CHECK(m.estimate_bytes() == 195 * MiB);
+}
+
+TEST_CASE("pressure_monitor: untracked memory given back shows at the next sample", "[pressure_monitor]") {
+    rig r;
+    r.usage(500 * MiB);
+    r.ledger.charge(memgov::category::pool_idle, 50 * MiB);
+    pressure_monitor<manual_clock> m{r.config(), &r.ledger, r.clock};
+    r.usage(100 * MiB); // a heap trim: the kernel's usage falls, the ledger does not move
+    r.clock.advance(100ms);
+    m.poll(r.clock.now());
+    CHECK(m.estimate_bytes() == 100 * MiB); // not 500 for the calibration window
+    r.usage(600 * MiB); // untracked growth is seen at once too
     r.clock.advance(100ms);
     m.poll(r.clock.now());
     CHECK(m.estimate_bytes() == 600 * MiB);
     r.usage(100 * MiB);
-    r.clock.advance(1100ms);
+    r.clock.advance(100ms);
     m.poll(r.clock.now());
     CHECK(m.estimate_bytes() == 100 * MiB);
+
+    // The level follows it down after the dwell, not after the calibration window too.
+    r.percent(80); // high
+    r.clock.advance(100ms);
+    m.poll(r.clock.now());
+    REQUIRE(m.level() == pressure_level::high);
+    r.percent(50);
+    r.clock.advance(100ms);
+    m.poll(r.clock.now());
+    CHECK(m.estimate_bytes() == static_cast<std::uint64_t>(0.5 * static_cast<double>(GiB)));
+    r.clock.advance(2s); // the high level's dwell, from when it was entered
+    m.poll(r.clock.now());
+    CHECK(m.level() == pressure_level::normal);
 
     pressure_monitor_config c = r.config();
     c.calibration_window = 0s; // only the last sample
@@ -372,6 +410,71 @@ TEST_CASE("pressure_monitor: untracked decreases show after the calibration wind
     r.clock.advance(100ms);
     last.poll(r.clock.now());
     CHECK(last.estimate_bytes() == 100 * MiB);
+}
+
+TEST_CASE("pressure_monitor: a tracked burst after a reclaim raises the estimate and the level at once",
+          "[pressure_monitor]") {
+    rig r;
+    r.usage(600 * MiB);
+    pressure_monitor<manual_clock> m{r.config(), &r.ledger, r.clock};
+    r.usage(200 * MiB); // reclaimed (untracked)
+    r.clock.advance(100ms);
+    m.poll(r.clock.now());
+    REQUIRE(m.estimate_bytes() == 200 * MiB);
+    // 650 MiB charged between samples: 850 MiB = 83%, high, before any sample.
+    r.ledger.charge(memgov::category::pool_in_use, 650 * MiB);
+    CHECK(m.estimate_bytes() == 850 * MiB);
+    CHECK(m.update_estimate(r.clock.now()) == pressure_level::high);
+    CHECK(m.snapshot().sample_count == 2);
+}
+
+TEST_CASE("pressure_monitor: a sample mid-touch does not pull the estimate under what the ledger implies",
+          "[pressure_monitor]") {
+    rig r;
+    r.usage(300 * MiB);
+    pressure_monitor<manual_clock> m{r.config(), &r.ledger, r.clock};
+    r.ledger.charge(memgov::category::pool_in_use, 400 * MiB); // charged before it is touched
+    CHECK(m.estimate_bytes() == 700 * MiB);
+    r.usage(350 * MiB); // the sample sees 50 of the 400 MiB resident so far
+    r.clock.advance(100ms);
+    m.poll(r.clock.now());
+    CHECK(m.estimate_bytes() == 700 * MiB); // not 350
+    // Mid-touch again, while 10 MiB of untracked memory went back (page-cache noise). A fall
+    // smaller than what the ledger rose since an earlier sample cannot be told from the
+    // untouched part: it is held for the window, the safe side.
+    r.usage(540 * MiB); // 250 of 400 touched, 10 MiB untracked freed
+    r.clock.advance(100ms);
+    m.poll(r.clock.now());
+    CHECK(m.estimate_bytes() == 700 * MiB);
+    r.usage(690 * MiB); // fully touched
+    r.clock.advance(100ms);
+    m.poll(r.clock.now());
+    CHECK(m.estimate_bytes() == 700 * MiB);
+    // Past the window the calibration from before the charge carries no weight.
+    r.clock.advance(1100ms);
+    m.poll(r.clock.now());
+    CHECK(m.estimate_bytes() == 690 * MiB);
+    // Untouched memory charged before that sample is not protected by a window that has
+    // moved on: only what the ledger rose since a kept calibration is.
+    r.ledger.charge(memgov::category::pool_in_use, 100 * MiB);
+    r.clock.advance(100ms);
+    m.poll(r.clock.now()); // none of it touched yet
+    CHECK(m.estimate_bytes() == 790 * MiB);
+    // Half of it touched, and 40 MiB released (touched bytes given back): the ledger is still
+    // 60 MiB above that calibration, so up to 60 MiB may still be in flight and are kept.
+    r.ledger.release(memgov::category::pool_in_use, 40 * MiB);
+    r.usage(700 * MiB); // 690 + 50 touched − 40 given back
+    r.clock.advance(100ms);
+    m.poll(r.clock.now());
+    CHECK(m.estimate_bytes() == 750 * MiB); // 700 resident + 50 still untouched
+    // A release larger than everything charged since: the ledger is below every kept
+    // calibration, so none of them is trusted over the kernel's figure (what was released may
+    // have been the untouched part); the rest of the charge shows as it is touched.
+    r.ledger.release(memgov::category::pool_in_use, 200 * MiB);
+    r.usage(500 * MiB);
+    r.clock.advance(100ms);
+    m.poll(r.clock.now());
+    CHECK(m.estimate_bytes() == 500 * MiB);
 }
 
 TEST_CASE("pressure_monitor: growth toward the limit raises the level early", "[pressure_monitor]") {
