@@ -4,10 +4,15 @@
 /// \file
 /// The governor: one small facade over the ledger, the pressure monitor and the graded evictor.
 ///
-/// - `admit(cost, kind)` at ingress: one atomic load and a compare on the fast path. New
-///   sessions are refused from `admission_config::close_sessions_at` (critical, the red line),
-///   all new work from `refuse_all_at` (emergency), and any admission whose cost would pass the
-///   ceiling (`ceiling_ratio` of the limit) is refused for lack of headroom.
+/// - `admit_session(declared)` at ingress: a `session_budget` (see `session_budget.hpp`) that
+///   reserves the declared cost from the admission headroom (lock-free, one CAS loop), so a
+///   burst between two polls cannot pass the ceiling; the session's work then goes through
+///   `budget.admit(bytes)`: graded refusal by quota, weight and level, no lock.
+/// - `admit(cost, kind)` for callers without budgets: one atomic load and a compare on the
+///   fast path. New sessions are refused from `admission_config::close_sessions_at`
+///   (critical, the red line), all new work from `refuse_all_at` (emergency), and any
+///   admission whose cost would pass the ceiling (`ceiling_ratio` of the limit) is refused
+///   for lack of headroom (as the last poll saw it, reservations included).
 /// - `poll(now)` from the service's event loop, or `start()`/`stop()` for a thread of its own:
 ///   polls the monitor, updates the admission gates, tells the evictor the level (so every
 ///   reclaimer hears every change, down as well as up, at the poll that sees it) and steps
@@ -41,6 +46,7 @@
 #include <memgov/pressure_level.hpp>
 #include <memgov/pressure_monitor.hpp>
 #include <memgov/prometheus.hpp>
+#include <memgov/session_budget.hpp>
 
 #include <algorithm>
 #include <array>
@@ -64,61 +70,6 @@
 
 MEMGOV_NAMESPACE_BEGIN
 
-/// What is being admitted.
-enum class admit_kind : std::uint8_t {
-    session = 0, ///< A new session (connection, stream): refused from the red line on.
-    work = 1     ///< New work for an existing session (a message, bytes): refused at emergency.
-};
-/// Number of admission kinds.
-inline constexpr std::size_t admit_kind_count = 2;
-
-/// The outcome of an admission.
-enum class admit_reason : std::uint8_t {
-    admitted = 0,        ///< Go ahead.
-    sessions_closed = 1, ///< New sessions are closed (critical or above).
-    all_closed = 2,      ///< All new work is refused (emergency).
-    no_headroom = 3      ///< The cost would pass the ceiling.
-};
-/// Number of admission reasons, `admitted` included.
-inline constexpr std::size_t admit_reason_count = 4;
-
-/// Names ("session", "work"; "admitted", "sessions_closed", ...). Thread safety: pure.
-[[nodiscard]] constexpr std::string_view to_string(admit_kind k) noexcept {
-    return k == admit_kind::session ? "session" : "work";
-}
-/// See `to_string(admit_kind)`.
-[[nodiscard]] constexpr std::string_view to_string(admit_reason r) noexcept {
-    switch (r) {
-    case admit_reason::admitted: return "admitted";
-    case admit_reason::sessions_closed: return "sessions_closed";
-    case admit_reason::all_closed: return "all_closed";
-    case admit_reason::no_headroom: return "no_headroom";
-    }
-    return "unknown";
-}
-
-/// The answer of `governor::admit`: true when admitted, else the reason.
-struct admission {
-    admit_reason reason = admit_reason::admitted;
-    /// True when admitted.
-    [[nodiscard]] explicit operator bool() const noexcept {
-        return reason == admit_reason::admitted;
-    }
-};
-
-/// Admission control at ingress.
-struct admission_config {
-    /// False: everything is admitted (refusals are neither made nor counted).
-    bool enabled = true;
-    /// New sessions are refused from this level on (default: critical, the red line).
-    pressure_level close_sessions_at = pressure_level::critical;
-    /// All new work is refused from this level on (default: emergency).
-    pressure_level refuse_all_at = pressure_level::emergency;
-    /// An admission whose cost would take the estimate past this share of the limit is refused
-    /// (no_headroom). Default 0.95: the last 5% are for what does not go through memgov.
-    double ceiling_ratio = 0.95;
-};
-
 /// Configuration of a `governor`. Validated once by the constructor.
 struct governor_config {
     /// The pressure monitor (limit discovery, thresholds, sampling period, forecast).
@@ -137,31 +88,6 @@ struct governor_config {
     /// Dry run: the evictor counts instead of acting, and admission counts would-be refusals
     /// but admits.
     bool dry_run = false;
-};
-
-/// Admission counters.
-struct admission_stats {
-    /// Admitted, by kind.
-    std::array<std::uint64_t, admit_kind_count> admitted{};
-    /// Refused, by kind and reason (index by `admit_reason`; `admitted` stays 0).
-    std::array<std::array<std::uint64_t, admit_reason_count>, admit_kind_count> refused{};
-    /// Would-be refusals counted in dry run, by kind and reason.
-    std::array<std::array<std::uint64_t, admit_reason_count>, admit_kind_count> dry_refused{};
-    /// Times the session gate closed and reopened.
-    std::uint64_t session_gate_closes = 0;
-    std::uint64_t session_gate_opens = 0;
-    /// Whether new sessions and new work are admitted now (cost aside).
-    bool sessions_open = true;
-    bool work_open = true;
-
-    /// All refusals.
-    [[nodiscard]] std::uint64_t total_refused() const noexcept {
-        std::uint64_t t = 0;
-        for (const auto& k : refused) {
-            for (auto n : k) t += n;
-        }
-        return t;
-    }
 };
 
 /// One reclaimer as seen in the stats.
@@ -230,9 +156,8 @@ public:
                       heap_trimmer::trim_fn trim = {}, heap_trimmer::rss_fn rss = {})
         : m_cfg{validate(std::move(cfg))}, m_clock{std::move(clock)},
           m_monitor{m_cfg.monitor, &m_ledger, m_clock},
-          m_evictor{with_dry_run(m_cfg.evictor, m_cfg.dry_run), std::move(trim), std::move(rss)} {
-        m_counts_session = m_counts.define("admitted_session");
-        m_counts_work = m_counts.define("admitted_work");
+          m_evictor{with_dry_run(m_cfg.evictor, m_cfg.dry_run), std::move(trim), std::move(rss)},
+          m_admission{std::make_shared<detail::admission_state>(m_cfg.admission, m_cfg.dry_run)} {
         const auto s = m_monitor.snapshot();
         update_gates(s.level, s.estimate_bytes, s.limit_bytes);
         m_evictor.set_level(s.level); // what a reclaimer registered before the first poll hears
@@ -272,11 +197,32 @@ public:
         const auto c = static_cast<std::int64_t>(
             std::min<std::size_t>(cost, static_cast<std::size_t>(std::numeric_limits<std::int64_t>::max())));
         if (MEMGOV_LIKELY(c <= allow)) {
-            m_counts.charge(kind == admit_kind::session ? m_counts_session : m_counts_work, 1);
+            m_admission->count_admitted(k, c);
             return {};
         }
         return refuse(k, c);
     }
+
+    /// Admits a new session declaring `declared_bytes` (what it expects to hold soon: its
+    /// first frames, its window). Refused, in order: when new sessions are closed
+    /// (`sessions_closed` from `close_sessions_at`, `all_closed` from `refuse_all_at`); when
+    /// `declared_bytes` exceeds the session quota at this level (`over_quota`); when the
+    /// declared cost does not fit in the admission headroom (`no_headroom`). Admitted, the
+    /// declared cost is reserved from the headroom at once, so admissions between two polls
+    /// see each other; the reservation is consumed as the session charges and what is left
+    /// returns when the budget dies. The answer is a budget: empty (false) when refused, with
+    /// `refusal()` saying why. Disabled admission admits everything and reserves nothing; dry
+    /// run counts would-be refusals and admits (reserving anyway).
+    /// Thread safety: any thread; lock-free (a CAS loop on one atomic). Never throws.
+    /// Complexity: O(1) plus CAS retries under contention; no allocation or system call.
+    [[nodiscard]] session_budget admit_session(std::size_t declared_bytes) noexcept {
+        return detail::admit_session(m_admission, declared_bytes);
+    }
+
+    /// What session admissions may still reserve before the next poll: the ceiling minus the
+    /// estimate the last poll saw minus outstanding reservations (negative past the ceiling;
+    /// 2^60 when the limit is unknown). Thread safety: any thread. Complexity: O(1).
+    [[nodiscard]] std::int64_t admission_headroom() const noexcept { return m_admission->headroom(); }
 
     /// Adds a reclaimer for the evictor (it shares ownership). `r->on_level` is told at once
     /// the level the last poll (or the constructor) saw, `normal` included. From inside a
@@ -468,17 +414,38 @@ public:
             const auto kind = to_string(static_cast<admit_kind>(k));
             sink.sample("admissions_total", "Admissions granted, by kind", metric_type::counter,
                         {{"kind", kind}}, static_cast<double>(s.admission.admitted[k]));
+            sink.sample("admitted_bytes_total",
+                        "Bytes admitted, by kind (sessions: declared cost; work: its bytes)",
+                        metric_type::counter, {{"kind", kind}},
+                        static_cast<double>(s.admission.admitted_bytes[k]));
             for (std::size_t r = 1; r < admit_reason_count; ++r) {
                 const auto reason = to_string(static_cast<admit_reason>(r));
                 sink.sample("rejections_total", "Admissions refused, by kind and reason",
                             metric_type::counter, {{"kind", kind}, {"reason", reason}},
                             static_cast<double>(s.admission.refused[k][r]));
+                sink.sample("rejected_bytes_total", "Bytes refused, by kind and reason",
+                            metric_type::counter, {{"kind", kind}, {"reason", reason}},
+                            static_cast<double>(s.admission.refused_bytes[k][r]));
                 sink.sample("dry_run_rejections_total",
                             "Admissions that would have been refused (dry run)",
                             metric_type::counter, {{"kind", kind}, {"reason", reason}},
                             static_cast<double>(s.admission.dry_refused[k][r]));
+                sink.sample("dry_run_rejected_bytes_total",
+                            "Bytes that would have been refused (dry run)",
+                            metric_type::counter, {{"kind", kind}, {"reason", reason}},
+                            static_cast<double>(s.admission.dry_refused_bytes[k][r]));
             }
         }
+        g("session_budgets", "Live session budgets", static_cast<double>(s.admission.sessions));
+        g("admission_reserved_bytes", "Declared session bytes reserved and not yet charged",
+          static_cast<double>(s.admission.reserved_bytes));
+        g("admission_headroom_bytes",
+          "What session admissions may still reserve before the next poll (negative: past the ceiling)",
+          static_cast<double>(s.admission.headroom_bytes));
+        g("session_quota_bytes", "A session's quota at the current level",
+          static_cast<double>(s.admission.session_quota_bytes));
+        g("session_heavy_bytes", "Held bytes above which a session is heavy at the current level",
+          static_cast<double>(s.admission.heavy_bytes));
         g("sessions_admission_open", "1 while new sessions are admitted",
           s.admission.sessions_open ? 1.0 : 0.0);
         g("work_admission_open", "1 while new work is admitted", s.admission.work_open ? 1.0 : 0.0);
@@ -503,23 +470,7 @@ private:
     };
 
     static governor_config validate(governor_config c) {
-        const auto& a = c.admission;
-        if (!(a.ceiling_ratio > 0.0 && a.ceiling_ratio <= 1.0)) {
-            throw std::invalid_argument{
-                "memgov::admission_config::ceiling_ratio: must be in (0, 1]"};
-        }
-        if (a.close_sessions_at > pressure_level::emergency) {
-            throw std::invalid_argument{
-                "memgov::admission_config::close_sessions_at: must be a level (normal .. emergency)"};
-        }
-        if (a.refuse_all_at > pressure_level::emergency) {
-            throw std::invalid_argument{
-                "memgov::admission_config::refuse_all_at: must be a level (normal .. emergency)"};
-        }
-        if (a.refuse_all_at < a.close_sessions_at) {
-            throw std::invalid_argument{
-                "memgov::admission_config::refuse_all_at: must not be below close_sessions_at"};
-        }
+        detail::validate(c.admission);
         if (c.poll_period <= duration::zero() || c.poll_period > longest_period) {
             throw std::invalid_argument{
                 "memgov::governor_config::poll_period: must be in (0, longest_period]"};
@@ -550,28 +501,21 @@ private:
         if (reason == admit_reason::admitted) {
             // The gate opened between the two loads; recheck against the current allowance.
             if (cost <= m_allow[k].load(std::memory_order_relaxed)) {
-                m_counts.charge(k == 0 ? m_counts_session : m_counts_work, 1);
+                m_admission->count_admitted(k, cost);
                 return {};
             }
             reason = admit_reason::no_headroom;
         }
-        const auto r = static_cast<std::size_t>(reason);
-        if (m_cfg.dry_run) {
-            m_dry_refused[k][r].fetch_add(1, std::memory_order_relaxed);
-            m_counts.charge(k == 0 ? m_counts_session : m_counts_work, 1);
-            return {};
-        }
-        m_refused[k][r].fetch_add(1, std::memory_order_relaxed);
-        return {reason};
+        return m_admission->refuse(k, reason, cost);
     }
 
     void update_gates(pressure_level lvl, std::uint64_t est, std::uint64_t limit) noexcept {
         std::lock_guard lock{m_gate_mutex};
         const auto& a = m_cfg.admission;
+        m_admission->update(lvl, est, limit);
+        // `admit` without a budget compares with the headroom as of now, reservations included.
         std::int64_t headroom = std::numeric_limits<std::int64_t>::max();
-        if (limit > 0) {
-            headroom = detail::scaled_bytes(a.ceiling_ratio, limit) - detail::clamp_i64(est);
-        }
+        if (limit > 0) headroom = m_admission->headroom();
         for (std::size_t k = 0; k < admit_kind_count; ++k) {
             admit_reason reason = admit_reason::admitted;
             if (a.enabled) {
@@ -614,14 +558,7 @@ private:
 
     admission_stats admission_counts() const noexcept {
         admission_stats a;
-        a.admitted[0] = static_cast<std::uint64_t>(std::max<std::int64_t>(0, m_counts.bytes(m_counts_session)));
-        a.admitted[1] = static_cast<std::uint64_t>(std::max<std::int64_t>(0, m_counts.bytes(m_counts_work)));
-        for (std::size_t k = 0; k < admit_kind_count; ++k) {
-            for (std::size_t r = 0; r < admit_reason_count; ++r) {
-                a.refused[k][r] = m_refused[k][r].load(std::memory_order_relaxed);
-                a.dry_refused[k][r] = m_dry_refused[k][r].load(std::memory_order_relaxed);
-            }
-        }
+        m_admission->fill(a);
         a.session_gate_closes = m_gate_closes.load(std::memory_order_relaxed);
         a.session_gate_opens = m_gate_opens.load(std::memory_order_relaxed);
         a.sessions_open = m_sessions_open_atomic.load(std::memory_order_relaxed);
@@ -672,11 +609,8 @@ private:
     // Admission: read by every admit, written under m_gate_mutex.
     alignas(cache_line_size) std::array<std::atomic<std::int64_t>, admit_kind_count> m_allow{};
     std::array<std::atomic<std::uint8_t>, admit_kind_count> m_reason{};
-    alignas(cache_line_size) mutable memgov::ledger m_counts; // thread-owned admit counters
-    category m_counts_session{};
-    category m_counts_work{};
-    std::array<std::array<std::atomic<std::uint64_t>, admit_reason_count>, admit_kind_count> m_refused{};
-    std::array<std::array<std::atomic<std::uint64_t>, admit_reason_count>, admit_kind_count> m_dry_refused{};
+    // Shared with every session_budget: headroom and reservations, quota, counters.
+    std::shared_ptr<detail::admission_state> m_admission;
     std::mutex m_gate_mutex;
     bool m_sessions_open = true; // under m_gate_mutex
     std::atomic<bool> m_sessions_open_atomic{true};

@@ -18,5 +18,6 @@
 #include <memgov/metrics.hpp>
 #include <memgov/evictor.hpp>
 #include <memgov/reclaimers.hpp>
+#include <memgov/session_budget.hpp>
 #include <memgov/governor.hpp>
 #include <memgov/prometheus.hpp>
