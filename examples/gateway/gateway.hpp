@@ -15,6 +15,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -33,7 +34,15 @@ struct gateway_config {
     std::chrono::milliseconds idle_timeout{30000};     ///< No traffic (pings go at half of it).
     std::size_t window_chunk_bytes = 4096;       ///< sliding_window chunk size (a pool class).
     std::size_t window_cap_bytes = 256 * 1024;   ///< sliding_window hard cap per session.
-    std::size_t session_cost_bytes = 64 * 1024;  ///< What admitting a new session reserves.
+    /// What a session declares at `start` (`governor::admit_session`: reserved from the
+    /// admission headroom, refused over_quota above the quota). 0: automatic, two `chunk_period`s
+    /// of pcm16 audio at the start's sample rate (the window filling while the previous chunk
+    /// is in flight), at most `window_cap_bytes`.
+    std::size_t session_cost_bytes = 0;
+    /// `admission_config::session_quota_bytes`: a session's quota at normal (still capped by
+    /// `session_quota_limit_share` of the limit and scaled down with the level). Unset: memgov's
+    /// default (30 MiB).
+    std::optional<std::size_t> session_quota_bytes{};
     bool governor_on = true;                     ///< false: the governor runs in dry run.
     std::optional<std::uint64_t> memory_limit{}; ///< Overrides the cgroup limit (bytes).
     std::chrono::seconds session_idle_ttl{120};  ///< session_map idle TTL (backstop).
@@ -52,6 +61,21 @@ struct gateway_stats {
     std::uint64_t sessions_ended = 0;      ///< Ended by an `end` message.
     std::uint64_t frames = 0;              ///< Audio frames appended.
     std::uint64_t frame_bytes = 0;
+    /// Every audio frame the gateway read on a started session (appended, refused, lost after
+    /// eviction or out of memory, discarded after close). After shutdown:
+    /// received_bytes == kafka.delivered_bytes + Σ kafka.losses[*].bytes.
+    std::uint64_t received_frames = 0;
+    std::uint64_t received_bytes = 0;
+    /// Frames refused by their session's budget, by `admit_reason` name (over_quota, heavy,
+    /// paced); also counted as the losses `refused_work:<reason>` (bytes, frames).
+    std::map<std::string, loss_count> refused_work;
+    std::uint64_t refusal_notices = 0;           ///< `refused` notices sent to clients.
+    std::uint64_t refusal_notices_suppressed = 0; ///< Not sent: the client's queue was full.
+    /// Session budgets: bytes charged (admitted frames), and released by cause. After shutdown
+    /// charged == released_window + released_not_appended + kafka.budget_released_bytes.
+    std::uint64_t budget_charged_bytes = 0;
+    std::uint64_t budget_released_window_bytes = 0;       ///< Dropped by the window cap.
+    std::uint64_t budget_released_not_appended_bytes = 0; ///< After eviction, out of memory.
     std::uint64_t refused_sessions = 0;    ///< Closed 1013 at admission.
     std::uint64_t evicted_sessions = 0;    ///< Closed 4001.
     std::uint64_t closes_sent[6] = {};     ///< 1000, 1001, 1007, 1008, 1009, 1013 (see close_index).

@@ -12,10 +12,12 @@ namespace gateway {
 namespace {
 
 // What rides with a message until its delivery report: the chunk itself (so the buffer stays
-// alive and unmoved while librdkafka points into it) and its size for the counters.
+// alive and unmoved while librdkafka points into it), its size for the counters, and the
+// session's budget, charged with those bytes until the report (kept alive by this reference).
 struct in_flight {
     memgov::window_chunk chunk;
     std::size_t bytes = 0;
+    std::shared_ptr<memgov::session_budget> budget;
 };
 
 void set(rd_kafka_conf_t* conf, const char* key, const std::string& value) {
@@ -39,6 +41,7 @@ struct kafka_producer::impl {
     std::atomic<std::uint64_t> produced_messages{0}, produced_bytes{0};
     std::atomic<std::uint64_t> delivered_messages{0}, delivered_bytes{0};
     std::atomic<std::uint64_t> inflight{0};
+    std::atomic<std::uint64_t> budget_released{0};
     mutable std::mutex loss_mutex;
     std::map<std::string, loss_count, std::less<>> losses;
 
@@ -48,6 +51,13 @@ struct kafka_producer::impl {
         if (it == losses.end()) it = losses.emplace(std::string{reason}, loss_count{}).first;
         it->second.messages += messages;
         it->second.bytes += bytes;
+    }
+
+    // The chunk's bytes leave the session: its budget gets them back (any thread may release).
+    void release(const std::shared_ptr<memgov::session_budget>& b, std::size_t bytes) noexcept {
+        if (b == nullptr) return;
+        b->release(bytes);
+        budget_released.fetch_add(bytes, std::memory_order_relaxed);
     }
 
     static void on_delivery(rd_kafka_t*, const rd_kafka_message_t* msg, void* opaque) {
@@ -66,8 +76,9 @@ struct kafka_producer::impl {
             self->cfg.ledger->release(memgov::category::kafka_inflight,
                                       static_cast<std::int64_t>(f->bytes));
         }
+        self->release(f->budget, f->bytes);
         self->inflight.fetch_sub(1, std::memory_order_relaxed);
-        delete f; // gives the buffer back to its pool
+        delete f; // gives the buffer back to its pool (and may end the session's budget)
     }
 };
 
@@ -135,13 +146,15 @@ const std::string& kafka_producer::topic() const noexcept { return m->cfg.topic;
 void* kafka_producer::mock_cluster() const noexcept { return m->mc; }
 
 bool kafka_producer::produce(std::string_view key, memgov::window_chunk&& chunk,
-                             std::uint64_t seq, std::uint64_t offset) noexcept {
+                             std::uint64_t seq, std::uint64_t offset,
+                             std::shared_ptr<memgov::session_budget> budget) noexcept {
     const std::size_t n = chunk.size();
     in_flight* f = nullptr;
     rd_kafka_headers_t* h = nullptr;
     try {
-        f = new in_flight{std::move(chunk), n};
+        f = new in_flight{std::move(chunk), n, std::move(budget)};
     } catch (...) {
+        m->release(budget, n); // the allocation failed before anything was moved
         try { m->loss("produce:out_of_memory", n, 1); } catch (...) {}
         return false;
     }
@@ -168,6 +181,7 @@ bool kafka_producer::produce(std::string_view key, memgov::window_chunk&& chunk,
         if (m->cfg.ledger != nullptr) {
             m->cfg.ledger->release(memgov::category::kafka_inflight, static_cast<std::int64_t>(n));
         }
+        m->release(f->budget, n);
         delete f;
         try { m->loss(std::string{"produce:"} + rd_kafka_err2name(err), n, 1); } catch (...) {}
         return false;
@@ -201,6 +215,7 @@ producer_stats kafka_producer::stats() const {
     s.delivered_messages = m->delivered_messages.load();
     s.delivered_bytes = m->delivered_bytes.load();
     s.inflight_messages = m->inflight.load();
+    s.budget_released_bytes = m->budget_released.load();
     std::lock_guard lock{m->loss_mutex};
     for (const auto& [k, v] : m->losses) s.losses.emplace(k, v);
     return s;

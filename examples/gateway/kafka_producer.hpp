@@ -8,6 +8,7 @@
 /// `kcat` can read it). No Beast in here.
 
 #include <memgov/ledger.hpp>
+#include <memgov/session_budget.hpp>
 #include <memgov/sliding_window.hpp>
 
 #include <atomic>
@@ -48,6 +49,9 @@ struct producer_stats {
     std::uint64_t delivered_messages = 0; ///< Acknowledged by the cluster.
     std::uint64_t delivered_bytes = 0;
     std::uint64_t inflight_messages = 0;  ///< Produced, no delivery report yet.
+    /// Bytes given back to session budgets: by delivery reports (delivered or failed) and by
+    /// produces that failed. Each chunk's bytes are released exactly once.
+    std::uint64_t budget_released_bytes = 0;
     /// Every loss by reason: "produce:<err>" (refused by produce, e.g. produce:_QUEUE_FULL),
     /// "delivery:<err>" (failed delivery report, e.g. delivery:_MSG_TIMED_OUT,
     /// delivery:_PURGE_QUEUE at shutdown), and what the gateway counts itself
@@ -76,8 +80,15 @@ public:
     /// the session's stream). The delivery report destroys the chunk, giving the buffer back
     /// to its pool. Never blocks: a full queue is a counted loss (the chunk is released at
     /// once). Returns whether librdkafka accepted it.
+    ///
+    /// `budget` (may be null): the session's budget, charged with the chunk's bytes. They stay
+    /// charged while the chunk is in flight and are released (`session_budget::release`, which
+    /// may be called from any thread) when the chunk dies: in its delivery report, delivered or
+    /// not (librdkafka's poll thread, or the thread in `flush`), or here when the produce fails.
+    /// The message keeps the budget alive until then.
     bool produce(std::string_view key, memgov::window_chunk&& chunk, std::uint64_t seq,
-                 std::uint64_t offset) noexcept;
+                 std::uint64_t offset,
+                 std::shared_ptr<memgov::session_budget> budget = {}) noexcept;
 
     /// Counts a loss that happened before the producer (in the gateway).
     void count_loss(std::string_view reason, std::uint64_t bytes, std::uint64_t messages = 1);

@@ -65,8 +65,22 @@ int main(int argc, char** argv) {
         ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 20));
     app.add_option("--window-cap-bytes", cfg.window_cap_bytes, "sliding_window cap per session")
         ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 30));
-    app.add_option("--session-cost-bytes", cfg.session_cost_bytes, "Bytes admission reserves per new session")
+    app.add_option("--session-cost-bytes", cfg.session_cost_bytes,
+                   "Bytes a session declares at start (reserved from the admission headroom); "
+                   "0: two chunk periods of pcm16 audio at its sample rate, at most --window-cap-bytes")
         ->check(CLI::Range(std::size_t{0}, std::size_t{1} << 30));
+    std::string session_quota;
+    app.add_option("--session-quota-bytes", session_quota,
+                   "A session's budget quota at normal (bytes, or with K/M/G/T); memgov caps it at 1/8 "
+                   "of the limit and shrinks it with the level; default: memgov's (30M)")
+        ->check([](const std::string& s) {
+            try {
+                (void)parse_bytes(s);
+                return std::string{};
+            } catch (...) {
+                return std::string{"must be a positive byte count, optionally with K/M/G/T"};
+            }
+        });
     app.add_option("--handshake-timeout-ms", handshake_ms, "WebSocket handshake and HTTP read timeout")
         ->check(CLI::Range(1, 600000));
     app.add_option("--idle-timeout-s", idle_s, "Close a stream after this long without traffic")
@@ -111,6 +125,7 @@ int main(int argc, char** argv) {
     cfg.session_idle_ttl = std::chrono::seconds{session_idle_s};
     cfg.session_max_age = std::chrono::seconds{session_max_age_s};
     if (!memory_limit.empty()) cfg.memory_limit = parse_bytes(memory_limit);
+    if (!session_quota.empty()) cfg.session_quota_bytes = static_cast<std::size_t>(parse_bytes(session_quota));
 
     // Signals are taken synchronously by this thread; block them before any thread starts.
     sigset_t set;

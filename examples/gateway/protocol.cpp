@@ -71,13 +71,27 @@ std::string ack_start(const start_message& s, unsigned chunk_ms, std::size_t max
 }
 
 std::string ack_end(std::string_view session_id, std::uint64_t frames, std::uint64_t bytes,
-                    std::uint64_t dropped_bytes) {
+                    std::uint64_t dropped_bytes, std::uint64_t refused_frames,
+                    std::uint64_t refused_bytes) {
     return nlohmann::json{{"type", "ack"},
                           {"of", "end"},
                           {"session_id", session_id},
                           {"frames", frames},
                           {"bytes", bytes},
-                          {"dropped_bytes", dropped_bytes}}
+                          {"dropped_bytes", dropped_bytes},
+                          {"refused_frames", refused_frames},
+                          {"refused_bytes", refused_bytes}}
+        .dump();
+}
+
+std::string refused_notice(std::string_view session_id, std::uint64_t first_frame,
+                           std::uint64_t frames, std::uint64_t bytes, std::string_view reason) {
+    return nlohmann::json{{"type", "refused"},
+                          {"session_id", session_id},
+                          {"first_frame", first_frame},
+                          {"frames", frames},
+                          {"bytes", bytes},
+                          {"reason", reason}}
         .dump();
 }
 

@@ -53,9 +53,16 @@ class ws_connection;
 struct gw_session {
     memgov::sliding_window window;
     std::weak_ptr<ws_connection> conn; // to post the 4001 close on eviction
+    // The session's budget (also held by its connection and by each of its messages in flight:
+    // it dies, returning what is left of its reservation, when the last of them does). Charged
+    // with what the window holds and what is in flight to Kafka.
+    std::shared_ptr<memgov::session_budget> budget;
     std::uint64_t next_seq = 0;        // Kafka message number within the session
-    std::uint64_t dropped_reported = 0;
-    std::uint64_t drop_events_reported = 0;
+    // Bytes of the client's stream that are not in the window's stream (refused frames): the
+    // Kafka `offset` header is the window's offset plus these. The window is drained before
+    // this grows, so every byte it holds was appended after the last refusal.
+    std::uint64_t skipped_bytes = 0;
+    std::uint64_t dropped_bytes = 0;   // dropped by the window cap (counted window_overflow)
     // The session's cost follows its window (memgov::value_cost finds this).
     [[nodiscard]] std::size_t held_bytes() const noexcept { return window.held_bytes(); }
 };
@@ -95,6 +102,17 @@ struct server::impl {
 
     std::atomic<std::uint64_t> connections{0}, active{0}, started{0}, ended{0}, frames{0},
         frame_bytes{0}, refused{0}, evicted{0};
+    std::atomic<std::uint64_t> received_frames{0}, received_bytes{0}, notices{0}, notices_suppressed{0};
+    std::atomic<std::uint64_t> charged{0}, released_window{0}, released_not_appended{0};
+    std::array<std::atomic<std::uint64_t>, memgov::admit_reason_count> refused_frames{}, refused_bytes{};
+    std::array<std::string, memgov::admit_reason_count> refused_loss_keys = [] {
+        std::array<std::string, memgov::admit_reason_count> k;
+        for (std::size_t i = 0; i < k.size(); ++i) {
+            k[i] = "refused_work:" + std::string{memgov::to_string(static_cast<memgov::admit_reason>(i))};
+        }
+        return k;
+    }();
+    std::uint64_t work_refusals_logged = 0;
     std::array<std::atomic<std::uint64_t>, counted_closes.size()> closes{};
     std::array<std::atomic<std::uint64_t>, memgov::evict_reason_count> evictions{};
     std::array<std::uint64_t, memgov::evict_reason_count> evictions_logged{};
@@ -113,32 +131,48 @@ struct server::impl {
     }
 
     // Takes every chunk the window lets go (`mode`) and produces it, keyed by session, with
-    // the message number and byte offsets; counts what the window's cap dropped since the
-    // last call. Runs under the entry lock (or in on_evict, when nobody else can reach it).
+    // the message number and byte offsets in the client's stream. The chunks' bytes stay
+    // charged to the session's budget until their delivery reports. Runs under the entry lock
+    // (or in on_evict, when nobody else can reach it).
     void drain(const std::string& key, gw_session& s, memgov::take_mode mode) noexcept {
         std::array<memgov::window_chunk, 8> chunks;
         for (;;) {
             const memgov::sliding_window_stats st = s.window.stats();
-            std::uint64_t offset = st.appended_bytes - st.size_bytes; // oldest byte held
+            // The oldest byte held: its offset in the window's stream, plus the refused bytes.
+            std::uint64_t offset = st.appended_bytes - st.size_bytes + s.skipped_bytes;
             const std::size_t k = s.window.take_chunks(chunks, mode);
             for (std::size_t i = 0; i < k; ++i) {
                 const std::size_t n = chunks[i].size();
-                (void)producer.produce(key, std::move(chunks[i]), s.next_seq++, offset);
+                (void)producer.produce(key, std::move(chunks[i]), s.next_seq++, offset, s.budget);
                 chunks[i] = {};
                 offset += n;
             }
             if (k < chunks.size()) break;
         }
-        const memgov::sliding_window_stats st = s.window.stats();
-        if (st.dropped_bytes > s.dropped_reported) {
-            try {
-                producer.count_loss("window_overflow", st.dropped_bytes - s.dropped_reported,
-                                    st.drop_events - s.drop_events_reported);
-            } catch (...) {
-            }
-            s.dropped_reported = st.dropped_bytes;
-            s.drop_events_reported = st.drop_events;
+    }
+
+    // Counts a loss; never throws (out of memory counting is itself uncounted).
+    void loss(std::string_view reason, std::uint64_t bytes, std::uint64_t messages = 1) noexcept {
+        try {
+            producer.count_loss(reason, bytes, messages);
+        } catch (...) {
         }
+    }
+
+    // A frame refused by its session's budget: counted by reason, and as a loss.
+    void count_refused(memgov::admit_reason why, std::size_t bytes) noexcept {
+        const auto r = static_cast<std::size_t>(why);
+        refused_frames[r].fetch_add(1, std::memory_order_relaxed);
+        refused_bytes[r].fetch_add(bytes, std::memory_order_relaxed);
+        loss(refused_loss_keys[r], bytes); // a prebuilt key: no allocation per refusal
+    }
+
+    // What a session declares at start (see gateway_config::session_cost_bytes).
+    [[nodiscard]] std::size_t declared_bytes(const start_message& st) const noexcept {
+        if (cfg.session_cost_bytes != 0) return cfg.session_cost_bytes;
+        const auto period_ms = static_cast<std::uint64_t>(cfg.chunk_period.count());
+        const std::uint64_t per_period = static_cast<std::uint64_t>(st.sample_rate) * 2U * period_ms / 1000U;
+        return static_cast<std::size_t>(std::min<std::uint64_t>(2 * per_period, cfg.window_cap_bytes));
     }
 
     void on_evict(const std::string& key, gw_session& s, memgov::evict_reason r) noexcept;
@@ -227,7 +261,6 @@ private:
         m_ws.set_option(websocket::stream_base::decorator([](websocket::response_type& res) {
             res.set(http::field::server, "memgov-gateway");
         }));
-        m_admission = m_g.gov.admit(m_g.cfg.session_cost_bytes, memgov::admit_kind::session);
         m_ws.async_accept(m_req, [self = shared_from_this()](beast::error_code e) { self->on_accept(e); });
     }
 
@@ -241,13 +274,7 @@ private:
         }
         m_buf.clear();
         do_read();
-        if (m_g.shutting_down.load()) {
-            close(close_code::going_away, "gateway shutting down");
-        } else if (!m_admission) {
-            m_g.refused.fetch_add(1, std::memory_order_relaxed);
-            close(close_code::try_again_later,
-                  fmt::format("admission refused: {}", memgov::to_string(m_admission.reason)));
-        }
+        if (m_g.shutting_down.load()) close(close_code::going_away, "gateway shutting down");
     }
 
     void do_read() {
@@ -263,7 +290,9 @@ private:
         }
         if (m_closing) {
             if (!m_ws.got_text() && m_buf.size() > 0) {
-                m_g.producer.count_loss("discarded_after_close", m_buf.size());
+                m_g.received_frames.fetch_add(1, std::memory_order_relaxed);
+                m_g.received_bytes.fetch_add(m_buf.size(), std::memory_order_relaxed);
+                m_g.loss("discarded_after_close", m_buf.size());
             }
         } else if (m_ws.got_text()) {
             const auto d = m_buf.data();
@@ -289,17 +318,29 @@ private:
                 return;
             }
             m_sid = msg.start.session_id;
+            // Admission: the session declares its expected window bytes; the budget reserves
+            // them from the headroom and grades the session's frames from now on.
+            memgov::session_budget budget = m_g.gov.admit_session(m_g.declared_bytes(msg.start));
+            if (!budget) {
+                m_g.refused.fetch_add(1, std::memory_order_relaxed);
+                close(close_code::try_again_later,
+                      fmt::format("admission refused: {}", memgov::to_string(budget.refusal())));
+                return;
+            }
             bool inserted = false;
             try {
+                m_budget = std::make_shared<memgov::session_budget>(std::move(budget));
                 inserted = m_g.sessions.insert(m_sid, [&] {
                     return gw_session{memgov::sliding_window{m_g.pool, m_g.window_cfg, &m_g.gov.ledger()},
-                                      weak_from_this()};
+                                      weak_from_this(), m_budget};
                 });
             } catch (const std::exception& ex) {
+                m_budget.reset();
                 close(close_code::internal_error, close_reason(std::string{"cannot start: "} + ex.what()));
                 return;
             }
             if (!inserted) {
+                m_budget.reset();
                 close(close_code::policy, "session_id already in use");
                 return;
             }
@@ -316,17 +357,19 @@ private:
             close(close_code::policy, m_ended ? "second end" : "end before start");
             return;
         }
+        flush_refusals(); // the last run's notice goes before the end ack
         std::uint64_t dropped = 0;
         (void)m_g.sessions.with(m_sid, [&](gw_session& s) {
             m_g.drain(m_sid, s, memgov::take_mode::include_partial);
-            dropped = s.dropped_reported;
+            dropped = s.dropped_bytes;
         });
         m_g.sessions.erase(m_sid);
         m_in_map = false;
         m_started = false;
         m_ended = true;
+        m_budget.reset(); // what is in flight keeps it until its delivery reports
         m_g.ended.fetch_add(1, std::memory_order_relaxed);
-        send_text(ack_end(m_sid, m_frames, m_bytes, dropped));
+        send_text(ack_end(m_sid, m_frames, m_bytes, dropped, m_refused_frames, m_refused_bytes));
         close(close_code::normal, "end");
     }
 
@@ -335,36 +378,119 @@ private:
             close(close_code::policy, m_ended ? "audio frame after end" : "audio frame before start");
             return;
         }
-        if (const memgov::admission a = m_g.gov.admit(data.size(), memgov::admit_kind::work); !a) {
-            m_g.producer.count_loss(fmt::format("refused_work:{}", memgov::to_string(a.reason)),
-                                    data.size());
-            close(close_code::try_again_later,
-                  fmt::format("work refused: {}", memgov::to_string(a.reason)));
+        const std::size_t n = data.size();
+        const std::uint64_t index = m_received++; // the frame's number within the session
+        m_g.received_frames.fetch_add(1, std::memory_order_relaxed);
+        m_g.received_bytes.fetch_add(n, std::memory_order_relaxed);
+        // The session's budget admits and charges the frame. Only this strand charges it
+        // (session_budget: admit/charge from one thread at a time); releases come from here
+        // (window drops) and from the producer's delivery reports (any thread).
+        if (const memgov::admission a = m_budget->try_charge(n); !a) {
+            refuse(index, n, a.reason);
             return;
         }
-        bool found = false;
+        m_g.charged.fetch_add(n, std::memory_order_relaxed);
+        flush_refusals(); // an admitted frame ends a run of refused ones: its notice goes out
+        bool found = false, oom = false;
+        std::uint64_t written = 0, dropped = 0, drop_events = 0;
         try {
-            found = m_g.sessions.with(m_sid, [&](gw_session& s) { s.window.append(data); });
+            found = m_g.sessions.with(m_sid, [&](gw_session& s) {
+                // The window does not say what one append dropped: its statistics before and
+                // after do (appended = written incl. an oversized head; dropped = oldest first).
+                const memgov::sliding_window_stats before = s.window.stats();
+                try {
+                    s.window.append(data);
+                } catch (const std::bad_alloc&) { // a prefix may be in; the statistics say how much
+                    oom = true;
+                }
+                const memgov::sliding_window_stats after = s.window.stats();
+                written = after.appended_bytes - before.appended_bytes;
+                dropped = after.dropped_bytes - before.dropped_bytes;
+                drop_events = after.drop_events - before.drop_events;
+                s.dropped_bytes += dropped;
+            });
         } catch (const std::bad_alloc&) {
-            m_g.producer.count_loss("out_of_memory", data.size());
+            oom = true;
+        }
+        if (!found && !oom) { // evicted; the 4001 close is on its way
+            release_not_appended(n);
+            m_g.loss("after_eviction", n);
+            return;
+        }
+        if (dropped > 0) { // the cap dropped the oldest bytes: they leave the budget too
+            m_budget->release(dropped);
+            m_g.released_window.fetch_add(dropped, std::memory_order_relaxed);
+            m_g.loss("window_overflow", dropped, drop_events);
+        }
+        if (written < n) {
+            release_not_appended(n - written);
+            m_g.loss("out_of_memory", n - written);
+        }
+        if (oom) {
             close(close_code::internal_error, "out of memory");
             return;
         }
-        if (!found) { // evicted; the 4001 close is on its way
-            m_g.producer.count_loss("after_eviction", data.size());
-            return;
-        }
         ++m_frames;
-        m_bytes += data.size();
+        m_bytes += n;
         m_unflushed = true;
         m_g.frames.fetch_add(1, std::memory_order_relaxed);
-        m_g.frame_bytes.fetch_add(data.size(), std::memory_order_relaxed);
+        m_g.frame_bytes.fetch_add(n, std::memory_order_relaxed);
+    }
+
+    void release_not_appended(std::size_t bytes) {
+        m_budget->release(bytes);
+        m_g.released_not_appended.fetch_add(bytes, std::memory_order_relaxed);
+    }
+
+    // A frame the budget refused: dropped, counted by reason, and told to the client in a
+    // `refused` notice (consecutive frames refused for one reason share one notice).
+    void refuse(std::uint64_t index, std::size_t n, memgov::admit_reason why) {
+        m_g.count_refused(why, n);
+        ++m_refused_frames;
+        m_refused_bytes += n;
+        // The frame is a gap in the session's stream. What the window holds goes to Kafka
+        // first, so that no message straddles the gap (one offset header could not say so).
+        // Only the first refusal after an admitted frame finds the window non-empty.
+        try {
+            (void)m_g.sessions.with(m_sid, [&](gw_session& s) {
+                if (!s.window.empty()) m_g.drain(m_sid, s, memgov::take_mode::include_partial);
+                s.skipped_bytes += n;
+            });
+        } catch (...) { // nothing in the callable throws; the map's own bookkeeping might
+        }
+        if (m_run.frames > 0 && m_run.reason == why && m_run.first + m_run.frames == index) {
+            ++m_run.frames;
+            m_run.bytes += n;
+            return;
+        }
+        flush_refusals();
+        m_run = refusal_run{index, 1, n, why};
+    }
+
+    // Sends the notice of the current run of refused frames, if any. A client that does not
+    // read its notices gets no more than `max_queued_texts` queued: the rest are counted as
+    // suppressed (the end ack's totals still include them).
+    void flush_refusals() {
+        if (m_run.frames == 0) return;
+        const refusal_run r = std::exchange(m_run, refusal_run{});
+        if (m_closing) return;
+        if (m_out.size() >= max_queued_texts) {
+            m_g.notices_suppressed.fetch_add(1, std::memory_order_relaxed);
+            return;
+        }
+        try {
+            send_text(refused_notice(m_sid, r.first, r.frames, r.bytes, memgov::to_string(r.reason)));
+            m_g.notices.fetch_add(1, std::memory_order_relaxed);
+        } catch (const std::bad_alloc&) {
+            m_g.notices_suppressed.fetch_add(1, std::memory_order_relaxed);
+        }
     }
 
     void arm_tick() {
         m_tick.expires_after(m_g.cfg.chunk_period);
         m_tick.async_wait([self = shared_from_this()](beast::error_code ec) {
             if (ec || self->m_closing || self->m_done || !self->m_started) return;
+            self->flush_refusals(); // at most one notice per session per chunk_ms under refusal
             // Only when frames came since the last tick: `with` counts as activity, and an idle
             // session must still age for the session map's idle TTL.
             if (self->m_unflushed) {
@@ -385,6 +511,7 @@ private:
 
     void close(std::uint16_t code, std::string reason) {
         if (m_closing) return;
+        flush_refusals(); // before the close frame
         m_closing = true;
         m_g.count_close(code);
         m_tick.cancel();
@@ -428,6 +555,7 @@ private:
             m_in_map = false;
             m_g.sessions.erase(m_sid); // on_evict(erased) produces what the window holds
         }
+        m_budget.reset();
         if (m_accepted) {
             m_g.active.fetch_sub(1, std::memory_order_relaxed);
             std::lock_guard lock{m_g.registry_mutex};
@@ -440,7 +568,18 @@ private:
     net::steady_timer m_tick;
     beast::flat_buffer m_buf;
     http::request<http::string_body> m_req;
-    memgov::admission m_admission{};
+    struct refusal_run {
+        std::uint64_t first = 0;  // the run's first frame number
+        std::uint64_t frames = 0; // 0: no run
+        std::uint64_t bytes = 0;
+        memgov::admit_reason reason = memgov::admit_reason::admitted;
+    };
+    static constexpr std::size_t max_queued_texts = 64;
+
+    std::shared_ptr<memgov::session_budget> m_budget; // set from an admitted start to end/finish
+    refusal_run m_run{};
+    std::uint64_t m_received = 0; // binary frames since start (refused ones included)
+    std::uint64_t m_refused_frames = 0, m_refused_bytes = 0;
     std::string m_sid;
     std::deque<std::string> m_out;
     std::optional<websocket::close_reason> m_pending_close;
@@ -520,6 +659,7 @@ memgov::governor_config make_governor_config(const gateway_config& c) {
     memgov::governor_config g;
     g.monitor.cgroup.explicit_limit = c.memory_limit;
     g.dry_run = !c.governor_on; // admission and reclaim only count what they would have done
+    if (c.session_quota_bytes) g.admission.session_quota_bytes = *c.session_quota_bytes;
     return g;
 }
 
@@ -635,6 +775,19 @@ void server::impl::housekeeping_tick() {
         log("refused {} new sessions in the last second (level {})", ref - refusals_logged, gov.level());
         refusals_logged = ref;
     }
+    std::uint64_t frames_refused = 0;
+    std::string why;
+    for (std::size_t i = 0; i < refused_frames.size(); ++i) {
+        const std::uint64_t n = refused_frames[i].load();
+        if (n == 0) continue;
+        frames_refused += n;
+        why += fmt::format(" {}={}", memgov::to_string(static_cast<memgov::admit_reason>(i)), n);
+    }
+    if (frames_refused > work_refusals_logged) {
+        log("refused {} audio frames in the last second (level {}; since start:{})",
+            frames_refused - work_refusals_logged, gov.level(), why);
+        work_refusals_logged = frames_refused;
+    }
 }
 
 std::string server::impl::metrics_text() {
@@ -657,6 +810,35 @@ std::string server::impl::metrics_text() {
              static_cast<double>(s.frames));
     g.sample("frame_bytes_total", "Audio bytes appended to windows", metric_type::counter, {},
              static_cast<double>(s.frame_bytes));
+    g.sample("frames_received_total", "Audio frames read on started sessions (appended, refused or lost)",
+             metric_type::counter, {}, static_cast<double>(s.received_frames));
+    g.sample("frame_bytes_received_total", "Audio bytes read on started sessions", metric_type::counter,
+             {}, static_cast<double>(s.received_bytes));
+    for (std::size_t i = 0; i < memgov::admit_reason_count; ++i) {
+        const auto r = static_cast<memgov::admit_reason>(i);
+        const bool work_reason = r == memgov::admit_reason::over_quota || r == memgov::admit_reason::heavy ||
+                                 r == memgov::admit_reason::paced;
+        const std::uint64_t nf = refused_frames[i].load(), nb = refused_bytes[i].load();
+        if (!work_reason && nf == 0) continue;
+        g.sample("frames_refused_total", "Audio frames refused by their session's budget, by reason",
+                 metric_type::counter, {{"reason", memgov::to_string(r)}}, static_cast<double>(nf));
+        g.sample("frame_refused_bytes_total", "Audio bytes refused by their session's budget, by reason",
+                 metric_type::counter, {{"reason", memgov::to_string(r)}}, static_cast<double>(nb));
+    }
+    g.sample("refusal_notices_total", "refused notices sent to clients", metric_type::counter, {},
+             static_cast<double>(s.refusal_notices));
+    g.sample("refusal_notices_suppressed_total", "refused notices not sent: the client's queue was full",
+             metric_type::counter, {}, static_cast<double>(s.refusal_notices_suppressed));
+    g.sample("budget_charged_bytes_total", "Bytes charged to session budgets (admitted frames)",
+             metric_type::counter, {}, static_cast<double>(s.budget_charged_bytes));
+    g.sample("budget_released_bytes_total", "Bytes released from session budgets, by cause",
+             metric_type::counter, {{"cause", "window_overflow"}},
+             static_cast<double>(s.budget_released_window_bytes));
+    g.sample("budget_released_bytes_total", "Bytes released from session budgets, by cause",
+             metric_type::counter, {{"cause", "not_appended"}},
+             static_cast<double>(s.budget_released_not_appended_bytes));
+    g.sample("budget_released_bytes_total", "Bytes released from session budgets, by cause",
+             metric_type::counter, {{"cause", "kafka"}}, static_cast<double>(s.kafka.budget_released_bytes));
     for (std::size_t i = 0; i < counted_closes.size(); ++i) {
         const std::string code = std::to_string(counted_closes[i]);
         g.sample("closes_total", "Close codes sent or failed with, by code", metric_type::counter,
@@ -720,6 +902,9 @@ std::string server::impl::health_json() {
     nlohmann::json losses = nlohmann::json::object();
     for (const auto& [reason, n] : s.kafka.losses) losses[reason] = {{"messages", n.messages}, {"bytes", n.bytes}};
     j["losses"] = losses;
+    nlohmann::json refused_work = nlohmann::json::object();
+    for (const auto& [reason, n] : s.refused_work) refused_work[reason] = {{"frames", n.messages}, {"bytes", n.bytes}};
+    j["refused_work"] = refused_work;
     return j.dump(2) + "\n";
 }
 
@@ -732,6 +917,19 @@ gateway_stats server::impl::snapshot() const {
     s.frames = frames.load();
     s.frame_bytes = frame_bytes.load();
     s.refused_sessions = refused.load();
+    s.received_frames = received_frames.load();
+    s.received_bytes = received_bytes.load();
+    for (std::size_t i = 0; i < memgov::admit_reason_count; ++i) {
+        const std::uint64_t nf = refused_frames[i].load();
+        if (nf == 0) continue;
+        s.refused_work.emplace(std::string{memgov::to_string(static_cast<memgov::admit_reason>(i))},
+                               loss_count{nf, refused_bytes[i].load()});
+    }
+    s.refusal_notices = notices.load();
+    s.refusal_notices_suppressed = notices_suppressed.load();
+    s.budget_charged_bytes = charged.load();
+    s.budget_released_window_bytes = released_window.load();
+    s.budget_released_not_appended_bytes = released_not_appended.load();
     s.evicted_sessions = evicted.load();
     for (std::size_t i = 0; i < closes.size(); ++i) s.closes_sent[i] = closes[i].load();
     s.kafka = producer.stats();

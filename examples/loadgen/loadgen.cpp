@@ -14,6 +14,7 @@
 #include <boost/beast/http.hpp>
 #include <boost/beast/websocket.hpp>
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include <sys/socket.h>
 
@@ -35,11 +36,11 @@ using tcp = net::ip::tcp;
 using detail::session_track;
 
 struct run_state {
-    run_state(const config& c, tcp::endpoint ep, std::chrono::milliseconds i, std::size_t f, std::size_t fb)
+    run_state(const config& c, tcp::endpoint ep, std::chrono::nanoseconds i, std::size_t f, std::size_t fb)
         : cfg{c}, endpoint{ep}, interval{i}, frames{f}, frame_bytes{fb} {}
     const config& cfg;
     tcp::endpoint endpoint;
-    std::chrono::milliseconds interval;
+    std::chrono::nanoseconds interval; // between two frames' sends (frame_ms / speed)
     std::size_t frames;
     std::size_t frame_bytes;
     std::atomic<unsigned> active{0};
@@ -115,10 +116,39 @@ private:
             m_started = true;
             m_t0 = std::chrono::steady_clock::now();
             next_frame();
+        } else if (text.find(R"("type":"refused")") != std::string::npos) {
+            on_refused(text);
         } else if (text.find(R"("of":"end")") != std::string::npos) {
             m_end_acked = true;
+            const auto j = nlohmann::json::parse(text, nullptr, false);
+            if (j.is_object() && j.contains("refused_frames") && j["refused_frames"].is_number_unsigned()) {
+                m_t.acked_refused_frames = static_cast<std::int64_t>(j["refused_frames"].get<std::uint64_t>());
+            }
         }
         read();
+    }
+
+    // {"type":"refused","first_frame":F,"frames":N,"bytes":B,"reason":R}: frames F..F+N-1 were
+    // dropped by the gateway, counted under R.
+    void on_refused(const std::string& text) {
+        const auto j = nlohmann::json::parse(text, nullptr, false);
+        if (!j.is_object() || !j.contains("first_frame") || !j.contains("frames") || !j.contains("reason") ||
+            !j["first_frame"].is_number_unsigned() || !j["frames"].is_number_unsigned() || !j["reason"].is_string()) {
+            m_rs.error(fmt::format("{} malformed refused notice: {}", m_t.key, text.substr(0, 200)));
+            return;
+        }
+        ++m_t.refusal_notices;
+        const std::string reason = j["reason"].get<std::string>();
+        auto it = std::find(m_t.refusal_reasons.begin(), m_t.refusal_reasons.end(), reason);
+        if (it == m_t.refusal_reasons.end() && m_t.refusal_reasons.size() < 255) {
+            m_t.refusal_reasons.push_back(reason);
+            it = m_t.refusal_reasons.end() - 1;
+        }
+        if (it == m_t.refusal_reasons.end()) return;
+        const auto code = static_cast<std::uint8_t>(it - m_t.refusal_reasons.begin() + 1);
+        const auto first = j["first_frame"].get<std::uint64_t>();
+        const auto n = j["frames"].get<std::uint64_t>();
+        for (std::uint64_t f = first; f < first + n && f < m_t.refused.size(); ++f) m_t.refused[f] = code;
     }
 
     void next_frame() {
@@ -203,6 +233,7 @@ private:
 result run(const config& cfg) {
     if (cfg.sessions == 0) throw std::invalid_argument{"loadgen: sessions must be > 0"};
     if (cfg.frame_ms == 0) throw std::invalid_argument{"loadgen: frame_ms must be > 0"};
+    if (!(cfg.speed > 0.0)) throw std::invalid_argument{"loadgen: speed must be > 0"};
     const std::size_t frame_bytes = static_cast<std::size_t>(cfg.sample_rate) * 2 * cfg.frame_ms / 1000;
     const std::size_t frames = cfg.frames != 0 ? cfg.frames
                                                : static_cast<std::size_t>(cfg.duration.count() / cfg.frame_ms);
@@ -219,8 +250,9 @@ result run(const config& cfg) {
     if (!cfg.brokers.empty()) ver.emplace(st, cfg.brokers, cfg.topic);
 
     net::io_context ioc;
-    run_state rs{cfg, tcp::endpoint{net::ip::make_address(cfg.host), cfg.port},
-                 std::chrono::milliseconds{cfg.frame_ms}, frames, frame_bytes};
+    const auto interval = std::chrono::nanoseconds{
+        static_cast<std::int64_t>(static_cast<double>(cfg.frame_ms) * 1e6 / cfg.speed)};
+    run_state rs{cfg, tcp::endpoint{net::ip::make_address(cfg.host), cfg.port}, interval, frames, frame_bytes};
     const auto t_start = std::chrono::steady_clock::now();
     for (unsigned i = 0; i < cfg.sessions; ++i) {
         const auto delay = cfg.sessions > 1 ? cfg.ramp * i / cfg.sessions : std::chrono::milliseconds{0};
@@ -248,7 +280,7 @@ result run(const config& cfg) {
                    percentile(lat, 0.99));
     };
     // Sending phase: until every session is done (plus a generous bound).
-    const auto send_deadline = t_start + cfg.ramp + std::chrono::milliseconds{cfg.frame_ms} * frames + std::chrono::seconds{30};
+    const auto send_deadline = t_start + cfg.ramp + interval * frames + std::chrono::seconds{30};
     auto next_progress = t_start + std::chrono::seconds{1};
     while (rs.active.load() > 0 && std::chrono::steady_clock::now() < send_deadline) {
         std::this_thread::sleep_for(std::chrono::milliseconds{20});
@@ -292,12 +324,20 @@ result run(const config& cfg) {
         const std::uint64_t sent = s.sent.load();
         r.sent_frames += sent;
         r.sent_bytes += sent * frame_bytes;
+        r.refusal_notices += s.refusal_notices;
+        std::uint64_t noticed = 0;
+        for (const std::uint8_t c : s.refused) noticed += c != 0 ? 1 : 0;
+        if (s.acked_refused_frames >= 0 && static_cast<std::uint64_t>(s.acked_refused_frames) != noticed) {
+            ++r.refusal_mismatches;
+        }
         for (std::uint64_t f = 0; f < sent; ++f) {
             if (!ver) {
                 ++r.losses["no_readback"];
             } else if (s.good[f] == frame_bytes && !s.bad[f] && !s.gap[f]) {
                 ++r.delivered_frames;
                 r.delivered_bytes += frame_bytes;
+            } else if (s.refused[f] != 0) { // the gateway said so: a counted refusal, not a gap
+                ++r.losses["refused_" + s.refusal_reasons[s.refused[f] - 1]];
             } else if (s.bad[f]) {
                 ++r.losses["corrupt"];
             } else if (s.gap[f]) {

@@ -31,6 +31,9 @@ struct config {
     std::chrono::milliseconds ramp{1000};        ///< Sessions start evenly over this.
     int sample_rate = 16000;
     unsigned frame_ms = 20;                      ///< 640 bytes at 16 kHz.
+    /// Send this many times faster than real time (frames every frame_ms / speed): a client
+    /// that streams past its session quota. Must be > 0.
+    double speed = 1.0;
     std::chrono::milliseconds drain_timeout{15000}; ///< Wait for the last frames in Kafka.
     std::string prefix;               ///< Session id prefix; empty: "lg-<random>".
     unsigned io_threads = 2;
@@ -46,11 +49,16 @@ struct result {
     std::uint64_t sent_bytes = 0;
     std::uint64_t delivered_frames = 0;     ///< Read back byte-exact.
     std::uint64_t delivered_bytes = 0;
-    /// Frames sent and not delivered, by reason: "close_<code>" (the session was closed by
-    /// the gateway with that code), "gap" (Kafka's byte offsets skip them: dropped in the
-    /// gateway), "corrupt" (bytes differ), "missing" (not read back within drain_timeout),
-    /// "no_readback" (no brokers given).
+    /// Frames sent and not delivered, by reason: "refused_<reason>" (the gateway refused the
+    /// frame and said so in a `refused` notice: refused_over_quota, refused_heavy,
+    /// refused_paced), "close_<code>" (the session was closed by the gateway with that code),
+    /// "gap" (Kafka's byte offsets skip them: dropped in the gateway), "corrupt" (bytes
+    /// differ), "missing" (not read back within drain_timeout), "no_readback" (no brokers).
     std::map<std::string, std::uint64_t> losses;
+    std::uint64_t refusal_notices = 0;      ///< `refused` notices received.
+    /// Sessions whose end ack's `refused_frames` differs from the frames their notices named
+    /// (0 unless the gateway refused something silently, or suppressed notices).
+    std::uint64_t refusal_mismatches = 0;
     std::uint64_t order_violations = 0;     ///< Kafka messages out of per-session order.
     std::uint64_t duplicate_messages = 0;
     std::uint64_t kafka_messages = 0;       ///< Messages of this run read back.

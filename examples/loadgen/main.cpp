@@ -28,6 +28,8 @@ int main(int argc, char** argv) {
     app.add_option("--ramp-ms", ramp_ms, "Sessions start evenly over this")->check(CLI::Range(0U, 3600000U));
     app.add_option("--sample-rate", cfg.sample_rate, "Hz")->check(CLI::IsMember({8000, 16000, 24000, 32000, 44100, 48000}));
     app.add_option("--frame-ms", cfg.frame_ms, "Milliseconds of audio per frame")->check(CLI::Range(1U, 1000U));
+    app.add_option("--speed", cfg.speed, "Send this many times faster than real time (a client past its quota)")
+        ->check(CLI::Range(0.001, 1000.0));
     app.add_option("--drain-s", drain_s, "Longest wait for the last frames in Kafka")->check(CLI::Range(1U, 3600U));
     app.add_option("--prefix", cfg.prefix, "Session id prefix (default: lg-<random>)");
     app.add_option("--io-threads", cfg.io_threads, "I/O threads")->check(CLI::Range(1U, 256U));

@@ -29,6 +29,10 @@ std::string summary_table(const result& r) {
     s += fmt::format("  {:<18} {} completed; close codes:{}\n", "sessions", r.sessions_completed, codes);
     s += fmt::format("  {:<18} {} messages read back, {} out of order, {} duplicates\n", "kafka",
                      r.kafka_messages, r.order_violations, r.duplicate_messages);
+    if (r.refusal_notices > 0 || r.refusal_mismatches > 0) {
+        s += fmt::format("  {:<18} {} notices; {} sessions whose end ack disagrees with them\n", "refusals",
+                         r.refusal_notices, r.refusal_mismatches);
+    }
     s += fmt::format("  {:<18} {}\n", "sent = delivered + lost", r.balanced() ? "yes" : "NO");
     for (const auto& e : r.errors) s += fmt::format("  error: {}\n", e);
     return s;
@@ -51,6 +55,8 @@ std::string summary_json(const result& r) {
     j["kafka_messages"] = r.kafka_messages;
     j["latency_ms"] = {{"p50", r.p50_ms}, {"p99", r.p99_ms}, {"p999", r.p999_ms}, {"max", r.max_ms}};
     j["seconds"] = r.seconds;
+    j["refusal_notices"] = r.refusal_notices;
+    j["refusal_mismatches"] = r.refusal_mismatches;
     j["balanced"] = r.balanced();
     j["errors"] = r.errors;
     return j.dump(2) + "\n";

@@ -32,8 +32,8 @@ inline void fill_frame(std::span<std::byte> out, std::uint32_t index, std::uint6
 
 struct session_track {
     session_track(std::string k, std::uint32_t i, std::size_t frames, std::size_t frame_bytes)
-        : key{std::move(k)}, index{i}, send_ns(frames), good(frames, 0), bad(frames, false),
-          gap(frames, false), fb{frame_bytes} {}
+        : key{std::move(k)}, index{i}, send_ns(frames), refused(frames, 0), good(frames, 0),
+          bad(frames, false), gap(frames, false), fb{frame_bytes} {}
 
     std::string key;
     std::uint32_t index;
@@ -45,6 +45,13 @@ struct session_track {
     std::atomic<bool> completed{false};    // end acked and closed 1000
     std::mutex reason_mutex;
     std::string close_reason;
+
+    // Sender only (read after the sender's threads are joined): frames the gateway refused,
+    // by index into `refusal_reasons` + 1 (0: not refused), from its `refused` notices.
+    std::vector<std::uint8_t> refused;
+    std::vector<std::string> refusal_reasons;
+    std::uint64_t refusal_notices = 0;
+    std::int64_t acked_refused_frames = -1; // from the end ack; -1: no end ack
 
     // Verifier only.
     std::vector<std::uint16_t> good; // bytes verified per frame

@@ -37,6 +37,25 @@ std::string start_json(const std::string& id) {
 loadgen::probe_message text(std::string s) { return {true, std::move(s)}; }
 loadgen::probe_message binary(std::size_t n) { return {false, std::string(n, '\x01')}; }
 
+// After shutdown every byte the gateway read is delivered or counted lost by reason, and every
+// byte charged to a session budget was released exactly once.
+void check_gateway_identities(const gateway::gateway_stats& s) {
+    std::uint64_t lost = 0;
+    for (const auto& [reason, n] : s.kafka.losses) {
+        INFO(reason << ": " << n.bytes);
+        lost += n.bytes;
+    }
+    CHECK(s.received_bytes == s.kafka.delivered_bytes + lost);
+    CHECK(s.budget_charged_bytes == s.budget_released_window_bytes + s.budget_released_not_appended_bytes +
+                                        s.kafka.budget_released_bytes);
+    for (const auto& [reason, n] : s.refused_work) {
+        INFO(reason);
+        REQUIRE(s.kafka.losses.count("refused_work:" + reason) == 1);
+        CHECK(s.kafka.losses.at("refused_work:" + reason).bytes == n.bytes);
+        CHECK(s.kafka.losses.at("refused_work:" + reason).messages == n.messages);
+    }
+}
+
 loadgen::probe_result probe(const gateway::server& srv, std::vector<loadgen::probe_message> msgs,
                             std::chrono::milliseconds timeout = 5000ms) {
     return loadgen::probe("127.0.0.1", srv.port(), "/v1/stream", msgs, timeout);
@@ -98,6 +117,8 @@ TEST_CASE("gateway: 20 sessions x 100 frames are read back from Kafka byte-exact
     CHECK(s.kafka.losses.empty());
     CHECK(s.kafka.delivered_bytes == 2000 * 640);
     CHECK(s.purged_at_shutdown == 0);
+    CHECK(s.refused_work.empty());
+    check_gateway_identities(s);
 }
 
 TEST_CASE("gateway: bad input gets its close code and the server keeps serving", "[gateway]") {
@@ -208,6 +229,7 @@ TEST_CASE("gateway: a session evicted by memgov is closed with 4001 and the reas
     CHECK(s.evicted_sessions == 1);
     CHECK(s.kafka.delivered_bytes == 1280); // what its window held went to Kafka at eviction
     CHECK(s.kafka.losses.empty());
+    check_gateway_identities(s);
 }
 
 TEST_CASE("gateway: shutdown closes open streams with 1001 and flushes their windows", "[gateway]") {
@@ -223,6 +245,7 @@ TEST_CASE("gateway: shutdown closes open streams with 1001 and flushes their win
     CHECK(s.closes_sent[1] == 1); // 1001
     CHECK(s.kafka.delivered_bytes == 640);
     CHECK(s.kafka.losses.empty());
+    check_gateway_identities(s);
 }
 
 TEST_CASE("gateway: a Kafka outage loses nothing uncounted: each undelivered chunk is counted by reason", "[gateway]") {
@@ -249,4 +272,98 @@ TEST_CASE("gateway: a Kafka outage loses nothing uncounted: each undelivered chu
     CHECK(s.kafka.delivered_bytes + lost == 5 * 640);
     CHECK(lost > 0);
     CHECK(s.kafka.losses.count("delivery:_MSG_TIMED_OUT") == 1);
+    check_gateway_identities(s); // failed delivery reports release the budget too
+}
+
+TEST_CASE("gateway: a session streaming past its quota is refused over_quota frame by frame, a normal one delivers everything", "[gateway][budget]") {
+    auto cfg = test_config();
+    // A real-time 16 kHz session holds 32 KiB/s × (chunk_ms + Kafka ack latency): ~7 KiB on an
+    // idle machine, ~40 KiB with the 1 s acks seen on a loaded one. Its bytes in flight count.
+    cfg.session_quota_bytes = 96 * 1024;
+    cfg.memory_limit = std::uint64_t{1} << 36; // level normal whatever this machine does: only the quota bites
+    gateway::server srv{cfg};
+    srv.start();
+    loadgen::config normal;
+    normal.port = srv.port();
+    normal.brokers = srv.bootstrap();
+    normal.sessions = 2;
+    normal.frames = 60; // 1.2 s of real-time audio
+    normal.ramp = 100ms;
+    normal.drain_timeout = 15s;
+    normal.progress = false;
+    normal.prefix = "budget-normal";
+    loadgen::config fast = normal;
+    fast.sessions = 1;
+    fast.frames = 600;
+    fast.speed = 40.0; // 640 B every 0.5 ms: its window alone passes 96 KiB 75 ms into a 200 ms chunk period
+    fast.prefix = "budget-fast";
+    auto fast_run = std::async(std::launch::async, [&] { return loadgen::run(fast); });
+    const loadgen::result rn = loadgen::run(normal);
+    const loadgen::result rf = fast_run.get();
+
+    INFO(loadgen::summary_table(rn));
+    INFO(loadgen::summary_table(rf));
+    // The normal sessions: untouched.
+    CHECK(rn.sent_frames == 120);
+    CHECK(rn.delivered_frames == 120);
+    CHECK(rn.losses.empty());
+    CHECK(rn.balanced());
+    CHECK(rn.close_codes.at(1000) == 2);
+    // The fast session: refused over_quota, told so frame by frame, not closed; the rest delivered.
+    CHECK(rf.sent_frames == 600);
+    CHECK(rf.balanced());
+    CHECK(rf.sessions_completed == 1);
+    CHECK(rf.close_codes.at(1000) == 1);
+    REQUIRE(rf.losses.count("refused_over_quota") == 1);
+    const std::uint64_t refused = rf.losses.at("refused_over_quota");
+    CHECK(refused > 0);
+    CHECK(rf.delivered_frames > 0);
+    CHECK(rf.delivered_frames + refused == rf.sent_frames); // no gap, corrupt or missing frame
+    CHECK(rf.refusal_notices > 0);
+    CHECK(rf.refusal_mismatches == 0);
+    CHECK(rf.order_violations == 0);
+    CHECK(rn.order_violations == 0);
+
+    const std::string metrics = loadgen::http_get("127.0.0.1", srv.http_port(), "/metrics").body;
+    CHECK(metrics.find("gateway_frames_refused_total{reason=\"over_quota\"} " + std::to_string(refused)) !=
+          std::string::npos);
+    CHECK(metrics.find("gateway_frames_refused_total{reason=\"heavy\"} 0") != std::string::npos);
+    CHECK(metrics.find("gateway_frames_refused_total{reason=\"paced\"} 0") != std::string::npos);
+
+    const gateway::gateway_stats s = srv.shutdown();
+    CHECK(s.received_frames == 720);
+    CHECK(s.frames + refused == 720);
+    REQUIRE(s.refused_work.count("over_quota") == 1);
+    CHECK(s.refused_work.at("over_quota").messages == refused);
+    CHECK(s.refused_work.at("over_quota").bytes == refused * 640);
+    CHECK(s.refused_work.size() == 1);
+    CHECK(s.refusal_notices == rf.refusal_notices);
+    CHECK(s.refusal_notices_suppressed == 0);
+    CHECK(s.kafka.losses.size() == 1); // refused_work:over_quota only
+    CHECK(s.kafka.delivered_bytes == (720 - refused) * 640);
+    check_gateway_identities(s);
+}
+
+TEST_CASE("gateway: a window at its cap drops the oldest bytes, releases them from the budget and counts them", "[gateway][budget]") {
+    auto cfg = test_config();
+    cfg.window_cap_bytes = 4096;
+    cfg.chunk_period = 5000ms; // nothing leaves the window before the end
+    gateway::server srv{cfg};
+    srv.start();
+    std::vector<loadgen::probe_message> msgs{text(start_json("cap"))};
+    for (int i = 0; i < 10; ++i) msgs.push_back(binary(1000));
+    msgs.push_back(text(R"({"type":"end"})"));
+    const auto r = probe(srv, msgs);
+    CHECK(r.close_code == 1000);
+    REQUIRE(r.texts.size() == 2);
+    CHECK(r.texts[1].find(R"("frames":10)") != std::string::npos);
+    CHECK(r.texts[1].find(R"("refused_frames":0)") != std::string::npos);
+    const auto s = srv.shutdown();
+    REQUIRE(s.kafka.losses.count("window_overflow") == 1);
+    const std::uint64_t dropped = s.kafka.losses.at("window_overflow").bytes;
+    CHECK(dropped >= 10000 - 4096);
+    CHECK(r.texts[1].find("\"dropped_bytes\":" + std::to_string(dropped)) != std::string::npos);
+    CHECK(s.budget_released_window_bytes == dropped);
+    CHECK(s.kafka.delivered_bytes == 10000 - dropped);
+    check_gateway_identities(s);
 }
