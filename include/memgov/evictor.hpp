@@ -18,6 +18,13 @@
 /// once (feedback), rather than waiting for the next period. *Always* entries run on every step
 /// of their level whatever was freed before them.
 ///
+/// A step's `evict_over_cost` cap is `session_cost_cap`, or the view's per-session quota when
+/// that is smaller. A user action takes a place in the ladder as a `custom` entry whose name is
+/// declared in `evictor_config::custom_actions`; it runs on the reclaimers whose
+/// `handles_custom(name)` is true. What each reclaimer freed is counted per action
+/// (`evictor_stats::reclaimers`); the cells are made when a reclaimer's name first registers,
+/// so a step never allocates for them.
+///
 /// At `normal` the step wants nothing freed: only the normal row runs (by default a bounded
 /// expiry sweep, so idle and orphaned sessions expire without pressure); the normal row may
 /// hold nothing but `sweep_expired`, so a step at normal never trims pools or the heap and
@@ -96,9 +103,16 @@ enum class reclaim_action : std::uint8_t {
     evict_by_age = 3,    ///< Evict sessions older than the age the age ladder gives.
     evict_over_cost = 4, ///< Evict sessions whose byte cost passes the cost cap.
     evict_lru = 5,       ///< Evict least recently used sessions until enough is freed.
+    /// Evict the largest sessions (power-of-two cost buckets, from the top, as Redis's
+    /// `maxmemory-clients` and Envoy's `reset_high_memory_stream` do) until enough is freed.
+    evict_largest = 6,
+    /// A user action, named by the ladder entry (`policy_entry::name`, declared in
+    /// `evictor_config::custom_actions`) and answered by reclaimers whose `handles_custom(name)`
+    /// is true.
+    custom = 7,
 };
-/// Number of distinct reclaim actions.
-inline constexpr std::size_t reclaim_action_count = 6;
+/// Number of distinct reclaim actions (`custom` included).
+inline constexpr std::size_t reclaim_action_count = 8;
 
 /// The action's name ("trim_pools", ...). Thread safety: pure.
 [[nodiscard]] constexpr std::string_view to_string(reclaim_action a) noexcept {
@@ -109,6 +123,8 @@ inline constexpr std::size_t reclaim_action_count = 6;
     case reclaim_action::evict_by_age: return "evict_by_age";
     case reclaim_action::evict_over_cost: return "evict_over_cost";
     case reclaim_action::evict_lru: return "evict_lru";
+    case reclaim_action::evict_largest: return "evict_largest";
+    case reclaim_action::custom: return "custom";
     }
     return "unknown";
 }
@@ -121,8 +137,17 @@ struct reclaim_request {
     std::size_t bytes_wanted = 0; ///< What the step still wants freed (0: nothing more).
     std::size_t budget = 0;       ///< At most this many items removed or visited.
     duration max_age{};           ///< evict_by_age: evict what is older than this.
-    std::size_t cost_cap = 0;     ///< evict_over_cost: evict what costs more than this.
+    /// evict_over_cost: evict what costs more than this (the configured cap, or the
+    /// governor's per-session quota at this level when that is smaller).
+    std::size_t cost_cap = 0;
+    /// evict_largest: only sessions costing more than this are "large" (`cost_cap` ×
+    /// `evictor_config::largest_min_share`), so equal, ordinary sessions are left to age and
+    /// LRU.
+    std::size_t largest_floor = 0;
     time_point now{};             ///< The step's time.
+    /// custom: the action's name (as in `evictor_config::custom_actions`; the view lives as
+    /// long as the evictor). Empty for the built-in actions.
+    std::string_view name{};
 };
 
 /// What a reclaimer did.
@@ -147,9 +172,14 @@ public:
 
     /// A short name for counters and metrics ("buffer_pool", "sessions", ...).
     [[nodiscard]] virtual std::string_view name() const noexcept = 0;
-    /// True if this reclaimer answers `a`.
+    /// True if this reclaimer answers `a`. For `custom` the evictor asks `handles_custom`.
     [[nodiscard]] virtual bool handles(reclaim_action a) const noexcept = 0;
+    /// True if this reclaimer answers the custom action `name` (one of
+    /// `evictor_config::custom_actions`); `reclaim` then gets `action == custom` and `name`.
+    /// Asked once at registration and on each step that runs a custom entry. Default: false.
+    [[nodiscard]] virtual bool handles_custom(std::string_view /*name*/) const noexcept { return false; }
     /// A cheap estimate of the bytes `a` could free now (used by dry runs and the health view).
+    /// For `custom`: what all the custom actions the reclaimer answers could free.
     [[nodiscard]] virtual std::size_t estimate(reclaim_action a) const noexcept = 0;
     /// Does the work for `req.action`, bounded by `req.budget`, and says what it freed.
     virtual reclaim_result reclaim(const reclaim_request& req) noexcept = 0;
@@ -171,17 +201,30 @@ public:
     /// The estimate function (optional).
     using estimate_fn = std::function<std::size_t(reclaim_action)>;
 
-    /// Throws `std::invalid_argument` if `name` is empty or `fn` is empty.
+    /// `fn` is called for every action in `actions` and for every custom action named in
+    /// `custom_actions` (a Kafka producer's "shed_queued_work", say: `req.action` is `custom`,
+    /// `req.name` the name). Throws `std::invalid_argument` if `name` is empty, `fn` is empty
+    /// or an action is out of range.
     function_reclaimer(std::string name, std::vector<reclaim_action> actions, reclaim_fn fn,
-                       estimate_fn estimate = {})
-        : m_name{std::move(name)}, m_fn{std::move(fn)}, m_estimate{std::move(estimate)} {
+                       estimate_fn estimate = {}, std::vector<std::string> custom_actions = {})
+        : m_name{std::move(name)}, m_fn{std::move(fn)}, m_estimate{std::move(estimate)},
+          m_custom{std::move(custom_actions)} {
         if (m_name.empty()) throw std::invalid_argument{"memgov::function_reclaimer: name is empty"};
         if (!m_fn) throw std::invalid_argument{"memgov::function_reclaimer: reclaim function is empty"};
-        for (auto a : actions) m_handles[static_cast<std::size_t>(a)] = true;
+        for (auto a : actions) {
+            if (static_cast<std::size_t>(a) >= reclaim_action_count) {
+                throw std::invalid_argument{"memgov::function_reclaimer: unknown action"};
+            }
+            m_handles[static_cast<std::size_t>(a)] = true;
+        }
+        if (!m_custom.empty()) m_handles[static_cast<std::size_t>(reclaim_action::custom)] = true;
     }
     [[nodiscard]] std::string_view name() const noexcept override { return m_name; }
     [[nodiscard]] bool handles(reclaim_action a) const noexcept override {
-        return m_handles[static_cast<std::size_t>(a)];
+        return static_cast<std::size_t>(a) < reclaim_action_count && m_handles[static_cast<std::size_t>(a)];
+    }
+    [[nodiscard]] bool handles_custom(std::string_view action) const noexcept override {
+        return std::find(m_custom.begin(), m_custom.end(), action) != m_custom.end();
     }
     [[nodiscard]] std::size_t estimate(reclaim_action a) const noexcept override {
         try {
@@ -203,6 +246,7 @@ private:
     std::array<bool, reclaim_action_count> m_handles{};
     reclaim_fn m_fn;
     estimate_fn m_estimate;
+    std::vector<std::string> m_custom;
 };
 
 /// One entry of a policy row.
@@ -214,6 +258,9 @@ struct policy_entry {
     /// Run on every step of the level, whatever earlier entries freed (otherwise: only while
     /// the step still wants bytes).
     bool always = false;
+    /// For `reclaim_action::custom` only: the action's name, one of
+    /// `evictor_config::custom_actions` (e.g. "shed_queued_work"). Empty otherwise.
+    std::string name{};
 };
 
 /// From this usage ratio on, sessions older than `max_age` are evicted (critical and above).
@@ -246,8 +293,19 @@ struct evictor_config {
     std::vector<age_step> age_ladder = {{0.94, std::chrono::seconds{400}},
                                         {0.96, std::chrono::seconds{200}},
                                         {0.98, std::chrono::seconds{100}}};
-    /// evict_over_cost: sessions costing more than this are evicted (seed: 30 MiB).
+    /// evict_over_cost: sessions costing more than this are evicted (seed: 30 MiB); when the
+    /// step's view carries a smaller per-session quota (`pressure_view::session_quota_bytes`),
+    /// that quota.
     std::size_t session_cost_cap = std::size_t{30} << 20;
+    /// evict_largest takes only sessions costing more than this share of the cost cap (the cap
+    /// or quota above): as in Envoy's overload manager, only the big are eligible. In [0, 1];
+    /// 0 makes any session with a cost eligible, largest first.
+    double largest_min_share = 0.5;
+    /// Names of user actions that `custom` ladder entries may use, answered by reclaimers'
+    /// `handles_custom` (e.g. {"shed_queued_work"}). Each is non-empty, at most 64 characters of
+    /// [a-z0-9_] starting with a letter, unique, and not a built-in action's name; they become
+    /// the `action` label of the per-reclaimer metrics.
+    std::vector<std::string> custom_actions{};
     /// emergency: evict until usage is under the red line minus this margin (hysteresis).
     double emergency_margin = 0.02;
     /// Heap trimming with back-off.
@@ -266,14 +324,17 @@ struct evictor_config {
         t[to_index(pressure_level::high)] = {{a::trim_pools, 1024, false},
                                              {a::sweep_expired, 1024, false},
                                              {a::trim_heap, 0, false}};
+        // Under pressure the cause goes first: sessions over the cost cap (always), then the
+        // largest, before age and LRU reach the well-behaved ones. Trims keep their places.
         t[to_index(pressure_level::critical)] = {
-            {a::evict_over_cost, 64, true}, {a::trim_pools, 4096, false},
-            {a::sweep_expired, 1024, false}, {a::evict_by_age, 64, false},
-            {a::trim_heap, 0, false}};
+            {a::evict_over_cost, 64, true},  {a::trim_pools, 4096, false},
+            {a::sweep_expired, 1024, false}, {a::evict_largest, 16, false},
+            {a::evict_by_age, 64, false},    {a::trim_heap, 0, false}};
         t[to_index(pressure_level::emergency)] = {
-            {a::evict_over_cost, 64, true}, {a::trim_pools, 65536, false},
-            {a::sweep_expired, 4096, false}, {a::evict_by_age, 256, false},
-            {a::evict_lru, 256, false},      {a::trim_heap, 0, false}};
+            {a::evict_over_cost, 64, true},  {a::trim_pools, 65536, false},
+            {a::sweep_expired, 4096, false}, {a::evict_largest, 16, false},
+            {a::evict_by_age, 256, false},   {a::evict_lru, 256, false},
+            {a::trim_heap, 0, false}};
         return t;
     }
 };
@@ -285,6 +346,9 @@ struct pressure_view {
     std::size_t estimate_bytes = 0; ///< Current usage estimate.
     double red_line = 0.85;         ///< The critical threshold as a ratio of the limit.
     double exit_ratio = 0.0;        ///< Below this ratio the current level is left.
+    /// A session's quota at this level (the governor's admission quota), 0 when none applies:
+    /// evict_over_cost then uses min(`evictor_config::session_cost_cap`, this).
+    std::size_t session_quota_bytes = 0;
 };
 
 /// Counters for one (level, action) cell.
@@ -299,6 +363,27 @@ struct action_counters {
     std::uint64_t empty = 0;
     std::uint64_t dry_runs = 0;  ///< Runs counted in dry-run mode.
     std::uint64_t dry_bytes = 0; ///< Bytes the reclaimers' estimates said a dry run would free.
+};
+
+/// What one reclaimer did for one action, over the evictor's life.
+struct reclaimer_action_counters {
+    /// The reclaimer answered the action when it was registered (`handles`, or for a custom
+    /// action `handles_custom`); only these are exported.
+    bool handled = false;
+    std::uint64_t runs = 0;  ///< Times its `reclaim` was called for the action.
+    std::uint64_t bytes = 0; ///< Bytes it reported freed.
+    std::uint64_t items = 0; ///< Items it reported removed.
+};
+
+/// The counters of the reclaimers registered under one name (kept by the evictor after
+/// removal, so they never go backwards: one registered again under the name goes on from them).
+struct reclaimer_stats {
+    std::string name;
+    /// By built-in action (`actions[static_cast<std::size_t>(a)]`); the `custom` cell sums the
+    /// custom actions. Dry runs are not counted here.
+    std::array<reclaimer_action_counters, reclaim_action_count> actions{};
+    /// By custom action, in the order of `evictor_config::custom_actions`.
+    std::vector<reclaimer_action_counters> custom;
 };
 
 /// What one step did.
@@ -327,6 +412,12 @@ struct evictor_stats {
     std::uint64_t deferred_changes = 0;
     /// `step` calls made from inside a callback or a visit of the same evictor (ignored).
     std::uint64_t ignored_steps = 0;
+    /// Counters per registered reclaimer name, in the order the names were first registered
+    /// (empty if copying them ran out of memory). A name unregistered is not shown; registered
+    /// again, its counters go on from where they were.
+    std::vector<reclaimer_stats> reclaimers;
+    /// `evictor_config::custom_actions`, naming the `custom` cells of `reclaimers`.
+    std::vector<std::string> custom_actions;
 
     /// Sum of a column over all levels.
     [[nodiscard]] action_counters total(reclaim_action a) const noexcept {
@@ -697,6 +788,11 @@ public:
           m_heap{m_cfg.heap, std::move(trim), std::move(rss),
                  [this](const heap_trim_done& d) { heap_trim_completed(d); }} {
         m_heap_interval = m_heap.interval();
+        for (std::size_t li = 0; li < pressure_level_count; ++li) {
+            for (const policy_entry& e : m_cfg.ladder[li]) {
+                m_entry_custom[li].push_back(custom_index(m_cfg, e.name));
+            }
+        }
     }
 
     evictor(const evictor&) = delete;
@@ -731,7 +827,11 @@ public:
             if (std::find(m_reclaimers.begin(), m_reclaimers.end(), r) != m_reclaimers.end()) {
                 throw already_registered(*r);
             }
+            const std::size_t slot = counters_slot(*r);
+            m_slots.reserve(m_reclaimers.size() + 1);
             m_reclaimers.push_back(r);
+            m_slots.push_back(slot); // reserved: cannot throw
+            count_registration(slot, true);
         }
         {
             const detail::evictor_scope_guard scope{this, true};
@@ -762,6 +862,9 @@ public:
                                              [&](const auto& p) { return p.get() == &r; });
                 if (it == m_reclaimers.end()) return false;
                 gone = std::move(*it);
+                const auto at = m_slots.begin() + (it - m_reclaimers.begin());
+                count_registration(*at, false);
+                m_slots.erase(at);
                 m_reclaimers.erase(it);
             }
             if (m_level.load(std::memory_order_relaxed) != pressure_level::normal) {
@@ -915,27 +1018,35 @@ public:
             }
             const double ratio = limit > 0 ? est / limit : 0.0;
 
-            for (const policy_entry& e : m_cfg.ladder[li]) {
+            std::size_t cost_cap = m_cfg.session_cost_cap;
+            if (view.session_quota_bytes > 0) cost_cap = std::min(cost_cap, view.session_quota_bytes);
+            const auto& row = m_cfg.ladder[li];
+            for (std::size_t ei = 0; ei < row.size(); ++ei) {
+                const policy_entry& e = row[ei];
                 if (!e.always && rep.freed > 0 && rep.freed >= rep.wanted) continue;
                 reclaim_request req;
                 req.action = e.action;
+                req.name = e.name;
                 req.level = view.level;
                 req.usage_ratio = ratio;
                 req.bytes_wanted = rep.wanted > rep.freed ? rep.wanted - rep.freed : 0;
                 req.budget = e.budget;
                 req.max_age = age_limit(ratio);
-                req.cost_cap = m_cfg.session_cost_cap;
+                req.cost_cap = cost_cap;
+                req.largest_floor = detail::saturating_cast<std::size_t>(static_cast<double>(cost_cap) * m_cfg.largest_min_share);
                 req.now = now;
                 if (e.action == reclaim_action::evict_by_age && req.max_age.count() == 0) continue;
-                run(li, req, rep);
+                run(li, req, m_entry_custom[li][ei], rep);
             }
         }
         apply_pending_locked();
         return rep;
     }
 
-    /// A copy of the counters. Takes only the counters' leaf lock: legal from anywhere, also
-    /// from inside a step's callbacks. Thread safety: any thread. Never throws.
+    /// A copy of the counters, with those per reclaimer name (`reclaimers`, copied: it
+    /// allocates, and is left empty if that runs out of memory). Takes only the counters' leaf
+    /// lock: legal from anywhere, also from inside a step's callbacks. Thread safety: any
+    /// thread. Never throws.
     [[nodiscard]] evictor_stats stats() const noexcept {
         std::lock_guard counters{m_stats_mutex};
         evictor_stats s;
@@ -949,6 +1060,16 @@ public:
         s.heap_trim_running = m_heap.busy(); // stats mutex → trimmer lock (a leaf)
         s.deferred_changes = m_deferred_changes;
         s.ignored_steps = m_ignored_steps;
+        try {
+            for (std::size_t i = 0; i < m_rec_stats.size(); ++i) {
+                if (m_rec_registered[i] > 0) s.reclaimers.push_back(m_rec_stats[i]);
+            }
+            s.custom_actions = m_cfg.custom_actions;
+        } catch (...) {
+            // Out of memory: the counters without the per-reclaimer detail.
+            s.reclaimers.clear();
+            s.custom_actions.clear();
+        }
         return s;
     }
 
@@ -961,6 +1082,7 @@ private:
         bool add = false;
         std::shared_ptr<reclaimer> r;
         bool applied = false;
+        std::size_t slot = 0; // an addition's counters (m_rec_stats index)
     };
 
     static std::invalid_argument already_registered(const reclaimer& r) {
@@ -996,10 +1118,11 @@ private:
     }
 
     void defer_add(std::shared_ptr<reclaimer> r) {
+        const std::size_t slot = counters_slot(*r);
         {
             std::lock_guard pending{m_pending_mutex};
             if (registered_after_pending(r.get())) throw already_registered(*r);
-            m_pending.push_back({true, std::move(r), false});
+            m_pending.push_back({true, std::move(r), false, slot});
             m_pending_count.fetch_add(1, std::memory_order_release);
         }
         count_deferral();
@@ -1052,12 +1175,18 @@ private:
                 const auto it = std::find(m_reclaimers.begin(), m_reclaimers.end(), op.r);
                 if (op.add && it == m_reclaimers.end()) {
                     try {
+                        m_slots.reserve(m_reclaimers.size() + 1);
                         m_reclaimers.push_back(op.r);
+                        m_slots.push_back(op.slot); // reserved: cannot throw
+                        count_registration(op.slot, true);
                         op.applied = true;
                     } catch (...) {
                         // Out of memory: the deferred addition is dropped.
                     }
                 } else if (!op.add && it != m_reclaimers.end()) {
+                    const auto at = m_slots.begin() + (it - m_reclaimers.begin());
+                    count_registration(*at, false);
+                    m_slots.erase(at);
                     m_reclaimers.erase(it);
                     op.applied = true;
                 }
@@ -1092,6 +1221,59 @@ private:
         const_cast<evictor*>(this)->apply_pending_locked();
     }
 
+    static constexpr std::size_t no_custom = static_cast<std::size_t>(-1);
+
+    // `name`'s index in cfg.custom_actions, or no_custom.
+    static std::size_t custom_index(const evictor_config& cfg, std::string_view name) noexcept {
+        if (name.empty()) return no_custom;
+        const auto it = std::find(cfg.custom_actions.begin(), cfg.custom_actions.end(), name);
+        return it == cfg.custom_actions.end() ? no_custom
+                                              : static_cast<std::size_t>(it - cfg.custom_actions.begin());
+    }
+
+    // The counters of `r`'s name, created (with every cell the step may touch) if it is new;
+    // the actions `r` answers are marked handled. Takes the stats lock (a leaf). Throws
+    // `std::bad_alloc`.
+    std::size_t counters_slot(const reclaimer& r) {
+        // Asked before the lock: the counters' lock is never held while calling out.
+        std::array<bool, reclaim_action_count> handled{};
+        std::vector<bool> custom_handled(m_cfg.custom_actions.size());
+        for (std::size_t a = 0; a < reclaim_action_count; ++a) {
+            const auto act = static_cast<reclaim_action>(a);
+            handled[a] = act != reclaim_action::custom && r.handles(act);
+        }
+        for (std::size_t c = 0; c < m_cfg.custom_actions.size(); ++c) {
+            custom_handled[c] = r.handles_custom(m_cfg.custom_actions[c]);
+            if (custom_handled[c]) handled[static_cast<std::size_t>(reclaim_action::custom)] = true;
+        }
+        reclaimer_stats fresh;
+        fresh.name = std::string{r.name()};
+        fresh.custom.resize(m_cfg.custom_actions.size());
+        std::lock_guard counters{m_stats_mutex};
+        std::size_t i = 0;
+        while (i < m_rec_stats.size() && m_rec_stats[i].name != fresh.name) ++i;
+        if (i == m_rec_stats.size()) {
+            m_rec_registered.reserve(m_rec_stats.size() + 1);
+            m_rec_stats.push_back(std::move(fresh));
+            m_rec_registered.push_back(0); // reserved: cannot throw
+        }
+        reclaimer_stats& st = m_rec_stats[i];
+        for (std::size_t a = 0; a < reclaim_action_count; ++a) st.actions[a].handled |= handled[a];
+        for (std::size_t c = 0; c < custom_handled.size(); ++c) st.custom[c].handled |= custom_handled[c];
+        return i;
+    }
+
+    [[nodiscard]] static bool valid_custom_name(std::string_view n) noexcept {
+        if (n.empty() || n.size() > 64 || !(n.front() >= 'a' && n.front() <= 'z')) return false;
+        for (char c : n) {
+            if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_')) return false;
+        }
+        for (std::size_t a = 0; a < reclaim_action_count; ++a) {
+            if (n == to_string(static_cast<reclaim_action>(a))) return false;
+        }
+        return true;
+    }
+
     static evictor_config validate(evictor_config cfg) {
         double prev = 0.0;
         for (const auto& s : cfg.age_ladder) {
@@ -1108,9 +1290,27 @@ private:
         if (cfg.session_cost_cap == 0) {
             throw std::invalid_argument{"memgov::evictor_config::session_cost_cap: must be > 0"};
         }
+        if (!(cfg.largest_min_share >= 0.0 && cfg.largest_min_share <= 1.0)) {
+            throw std::invalid_argument{"memgov::evictor_config::largest_min_share: must be in [0, 1]"};
+        }
         if (!(cfg.emergency_margin >= 0.0 && cfg.emergency_margin < 1.0)) {
             throw std::invalid_argument{
                 "memgov::evictor_config::emergency_margin: must be in [0, 1)"};
+        }
+        for (std::size_t i = 0; i < cfg.custom_actions.size(); ++i) {
+            const std::string& n = cfg.custom_actions[i];
+            if (!valid_custom_name(n)) {
+                throw std::invalid_argument{
+                    "memgov::evictor_config::custom_actions: '" + n.substr(0, 64) +
+                    "' must be 1 to 64 characters of [a-z0-9_], start with a letter and not be a "
+                    "built-in action's name"};
+            }
+            if (std::find(cfg.custom_actions.begin(), cfg.custom_actions.begin() +
+                                                          static_cast<std::ptrdiff_t>(i), n) !=
+                cfg.custom_actions.begin() + static_cast<std::ptrdiff_t>(i)) {
+                throw std::invalid_argument{"memgov::evictor_config::custom_actions: '" + n +
+                                            "' is declared twice"};
+            }
         }
         for (const auto& row : cfg.ladder) {
             for (const auto& e : row) {
@@ -1119,6 +1319,16 @@ private:
                 }
                 if (e.budget == 0 && e.action != reclaim_action::trim_heap) {
                     throw std::invalid_argument{"memgov::evictor_config::ladder: budget must be > 0"};
+                }
+                if (e.action == reclaim_action::custom && custom_index(cfg, e.name) == no_custom) {
+                    throw std::invalid_argument{
+                        "memgov::evictor_config::ladder: custom action '" + e.name.substr(0, 64) +
+                        "' is not declared in evictor_config::custom_actions"};
+                }
+                if (e.action != reclaim_action::custom && !e.name.empty()) {
+                    throw std::invalid_argument{"memgov::evictor_config::ladder: only a custom entry has "
+                                                "a name ('" + e.name.substr(0, 64) + "' on " +
+                                                std::string{to_string(e.action)} + ")"};
                 }
             }
         }
@@ -1131,11 +1341,17 @@ private:
         return cfg;
     }
 
-    void run(std::size_t li, const reclaim_request& req, step_report& rep) noexcept {
+    // True if `r` answers the request's action (for custom: its name).
+    [[nodiscard]] static bool answers(const reclaimer& r, const reclaim_request& req) noexcept {
+        return req.action == reclaim_action::custom ? r.handles_custom(req.name) : r.handles(req.action);
+    }
+
+    // Runs one entry; `custom` is the entry's index in m_cfg.custom_actions (or no_custom).
+    void run(std::size_t li, const reclaim_request& req, std::size_t custom, step_report& rep) noexcept {
         if (rep.dry_run) {
             std::size_t would = 0;
             for (auto& r : m_reclaimers) {
-                if (r->handles(req.action) && !removal_pending(r.get())) would += r->estimate(req.action);
+                if (answers(*r, req) && !removal_pending(r.get())) would += r->estimate(req.action);
             }
             std::lock_guard counters{m_stats_mutex};
             action_counters& c = m_cells[li][static_cast<std::size_t>(req.action)];
@@ -1153,14 +1369,19 @@ private:
             trim = m_heap.request(req.now, li);
             ran = true;
         } else {
-            for (auto& r : m_reclaimers) {
-                if (!r->handles(req.action) || removal_pending(r.get())) continue;
+            for (std::size_t i = 0; i < m_reclaimers.size(); ++i) {
+                reclaimer& r = *m_reclaimers[i];
+                if (!answers(r, req) || removal_pending(&r)) continue;
                 reclaim_request sub = req;
                 sub.bytes_wanted = req.bytes_wanted > got.bytes ? req.bytes_wanted - got.bytes : 0;
-                const reclaim_result one = r->reclaim(sub);
+                const reclaim_result one = r.reclaim(sub);
                 got.bytes += one.bytes;
                 got.items += one.items;
                 ran = true;
+                std::lock_guard counters{m_stats_mutex};
+                reclaimer_stats& st = m_rec_stats[m_slots[i]];
+                count_run(st.actions[static_cast<std::size_t>(req.action)], one);
+                if (custom != no_custom) count_run(st.custom[custom], one);
             }
         }
         if (!ran) return;
@@ -1182,6 +1403,19 @@ private:
         }
     }
 
+    // One more (or one fewer) registered reclaimer uses the counters `slot`.
+    void count_registration(std::size_t slot, bool added) noexcept {
+        std::lock_guard counters{m_stats_mutex};
+        if (added) ++m_rec_registered[slot];
+        else --m_rec_registered[slot];
+    }
+
+    static void count_run(reclaimer_action_counters& c, const reclaim_result& one) noexcept {
+        ++c.runs;
+        c.bytes += one.bytes;
+        c.items += one.items;
+    }
+
     // A heap trim that a step requested completed: on the trimmer's thread (or inline when its
     // thread could not start), with no evictor lock held but this leaf.
     void heap_trim_completed(const heap_trim_done& d) noexcept {
@@ -1199,6 +1433,9 @@ private:
     mutable std::mutex m_mutex;       // the step mutex: serialises steps and on_level rounds
     mutable std::shared_mutex m_list; // the list: exclusive to change it, shared to visit it
     std::vector<std::shared_ptr<reclaimer>> m_reclaimers; // changed under both locks
+    std::vector<std::size_t> m_slots; // m_slots[i]: m_reclaimers[i]'s counters; changed with it
+    // For each level's row, each entry's index into m_cfg.custom_actions (custom entries).
+    std::array<std::vector<std::size_t>, pressure_level_count> m_entry_custom;
     std::atomic<pressure_level> m_level{pressure_level::normal}; // last told; written under m_mutex
     std::atomic<bool> m_dry_run{m_cfg.dry_run};
 
@@ -1220,6 +1457,10 @@ private:
     duration m_heap_interval{};
     std::uint64_t m_deferred_changes = 0;
     std::uint64_t m_ignored_steps = 0;
+    // Counters per reclaimer name, grown only when a new name registers (never on a step),
+    // and how many registered reclaimers use each (only those are reported).
+    std::vector<reclaimer_stats> m_rec_stats;
+    std::vector<std::size_t> m_rec_registered;
 
     // Its own lock and thread; requested from steps. Last: its destructor joins the thread,
     // whose completions write the counters above, before they go.

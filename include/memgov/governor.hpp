@@ -490,7 +490,8 @@ private:
     static std::uint64_t evictions(const evictor_stats& s) noexcept {
         std::uint64_t n = 0;
         for (auto a : {reclaim_action::sweep_expired, reclaim_action::evict_by_age,
-                       reclaim_action::evict_over_cost, reclaim_action::evict_lru}) {
+                       reclaim_action::evict_over_cost, reclaim_action::evict_largest,
+                       reclaim_action::evict_lru}) {
             n += s.total(a).items;
         }
         return n;
@@ -553,6 +554,11 @@ private:
         v.estimate_bytes = static_cast<std::size_t>(est);
         v.red_line = m_red_line;
         v.exit_ratio = lvl == pressure_level::normal ? 0.0 : m_thresholds[to_index(lvl) - 1].exit;
+        // The per-session quota at this level caps what counts as over cost (and large).
+        if (m_cfg.admission.enabled) {
+            const std::int64_t q = m_admission->quota();
+            v.session_quota_bytes = q > 0 ? static_cast<std::size_t>(q) : 0;
+        }
         return v;
     }
 

@@ -162,7 +162,9 @@ inline void collect(metric_sink& sink, const ledger& l) {
                 metric_type::gauge, {}, static_cast<double>(s.total));
 }
 
-/// Writes an evictor's counters by level and action, and the heap trimmer's.
+/// Writes an evictor's counters by level and action, the heap trimmer's, and each reclaimer's
+/// by action (`memgov_evictor_reclaimer_*{reclaimer, action}`; a custom action's label is its
+/// name).
 inline void collect(metric_sink& sink, const evictor_stats& s) {
     for (std::size_t li = 0; li < pressure_level_count; ++li) {
         const auto level = to_string(static_cast<pressure_level>(li));
@@ -190,6 +192,29 @@ inline void collect(metric_sink& sink, const evictor_stats& s) {
             sink.sample("evictor_dry_run_actions_total", "Actions counted but not run (dry run)",
                         metric_type::counter, {{"level", level}, {"action", action}},
                         static_cast<double>(c.dry_runs));
+        }
+    }
+    // Per reclaimer: only the actions it answers; the custom actions by their own names (the
+    // `custom` cell, their sum, is not written again).
+    for (const auto& r : s.reclaimers) {
+        const auto write = [&](std::string_view action, const reclaimer_action_counters& c) {
+            if (!c.handled) return;
+            sink.sample("evictor_reclaimer_runs_total", "Reclaim calls, by reclaimer and action",
+                        metric_type::counter, {{"reclaimer", r.name}, {"action", action}},
+                        static_cast<double>(c.runs));
+            sink.sample("evictor_reclaimer_freed_bytes_total", "Bytes freed, by reclaimer and action",
+                        metric_type::counter, {{"reclaimer", r.name}, {"action", action}},
+                        static_cast<double>(c.bytes));
+            sink.sample("evictor_reclaimer_freed_items_total", "Items removed, by reclaimer and action",
+                        metric_type::counter, {{"reclaimer", r.name}, {"action", action}},
+                        static_cast<double>(c.items));
+        };
+        for (std::size_t ai = 0; ai < reclaim_action_count; ++ai) {
+            if (static_cast<reclaim_action>(ai) == reclaim_action::custom) continue;
+            write(to_string(static_cast<reclaim_action>(ai)), r.actions[ai]);
+        }
+        for (std::size_t ci = 0; ci < r.custom.size() && ci < s.custom_actions.size(); ++ci) {
+            write(s.custom_actions[ci], r.custom[ci]);
         }
     }
     sink.sample("heap_trims_total", "Heap trims completed (on the heap trimmer's thread)",

@@ -8,7 +8,7 @@
 /// |---|---|---|
 /// | `buffer_pool_reclaimer` | trim_pools | `trim(target, budget)`: frees what the step wants (all idle at emergency), largest class first, at most `budget` buffers a step; reports bytes and buffers; follows the level with `set_pressure` |
 /// | `object_pool_reclaimer<Pool>` | trim_pools | `trim(now, budget)`: frees objects past their tier's (pressure-shortened) lifetime; all but the reserve at emergency |
-/// | `session_map_reclaimer<Map>` | sweep_expired, evict_by_age, evict_over_cost, evict_lru | `sweep`, `evict_older_than`, `evict_over_cost`, `evict_lru_until`, each within the step's budget (for LRU: `budget` evictions, `lru_samples` entries sampled each); `no_evict` entries are spared by the map |
+/// | `session_map_reclaimer<Map>` | sweep_expired, evict_by_age, evict_over_cost, evict_largest, evict_lru | `sweep`, `evict_older_than`, `evict_over_cost`, `evict_largest`, `evict_lru_until`, each within the step's budget (for largest and LRU: `budget` evictions, at most `lru_samples` entries examined each; largest stops once the step has what it wants); `no_evict` entries are spared by the map |
 ///
 /// An adapter holds a reference: the part must outlive its registration, so unregister the
 /// adapter (`governor::unregister_reclaimer`, `evictor::remove`) before destroying the part,
@@ -184,7 +184,8 @@ public:
     [[nodiscard]] std::string_view name() const noexcept override { return m_name; }
     [[nodiscard]] bool handles(reclaim_action a) const noexcept override {
         return a == reclaim_action::sweep_expired || a == reclaim_action::evict_by_age ||
-               a == reclaim_action::evict_over_cost || a == reclaim_action::evict_lru;
+               a == reclaim_action::evict_over_cost || a == reclaim_action::evict_largest ||
+               a == reclaim_action::evict_lru;
     }
     /// An upper bound: the map's total cost for the evictions, 0 for the sweep (what expires is
     /// known only by sweeping).
@@ -210,11 +211,23 @@ public:
                 const auto want = detail::saturating_cast<std::int64_t>(req.bytes_wanted);
                 // The ladder's budget counts sessions evicted; the map counts entries sampled,
                 // `lru_samples` per eviction.
-                const std::size_t samples = m_map.config().lru_samples;
-                const std::size_t work = req.budget > std::numeric_limits<std::size_t>::max() / samples
-                                             ? std::numeric_limits<std::size_t>::max()
-                                             : req.budget * samples;
-                r = m_map.evict_lru_until(total > want ? total - want : 0, work);
+                r = m_map.evict_lru_until(total > want ? total - want : 0, work_for(req.budget));
+                break;
+            }
+            case reclaim_action::evict_largest: {
+                // One at a time, the largest first, until the step has what it wants or the
+                // budget (sessions evicted) is spent: a giant may cover the need alone. Nothing
+                // is wanted, nothing goes: "largest" is relative and needs a reason. The work
+                // (entries examined, `no_evict` ones included) is bounded as for LRU.
+                const auto want = detail::saturating_cast<std::int64_t>(req.bytes_wanted);
+                const std::size_t work = work_for(req.budget);
+                while (r.evicted < req.budget && r.bytes < want && r.work < work) {
+                    const evict_result one = m_map.evict_largest(1, work - r.work, req.largest_floor);
+                    r.evicted += one.evicted;
+                    r.bytes += one.bytes;
+                    r.work += one.work;
+                    if (one.evicted == 0) break;
+                }
                 break;
             }
             default: return {};
@@ -244,6 +257,14 @@ public:
     }
 
 private:
+    // Entries the map may examine for `budget` evictions: `lru_samples` each.
+    [[nodiscard]] std::size_t work_for(std::size_t budget) const noexcept {
+        const std::size_t samples = m_map.config().lru_samples;
+        return budget > std::numeric_limits<std::size_t>::max() / samples
+                   ? std::numeric_limits<std::size_t>::max()
+                   : budget * samples;
+    }
+
     Map& m_map;
     std::string m_name;
 };

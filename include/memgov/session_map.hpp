@@ -859,18 +859,22 @@ public:
     /// Evicts up to `n` of the largest entries (reason `largest_under_pressure`), skipping
     /// `no_evict`: it empties the highest non-empty power-of-two cost bucket across shards
     /// first, then the next, so every evicted entry is at least half the cost of any evictable
-    /// entry left. Entries of cost 0 are never chosen. Examines at most `budget` entries.
+    /// entry left. Only entries costing more than `min_cost` are chosen (never those of cost
+    /// 0), so "largest" can mean "large" and not merely "the biggest of equals". Examines at
+    /// most `budget` entries.
     /// Thread safety: safe from any thread. Complexity: O(n + skipped + 64 × shards).
-    evict_result evict_largest(std::size_t n, std::size_t budget = std::numeric_limits<std::size_t>::max()) {
+    evict_result evict_largest(std::size_t n, std::size_t budget = std::numeric_limits<std::size_t>::max(),
+                               std::uint64_t min_cost = 0) {
         const detail::owned_mutex::guard turn{m_evict_turn};
         evict_result r;
         if (!turn) return r; // called from a callback of this thread's own eviction
-        for (int b = 63; b >= 1 && r.evicted < n && r.work < budget; --b) {
+        const int low = static_cast<int>(std::max(1U, bucket_of(min_cost)));
+        for (int b = 63; b >= low && r.evicted < n && r.work < budget; --b) {
             const std::uint64_t bit = std::uint64_t{1} << b;
             for (std::size_t i = 0; i < m_config.shards && r.evicted < n && r.work < budget; ++i) {
                 shard& s = m_shards[i];
                 if ((s.bucket_mask.load(std::memory_order_relaxed) & bit) == 0) continue;
-                evict_bucket_in(s, static_cast<unsigned>(b), 0, evict_reason::largest_under_pressure,
+                evict_bucket_in(s, static_cast<unsigned>(b), min_cost, evict_reason::largest_under_pressure,
                                 n, budget, r);
             }
         }

@@ -436,11 +436,12 @@ TEST_CASE("config validation: every constrained field of every part", "[config]"
         using P = field_probe<C>;
         probe_all<C>(make, {
             P{"session_cost_cap", [](C& c) { c.session_cost_cap = 0; }, [](C& c) { c.session_cost_cap = 1; }},
+            P{"largest_min_share", [](C& c) { c.largest_min_share = 1.5; }, [](C& c) { c.largest_min_share = 1.0; }},
             P{"emergency_margin", [](C& c) { c.emergency_margin = 1.0; }, [](C& c) { c.emergency_margin = 0.0; }},
             P{"age_ladder", [](C& c) { c.age_ladder = {{0.9, 10s}, {0.9, 5s}}; }, [](C& c) { c.age_ladder = {{1.5, 1ns}}; }},
             P{"ladder", [](C& c) { c.ladder[2] = {{memgov::reclaim_action::trim_pools, 0, false}}; },
               [](C& c) { c.ladder[2] = {{memgov::reclaim_action::trim_heap, 0, false}}; }},
-            P{"ladder", [](C& c) { c.ladder[1] = {{static_cast<memgov::reclaim_action>(6), 1, false}}; },
+            P{"ladder", [](C& c) { c.ladder[1] = {{static_cast<memgov::reclaim_action>(memgov::reclaim_action_count), 1, false}}; },
               [](C& c) { c.ladder[1] = {{memgov::reclaim_action::evict_lru, 1, false}}; }},
             P{"ladder", [](C& c) { c.ladder[0] = {{memgov::reclaim_action::trim_pools, 1, false}}; },
               [](C& c) { c.ladder[0] = {{memgov::reclaim_action::sweep_expired, 1, true}}; }},

@@ -1,7 +1,9 @@
 #include <memgov/evictor.hpp>
+#include <memgov/prometheus.hpp>
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <latch>
@@ -645,4 +647,289 @@ TEST_CASE("heap_trimmer: request is non-blocking; maybe_trim still trims on the 
     CHECK(calls == 2);
     CHECK(h.trims() == 2);
     CHECK(h.interval() == 400ms);
+}
+
+// ---- Eviction order that targets the cause (evict_largest, quota-following cap, custom
+// actions, counters per reclaimer).
+
+namespace {
+std::vector<reclaim_action> actions_of(const scripted& s) {
+    std::vector<reclaim_action> out;
+    for (const auto& r : s.seen) out.push_back(r.action);
+    return out;
+}
+const std::vector<reclaim_action> all_session_actions{
+    reclaim_action::sweep_expired, reclaim_action::evict_by_age, reclaim_action::evict_over_cost,
+    reclaim_action::evict_largest, reclaim_action::evict_lru};
+} // namespace
+
+TEST_CASE("evictor: evict_largest is action 6 and the others keep their values", "[evictor]") {
+    STATIC_REQUIRE(static_cast<int>(reclaim_action::trim_pools) == 0);
+    STATIC_REQUIRE(static_cast<int>(reclaim_action::evict_lru) == 5);
+    STATIC_REQUIRE(static_cast<int>(reclaim_action::evict_largest) == 6);
+    STATIC_REQUIRE(static_cast<int>(reclaim_action::custom) == 7);
+    STATIC_REQUIRE(memgov::reclaim_action_count == 8);
+    CHECK(memgov::to_string(reclaim_action::evict_largest) == "evict_largest");
+    CHECK(memgov::to_string(reclaim_action::custom) == "custom");
+}
+
+TEST_CASE("evictor: the default ladder reaches the largest sessions before age and LRU",
+          "[evictor]") {
+    auto ev = quiet_evictor();
+    auto sessions = std::make_shared<scripted>(); // frees nothing: every entry runs
+    ev.add(make("sessions", all_session_actions, sessions));
+    SECTION("critical: over-cost (always), sweep, largest, then age") {
+        (void)ev.step(view(pressure_level::critical, 0.97, 0.80), t0);
+        CHECK(actions_of(*sessions) ==
+              std::vector{reclaim_action::evict_over_cost, reclaim_action::sweep_expired,
+                          reclaim_action::evict_largest, reclaim_action::evict_by_age});
+        REQUIRE(sessions->seen.size() == 4);
+        CHECK(sessions->seen[2].budget == 16);
+        CHECK(sessions->seen[2].bytes_wanted == 17 * mib);
+    }
+    SECTION("emergency: over-cost, sweep, largest, age, then LRU") {
+        (void)ev.step(view(pressure_level::emergency, 0.99, 0.90), t0);
+        CHECK(actions_of(*sessions) ==
+              std::vector{reclaim_action::evict_over_cost, reclaim_action::sweep_expired,
+                          reclaim_action::evict_largest, reclaim_action::evict_by_age,
+                          reclaim_action::evict_lru});
+        REQUIRE(sessions->seen.size() == 5);
+        CHECK(sessions->seen[2].budget == 16);
+    }
+    SECTION("largest freeing enough stops the row before age and LRU") {
+        auto big = std::make_shared<scripted>();
+        big->frees = 20 * mib;
+        big->items = 1;
+        ev.add(make("big", {reclaim_action::evict_largest}, big));
+        (void)ev.step(view(pressure_level::emergency, 0.99, 0.90), t0); // wants 16 MiB
+        CHECK(actions_of(*sessions) ==
+              std::vector{reclaim_action::evict_over_cost, reclaim_action::sweep_expired,
+                          reclaim_action::evict_largest});
+        CHECK(ev.stats().total(reclaim_action::evict_largest).bytes == 20 * mib);
+    }
+    // Trims keep their places: pools before the sweep, the heap last.
+    const auto t = memgov::evictor_config::default_ladder();
+    for (auto l : {pressure_level::critical, pressure_level::emergency}) {
+        const auto& row = t[memgov::to_index(l)];
+        REQUIRE(row.size() >= 3);
+        CHECK(row[0].action == reclaim_action::evict_over_cost);
+        CHECK(row[0].always);
+        CHECK(row[1].action == reclaim_action::trim_pools);
+        CHECK(row[2].action == reclaim_action::sweep_expired);
+        CHECK(row.back().action == reclaim_action::trim_heap);
+    }
+}
+
+TEST_CASE("evictor: the cost cap follows the session quota when one applies", "[evictor]") {
+    auto ev = quiet_evictor();
+    auto sessions = std::make_shared<scripted>();
+    ev.add(make("sessions", {reclaim_action::evict_over_cost}, sessions));
+    auto v = view(pressure_level::critical, 0.90, 0.80);
+    CHECK(v.session_quota_bytes == 0);
+    (void)ev.step(v, t0); // no quota: the configured cap
+    v.session_quota_bytes = 10 * mib;
+    (void)ev.step(v, t0); // a smaller quota wins
+    v.session_quota_bytes = 40 * mib;
+    (void)ev.step(v, t0); // a larger quota does not raise the cap
+    REQUIRE(sessions->seen.size() == 3);
+    CHECK(sessions->seen[0].cost_cap == 30 * mib);
+    CHECK(sessions->seen[1].cost_cap == 10 * mib);
+    CHECK(sessions->seen[2].cost_cap == 30 * mib);
+}
+
+TEST_CASE("evictor: a custom action runs where the ladder puts it", "[evictor]") {
+    memgov::evictor_config cfg;
+    cfg.custom_actions = {"shed_queued_work"};
+    auto& row = cfg.ladder[memgov::to_index(pressure_level::emergency)];
+    const auto lru = std::find_if(row.begin(), row.end(),
+                                  [](const auto& e) { return e.action == reclaim_action::evict_lru; });
+    REQUIRE(lru != row.end());
+    row.insert(lru, memgov::policy_entry{reclaim_action::custom, 8, false, "shed_queued_work"});
+    auto ev = quiet_evictor(cfg);
+
+    auto sessions = std::make_shared<scripted>();
+    ev.add(make("sessions", all_session_actions, sessions));
+    std::vector<std::string> order; // what ran, across both reclaimers
+    std::vector<memgov::reclaim_request> kafka_seen;
+    auto kafka = std::make_shared<memgov::function_reclaimer>(
+        "kafka_producer", std::vector<reclaim_action>{},
+        [&](const memgov::reclaim_request& r) {
+            kafka_seen.push_back(r);
+            return memgov::reclaim_result{2 * mib, 3};
+        },
+        [](reclaim_action) { return std::size_t{5} * mib; }, std::vector<std::string>{"shed_queued_work"});
+    CHECK(kafka->handles_custom("shed_queued_work"));
+    CHECK_FALSE(kafka->handles_custom("other"));
+    CHECK(kafka->handles(reclaim_action::custom));
+    CHECK_FALSE(sessions == nullptr);
+    ev.add(kafka);
+
+    (void)ev.step(view(pressure_level::emergency, 0.99, 0.90), t0);
+    REQUIRE(kafka_seen.size() == 1);
+    CHECK(kafka_seen[0].action == reclaim_action::custom);
+    CHECK(kafka_seen[0].name == "shed_queued_work");
+    CHECK(kafka_seen[0].budget == 8);
+    CHECK(kafka_seen[0].bytes_wanted == 16 * mib);
+    // It ran after age and before LRU, which was asked for what was still wanted.
+    CHECK(actions_of(*sessions).back() == reclaim_action::evict_lru);
+    CHECK(sessions->seen.back().bytes_wanted == 14 * mib);
+    const auto st = ev.stats();
+    CHECK(st.total(reclaim_action::custom).runs == 1);
+    CHECK(st.total(reclaim_action::custom).bytes == 2 * mib);
+    // Not called at a level whose row does not name it.
+    (void)ev.step(view(pressure_level::critical, 0.97, 0.80), t0);
+    CHECK(kafka_seen.size() == 1);
+
+    // A reclaimer that does not know the name is not asked.
+    ev.set_dry_run(true);
+    (void)ev.step(view(pressure_level::emergency, 0.99, 0.90), t0);
+    CHECK(ev.stats().total(reclaim_action::custom).dry_bytes == 5 * mib);
+}
+
+TEST_CASE("evictor: custom actions are validated at construction, naming the field",
+          "[evictor]") {
+    auto bad = [](auto mutate) {
+        memgov::evictor_config cfg;
+        mutate(cfg);
+        return memgov::evictor{cfg};
+    };
+    using e = memgov::policy_entry;
+    // An unknown name in the ladder.
+    CHECK_THROWS_WITH(bad([](auto& c) { c.ladder[3].push_back(e{reclaim_action::custom, 1, false, "shed"}); }),
+                      Catch::Contains("evictor_config::ladder") && Catch::Contains("'shed'") &&
+                          Catch::Contains("custom_actions"));
+    // A custom entry without a name; a built-in entry with one.
+    CHECK_THROWS_WITH(bad([](auto& c) {
+                          c.custom_actions = {"shed"};
+                          c.ladder[3].push_back(e{reclaim_action::custom, 1, false, ""});
+                      }),
+                      Catch::Contains("evictor_config::ladder"));
+    CHECK_THROWS_WITH(bad([](auto& c) {
+                          c.custom_actions = {"shed"};
+                          c.ladder[3].push_back(e{reclaim_action::evict_lru, 1, false, "shed"});
+                      }),
+                      Catch::Contains("evictor_config::ladder"));
+    // Bad declarations.
+    for (const char* name : {"", "Shed", "shed-work", "evict_lru", "custom"}) {
+        INFO(name);
+        CHECK_THROWS_WITH(bad([&](auto& c) { c.custom_actions = {name}; }),
+                          Catch::Contains("evictor_config::custom_actions"));
+    }
+    CHECK_THROWS_WITH(bad([](auto& c) { c.custom_actions = {"shed", "shed"}; }),
+                      Catch::Contains("evictor_config::custom_actions"));
+    // The normal row still holds only sweeps.
+    CHECK_THROWS_WITH(bad([](auto& c) {
+                          c.custom_actions = {"shed"};
+                          c.ladder[0].push_back(e{reclaim_action::custom, 1, false, "shed"});
+                      }),
+                      Catch::Contains("normal row"));
+    CHECK_THROWS_WITH(bad([](auto& c) { c.ladder[2] = {{reclaim_action::evict_largest, 0, false}}; }),
+                      Catch::Contains("budget"));
+    CHECK_NOTHROW(bad([](auto& c) {
+        c.custom_actions = {"shed_queued_work", "drop_cache2"};
+        c.ladder[2].push_back(e{reclaim_action::custom, 1, false, "drop_cache2"});
+    }));
+}
+
+TEST_CASE("evictor: counts bytes, items and runs per reclaimer and action", "[evictor]") {
+    memgov::evictor_config cfg;
+    cfg.custom_actions = {"shed_queued_work"};
+    cfg.ladder[memgov::to_index(pressure_level::high)].push_back(
+        {reclaim_action::custom, 4, false, "shed_queued_work"});
+    auto ev = quiet_evictor(cfg);
+    auto pools = std::make_shared<scripted>();
+    pools->frees = 1 * mib;
+    pools->items = 2;
+    auto sessions = std::make_shared<scripted>();
+    sessions->frees = 3 * mib;
+    sessions->items = 1;
+    ev.add(make("pools", {reclaim_action::trim_pools}, pools));
+    ev.add(make("sessions", all_session_actions, sessions));
+    auto shed = std::make_shared<memgov::function_reclaimer>(
+        "kafka", std::vector<reclaim_action>{},
+        [](const memgov::reclaim_request&) { return memgov::reclaim_result{4 * mib, 5}; },
+        memgov::function_reclaimer::estimate_fn{}, std::vector<std::string>{"shed_queued_work"});
+    ev.add(shed);
+
+    (void)ev.step(view(pressure_level::high, 0.80, 0.50), t0);     // wants 30 MiB: all run
+    (void)ev.step(view(pressure_level::emergency, 0.99, 0.90), t0); // wants 16 MiB
+
+    const auto st = ev.stats();
+    REQUIRE(st.reclaimers.size() == 3);
+    CHECK(st.custom_actions == std::vector<std::string>{"shed_queued_work"});
+    const auto& p = st.reclaimers[0];
+    CHECK(p.name == "pools");
+    CHECK(p.actions[static_cast<std::size_t>(reclaim_action::trim_pools)].handled);
+    CHECK_FALSE(p.actions[static_cast<std::size_t>(reclaim_action::evict_lru)].handled);
+    CHECK(p.actions[static_cast<std::size_t>(reclaim_action::trim_pools)].runs == 2);
+    CHECK(p.actions[static_cast<std::size_t>(reclaim_action::trim_pools)].bytes == 2 * mib);
+    CHECK(p.actions[static_cast<std::size_t>(reclaim_action::trim_pools)].items == 4);
+    REQUIRE(p.custom.size() == 1);
+    CHECK_FALSE(p.custom[0].handled);
+    const auto& s = st.reclaimers[1];
+    CHECK(s.name == "sessions");
+    // high: sweep (3 of 30); emergency: over-cost (always) 3, sweep 3... until 16 MiB.
+    CHECK(s.actions[static_cast<std::size_t>(reclaim_action::sweep_expired)].runs == 2);
+    CHECK(s.actions[static_cast<std::size_t>(reclaim_action::evict_over_cost)].runs == 1);
+    CHECK(s.actions[static_cast<std::size_t>(reclaim_action::evict_over_cost)].bytes == 3 * mib);
+    const auto& k = st.reclaimers[2];
+    CHECK(k.name == "kafka");
+    REQUIRE(k.custom.size() == 1);
+    CHECK(k.custom[0].handled);
+    CHECK(k.custom[0].runs == 1);
+    CHECK(k.custom[0].bytes == 4 * mib);
+    CHECK(k.custom[0].items == 5);
+    CHECK(k.actions[static_cast<std::size_t>(reclaim_action::custom)].runs == 1);
+
+    // The per-reclaimer counters add up to the per-action ones.
+    for (std::size_t a = 0; a < memgov::reclaim_action_count; ++a) {
+        if (static_cast<reclaim_action>(a) == reclaim_action::trim_heap) continue;
+        std::uint64_t bytes = 0;
+        for (const auto& r : st.reclaimers) bytes += r.actions[a].bytes;
+        CHECK(bytes == st.total(static_cast<reclaim_action>(a)).bytes);
+    }
+
+    // A removed reclaimer is not reported; coming back it goes on from its counters.
+    CHECK(ev.remove(*shed));
+    CHECK(ev.stats().reclaimers.size() == 2);
+    memgov::prometheus_writer w;
+    memgov::collect(w, ev.stats());
+    CHECK_THAT(w.str(), !Catch::Contains("reclaimer=\"kafka\""));
+    ev.add(shed);
+    (void)ev.step(view(pressure_level::high, 0.80, 0.50), t0);
+    CHECK(ev.stats().reclaimers.size() == 3);
+    CHECK(ev.stats().reclaimers[2].custom[0].runs == 2);
+}
+
+TEST_CASE("evictor: counters per reclaimer are exported with a reclaimer label", "[evictor]") {
+    memgov::evictor_config cfg;
+    cfg.custom_actions = {"shed_queued_work"};
+    cfg.ladder[memgov::to_index(pressure_level::high)].push_back(
+        {reclaim_action::custom, 4, false, "shed_queued_work"});
+    auto ev = quiet_evictor(cfg);
+    auto sessions = std::make_shared<scripted>();
+    sessions->frees = 3 * mib;
+    sessions->items = 1;
+    ev.add(make("sessions", all_session_actions, sessions));
+    ev.add(std::make_shared<memgov::function_reclaimer>(
+        "kafka", std::vector<reclaim_action>{},
+        [](const memgov::reclaim_request&) { return memgov::reclaim_result{4 * mib, 5}; },
+        memgov::function_reclaimer::estimate_fn{}, std::vector<std::string>{"shed_queued_work"}));
+    (void)ev.step(view(pressure_level::high, 0.80, 0.50), t0);
+    memgov::prometheus_writer w;
+    memgov::collect(w, ev.stats());
+    const std::string text = w.str();
+    CHECK_THAT(text, Catch::Contains("# TYPE memgov_evictor_reclaimer_freed_bytes_total counter"));
+    CHECK_THAT(text, Catch::Contains(
+                         "memgov_evictor_reclaimer_runs_total{reclaimer=\"sessions\",action=\"sweep_expired\"} 1"));
+    CHECK_THAT(text, Catch::Contains("memgov_evictor_reclaimer_freed_bytes_total{reclaimer=\"sessions\","
+                                     "action=\"sweep_expired\"} 3145728"));
+    CHECK_THAT(text, Catch::Contains("memgov_evictor_reclaimer_freed_items_total{reclaimer=\"kafka\","
+                                     "action=\"shed_queued_work\"} 5"));
+    CHECK_THAT(text, Catch::Contains(
+                         "memgov_evictor_reclaimer_runs_total{reclaimer=\"sessions\",action=\"evict_largest\"} 0"));
+    // Only what a reclaimer answers; the custom actions by their own names, not summed again.
+    CHECK_THAT(text, !Catch::Contains("reclaimer=\"sessions\",action=\"trim_pools\""));
+    CHECK_THAT(text, !Catch::Contains("reclaimer=\"kafka\",action=\"custom\""));
+    CHECK_THAT(text, Catch::Contains("memgov_evictor_actions_total{level=\"emergency\",action=\"evict_largest\"} 0"));
 }

@@ -148,7 +148,9 @@ TEST_CASE("governor: replay from 50% to 99% and back follows the documented ladd
     CHECK(g.admit(4096, admit_kind::work));
     CHECK(r.sessions->count(reclaim_action::evict_over_cost) == 1);
     CHECK(r.sessions->count(reclaim_action::evict_by_age) == 0); // below 94%: no age eviction
-    CHECK(r.sessions->seen.back().cost_cap == 30 * MiB);
+    // The cost cap is the smaller of the configured 30 MiB and the per-session quota at
+    // critical (30 MiB × 0.5).
+    CHECK(r.sessions->seen.back().cost_cap == 15 * MiB);
 
     // 95%: emergency. Everything new is refused; LRU eviction aims at the red line − 2%, and
     // the age ladder gives 400 s.

@@ -126,3 +126,41 @@ TEST_CASE("reclaimers: session map answers sweep, age, cost and LRU", "[reclaime
     CHECK(map.stats().evicted(memgov::evict_reason::lru_under_pressure) == 3);
     CHECK(map.stats().evicted(memgov::evict_reason::expired_idle) == 4);
 }
+
+TEST_CASE("reclaimers: session map evicts the largest sessions until the step has enough",
+          "[reclaimers]") {
+    memgov::manual_clock clock;
+    using map_type = memgov::session_map<int, std::string, memgov::manual_clock>;
+    map_type map{{}, {}, clock};
+    // Costs in distinct power-of-two buckets, so "largest first" is exact; the largest is exempt.
+    for (int k = 0; k < 6; ++k) {
+        REQUIRE(map.insert(k, [] { return std::string{"s"}; },
+                           {.cost = static_cast<std::int64_t>(MiB << k)})); // 1, 2, 4 ... 32 MiB
+    }
+    REQUIRE(map.insert(99, [] { return std::string{"s"}; },
+                       {.no_evict = true, .cost = static_cast<std::int64_t>(64 * MiB)}));
+    memgov::session_map_reclaimer<map_type> r{map};
+    CHECK(r.handles(reclaim_action::evict_largest));
+    CHECK_FALSE(r.handles(reclaim_action::custom));
+    CHECK(r.estimate(reclaim_action::evict_largest) == 127 * MiB);
+
+    // Nothing wanted: nothing evicted (largest is relative; it needs a reason).
+    auto got = r.reclaim(request(reclaim_action::evict_largest, pressure_level::critical, 0, 16, clock.now()));
+    CHECK(got.items == 0);
+    CHECK(map.size() == 7);
+
+    // 40 MiB wanted: 32 then 16, and no more.
+    got = r.reclaim(request(reclaim_action::evict_largest, pressure_level::critical, 40 * MiB, 16, clock.now()));
+    CHECK(got.items == 2);
+    CHECK(got.bytes == 48 * MiB);
+    CHECK_FALSE(map.contains(5));
+    CHECK_FALSE(map.contains(4));
+    CHECK(map.contains(99)); // no_evict is spared
+
+    // The budget counts sessions evicted.
+    got = r.reclaim(request(reclaim_action::evict_largest, pressure_level::emergency, 100 * MiB, 2, clock.now()));
+    CHECK(got.items == 2);
+    CHECK(got.bytes == 12 * MiB);
+    CHECK(map.size() == 3); // 1 and 2 MiB, and the exempt one
+    CHECK(map.stats().evicted(memgov::evict_reason::largest_under_pressure) == 4);
+}

@@ -1436,3 +1436,22 @@ TEST_CASE("session_map: with manual_cost only explicit costs count", "[session_m
     m.with(1, [&](memgov::sliding_window& w, mmap::entry& e) { e.set_cost(static_cast<std::int64_t>(w.size())); });
     CHECK(m.total_cost() == 640);
 }
+
+TEST_CASE("session_map: evict_largest takes only entries above its floor", "[session_map]") {
+    memgov::session_map<int, int> m;
+    for (int i = 0; i < 8; ++i) REQUIRE(m.insert(i, [] { return 0; }, {.cost = 1000}));
+    REQUIRE(m.insert(100, [] { return 0; }, {.cost = 1 << 20}));
+    REQUIRE(m.insert(101, [] { return 0; }, {.cost = 3 << 20}));
+    // Floor 1000: the two big ones only, the largest first; the equals stay.
+    auto r = m.evict_largest(10, std::numeric_limits<std::size_t>::max(), 1000);
+    CHECK(r.evicted == 2);
+    CHECK(r.bytes == (1 << 20) + (3 << 20));
+    CHECK(m.size() == 8);
+    // An entry costing exactly the floor is not above it.
+    r = m.evict_largest(10, std::numeric_limits<std::size_t>::max(), 1000);
+    CHECK(r.evicted == 0);
+    // Without a floor the equals are eligible, as before.
+    r = m.evict_largest(3);
+    CHECK(r.evicted == 3);
+    CHECK(m.size() == 5);
+}
