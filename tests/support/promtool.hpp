@@ -44,4 +44,12 @@ inline promtool_result promtool_check(const std::string& promtool, const std::st
     return r;
 }
 
+// `promtool check metrics` on `text`. promtool comes with the Debian package 'prometheus'
+// (scripts/packages.txt), so a missing one is a failure (exit code -2), not a skip.
+inline promtool_result check_metrics_text(const std::string& text) {
+    const auto promtool = find_promtool();
+    if (!promtool) return {-2, "promtool not installed (Debian package 'prometheus')"};
+    return promtool_check(*promtool, text);
+}
+
 } // namespace memgov_test
