@@ -34,6 +34,15 @@ std::uint64_t parse_bytes(const std::string& s) {
 int main(int argc, char** argv) {
     gateway::gateway_config cfg;
     CLI::App app{"memgov reference gateway: WebSocket audio in, Kafka out, under one memgov::governor"};
+    // A byte count, or one with a K/M/G/T suffix (the check of every such option).
+    const auto byte_count = [](const std::string& s) {
+        try {
+            (void)parse_bytes(s);
+            return std::string{};
+        } catch (...) {
+            return std::string{"must be a positive byte count, optionally with K/M/G/T"};
+        }
+    };
     app.option_defaults()->always_capture_default();
     std::string governor = "on";
     std::string memory_limit;
@@ -73,14 +82,7 @@ int main(int argc, char** argv) {
     app.add_option("--session-quota-bytes", session_quota,
                    "A session's budget quota at normal (bytes, or with K/M/G/T); memgov caps it at 1/8 "
                    "of the limit and shrinks it with the level; default: memgov's (30M)")
-        ->check([](const std::string& s) {
-            try {
-                (void)parse_bytes(s);
-                return std::string{};
-            } catch (...) {
-                return std::string{"must be a positive byte count, optionally with K/M/G/T"};
-            }
-        });
+        ->check(byte_count);
     app.add_option("--handshake-timeout-ms", handshake_ms, "WebSocket handshake and HTTP read timeout")
         ->check(CLI::Range(1, 600000));
     app.add_option("--idle-timeout-s", idle_s, "Close a stream after this long without traffic")
@@ -97,14 +99,7 @@ int main(int argc, char** argv) {
         ->check(CLI::IsMember({"on", "off"}));
     app.add_option("--memory-limit", memory_limit,
                    "Override the memory limit (bytes, or with K/M/G/T); default: the cgroup's")
-        ->check([](const std::string& s) {
-            try {
-                (void)parse_bytes(s);
-                return std::string{};
-            } catch (...) {
-                return std::string{"must be a positive byte count, optionally with K/M/G/T"};
-            }
-        });
+        ->check(byte_count);
     app.add_option("--bootstrap-file", bootstrap_file, "Write the Kafka bootstrap address to this file once ready");
     app.add_flag("--quiet", cfg.quiet, "No log lines");
 

@@ -48,6 +48,7 @@
 
 #include <memgov/clock.hpp>
 #include <memgov/config.hpp>
+#include <memgov/detail/saturate.hpp>
 #include <memgov/detail/buffer_pool_depot.hpp>
 #include <memgov/detail/buffer_pool_thread_cache.hpp>
 #include <memgov/detail/size_class_map.hpp>
@@ -318,14 +319,6 @@ inline void buffer_pool_release_pages(std::byte* p, std::size_t n, std::size_t p
     (void)n;
     (void)page;
 #endif
-}
-
-// `d` as a size, saturated to [0, SIZE_MAX]: converting a double at or above 2^64 (which
-// SIZE_MAX itself rounds up to) to an integer is undefined behaviour.
-[[nodiscard]] inline std::size_t size_from_double(double d) noexcept {
-    constexpr double top = static_cast<double>(std::numeric_limits<std::size_t>::max());
-    if (!(d > 0.0)) return 0;
-    return d >= top ? std::numeric_limits<std::size_t>::max() : static_cast<std::size_t>(d);
 }
 
 inline std::uint64_t buffer_pool_next_id() noexcept {
@@ -683,7 +676,7 @@ private:
     [[nodiscard]] std::size_t depot_cap_count(std::size_t c, double factor) const noexcept {
         // Never above depot_bytes / size (factor <= 1), which validation bounds.
         const double scaled = static_cast<double>(m_depot_bytes) * factor;
-        const std::size_t bytes = std::min(m_depot_bytes, size_from_double(scaled));
+        const std::size_t bytes = std::min(m_depot_bytes, saturating_cast<std::size_t>(scaled));
         return bytes / m_map.size_of(c);
     }
 

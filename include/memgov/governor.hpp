@@ -131,18 +131,11 @@ struct health_summary {
 /// Thread safety: `admit` from any number of threads, lock-free; everything else from any
 /// thread (serialised internally).
 namespace detail {
-// Bytes as a signed count: saturates instead of wrapping (a byte count above 2^63 is not a
-// real one, but it must not turn into a negative headroom).
-[[nodiscard]] inline std::int64_t clamp_i64(std::uint64_t bytes) noexcept {
-    return static_cast<std::int64_t>(std::min<std::uint64_t>(bytes, std::numeric_limits<std::int64_t>::max()));
-}
-// `ratio` × `limit`, saturated to [0, 2^63): converting a double beyond that range to an
-// integer is undefined, and a limit read as "unlimited" may be near 2^64.
+// `ratio` × `limit` in bytes, saturated to [0, 9.2e18] (below 2^63, so a headroom computed from
+// it cannot overflow): a limit read as "unlimited" may be near 2^64.
 [[nodiscard]] inline std::int64_t scaled_bytes(double ratio, std::uint64_t limit) noexcept {
-    constexpr double top = 9.2e18; // below 2^63, so the conversion is exact and defined
-    const double v = ratio * static_cast<double>(limit);
-    if (!(v > 0.0)) return 0;
-    return v >= top ? static_cast<std::int64_t>(top) : static_cast<std::int64_t>(v);
+    constexpr std::int64_t top = 9'200'000'000'000'000'000;
+    return std::clamp(saturating_cast<std::int64_t>(ratio * static_cast<double>(limit)), std::int64_t{0}, top);
 }
 } // namespace detail
 
@@ -329,7 +322,7 @@ public:
         h.limit_bytes = p.limit_bytes;
         h.estimate_bytes = p.estimate_bytes;
         h.ratio = p.ratio;
-        h.headroom_bytes = detail::scaled_bytes(p.red_line, p.limit_bytes) - detail::clamp_i64(p.estimate_bytes);
+        h.headroom_bytes = detail::scaled_bytes(p.red_line, p.limit_bytes) - detail::saturating_cast<std::int64_t>(p.estimate_bytes);
         h.growth_bytes_per_second = p.growth_bytes_per_second;
         h.time_to_limit = p.time_to_limit;
         h.blind = p.blind;

@@ -33,6 +33,7 @@
 
 #include <memgov/buffer_pool.hpp>
 #include <memgov/config.hpp>
+#include <memgov/detail/saturate.hpp>
 #include <memgov/ledger.hpp>
 
 #include <algorithm>
@@ -453,7 +454,7 @@ private:
         m_cap = cap;
         // Saturated: cap × fraction may round up to 2^64, whose conversion is undefined.
         const double d = std::ceil(static_cast<double>(cap) * m_fraction);
-        m_drop_bytes = std::clamp<std::size_t>(detail::size_from_double(d), 1, cap);
+        m_drop_bytes = std::clamp<std::size_t>(detail::saturating_cast<std::size_t>(d), 1, cap);
     }
 
     buffer& at(std::size_t i) noexcept { return m_ring[(m_head + i) & (m_ring_size - 1)]; }

@@ -455,7 +455,7 @@ TEST_CASE("governor: byte arithmetic saturates for limits near 2^64", "[governor
     CHECK(memgov::detail::scaled_bytes(0.95, std::numeric_limits<std::uint64_t>::max()) <
           std::numeric_limits<std::int64_t>::max());
     CHECK(memgov::detail::scaled_bytes(0.5, 1000) == 500);
-    CHECK(memgov::detail::clamp_i64(std::numeric_limits<std::uint64_t>::max()) ==
+    CHECK(memgov::detail::saturating_cast<std::int64_t>(std::numeric_limits<std::uint64_t>::max()) ==
           std::numeric_limits<std::int64_t>::max());
 
     // An explicit limit of 2^64 - 1 ("unlimited"): everything is admitted, headroom is huge.
