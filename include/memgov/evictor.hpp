@@ -1163,14 +1163,17 @@ private:
         std::vector<pending_op> ops;
         std::optional<pressure_level> lvl;
         {
-            std::lock_guard pending{m_pending_mutex};
-            ops.swap(m_pending);
-            lvl = m_pending_level;
-            m_pending_level.reset();
-            m_pending_count.store(0, std::memory_order_release);
-        }
-        if (!ops.empty()) {
+            // The list lock is taken before the pending changes are taken out, so a visit
+            // (which holds it shared) sees the list and the pending changes move together:
+            // "registered once the pending changes are applied" cannot flip in its middle.
             std::unique_lock list{m_list};
+            {
+                std::lock_guard pending{m_pending_mutex};
+                ops.swap(m_pending);
+                lvl = m_pending_level;
+                m_pending_level.reset();
+                m_pending_count.store(0, std::memory_order_release);
+            }
             for (auto& op : ops) {
                 const auto it = std::find(m_reclaimers.begin(), m_reclaimers.end(), op.r);
                 if (op.add && it == m_reclaimers.end()) {

@@ -263,14 +263,14 @@ TEST_CASE("governor: callbacks read and re-register while other threads report a
     const auto visited = std::make_shared<memgov::function_reclaimer>(
         "visited", std::vector{reclaim_action::trim_pools}, noop);
     std::atomic<std::uint64_t> inner_reads{0};
-    std::atomic<std::uint64_t> failures{0};
+    std::atomic<std::uint64_t> f_level{0}, f_seen{0}, f_throw{0}, f_unreg{0}, f_count{0};
     const auto reader = std::make_shared<memgov::function_reclaimer>(
         "reader", std::vector{reclaim_action::evict_over_cost}, [&](const memgov::reclaim_request&) {
             null_sink sink;
-            if (g.health().level < pressure_level::high) failures.fetch_add(1);
+            if (g.health().level < pressure_level::high) f_level.fetch_add(1);
             bool seen = false;
             for (const auto& r : g.stats().reclaimers) seen = seen || r.name == "reader";
-            if (!seen) failures.fetch_add(1);
+            if (!seen) f_seen.fetch_add(1);
             g.collect(sink);
             if (!g.unregister_reclaimer(*churn)) g.register_reclaimer(churn); // deferred
             inner_reads.fetch_add(1);
@@ -294,7 +294,7 @@ TEST_CASE("governor: callbacks read and re-register while other threads report a
                 try {
                     if (!g.unregister_reclaimer(*visited)) g.register_reclaimer(visited); // deferred
                 } catch (const std::invalid_argument&) {
-                    failures.fetch_add(1);
+                    f_throw.fetch_add(1);
                 }
             });
             visits.fetch_add(1);
@@ -308,8 +308,8 @@ TEST_CASE("governor: callbacks read and re-register while other threads report a
                     return memgov::reclaim_result{};
                 });
             g.register_reclaimer(own);
-            if (!g.unregister_reclaimer(*own)) failures.fetch_add(1);
-            if (own.use_count() != 1) failures.fetch_add(1); // removed at once from outside
+            if (!g.unregister_reclaimer(*own)) f_unreg.fetch_add(1);
+            if (own.use_count() != 1) f_count.fetch_add(1); // removed at once from outside
         }
     }};
     go.arrive_and_wait();
@@ -322,7 +322,11 @@ TEST_CASE("governor: callbacks read and re-register while other threads report a
     registrar.join();
     g.stop();
 
-    CHECK(failures.load() == 0);
+    CHECK(f_level.load() == 0);
+    CHECK(f_seen.load() == 0);
+    CHECK(f_throw.load() == 0);
+    CHECK(f_unreg.load() == 0);
+    CHECK(f_count.load() == 0);
     CHECK(inner_reads.load() >= 50);
     CHECK(visits.load() >= 50);
     std::vector<std::string> names;
