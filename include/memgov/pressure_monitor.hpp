@@ -23,8 +23,10 @@
 /// - **Levels with hysteresis.** A level is entered at its `enter` ratio at once, and left only
 ///   below its lower `exit` ratio and after its minimum dwell time, so it cannot flap.
 /// - **Forecast.** An EWMA of the working set's growth gives a time to the limit; under the
-///   horizon (default 10 s) the level rises one step early, under half of it two steps (never
-///   past critical on the forecast alone). Its exit band: a level the forecast holds up is
+///   horizon (default 10 s) the level rises one step early, under half of it two steps, never
+///   past `forecast_ceiling` (default high) on the forecast alone: a fast rise far from the
+///   limit trims and paces, but only the usage itself closes the door to new sessions (a burst
+///   of admissions, bounded by their reservations, is growth too). Its exit band: a level the forecast holds up is
 ///   left only once the time to the limit is back above the horizon that raised it times
 ///   `1 + forecast_exit_margin` (default 1.5 × horizon, or 1.5 × horizon/2 for the second
 ///   step), and after the level's dwell.
@@ -143,6 +145,10 @@ struct pressure_monitor_config {
     /// step) times `1 + forecast_exit_margin`, and then for the level's dwell. Finite, >= 0.
     /// Default 0.5.
     double forecast_exit_margin = 0.5;
+    /// The highest level the forecast alone may raise to (normal: the forecast never raises).
+    /// At most critical. Default high: critical, which closes admission of new sessions, is
+    /// left to the usage ratio and PSI.
+    pressure_level forecast_ceiling = pressure_level::high;
     /// Half-life of the growth-rate EWMA. Default 1 s.
     duration growth_half_life = std::chrono::seconds{1};
     /// Honour systemd's `$MEMORY_PRESSURE_WATCH` / `$MEMORY_PRESSURE_WRITE`.
@@ -589,6 +595,9 @@ private:
         }
         period("psi_hold", c.psi_hold, true);
         if (to_index(c.psi_level) >= pressure_level_count) fail("psi_level", "unknown level");
+        if (c.forecast_ceiling > pressure_level::critical) {
+            fail("forecast_ceiling", "must be at most critical");
+        }
         const auto ratio_ok = [](double r) { return r > 0.0 && r <= 1.0; };
         if (!ratio_ok(c.red_line.small_limit_ratio)) fail("red_line.small_limit_ratio", "must be in (0, 1]");
         if (!ratio_ok(c.red_line.large_limit_ratio)) fail("red_line.large_limit_ratio", "must be in (0, 1]");
@@ -749,14 +758,15 @@ private:
         }
         pressure_level signal = enter_level;
         pressure_cause cause = pressure_cause::ratio;
-        const std::size_t top = to_index(pressure_level::critical); // the forecast's ceiling
+        bool psi_holds = false;
+        const std::size_t top = to_index(m_cfg.forecast_ceiling);
         if (m_cfg.forecast_horizon > duration::zero()) {
             if (const auto ttl = time_to_limit(est)) {
                 const double t = std::chrono::duration<double>(*ttl).count();
                 const double h = std::chrono::duration<double>(m_cfg.forecast_horizon).count();
                 const std::size_t bump = t < h / 2 ? 2 : t < h ? 1 : 0;
                 const std::size_t f = std::min(to_index(enter_level) + bump, top);
-                if (enter_level < pressure_level::critical && f > to_index(signal)) {
+                if (f > to_index(signal)) {
                     signal = static_cast<pressure_level>(f);
                     cause = pressure_cause::forecast;
                 }
@@ -773,10 +783,11 @@ private:
                 signal = m_cfg.psi_level;
                 cause = pressure_cause::psi;
             }
-            // The PSI exit: the hold with no new event, then the PSI level's dwell after it.
-            const duration dwell = m_thresholds[to_index(m_cfg.psi_level) - 1].dwell;
-            if (now < m_psi_until || now - m_psi_until < dwell) {
+            // The PSI exit: the hold with no new event (then the level's dwell, as for every
+            // way a level is held).
+            if (now < m_psi_until) {
                 hold_level = std::max(hold_level, m_cfg.psi_level);
+                psi_holds = true;
             }
         }
         const pressure_level cur = level();
@@ -784,8 +795,11 @@ private:
         if (signal > cur) {
             next = signal;
         } else if (signal < cur && hold_level < cur) {
+            // Leaving needs the dwell since the level was last justified (entered, or held by
+            // the ratio's band, the forecast's band or PSI): a level justified again for a
+            // moment (a regrowth, a sample back in the band) starts its dwell over.
             const std::size_t ci = to_index(cur) - 1;
-            if (now - m_level_since >= m_thresholds[ci].dwell) {
+            if (now - m_justified_at >= m_thresholds[ci].dwell) {
                 next = std::max(signal, hold_level);
                 cause = pressure_cause::recovery;
             }
@@ -799,8 +813,10 @@ private:
                                    : static_cast<std::uint64_t>(bytes);
         }
         m_rise_bytes.store(rise, std::memory_order_release);
+        if (next != cur || signal >= cur || hold_level >= cur) m_justified_at = now;
+        // A PSI hold justifies its level until the hold ends, not just until the last sample.
+        if (psi_holds && m_cfg.psi_level >= next) m_justified_at = std::max(m_justified_at, m_psi_until);
         if (next == cur) return std::nullopt;
-        m_level_since = now;
         m_level.store(next, std::memory_order_release);
         level_change c;
         c.from = cur;
@@ -897,7 +913,7 @@ private:
     std::uint64_t m_change_seq = 0;
     time_point m_last_sample{};
     time_point m_last_attempt{};
-    time_point m_level_since{};
+    time_point m_justified_at{}; // when the current level was last entered or justified
     time_point m_psi_until{};
     double m_growth = 0;
     bool m_force_sample = false;

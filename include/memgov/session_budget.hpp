@@ -131,6 +131,19 @@ struct admission_config {
     /// with the level, never above `heavy_refusal` at the same level. Default 0, 0, 0, 0, 0.5:
     /// light sessions pass at critical and are paced, not cut off, at emergency.
     std::array<double, pressure_level_count> pace_refusal{0.0, 0.0, 0.0, 0.0, 0.5};
+    /// A live session's fair share at each level: this share of the admission ceiling
+    /// (`ceiling_ratio` × the limit) divided by the live sessions, and never above the quota
+    /// (0: no share at that level; the share is the quota). A session holding more than its
+    /// share (`session_budget::over_share`) is asked to shed its oldest data, the way a window
+    /// drops its oldest part: a crowd of well-behaved sessions then keeps flowing, each holding
+    /// less, instead of being refused or evicted. Refusals still follow the quota. In [0, 1],
+    /// not rising with the level where non-zero. Default 0, 0, 1, 0.75, 0.5.
+    std::array<double, pressure_level_count> fair_share{0.0, 0.0, 1.0, 0.75, 0.5};
+    /// True: a session found over its fair share keeps that share as its cap for the rest of
+    /// its life, at every level (`session_budget::share_bytes` never rises again for it). A
+    /// session that pushes faster than the others otherwise regrows as soon as the level
+    /// falls and pushes it back up: the heaviest few turn the level over every few seconds.
+    bool share_sticky = true;
 };
 
 /// Admission counters: calls and bytes, by kind and reason.
@@ -163,6 +176,8 @@ struct admission_stats {
     /// A session's quota at the current level, and the held bytes above which it is heavy.
     std::uint64_t session_quota_bytes = 0;
     std::uint64_t heavy_bytes = 0;
+    /// A live session's fair share at the current level (the quota when no share applies).
+    std::uint64_t session_share_bytes = 0;
 
     /// All refusals (calls).
     [[nodiscard]] std::uint64_t total_refused() const noexcept {
@@ -247,6 +262,12 @@ inline void validate(const admission_config& a) {
         if (a.pace_refusal[l] > a.heavy_refusal[l]) {
             bad("pace_refusal", "must not be above heavy_refusal at the same level");
         }
+        if (!(a.fair_share[l] >= 0.0 && a.fair_share[l] <= 1.0)) {
+            bad("fair_share", "every share must be in [0, 1]");
+        }
+        if (l > 0 && a.fair_share[l - 1] > 0.0 && a.fair_share[l] > a.fair_share[l - 1]) {
+            bad("fair_share", "must not rise with the level where it is set");
+        }
     }
 }
 
@@ -300,6 +321,14 @@ public:
         q *= a.quota_factor[li];
         const std::int64_t quota = std::max<std::int64_t>(1, saturating_cast<std::int64_t>(q));
         m_quota.store(quota, std::memory_order_relaxed);
+        std::int64_t share = quota;
+        const std::uint64_t live = m_live.load(std::memory_order_relaxed);
+        if (a.enabled && a.fair_share[li] > 0.0 && limit > 0 && live > 0) {
+            const double ceiling = a.ceiling_ratio * static_cast<double>(limit);
+            const double fair = a.fair_share[li] * ceiling / static_cast<double>(live);
+            share = std::clamp<std::int64_t>(saturating_cast<std::int64_t>(fair), 1, quota);
+        }
+        m_share.store(share, std::memory_order_relaxed);
         m_heavy_at.store(saturating_cast<std::int64_t>(static_cast<double>(quota) * a.heavy_share),
                          std::memory_order_relaxed);
         m_heavy_pace.store(to_pace(a.heavy_refusal[li]), std::memory_order_relaxed);
@@ -358,6 +387,7 @@ public:
     [[nodiscard]] std::int64_t headroom() const noexcept { return m_headroom.load(std::memory_order_relaxed); }
     [[nodiscard]] std::int64_t reserved() const noexcept { return m_reserved.load(std::memory_order_relaxed); }
     [[nodiscard]] std::int64_t quota() const noexcept { return m_quota.load(std::memory_order_relaxed); }
+    [[nodiscard]] std::int64_t share() const noexcept { return m_share.load(std::memory_order_relaxed); }
     [[nodiscard]] std::int64_t heavy_at() const noexcept { return m_heavy_at.load(std::memory_order_relaxed); }
     [[nodiscard]] std::uint32_t heavy_pace() const noexcept { return m_heavy_pace.load(std::memory_order_relaxed); }
     [[nodiscard]] std::uint32_t light_pace() const noexcept { return m_light_pace.load(std::memory_order_relaxed); }
@@ -389,6 +419,7 @@ public:
         s.headroom_bytes = headroom();
         s.session_quota_bytes = static_cast<std::uint64_t>(quota());
         s.heavy_bytes = static_cast<std::uint64_t>(std::max<std::int64_t>(0, heavy_at()));
+        s.session_share_bytes = static_cast<std::uint64_t>(std::max<std::int64_t>(0, share()));
     }
 
 private:
@@ -408,6 +439,7 @@ private:
     // Written only by `update`: on a line of their own, read by every admission.
     alignas(cache_line_size) std::atomic<std::int64_t> m_quota{std::int64_t{30} << 20};
     std::atomic<std::int64_t> m_heavy_at{std::int64_t{15} << 20};
+    std::atomic<std::int64_t> m_share{std::int64_t{30} << 20};
     std::atomic<std::uint32_t> m_heavy_pace{0};
     std::atomic<std::uint32_t> m_light_pace{0};
     std::atomic<std::uint8_t> m_session_gate{0};
@@ -530,6 +562,7 @@ public:
         m_held.store(0, std::memory_order_relaxed);
         m_declared = 0;
         m_pace.store(0, std::memory_order_relaxed);
+        m_share_cap.store(detail::unlimited_bytes, std::memory_order_relaxed);
         m_admitted_calls.store(0, std::memory_order_relaxed);
         m_admitted_bytes.store(0, std::memory_order_relaxed);
         m_refused_calls.store(0, std::memory_order_relaxed);
@@ -549,6 +582,28 @@ public:
     /// The quota at the current level (0 for an empty budget). Thread safety: any thread.
     [[nodiscard]] std::size_t quota_bytes() const noexcept {
         return m_state == nullptr ? 0 : static_cast<std::size_t>(m_state->quota());
+    }
+    /// The session's fair share: the quota, or less when many sessions live at a level with a
+    /// `fair_share`, or the share it was once found over (`share_sticky`), whichever is least
+    /// (0 for an empty budget). Thread safety: any thread.
+    [[nodiscard]] std::size_t share_bytes() const noexcept {
+        if (m_state == nullptr) return 0;
+        return static_cast<std::size_t>(
+            std::min(m_state->share(), m_share_cap.load(std::memory_order_relaxed)));
+    }
+    /// True when the session holds more than its fair share (`share_bytes`) now: it should
+    /// shed its oldest data (see `admission_config::fair_share`). Not a refusal. With
+    /// `share_sticky`, a session found over a share that applies keeps it as its cap.
+    /// Thread safety: any thread. Complexity: a few relaxed loads (and a store when marked).
+    [[nodiscard]] bool over_share() const noexcept {
+        if (m_state == nullptr) return false;
+        const std::int64_t held = m_held.load(std::memory_order_relaxed);
+        const std::int64_t share = m_state->share();
+        if (held > share && share < m_state->quota() && m_state->config().share_sticky &&
+            share < m_share_cap.load(std::memory_order_relaxed)) {
+            m_share_cap.store(share, std::memory_order_relaxed);
+        }
+        return held > static_cast<std::int64_t>(share_bytes());
     }
     /// True when the session holds more than `heavy_share` of its quota now.
     [[nodiscard]] bool heavy() const noexcept {
@@ -585,6 +640,8 @@ private:
         m_reservation.store(o.m_reservation.exchange(0, std::memory_order_relaxed), std::memory_order_relaxed);
         m_held.store(o.m_held.exchange(0, std::memory_order_relaxed), std::memory_order_relaxed);
         m_pace.store(o.m_pace.exchange(0, std::memory_order_relaxed), std::memory_order_relaxed);
+        m_share_cap.store(o.m_share_cap.exchange(detail::unlimited_bytes, std::memory_order_relaxed),
+                          std::memory_order_relaxed);
         m_admitted_calls.store(o.m_admitted_calls.exchange(0, std::memory_order_relaxed), std::memory_order_relaxed);
         m_admitted_bytes.store(o.m_admitted_bytes.exchange(0, std::memory_order_relaxed), std::memory_order_relaxed);
         m_refused_calls.store(o.m_refused_calls.exchange(0, std::memory_order_relaxed), std::memory_order_relaxed);
@@ -619,6 +676,9 @@ private:
     std::atomic<std::int64_t> m_reservation{0};
     std::atomic<std::int64_t> m_held{0};
     std::atomic<std::uint64_t> m_pace{0};
+    // The share this session was found over (share_sticky), written by the const observer
+    // over_share: what it caches is the session's own history, not its logical value.
+    mutable std::atomic<std::int64_t> m_share_cap{detail::unlimited_bytes};
     std::atomic<std::uint64_t> m_admitted_calls{0};
     std::atomic<std::uint64_t> m_admitted_bytes{0};
     std::atomic<std::uint64_t> m_refused_calls{0};

@@ -388,6 +388,7 @@ TEST_CASE("config validation: every constrained field of every part", "[config]"
             P{"growth_half_life", [](C& c) { c.growth_half_life = 0s; }, [](C& c) { c.growth_half_life = year; }},
             P{"forecast_horizon", [](C& c) { c.forecast_horizon = -1s; }, [](C& c) { c.forecast_horizon = year; }},
             P{"forecast_exit_margin", [](C& c) { c.forecast_exit_margin = not_a_number; }, [](C& c) { c.forecast_exit_margin = 100.0; }},
+            P{"forecast_ceiling", [](C& c) { c.forecast_ceiling = pressure_level::emergency; }, [](C& c) { c.forecast_ceiling = pressure_level::critical; }},
             P{"psi_hold", [](C& c) { c.psi_hold = -1ns; }, [](C& c) { c.psi_hold = 0s; }},
             P{"psi_level", [](C& c) { c.psi_level = static_cast<pressure_level>(5); }, [](C& c) { c.psi_level = pressure_level::normal; }},
             P{"psi_trigger", [](C& c) { c.psi_trigger = "some 3000000 2000000"; }, [](C& c) { c.psi_trigger = "full 2000000 2000000"; }},

@@ -499,14 +499,41 @@ TEST_CASE("pressure_monitor: growth toward the limit raises the level early", "[
     REQUIRE(s.time_to_limit);
     CHECK(*s.time_to_limit < 10s);
 
-    // The forecast alone never goes past critical.
+    // The forecast alone never goes past its ceiling (high by default): far from the limit a
+    // fast rise trims and paces but does not close the door to new sessions.
     for (int i = 0; i < 5; ++i) {
         u += 10 * MiB;
         r.usage(u);
         r.clock.advance(100ms);
         m.poll(r.clock.now());
     }
-    CHECK(m.level() <= pressure_level::critical);
+    CHECK(m.snapshot().ratio < 0.6);
+    CHECK(m.level() <= pressure_level::high);
+}
+
+TEST_CASE("pressure_monitor: forecast_ceiling bounds what the forecast alone raises",
+          "[pressure_monitor]") {
+    for (const auto ceiling : {pressure_level::normal, pressure_level::elevated, pressure_level::high,
+                               pressure_level::critical}) {
+        rig r;
+        auto cfg = r.config(true);
+        cfg.forecast_ceiling = ceiling;
+        pressure_monitor<manual_clock> m{cfg, nullptr, r.clock};
+        std::uint64_t u = 100 * MiB;
+        auto worst = pressure_level::normal;
+        for (int i = 0; i < 10; ++i) { // 400 MiB/s from 10%: the limit is about 2 s away
+            u += 40 * MiB;
+            r.usage(u);
+            r.clock.advance(100ms);
+            m.poll(r.clock.now());
+            worst = std::max(worst, m.level());
+        }
+        INFO("ceiling " << memgov::to_string(ceiling) << " ratio " << m.snapshot().ratio);
+        REQUIRE(m.snapshot().ratio < 0.6); // below every ratio threshold
+        // From normal the forecast raises two steps at most (to high), and never past the
+        // ceiling.
+        CHECK(worst == std::min(ceiling, pressure_level::high));
+    }
 }
 
 TEST_CASE("pressure_monitor: slow growth does not raise the level", "[pressure_monitor]") {

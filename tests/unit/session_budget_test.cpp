@@ -143,6 +143,70 @@ TEST_CASE("session_budget: the default quota is 30 MiB, at most 1/8 of the limit
     CHECK(tuned.adm().session_quota_bytes == 4 * MiB);
 }
 
+TEST_CASE("session_budget: a crowd's fair share shrinks with the level and the live sessions; "
+          "over it a session sheds, it is not refused", "[session_budget]") {
+    rig r{128 * MiB};
+    std::vector<session_budget> crowd;
+    for (int i = 0; i < 200; ++i) crowd.push_back(r.gov->admit_session(0));
+    // Below high no share applies: the share is the quota.
+    CHECK(r.at(50) == pressure_level::normal);
+    CHECK(crowd[0].share_bytes() == crowd[0].quota_bytes());
+    CHECK(r.adm().session_share_bytes == 16 * MiB);
+    // At high: the ceiling (95% of 128 MiB) over 200 live sessions.
+    CHECK(r.at(80) == pressure_level::high);
+    const auto ceiling = 0.95 * 128.0 * static_cast<double>(MiB);
+    CHECK(crowd[0].share_bytes() == static_cast<std::size_t>(ceiling / 200));
+    CHECK(r.adm().session_share_bytes == crowd[0].share_bytes());
+    // Fewer live sessions, a larger share; a higher level, a smaller one.
+    crowd.resize(100);
+    CHECK(r.at(80) == pressure_level::high);
+    CHECK(crowd[0].share_bytes() == static_cast<std::size_t>(ceiling / 100));
+    CHECK(r.at(86) == pressure_level::critical);
+    CHECK(crowd[0].share_bytes() == static_cast<std::size_t>(0.75 * ceiling / 100));
+    // Over its share a session is told to shed, and its work is still admitted (it is far
+    // under its quota and light).
+    auto& s = crowd[0];
+    s.charge(s.share_bytes() + 1);
+    CHECK(s.over_share());
+    CHECK_FALSE(s.over_quota());
+    CHECK(s.admit(640));
+    CHECK_FALSE(crowd[1].over_share());
+    // Sticky: a session found over its share keeps it as its cap, also once the level falls
+    // (it may not regrow and push the level back up); the others get the quota back.
+    const std::size_t marked = s.share_bytes();
+    for (int i = 0; i < 30 && r.at(50) != pressure_level::normal; ++i) {} // the dwells pass
+    REQUIRE(r.gov->level() == pressure_level::normal);
+    CHECK(s.share_bytes() == marked);
+    CHECK(s.over_share()); // still holds more than its cap
+    s.release(s.held_bytes());
+    CHECK_FALSE(s.over_share());
+    CHECK(crowd[1].share_bytes() == crowd[1].quota_bytes());
+    session_budget moved{std::move(s)};
+    CHECK(moved.share_bytes() == marked); // the mark moves with the budget
+    // Never above the quota: one session alone at critical has the quota as its share.
+    crowd.resize(1);
+    crowd[0] = r.gov->admit_session(0);
+    CHECK(r.at(86) == pressure_level::critical);
+    CHECK(crowd[0].share_bytes() == crowd[0].quota_bytes());
+
+    rig off{128 * MiB, [](auto& c) { c.admission.fair_share = {0.0, 0.0, 0.0, 0.0, 0.0}; }};
+    auto one = off.gov->admit_session(0);
+    auto two = off.gov->admit_session(0);
+    CHECK(off.at(95) == pressure_level::emergency);
+    CHECK(one.share_bytes() == one.quota_bytes());
+
+    rig forgetful{128 * MiB, [](auto& c) { c.admission.share_sticky = false; }};
+    std::vector<session_budget> many;
+    for (int i = 0; i < 100; ++i) many.push_back(forgetful.gov->admit_session(0));
+    CHECK(forgetful.at(86) == pressure_level::critical);
+    many[0].charge(many[0].share_bytes() + 1);
+    CHECK(many[0].over_share());
+    for (int i = 0; i < 30 && forgetful.at(50) != pressure_level::normal; ++i) {}
+    REQUIRE(forgetful.gov->level() == pressure_level::normal);
+    CHECK(many[0].share_bytes() == many[0].quota_bytes());
+    CHECK_FALSE(many[0].over_share());
+}
+
 TEST_CASE("session_budget: work over the quota is refused before anyone else's", "[session_budget]") {
     rig r;
     auto hog = r.gov->admit_session(0);
@@ -417,6 +481,8 @@ TEST_CASE("session_budget: bad configuration throws std::invalid_argument naming
     rejects([](A& a) { a.pace_refusal[4] = -0.1; }, "pace_refusal");
     rejects([](A& a) { a.pace_refusal = {0.0, 0.0, 0.5, 0.25, 0.5}; }, "pace_refusal");
     rejects([](A& a) { a.pace_refusal[2] = 0.5; }, "pace_refusal"); // above heavy_refusal (0.25)
+    rejects([](A& a) { a.fair_share[3] = 1.5; }, "fair_share");
+    rejects([](A& a) { a.fair_share = {0.0, 0.0, 0.5, 0.75, 0.5}; }, "fair_share");
     // Boundaries are accepted.
     CHECK_NOTHROW(make([](A& a) {
         a.session_quota_bytes = 1;
@@ -425,5 +491,6 @@ TEST_CASE("session_budget: bad configuration throws std::invalid_argument naming
         a.heavy_share = 1.0;
         a.heavy_refusal = {1.0, 1.0, 1.0, 1.0, 1.0};
         a.pace_refusal = {0.0, 0.0, 0.0, 0.0, 1.0};
+        a.fair_share = {0.0, 1.0, 1.0, 0.0, 0.0};
     }));
 }
