@@ -19,8 +19,34 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace gateway {
+
+/// Faults the gateway injects into its own mock cluster, for scenarios and tests (only without
+/// `--brokers`: a real cluster is never touched). Times count from `server::start()`. They run
+/// on a thread of the gateway's own, never on an I/O or memgov thread.
+struct mock_faults {
+    /// Brokers go down at this time (`rd_kafka_mock_broker_set_down`); unset: never.
+    std::optional<std::chrono::milliseconds> broker_down_at{};
+    /// ...and come back up this long after (`rd_kafka_mock_broker_set_up`). Must be > 0 when
+    /// `broker_down_at` is set. A shutdown during the outage brings them back up first.
+    std::chrono::milliseconds broker_down_for{0};
+    /// Which brokers (ids 1..mock_brokers); empty: all of them.
+    std::vector<int> broker_ids{};
+    /// The next `produce_errors` Produce requests the cluster receives after
+    /// `produce_errors_at` fail with `produce_error` (`rd_kafka_mock_push_request_errors`).
+    int produce_errors = 0;
+    /// A librdkafka error code (`rd_kafka_resp_err_t`): retriable ones (the default, 19
+    /// NOT_ENOUGH_REPLICAS) are retried by the producer; others fail the request's messages.
+    int produce_error = 19;
+    std::chrono::milliseconds produce_errors_at{0};
+
+    /// Whether any fault is configured.
+    [[nodiscard]] bool any() const noexcept {
+        return broker_down_at.has_value() || produce_errors > 0;
+    }
+};
 
 /// Everything the gateway can be told (the CLI maps one option to one field).
 struct gateway_config {
@@ -32,7 +58,10 @@ struct gateway_config {
     std::size_t max_message_bytes = 65536;        ///< read_message_max: above it, 1009.
     std::chrono::milliseconds handshake_timeout{5000}; ///< WebSocket handshake / HTTP read.
     std::chrono::milliseconds idle_timeout{30000};     ///< No traffic (pings go at half of it).
-    std::size_t window_chunk_bytes = 4096;       ///< sliding_window chunk size (a pool class).
+    /// sliding_window chunk size. 0 (the default): what one `chunk_period` of pcm16 audio at
+    /// the session's sample rate takes (6,400 B for 200 ms at 16 kHz), rounded up by the pool
+    /// to its class (8 KiB), so each period's audio goes to Kafka as one message.
+    std::size_t window_chunk_bytes = 0;
     std::size_t window_cap_bytes = 256 * 1024;   ///< sliding_window hard cap per session.
     /// What a session declares at `start` (`governor::admit_session`: reserved from the
     /// admission headroom, refused over_quota above the quota). 0: automatic, two `chunk_period`s
@@ -47,9 +76,15 @@ struct gateway_config {
     std::optional<std::uint64_t> memory_limit{}; ///< Overrides the cgroup limit (bytes).
     std::chrono::seconds session_idle_ttl{120};  ///< session_map idle TTL (backstop).
     std::chrono::seconds session_max_age{3600};  ///< session_map absolute TTL.
+    /// How often the session map's sweep checks sessions for a lost connection: a session
+    /// whose TCP connection dropped without a WebSocket close (or timed out half-open) stays in
+    /// the map as an orphan until then, and leaves it with reason `orphan` (its window's audio
+    /// is still produced). `session_map_config::check_interval`.
+    std::chrono::milliseconds orphan_check_interval{5000};
     std::chrono::milliseconds shutdown_grace{3000}; ///< Wait for clients to close at shutdown.
     std::chrono::milliseconds flush_timeout{5000};  ///< Kafka flush at shutdown.
     producer_config kafka{};                     ///< Brokers (empty: mock cluster), topic, bounds.
+    mock_faults faults{};                        ///< Mock cluster faults (none by default).
     bool quiet = false;                          ///< No log lines (tests).
 };
 
@@ -79,6 +114,11 @@ struct gateway_stats {
     std::uint64_t refused_sessions = 0;    ///< Closed 1013 at admission.
     std::uint64_t evicted_sessions = 0;    ///< Closed 4001.
     std::uint64_t closes_sent[6] = {};     ///< 1000, 1001, 1007, 1008, 1009, 1013 (see close_index).
+    /// Sessions whose connection dropped without a WebSocket close: left in the map as
+    /// orphans for the sweep (`session_removals_total{reason="orphan"}` counts their removal).
+    std::uint64_t orphaned_sessions = 0;
+    std::uint64_t mock_broker_outages = 0; ///< Mock broker outages begun (`mock_faults`).
+    std::uint64_t mock_produce_errors = 0; ///< Produce errors pushed into the mock cluster.
     producer_stats kafka{};
     std::uint64_t purged_at_shutdown = 0;
 };

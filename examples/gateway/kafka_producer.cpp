@@ -145,6 +145,33 @@ bool kafka_producer::mock() const noexcept { return m->mc != nullptr; }
 const std::string& kafka_producer::topic() const noexcept { return m->cfg.topic; }
 void* kafka_producer::mock_cluster() const noexcept { return m->mc; }
 
+int kafka_producer::mock_set_brokers_down(const std::vector<int>& ids, bool down) {
+    if (m->mc == nullptr) return 0;
+    std::vector<int> all;
+    if (ids.empty()) {
+        for (int b = 1; b <= m->cfg.mock_brokers; ++b) all.push_back(b);
+    }
+    int changed = 0;
+    for (const int b : ids.empty() ? all : ids) {
+        if (b < 1 || b > m->cfg.mock_brokers) {
+            throw std::invalid_argument{"mock broker id " + std::to_string(b) + " is not in 1.." +
+                                        std::to_string(m->cfg.mock_brokers)};
+        }
+        const rd_kafka_resp_err_t e =
+            down ? rd_kafka_mock_broker_set_down(m->mc, b) : rd_kafka_mock_broker_set_up(m->mc, b);
+        if (e == RD_KAFKA_RESP_ERR_NO_ERROR) ++changed;
+    }
+    return changed;
+}
+
+bool kafka_producer::mock_push_produce_errors(int count, int error) {
+    if (m->mc == nullptr || count <= 0) return false;
+    const std::vector<rd_kafka_resp_err_t> errs(static_cast<std::size_t>(count),
+                                                static_cast<rd_kafka_resp_err_t>(error));
+    rd_kafka_mock_push_request_errors_array(m->mc, 0 /* Produce */, errs.size(), errs.data());
+    return true;
+}
+
 bool kafka_producer::produce(std::string_view key, memgov::window_chunk&& chunk,
                              std::uint64_t seq, std::uint64_t offset,
                              std::shared_ptr<memgov::session_budget> budget) noexcept {

@@ -19,6 +19,7 @@
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace gateway {
 
@@ -104,6 +105,15 @@ public:
     /// The mock cluster handle (rd_kafka_mock_cluster_t*), for fault injection in tests;
     /// nullptr when brokers were given.
     [[nodiscard]] void* mock_cluster() const noexcept;
+
+    /// Takes the mock cluster's brokers `ids` (empty: all) down, or brings them back up.
+    /// Returns how many it changed; 0 without a mock cluster. Throws `std::invalid_argument`
+    /// for an id outside 1..mock_brokers. Blocks until the cluster's thread applied it
+    /// (milliseconds): call it from a thread of its own, not an I/O thread.
+    int mock_set_brokers_down(const std::vector<int>& ids, bool down);
+    /// Makes the mock cluster fail its next `count` Produce requests with `error` (a
+    /// `rd_kafka_resp_err_t`). Returns whether it did (false without a mock cluster).
+    bool mock_push_produce_errors(int count, int error);
 
 private:
     struct impl;

@@ -70,8 +70,11 @@ int main(int argc, char** argv) {
     app.add_option("--chunk-ms", chunk_ms, "How often windows are produced to Kafka")->check(CLI::Range(1, 60000));
     app.add_option("--max-message-bytes", cfg.max_message_bytes, "Largest WebSocket message (above: close 1009)")
         ->check(CLI::Range(std::size_t{16}, std::size_t{64} << 20));
-    app.add_option("--window-chunk-bytes", cfg.window_chunk_bytes, "sliding_window chunk size")
-        ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 20));
+    app.add_option(
+           "--window-chunk-bytes", cfg.window_chunk_bytes,
+           "sliding_window chunk size; 0: one --chunk-ms of pcm16 audio at the session's sample "
+           "rate (6400 B at 16 kHz and 200 ms, an 8 KiB pool class): one Kafka message per chunk")
+        ->check(CLI::Range(std::size_t{0}, std::size_t{1} << 20));
     app.add_option("--window-cap-bytes", cfg.window_cap_bytes, "sliding_window cap per session")
         ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 30));
     app.add_option("--session-cost-bytes", cfg.session_cost_bytes,
@@ -91,6 +94,11 @@ int main(int argc, char** argv) {
         ->check(CLI::Range(1U, 604800U));
     app.add_option("--session-max-age-s", session_max_age_s, "Sessions older than this are evicted (4001 expired_absolute)")
         ->check(CLI::Range(1U, 604800U));
+    unsigned orphan_check_ms = 5000;
+    app.add_option("--orphan-check-ms", orphan_check_ms,
+                   "How often the sweep looks for sessions whose TCP connection dropped without a "
+                   "WebSocket close (orphans; removed with reason orphan)")
+        ->check(CLI::Range(1U, 3600000U));
     app.add_option("--shutdown-grace-ms", grace_ms, "How long shutdown waits for clients to close")
         ->check(CLI::Range(0, 600000));
     app.add_option("--flush-timeout-ms", flush_ms, "How long shutdown waits for Kafka deliveries")
@@ -100,6 +108,52 @@ int main(int argc, char** argv) {
     app.add_option("--memory-limit", memory_limit,
                    "Override the memory limit (bytes, or with K/M/G/T); default: the cgroup's")
         ->check(byte_count);
+    // Faults for the mock cluster (never with --brokers).
+    double down_at_s = 0, down_for_s = 0, errors_at_s = 0;
+    std::string produce_error = "retriable";
+    auto* down_at =
+        app.add_option("--mock-broker-down-at-s", down_at_s,
+                       "Mock cluster fault: take brokers down this many seconds after start")
+            ->check(CLI::Range(0.0, 86400.0));
+    auto* down_for =
+        app.add_option("--mock-broker-down-for-s", down_for_s,
+                       "Mock cluster fault: ...for this many seconds, then bring them back up")
+            ->check(CLI::Range(0.001, 86400.0));
+    auto* down_ids =
+        app.add_option(
+               "--mock-broker-ids", cfg.faults.broker_ids,
+               "Mock cluster fault: which brokers go down (comma-separated ids 1..3; default all)")
+            ->delimiter(',')
+            ->check(CLI::Range(1, cfg.kafka.mock_brokers));
+    auto* errors = app.add_option("--mock-produce-errors", cfg.faults.produce_errors,
+                                  "Mock cluster fault: the next N produce requests fail")
+                       ->check(CLI::Range(1, 1000000));
+    auto* error_kind =
+        app.add_option("--mock-produce-error", produce_error,
+                       "...with: retriable (NOT_ENOUGH_REPLICAS, retried), non-retriable "
+                       "(INVALID_RECORD, the messages fail), or a Kafka error code 1..200")
+            ->check([](const std::string& v) {
+                if (v == "retriable" || v == "non-retriable") return std::string{};
+                try {
+                    std::size_t used = 0;
+                    const int c = std::stoi(v, &used);
+                    if (used == v.size() && c >= 1 && c <= 200) return std::string{};
+                } catch (...) {
+                }
+                return std::string{"must be retriable, non-retriable or an error code 1..200"};
+            });
+    auto* errors_at =
+        app.add_option(
+               "--mock-produce-errors-at-s", errors_at_s,
+               "Mock cluster fault: when to inject the produce errors (seconds after start)")
+            ->check(CLI::Range(0.0, 86400.0));
+    down_for->needs(down_at);
+    down_at->needs(down_for);
+    down_ids->needs(down_at);
+    error_kind->needs(errors);
+    errors_at->needs(errors);
+    for (auto* o : {down_at, down_for, down_ids, errors, error_kind, errors_at})
+        o->excludes("--brokers");
     app.add_option("--bootstrap-file", bootstrap_file, "Write the Kafka bootstrap address to this file once ready");
     app.add_flag("--quiet", cfg.quiet, "No log lines");
 
@@ -119,6 +173,20 @@ int main(int argc, char** argv) {
     cfg.governor_on = governor == "on";
     cfg.session_idle_ttl = std::chrono::seconds{session_idle_s};
     cfg.session_max_age = std::chrono::seconds{session_max_age_s};
+    cfg.orphan_check_interval = std::chrono::milliseconds{orphan_check_ms};
+    const auto ms = [](double seconds) {
+        return std::chrono::milliseconds{static_cast<std::int64_t>(seconds * 1000.0 + 0.5)};
+    };
+    if (down_at->count() > 0) {
+        cfg.faults.broker_down_at = ms(down_at_s);
+        cfg.faults.broker_down_for = ms(down_for_s);
+    }
+    if (errors->count() > 0) {
+        cfg.faults.produce_errors_at = ms(errors_at_s);
+        cfg.faults.produce_error = produce_error == "retriable"       ? 19 // NOT_ENOUGH_REPLICAS
+                                   : produce_error == "non-retriable" ? 87 // INVALID_RECORD
+                                                                      : std::stoi(produce_error);
+    }
     if (!memory_limit.empty()) cfg.memory_limit = parse_bytes(memory_limit);
     if (!session_quota.empty()) cfg.session_quota_bytes = static_cast<std::size_t>(parse_bytes(session_quota));
 

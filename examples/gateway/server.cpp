@@ -19,8 +19,10 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
+#include <condition_variable>
 #include <deque>
 #include <mutex>
 #include <span>
@@ -47,12 +49,86 @@ std::size_t close_index(std::uint16_t code) {
     return counted_closes.size();
 }
 
+// Beast fails a connection on violations it detects itself, a text message that is not
+// UTF-8 (1007) and a message over read_message_max (1009), with a close frame that carries the
+// code and no reason. This stream sits between the WebSocket stream and the TCP stream and
+// gives exactly those bare close frames their documented reason; every other write, the
+// gateway's own close frames included, passes through untouched.
+class reasoned_close_stream {
+public:
+    using executor_type = beast::tcp_stream::executor_type;
+    using next_layer_type = beast::tcp_stream;
+
+    reasoned_close_stream(tcp::socket&& socket, std::size_t max_message_bytes)
+        : m_next{std::move(socket)}, m_max_message_bytes{max_message_bytes} {}
+
+    executor_type get_executor() noexcept { return m_next.get_executor(); }
+    next_layer_type& next_layer() noexcept { return m_next; }
+    const next_layer_type& next_layer() const noexcept { return m_next; }
+
+    template <class MutableBufferSequence, class ReadHandler>
+    void async_read_some(const MutableBufferSequence& buffers, ReadHandler&& handler) {
+        m_next.async_read_some(buffers, std::forward<ReadHandler>(handler));
+    }
+
+    template <class ConstBufferSequence, class WriteHandler>
+    void async_write_some(const ConstBufferSequence& buffers, WriteHandler&& handler) {
+        // A server's bare close frame is exactly 4 bytes: FIN|close (0x88), length 2, the code.
+        if (net::buffer_size(buffers) == 4) {
+            std::array<unsigned char, 4> f{};
+            net::buffer_copy(net::buffer(f), buffers);
+            const auto code = static_cast<std::uint16_t>((f[2] << 8U) | f[3]);
+            if (f[0] == 0x88 && f[1] == 2) m_failed = true;
+            if (f[0] == 0x88 && f[1] == 2 &&
+                (code == close_code::invalid_payload || code == close_code::too_big)) {
+                const std::string reason =
+                    close_reason(code == close_code::invalid_payload
+                                     ? std::string{"text message is not valid UTF-8"}
+                                     : fmt::format("message over max_message_bytes ({} bytes)",
+                                                   m_max_message_bytes));
+                m_close.assign({static_cast<char>(0x88), static_cast<char>(2 + reason.size()),
+                                static_cast<char>(f[2]), static_cast<char>(f[3])});
+                m_close += reason;
+                // The WebSocket stream asked for its 4 bytes: it is told they were written.
+                auto ex = net::get_associated_executor(handler, m_next.get_executor());
+                net::async_write(
+                    m_next, net::buffer(m_close),
+                    net::bind_executor(ex, [h = std::forward<WriteHandler>(handler)](
+                                               beast::error_code ec, std::size_t) mutable {
+                        std::move(h)(ec, ec ? std::size_t{0} : std::size_t{4});
+                    }));
+                return;
+            }
+        }
+        m_next.async_write_some(buffers, std::forward<WriteHandler>(handler));
+    }
+
+    /// Whether the WebSocket stream failed the connection itself (it wrote a bare close).
+    [[nodiscard]] bool failed_with_close() const noexcept { return m_failed; }
+
+private:
+    next_layer_type m_next;
+    std::size_t m_max_message_bytes;
+    bool m_failed = false;
+    std::string m_close; // the rewritten close frame, alive until its write completes
+};
+
+// The WebSocket stream's teardown is the TCP stream's.
+template <class TeardownHandler>
+void async_teardown(beast::role_type role, reasoned_close_stream& s, TeardownHandler&& handler) {
+    using beast::websocket::async_teardown;
+    async_teardown(role, s.next_layer(), std::forward<TeardownHandler>(handler));
+}
+
 class ws_connection;
 
 // One session_map entry per connection.
 struct gw_session {
     memgov::sliding_window window;
-    std::weak_ptr<ws_connection> conn; // to post the 4001 close on eviction
+    std::weak_ptr<ws_connection> conn; // to post the 4001 close on eviction; expired: orphan
+    // The connection that owns the entry: a session id may be reused by a new connection once
+    // this entry left the map, and the old connection must never touch the new entry.
+    std::uint64_t owner = 0;
     // The session's budget (also held by its connection and by each of its messages in flight:
     // it dies, returning what is left of its reservation, when the last of them does). Charged
     // with what the window holds and what is in flight to Kafka.
@@ -101,7 +177,12 @@ struct server::impl {
     gateway_stats final_stats{};
 
     std::atomic<std::uint64_t> connections{0}, active{0}, started{0}, ended{0}, frames{0},
-        frame_bytes{0}, refused{0}, evicted{0};
+        frame_bytes{0}, refused{0}, evicted{0}, orphaned{0};
+    std::atomic<std::uint64_t> next_connection_id{1};
+    std::atomic<std::uint64_t> mock_outages{0}, mock_errors{0};
+    // Runs `cfg.faults` against the mock cluster (its calls block for milliseconds: never on
+    // an I/O or memgov thread). Stopped first at shutdown.
+    std::jthread fault_thread;
     std::atomic<std::uint64_t> received_frames{0}, received_bytes{0}, notices{0}, notices_suppressed{0};
     std::atomic<std::uint64_t> charged{0}, released_window{0}, released_not_appended{0};
     std::array<std::atomic<std::uint64_t>, memgov::admit_reason_count> refused_frames{}, refused_bytes{};
@@ -167,12 +248,31 @@ struct server::impl {
         loss(refused_loss_keys[r], bytes); // a prebuilt key: no allocation per refusal
     }
 
+    // Bytes of pcm16 audio at `sample_rate` in one chunk period (6,400 for 200 ms at 16 kHz).
+    [[nodiscard]] std::uint64_t period_bytes(int sample_rate) const noexcept {
+        const auto period_ms = static_cast<std::uint64_t>(cfg.chunk_period.count());
+        return static_cast<std::uint64_t>(sample_rate) * 2U * period_ms / 1000U;
+    }
+
+    // A session's window: chunks sized to one chunk period of its audio unless configured
+    // (the pool rounds up to its class, 8 KiB for 6,400 B), so a period is one Kafka message.
+    [[nodiscard]] memgov::sliding_window_config
+    window_config(const start_message& st) const noexcept {
+        memgov::sliding_window_config w = window_cfg;
+        if (cfg.window_chunk_bytes == 0) {
+            w.chunk_size = static_cast<std::size_t>(
+                std::clamp<std::uint64_t>(period_bytes(st.sample_rate), 1, pool.max_pooled_size()));
+        }
+        return w;
+    }
+
+    void run_faults(const std::stop_token& st);
+
     // What a session declares at start (see gateway_config::session_cost_bytes).
     [[nodiscard]] std::size_t declared_bytes(const start_message& st) const noexcept {
         if (cfg.session_cost_bytes != 0) return cfg.session_cost_bytes;
-        const auto period_ms = static_cast<std::uint64_t>(cfg.chunk_period.count());
-        const std::uint64_t per_period = static_cast<std::uint64_t>(st.sample_rate) * 2U * period_ms / 1000U;
-        return static_cast<std::size_t>(std::min<std::uint64_t>(2 * per_period, cfg.window_cap_bytes));
+        return static_cast<std::size_t>(
+            std::min<std::uint64_t>(2 * period_bytes(st.sample_rate), cfg.window_cap_bytes));
     }
 
     void on_evict(const std::string& key, gw_session& s, memgov::evict_reason r) noexcept;
@@ -196,10 +296,11 @@ namespace {
 class ws_connection : public std::enable_shared_from_this<ws_connection> {
 public:
     ws_connection(server::impl& g, tcp::socket&& socket)
-        : m_g{g}, m_ws{std::move(socket)}, m_tick{m_ws.get_executor()} {}
+        : m_g{g}, m_ws{std::move(socket), g.cfg.max_message_bytes}, m_tick{m_ws.get_executor()},
+          m_id{g.next_connection_id.fetch_add(1, std::memory_order_relaxed)} {}
 
     ~ws_connection() {
-        if (m_in_map) m_g.sessions.erase(m_sid); // backstop: produces what the window holds
+        if (m_in_map) (void)erase_own(); // backstop: produces what the window holds
     }
 
     void run() {
@@ -247,7 +348,9 @@ private:
             http::async_write(m_ws.next_layer(), *res,
                               [self = shared_from_this(), res](beast::error_code, std::size_t) {
                                   beast::error_code ignored;
-                                  self->m_ws.next_layer().socket().shutdown(tcp::socket::shutdown_send, ignored);
+                                  beast::get_lowest_layer(self->m_ws)
+                                      .socket()
+                                      .shutdown(tcp::socket::shutdown_send, ignored);
                               });
             return;
         }
@@ -330,9 +433,10 @@ private:
             bool inserted = false;
             try {
                 m_budget = std::make_shared<memgov::session_budget>(std::move(budget));
+                const memgov::sliding_window_config wc = m_g.window_config(msg.start);
                 inserted = m_g.sessions.insert(m_sid, [&] {
-                    return gw_session{memgov::sliding_window{m_g.pool, m_g.window_cfg, &m_g.gov.ledger()},
-                                      weak_from_this(), m_budget};
+                    return gw_session{memgov::sliding_window{m_g.pool, wc, &m_g.gov.ledger()},
+                                      weak_from_this(), m_id, m_budget};
                 });
             } catch (const std::exception& ex) {
                 m_budget.reset();
@@ -359,11 +463,11 @@ private:
         }
         flush_refusals(); // the last run's notice goes before the end ack
         std::uint64_t dropped = 0;
-        (void)m_g.sessions.with(m_sid, [&](gw_session& s) {
+        (void)with_own([&](gw_session& s) {
             m_g.drain(m_sid, s, memgov::take_mode::include_partial);
             dropped = s.dropped_bytes;
         });
-        m_g.sessions.erase(m_sid);
+        (void)erase_own();
         m_in_map = false;
         m_started = false;
         m_ended = true;
@@ -394,19 +498,18 @@ private:
         bool found = false, oom = false;
         std::uint64_t written = 0, dropped = 0, drop_events = 0;
         try {
-            found = m_g.sessions.with(m_sid, [&](gw_session& s) {
-                // The window does not say what one append dropped: its statistics before and
-                // after do (appended = written incl. an oversized head; dropped = oldest first).
-                const memgov::sliding_window_stats before = s.window.stats();
+            found = with_own([&](gw_session& s) {
+                // The append says what it did, also when it throws: appended = written plus an
+                // oversized write's head; dropped = the oldest bytes (and that head).
+                memgov::append_result r;
                 try {
-                    s.window.append(data);
-                } catch (const std::bad_alloc&) { // a prefix may be in; the statistics say how much
+                    s.window.append(data, r);
+                } catch (const std::bad_alloc&) { // a prefix may be in; `r` says how much
                     oom = true;
                 }
-                const memgov::sliding_window_stats after = s.window.stats();
-                written = after.appended_bytes - before.appended_bytes;
-                dropped = after.dropped_bytes - before.dropped_bytes;
-                drop_events = after.drop_events - before.drop_events;
+                written = r.appended_bytes;
+                dropped = r.dropped_bytes;
+                drop_events = dropped > 0 ? 1 : 0; // one drop event per append that dropped
                 s.dropped_bytes += dropped;
             });
         } catch (const std::bad_alloc&) {
@@ -452,7 +555,7 @@ private:
         // first, so that no message straddles the gap (one offset header could not say so).
         // Only the first refusal after an admitted frame finds the window non-empty.
         try {
-            (void)m_g.sessions.with(m_sid, [&](gw_session& s) {
+            (void)with_own([&](gw_session& s) {
                 if (!s.window.empty()) m_g.drain(m_sid, s, memgov::take_mode::include_partial);
                 s.skipped_bytes += n;
             });
@@ -495,7 +598,7 @@ private:
             // session must still age for the session map's idle TTL.
             if (self->m_unflushed) {
                 self->m_unflushed = false;
-                (void)self->m_g.sessions.with(self->m_sid, [&](gw_session& s) {
+                (void)self->with_own([&](gw_session& s) {
                     self->m_g.drain(self->m_sid, s, memgov::take_mode::include_partial);
                 });
             }
@@ -553,7 +656,22 @@ private:
         if (ec == websocket::error::bad_frame_payload) m_g.count_close(close_code::invalid_payload);
         if (m_in_map) {
             m_in_map = false;
-            m_g.sessions.erase(m_sid); // on_evict(erased) produces what the window holds
+            // The WebSocket layer ended the stream: a close from either side, or a protocol
+            // failure Beast closed with 1002/1007/1009 (the read's error may then be the
+            // teardown's, a reset, so each is looked at): the session goes now.
+            const bool websocket_end =
+                ec.category() == websocket::make_error_code(websocket::error::closed).category() ||
+                m_closing || m_ws.reason().code != websocket::close_code::none ||
+                m_ws.next_layer().failed_with_close();
+            if (websocket_end) {
+                (void)erase_own(); // on_evict(erased) produces what the window holds
+            } else {
+                // The TCP connection dropped (or timed out half-open) without a WebSocket
+                // close: the session stays in the map, an orphan. Once this connection is
+                // gone its `conn` expires, and the sweep's inconsistent-state rule removes it
+                // with reason `orphan` (on_evict still produces what the window holds).
+                m_g.orphaned.fetch_add(1, std::memory_order_relaxed);
+            }
         }
         m_budget.reset();
         if (m_accepted) {
@@ -563,9 +681,33 @@ private:
         }
     }
 
+    // `fn(gw_session&)` on this connection's own entry, under its lock; false (fn not called)
+    // when the session id no longer names it (it was evicted, and maybe reused since).
+    template <class Fn>
+    bool with_own(Fn&& fn) {
+        bool own = false;
+        (void)m_g.sessions.with(m_sid, [&](gw_session& s) {
+            if (s.owner != m_id) return;
+            own = true;
+            fn(s);
+        });
+        return own;
+    }
+
+    // Removes this connection's own entry, never a newer session that reuses the id.
+    bool erase_own() noexcept {
+        try {
+            return m_g.sessions.erase_if(m_sid,
+                                         [this](const gw_session& s) { return s.owner == m_id; });
+        } catch (...) { // erase_if throws only what the predicate throws (nothing) or on re-entry
+            return false;
+        }
+    }
+
     server::impl& m_g;
-    websocket::stream<beast::tcp_stream> m_ws;
+    websocket::stream<reasoned_close_stream> m_ws;
     net::steady_timer m_tick;
+    const std::uint64_t m_id; // this connection's number (gw_session::owner)
     beast::flat_buffer m_buf;
     http::request<http::string_body> m_req;
     struct refusal_run {
@@ -667,24 +809,39 @@ memgov::session_map_config make_map_config(const gateway_config& c) {
     memgov::session_map_config m;
     m.idle_ttl = c.session_idle_ttl;
     m.absolute_ttl = c.session_max_age;
+    m.check_interval = c.orphan_check_interval;
     return m;
+}
+
+// The pool's classes: the default ones plus 8 KiB, the class that holds one 200 ms chunk of
+// 16 kHz pcm16 audio (6,400 B), so such a chunk is one buffer and one Kafka message.
+memgov::buffer_pool_config make_pool_config() {
+    memgov::buffer_pool_config p;
+    p.size_classes = {4096, 8192, 16384, 65536, 262144, 1048576};
+    return p;
 }
 
 } // namespace
 
 server::impl::impl(gateway_config c)
-    : cfg{std::move(c)}, gov{make_governor_config(cfg)}, pool{{}, &gov.ledger()},
+    : cfg{std::move(c)}, gov{make_governor_config(cfg)}, pool{make_pool_config(), &gov.ledger()},
       producer{[&] {
           producer_config k = cfg.kafka;
           k.ledger = &gov.ledger();
           return k;
       }()},
-      window_cfg{.chunk_size = cfg.window_chunk_bytes, .cap_bytes = cfg.window_cap_bytes},
+      window_cfg{.chunk_size = cfg.window_chunk_bytes == 0 ? 8192 : cfg.window_chunk_bytes,
+                 .cap_bytes = cfg.window_cap_bytes},
       sessions{make_map_config(cfg),
                [this] {
                    session_map_t::hooks_type h;
                    h.on_evict = [this](const std::string& k, gw_session& s, memgov::evict_reason r) {
                        on_evict(k, s, r);
+                   };
+                   // A session whose connection is gone (a TCP drop without a WebSocket
+                   // close leaves it in the map) is an orphan: the sweep removes it.
+                   h.inconsistent = [](const std::string&, const gw_session& s) {
+                       return s.conn.expired();
                    };
                    return h;
                }(),
@@ -693,6 +850,18 @@ server::impl::impl(gateway_config c)
       housekeeping{net::make_strand(ioc)} {
     if (cfg.io_threads == 0) throw std::invalid_argument{"gateway: io_threads must be > 0"};
     if (cfg.chunk_period.count() <= 0) throw std::invalid_argument{"gateway: chunk_ms must be > 0"};
+    if (cfg.faults.any() && !producer.mock()) {
+        throw std::invalid_argument{"gateway: mock faults need the mock cluster (no --brokers)"};
+    }
+    if (cfg.faults.broker_down_at && cfg.faults.broker_down_for.count() <= 0) {
+        throw std::invalid_argument{"gateway: mock_faults::broker_down_for must be > 0"};
+    }
+    for (const int b : cfg.faults.broker_ids) {
+        if (b < 1 || b > cfg.kafka.mock_brokers) {
+            throw std::invalid_argument{fmt::format("gateway: mock broker id {} is not in 1..{}", b,
+                                                    cfg.kafka.mock_brokers)};
+        }
+    }
     // A window that cannot be built is a configuration error: find it now, not per session.
     (void)memgov::sliding_window{pool, window_cfg};
     pool_reclaimer = std::make_shared<memgov::buffer_pool_reclaimer>(pool);
@@ -715,6 +884,56 @@ void server::impl::on_evict(const std::string& key, gw_session& s, memgov::evict
             c->post_evicted(r);
         } catch (...) { // out of memory posting: the idle timeout closes it
         }
+    }
+}
+
+void server::impl::run_faults(const std::stop_token& st) {
+    const auto t0 = std::chrono::steady_clock::now();
+    std::mutex mu;
+    std::condition_variable_any cv;
+    // Sleeps until `t0 + at`; false when the gateway stops first.
+    const auto sleep_until = [&](std::chrono::milliseconds at) {
+        std::unique_lock lock{mu};
+        (void)cv.wait_until(lock, st, t0 + at, [] { return false; });
+        return !st.stop_requested();
+    };
+    struct step {
+        std::chrono::milliseconds at;
+        enum class kind : std::uint8_t { down, up, errors } what;
+    };
+    std::vector<step> steps;
+    const mock_faults& f = cfg.faults;
+    if (f.broker_down_at) {
+        steps.push_back({*f.broker_down_at, step::kind::down});
+        steps.push_back({*f.broker_down_at + f.broker_down_for, step::kind::up});
+    }
+    if (f.produce_errors > 0) steps.push_back({f.produce_errors_at, step::kind::errors});
+    std::stable_sort(steps.begin(), steps.end(),
+                     [](const step& a, const step& b) { return a.at < b.at; });
+    bool down = false;
+    try {
+        for (const step& s : steps) {
+            if (!sleep_until(s.at)) break;
+            if (s.what == step::kind::down) {
+                const int n = producer.mock_set_brokers_down(f.broker_ids, true);
+                down = true;
+                mock_outages.fetch_add(1, std::memory_order_relaxed);
+                log("mock fault: {} broker(s) down for {} ms", n, f.broker_down_for.count());
+            } else if (s.what == step::kind::up) {
+                const int n = producer.mock_set_brokers_down(f.broker_ids, false);
+                down = false;
+                log("mock fault: {} broker(s) up again", n);
+            } else {
+                (void)producer.mock_push_produce_errors(f.produce_errors, f.produce_error);
+                mock_errors.fetch_add(static_cast<std::uint64_t>(f.produce_errors),
+                                      std::memory_order_relaxed);
+                log("mock fault: the next {} produce requests fail with error {}", f.produce_errors,
+                    f.produce_error);
+            }
+        }
+        if (down) (void)producer.mock_set_brokers_down(f.broker_ids, false); // stopped mid-outage
+    } catch (const std::exception& e) {
+        log("mock fault: {}", e.what());
     }
 }
 
@@ -851,6 +1070,17 @@ std::string server::impl::metrics_text() {
                  metric_type::counter, {{"reason", memgov::to_string(static_cast<memgov::evict_reason>(i))}},
                  static_cast<double>(evictions[i].load()));
     }
+    g.sample(
+        "sessions_orphaned_total",
+        "Sessions left in the map by a TCP drop without a WebSocket close (the sweep removes them)",
+        metric_type::counter, {}, static_cast<double>(s.orphaned_sessions));
+    if (producer.mock()) {
+        g.sample("mock_broker_outages_total", "Mock cluster broker outages begun (fault injection)",
+                 metric_type::counter, {}, static_cast<double>(s.mock_broker_outages));
+        g.sample("mock_produce_errors_total",
+                 "Produce errors pushed into the mock cluster (fault injection)",
+                 metric_type::counter, {}, static_cast<double>(s.mock_produce_errors));
+    }
     g.sample("kafka_produced_messages_total", "Messages accepted by the producer",
              metric_type::counter, {}, static_cast<double>(s.kafka.produced_messages));
     g.sample("kafka_produced_bytes_total", "Bytes accepted by the producer", metric_type::counter,
@@ -931,6 +1161,9 @@ gateway_stats server::impl::snapshot() const {
     s.budget_released_window_bytes = released_window.load();
     s.budget_released_not_appended_bytes = released_not_appended.load();
     s.evicted_sessions = evicted.load();
+    s.orphaned_sessions = orphaned.load();
+    s.mock_broker_outages = mock_outages.load();
+    s.mock_produce_errors = mock_errors.load();
     for (std::size_t i = 0; i < closes.size(); ++i) s.closes_sent[i] = closes[i].load();
     s.kafka = producer.stats();
     return s;
@@ -959,6 +1192,9 @@ void server::start() {
     net::dispatch(m->http_acceptor.get_executor(), [this] { m->start_accept_http(); });
     m->arm_housekeeping();
     m->gov.start();
+    if (m->cfg.faults.any()) {
+        m->fault_thread = std::jthread{[this](const std::stop_token& st) { m->run_faults(st); }};
+    }
     for (unsigned i = 0; i < m->cfg.io_threads; ++i) {
         m->threads.emplace_back([this] {
             for (;;) {
@@ -1005,6 +1241,10 @@ gateway_stats server::shutdown() {
         while (m->active.load() > 0 && std::chrono::steady_clock::now() < until) {
             std::this_thread::sleep_for(std::chrono::milliseconds{10});
         }
+    }
+    if (m->fault_thread.joinable()) { // brokers it took down come back up first, to drain
+        m->fault_thread.request_stop();
+        m->fault_thread.join();
     }
     m->gov.stop();
     (void)m->gov.unregister_reclaimer(*m->map_reclaimer);

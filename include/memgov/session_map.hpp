@@ -36,8 +36,9 @@
 /// only try entry locks, so they may be called from inside a callback, unless `on_evict`
 /// waits for entry locks (`with` on other keys): that would wait against the turn's order.
 ///
-/// **Re-entry:** calling `with`, `with_shared`, `inspect`, `set_cost` or `upsert`-with-update
-/// on the key whose callback the thread is already inside would deadlock, and is forbidden.
+/// **Re-entry:** calling `with`, `with_shared`, `inspect`, `set_cost`, `erase_if` or
+/// `upsert`-with-update on the key whose callback the thread is already inside would deadlock,
+/// and is forbidden.
 /// It is detected (up to 8 nested callbacks deep) and throws `std::logic_error` instead.
 /// Structure operations on that same key (`erase`, `mark_ended`, `contains`, `info`,
 /// `upsert` that replaces) are allowed from inside its callback. Holding callbacks on two
@@ -646,6 +647,37 @@ public:
         }
         finish(s, v);
         return true;
+    }
+
+    /// Removes the session found under `key` if `pred(value)` (or `pred(value, entry)`) says
+    /// so, and only that session: the entry is pinned while `pred` looks at it, so if it leaves
+    /// the map meanwhile (expired, evicted, replaced) and the key is given to a new session,
+    /// the new session stays. This is the safe way for an owner to remove *its own* session
+    /// when the key may be reused, for example a connection that closes while a reconnect
+    /// reuses its session id: `erase_if(id, [&](const session& s) { return s.owner == me; })`.
+    /// `pred` runs under the entry's shared lock, like an `inspect` callback (it does not
+    /// count as activity); it may use structure operations on the key but not `with`.
+    /// The removal calls `on_evict` with `erased`, on this thread, once `pred`'s lock is
+    /// released (or when the last other callback holding the entry returns).
+    /// Returns whether this call removed the entry: false if the key is absent, `pred` said
+    /// no, or the entry had already left the map when `pred` returned.
+    /// Throws what `pred` throws (nothing is removed), `std::logic_error` on re-entry into a
+    /// key this thread is already inside.
+    /// Thread safety: safe from any thread. Complexity: O(1) expected; no allocation.
+    template <class Pred>
+    bool erase_if(const Key& key, Pred&& pred) {
+        bool removed = false;
+        auto fn = [&](const Value& v, const entry& e) {
+            bool yes = false;
+            if constexpr (std::is_invocable_v<Pred&, const Value&, const entry&>) {
+                yes = static_cast<bool>(std::invoke(pred, v, e));
+            } else {
+                yes = static_cast<bool>(std::invoke(pred, v));
+            }
+            if (yes) removed = erase_entry(*e.m_shard, e.m_idx, *e.m_node);
+        };
+        (void)access<mode::peek>(key, fn);
+        return removed;
     }
 
     /// Marks `key`'s session ended now (the first call wins), starting its grace period.
@@ -1350,6 +1382,20 @@ private:
     void prefetch_eviction(shard& s, const node& n) const noexcept {
         s.index.prefetch(fp_of(hash_of(n.key())));
         prefetch_neighbours(s, n);
+    }
+
+    // Removes the pinned entry `idx` (reason `erased`) unless it already left the map: its
+    // callback and destruction run when the caller's pin is released. Takes the shard lock.
+    bool erase_entry(shard& s, std::uint32_t idx, node& n) noexcept {
+        victims v;
+        {
+            detail::session_shard_guard g{s.mutex};
+            if ((n.state.load(std::memory_order_relaxed) & detail::entry_state::dead) != 0)
+                return false;
+            (void)unlink(s, detail::session_nil, idx, evict_reason::erased, v);
+        }
+        finish(s, v);
+        return true;
     }
 
     // Unlinks `idx` from everything and marks it dead. Under the shard lock. Returns its cost.

@@ -219,6 +219,17 @@ struct sliding_window_stats {
     std::uint64_t taken_chunks = 0;    ///< Chunks handed out by `take_chunks`.
 };
 
+/// What one `sliding_window::append` did: its share of the window's `appended_bytes` and
+/// `dropped_bytes` counters.
+struct append_result {
+    /// Bytes of the write accounted for: written, or dropped as the head of a write larger than
+    /// the cap. `data.size()` unless the call threw.
+    std::size_t appended_bytes = 0;
+    /// Bytes this call dropped under the cap: the oldest bytes held and, for a write larger
+    /// than the cap, the write's head. Non-zero exactly when the call counted a drop event.
+    std::size_t dropped_bytes = 0;
+};
+
 /// A capped, chunked byte window over a `buffer_pool`. See the file comment.
 ///
 /// Thread safety: not thread-safe; one thread at a time (a session's own lock). It may be moved
@@ -279,28 +290,31 @@ public:
     /// window then holds what it held, minus the oldest bytes dropped to make room, plus a
     /// prefix of `data`, in order; `appended_bytes` counts only that prefix (and any head of
     /// an oversized `data` counted as dropped), so the statistics identity still holds.
+    /// Returns the bytes this call dropped (`append_result::dropped_bytes`); ignoring it is
+    /// fine, the statistics count them too.
     /// Complexity: O(data.size()) plus O(1) per chunk.
-    void append(std::span<const std::byte> data) {
-        // m_size <= m_cap always, so this cannot wrap (m_size + data.size() could).
-        if (MEMGOV_UNLIKELY(data.size() > m_cap - m_size)) {
-            const std::size_t n = data.size();
-            data = make_room(data);
-            m_stats.appended_bytes += n - data.size(); // an oversized write's head: dropped
-        }
-        if (MEMGOV_LIKELY(m_count != 0)) {
-            // The common case, a frame that fits in the newest chunk: one copy, no branches
-            // on the slow paths.
-            buffer& tail = at(m_count - 1);
-            const std::size_t used = tail.size();
-            if (data.size() <= m_chunk_size - used) {
-                if (!data.empty()) std::memcpy(tail.data() + used, data.data(), data.size());
-                (void)tail.try_resize(used + data.size());
-                m_size += data.size();
-                m_stats.appended_bytes += data.size();
-                return;
+    std::size_t append(std::span<const std::byte> data) {
+        const std::uint64_t dropped_before = m_stats.dropped_bytes;
+        append_bytes(data);
+        return static_cast<std::size_t>(m_stats.dropped_bytes - dropped_before);
+    }
+
+    /// As `append(data)`, and sets `out` to what this call did. `out` is exact also when the
+    /// call throws `std::bad_alloc`: `out.appended_bytes` is then the prefix written (plus a
+    /// dropped head) and `out.dropped_bytes` the oldest bytes already dropped to make room.
+    /// Complexity: as `append(data)`.
+    void append(std::span<const std::byte> data, append_result& out) {
+        struct report {
+            const sliding_window_stats& stats;
+            append_result& result;
+            std::uint64_t appended;
+            std::uint64_t dropped;
+            ~report() {
+                result.appended_bytes = static_cast<std::size_t>(stats.appended_bytes - appended);
+                result.dropped_bytes = static_cast<std::size_t>(stats.dropped_bytes - dropped);
             }
-        }
-        write(data);
+        } r{m_stats, out, m_stats.appended_bytes, m_stats.dropped_bytes};
+        append_bytes(data);
     }
 
     /// Copies up to `out.size()` bytes starting `offset` bytes after the oldest into `out`,
@@ -490,6 +504,30 @@ private:
         m_ring = std::move(ring);
         m_ring_size = n;
         m_head = 0;
+    }
+
+    // The write itself (see `append`).
+    void append_bytes(std::span<const std::byte> data) {
+        // m_size <= m_cap always, so this cannot wrap (m_size + data.size() could).
+        if (MEMGOV_UNLIKELY(data.size() > m_cap - m_size)) {
+            const std::size_t n = data.size();
+            data = make_room(data);
+            m_stats.appended_bytes += n - data.size(); // an oversized write's head: dropped
+        }
+        if (MEMGOV_LIKELY(m_count != 0)) {
+            // The common case, a frame that fits in the newest chunk: one copy, no branches
+            // on the slow paths.
+            buffer& tail = at(m_count - 1);
+            const std::size_t used = tail.size();
+            if (data.size() <= m_chunk_size - used) {
+                if (!data.empty()) std::memcpy(tail.data() + used, data.data(), data.size());
+                (void)tail.try_resize(used + data.size());
+                m_size += data.size();
+                m_stats.appended_bytes += data.size();
+                return;
+            }
+        }
+        write(data);
     }
 
     // Removes the n oldest bytes (n <= m_size); the caller counts them.

@@ -203,6 +203,81 @@ TEST_CASE("session_map: insert, contains, with, erase", "[session_map]") {
     CHECK(st.evicted(evict_reason::erased) == 1);
 }
 
+TEST_CASE("session_map: erase_if removes an entry only when the predicate holds", "[session_map]") {
+    fixture f;
+    auto m = f.make(quiet_config());
+    m->insert("a", value(1));
+    int calls = 0;
+    CHECK_FALSE(m->erase_if("a", [&](const int& v) {
+        ++calls;
+        return v == 2;
+    }));
+    CHECK(calls == 1);
+    CHECK(m->contains("a"));
+    CHECK(f.rec.count() == 0);
+    CHECK_FALSE(m->erase_if("z", [](const int&) -> bool {
+        FAIL("called for a missing key");
+        return true;
+    }));
+    CHECK(m->erase_if("a",
+                      [](const int& v, const smap::entry& e) { return v == 1 && e.key() == "a"; }));
+    CHECK_FALSE(m->contains("a"));
+    REQUIRE(f.rec.count() == 1);
+    CHECK(f.rec.records()[0].reason == evict_reason::erased);
+    CHECK(m->stats().evicted(evict_reason::erased) == 1);
+    // It does not count as activity.
+    m->insert("b", value(2));
+    CHECK_FALSE(m->erase_if("b", [](const int&) { return false; }));
+    CHECK(m->info("b")->messages == 0);
+    // A predicate that throws removes nothing and leaves the entry unlocked.
+    CHECK_THROWS_AS(m->erase_if("b", [](const int&) -> bool { throw std::runtime_error{"no"}; }),
+                    std::runtime_error);
+    CHECK(m->with("b", [](int& v) { v = 3; }));
+    // Re-entry into the key being erased is detected.
+    m->with("b", [&](int&) {
+        CHECK_THROWS_AS(m->erase_if("b", [](const int&) { return true; }), std::logic_error);
+    });
+    CHECK(m->contains("b"));
+}
+
+TEST_CASE("session_map: erase_if spares a new session that reuses the key", "[session_map]") {
+    // The race it exists for: the owner of session 1 decides to remove it, but by then that
+    // entry has left the map and the key belongs to session 2. Each removal is made to happen
+    // inside the predicate, so the interleaving is exact.
+    fixture f;
+    auto m = f.make(quiet_config());
+    SECTION("erased, then inserted again") {
+        m->insert("k", value(1));
+        CHECK_FALSE(m->erase_if("k", [&](const int& v) {
+            CHECK(m->erase("k"));            // the sweep or an eviction takes session 1
+            CHECK(m->insert("k", value(2))); // a reconnect reuses the key
+            return v == 1;                   // the owner's check still sees its own session
+        }));
+        CHECK(read(*m, "k") == 2);
+        CHECK(f.rec.count(evict_reason::erased) == 1);
+    }
+    SECTION("replaced by upsert") {
+        m->insert("k", value(1));
+        CHECK_FALSE(m->erase_if("k", [&](const int& v) {
+            CHECK_FALSE(m->upsert("k", value(2)));
+            return v == 1;
+        }));
+        CHECK(read(*m, "k") == 2);
+        CHECK(f.rec.count(evict_reason::replaced) == 1);
+        CHECK(f.rec.count(evict_reason::erased) == 0);
+    }
+    SECTION("a plain erase would have removed the new session") {
+        m->insert("k", value(1));
+        (void)m->inspect("k", [&](const int&) {
+            CHECK(m->erase("k"));
+            CHECK(m->insert("k", value(2)));
+        });
+        CHECK(m->erase("k")); // what an owner without erase_if would do: session 2 is gone
+        CHECK_FALSE(m->contains("k"));
+    }
+    CHECK(m->size() <= 1);
+}
+
 TEST_CASE("session_map: upsert replaces or updates", "[session_map]") {
     fixture f;
     auto m = f.make(quiet_config());

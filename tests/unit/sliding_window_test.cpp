@@ -458,6 +458,64 @@ TEST_CASE("sliding_window: an append that runs out of memory counts only what it
     }
 }
 
+TEST_CASE("sliding_window: append reports the bytes it dropped", "[sliding_window]") {
+    buffer_pool pool;
+    const std::size_t cap = 10000;
+    sliding_window w{pool, {.chunk_size = 4096, .cap_bytes = cap, .drop_fraction = 0.25}};
+
+    SECTION("the return value is this call's share of dropped_bytes") {
+        CHECK(w.append(pattern(9000, 0)) == 0);
+        CHECK(w.append(pattern(2000, 9000)) == 2500); // drops max(1000, 2500), oldest first
+        CHECK(w.append(pattern(1500, 11000)) == 0);   // exactly at the cap
+        CHECK(w.append(pattern(25000, 12500)) == cap + 15000); // all held, and the write's head
+        CHECK(contents(w) == pattern(cap, 12500 + 15000));
+        CHECK(w.stats().dropped_bytes == 2500 + cap + 15000);
+    }
+    SECTION("the out-parameter form also says what was appended") {
+        memgov::append_result r{7, 7};
+        w.append(pattern(9000, 0), r);
+        CHECK(r.appended_bytes == 9000);
+        CHECK(r.dropped_bytes == 0);
+        w.append(pattern(2000, 9000), r);
+        CHECK(r.appended_bytes == 2000);
+        CHECK(r.dropped_bytes == 2500);
+    }
+    SECTION("random writes: the reports add up to the model's drops") {
+        const auto seed = std::random_device{}();
+        INFO("seed " << seed);
+        std::mt19937_64 rng{seed};
+        model m{cap, 0.25, {}};
+        std::uniform_int_distribution<std::size_t> len{0, 3 * cap / 2};
+        std::uint64_t offset = 0;
+        for (int i = 0; i < 300; ++i) {
+            const auto d = pattern(len(rng), offset);
+            offset += d.size();
+            const std::uint64_t before = m.dropped;
+            m.append(d);
+            REQUIRE(w.append(d) == m.dropped - before);
+        }
+        CHECK(w.stats().dropped_bytes == m.dropped);
+    }
+}
+
+TEST_CASE("sliding_window: an append that runs out of memory still reports what it did",
+          "[sliding_window]") {
+    failing_resource upstream;
+    memgov::buffer_pool_config pc;
+    pc.upstream = &upstream;
+    buffer_pool pool{pc};
+    sliding_window w{pool, {.chunk_size = 4096, .cap_bytes = 10000}};
+    w.append(pattern(100, 0)); // one chunk
+    upstream.budget = 1;
+    memgov::append_result r;
+    // Drops the 100 held and the write's first 2000, then writes two chunks and fails.
+    CHECK_THROWS_AS(w.append(pattern(12000, 100), r), std::bad_alloc);
+    CHECK(r.dropped_bytes == 100 + 2000);
+    CHECK(r.appended_bytes == 2000 + 2 * 4096);
+    CHECK(w.stats().appended_bytes == 100 + r.appended_bytes);
+    CHECK(identity_holds(w.stats()));
+}
+
 TEST_CASE("sliding_window: a chunk_size between classes uses the whole class",
           "[sliding_window]") {
     memgov::ledger l;
