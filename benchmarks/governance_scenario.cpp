@@ -8,7 +8,8 @@
 //
 // Each run is a child process (this program with --child) started inside a memory cgroup made
 // for it (cgroup v1 `memory` or v2, whichever is writable; root only) and removed afterwards;
-// only that child is ever killed, by its PID. Where no cgroup is writable the child runs with
+// only that child is ever killed, by its PID (also on SIGINT/SIGTERM, which stop the runner
+// after removing the cgroup). Where no cgroup is writable the child runs with
 // the limit override (MEMGOV_MEMORY_LIMIT) instead, and the output says so: nothing is then
 // killed by the kernel, so survival is not shown.
 //
@@ -480,6 +481,16 @@ int run_child(const options& o) {
     std::size_t giants_started = 0;
     std::array<std::byte, frame_bytes> frame{};
     std::int64_t ingress_governance_max_ns = 0;
+    std::int64_t ingress_control_max_ns = 0;
+    std::uint64_t ingress_governance_over_1ms = 0;
+    std::uint64_t ingress_control_over_1ms = 0;
+    std::uint64_t ingress_timed = 0;
+    {
+        // This thread's first admission claims its counter slot in the governor's ledger (once
+        // per thread, a lock and an allocation): done here, before anything is timed.
+        memgov::session_budget warm = gov.admit_session(0);
+        (void)warm.admit(0);
+    }
     std::uint64_t tick = 0;
     std::uint64_t ticks_late = 0;
 
@@ -546,12 +557,21 @@ int run_child(const options& o) {
             const bool found = sessions.with(d.id, [&](session& s) {
                 auto& cc = g_count[static_cast<std::size_t>(s.c)];
                 for (std::size_t i = 0; i < d.frames_per_tick; ++i) {
+                    // The control: the same two clock reads around one atomic add. Its tail
+                    // is the thread being descheduled, which the admission's tail includes.
+                    const auto c0 = clock_type::now();
                     cc.frames_generated.fetch_add(1);
+                    const auto cns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                         clock_type::now() - c0).count();
+                    ingress_control_max_ns = std::max<std::int64_t>(ingress_control_max_ns, cns);
+                    if (cns > 1'000'000) ++ingress_control_over_1ms;
                     const auto t0 = clock_type::now();
                     const memgov::admission a = s.budget.admit(frame_bytes);
                     const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
                                         clock_type::now() - t0).count();
                     ingress_governance_max_ns = std::max<std::int64_t>(ingress_governance_max_ns, ns);
+                    if (ns > 1'000'000) ++ingress_governance_over_1ms;
+                    ++ingress_timed;
                     if (!a) {
                         cc.frames_refused[static_cast<std::size_t>(a.reason)].fetch_add(1);
                         continue;
@@ -626,6 +646,10 @@ int run_child(const options& o) {
     kv("level_changes_per_min", static_cast<double>(level_changes.load()) * 60.0 / generate_end);
     kv("stall_probe_max_ms", static_cast<double>(stall_max_ns.load()) / 1e6);
     kv("ingress_governance_max_ms", static_cast<double>(ingress_governance_max_ns) / 1e6);
+    kv("ingress_control_max_ms", static_cast<double>(ingress_control_max_ns) / 1e6);
+    kv("ingress_timed_calls", ingress_timed);
+    kv("ingress_governance_over_1ms", ingress_governance_over_1ms);
+    kv("ingress_control_over_1ms", ingress_control_over_1ms);
     kv("estimate_samples", est_err.samples);
     kv("estimate_within_5pct", est_err.samples == 0 ? 0.0
                                                     : static_cast<double>(est_err.within_5) /
@@ -689,6 +713,11 @@ int run_child(const options& o) {
 
 // ------------------------------------------------------------------------------- the runner
 
+// SIGINT/SIGTERM: the running child is killed (by its PID) and its cgroup removed, then the
+// runner stops.
+std::atomic<bool> g_stop{false};
+extern "C" void on_stop_signal(int) { g_stop.store(true); }
+
 std::string self_path() {
     std::array<char, 4096> buf{};
     const ssize_t n = ::readlink("/proc/self/exe", buf.data(), buf.size() - 1);
@@ -727,6 +756,10 @@ struct run_result {
 };
 
 int run_all(const options& o) {
+    struct sigaction sa {};
+    sa.sa_handler = on_stop_signal; // no SA_RESTART: a waiting poll returns at once
+    ::sigaction(SIGINT, &sa, nullptr);
+    ::sigaction(SIGTERM, &sa, nullptr);
     std::vector<run_result> results;
     (void)std::system(fmt::format("mkdir -p '{}'", o.out).c_str());
     const auto timeout = std::chrono::milliseconds{static_cast<std::int64_t>((o.seconds + 45) * 1000)};
@@ -741,7 +774,7 @@ int run_all(const options& o) {
                                                        fmt::format("scenario-{}-{}", mib, v));
             if (cg) {
                 r.where = cg.v2() ? "cgroup v2" : "cgroup v1";
-                r.run = cg.run(child_args(o, governed, csv), timeout);
+                r.run = cg.run(child_args(o, governed, csv), timeout, &g_stop);
                 r.peak = cg.peak_bytes();
                 r.oom_kills = cg.oom_kills();
             } else {
@@ -763,14 +796,16 @@ int run_all(const options& o) {
             }
             std::ofstream{fmt::format("{}/scenario-{}mib-{}.txt", o.out, mib, v)} << r.run.output;
             fmt::print("{} MiB, governor {}: {} ({})\n", mib, v,
-                       r.run.exited_ok()                  ? "survived"
-                       : r.run.killed_by(SIGKILL)         ? "killed (SIGKILL)"
-                       : r.run.timed_out                  ? "timed out"
-                                                          : "failed",
+                       r.run.exited_ok()          ? "survived"
+                       : r.run.timed_out          ? "stopped (timed out or interrupted)"
+                       : r.run.killed_by(SIGKILL) ? "killed (SIGKILL)"
+                                                  : "failed",
                        r.where);
             std::fflush(stdout);
             results.push_back(std::move(r));
+            if (g_stop.load()) break;
         }
+        if (g_stop.load()) break;
     }
 
     // The table.
@@ -778,8 +813,8 @@ int run_all(const options& o) {
     md += "| limit | governor | where | outcome | OOM kills | peak % of limit | well-behaved goodput "
           "(regular, burst) | well-behaved shed | giants refused + shed | sessions refused "
           "(regular+burst) | evicted: well-behaved while an over-quota lived / all | level changes "
-          "(/min) | estimate within 5% / worst | stall max ms (probe / admit) | identity |\n";
-    md += "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+          "(/min) | estimate within 5% / worst | stall max ms (probe / admit / control) | calls over 1 ms (admit / control) | identity |\n";
+    md += "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
     bool ok = true;
     for (const auto& r : results) {
         const auto kv = r.run.values();
@@ -788,7 +823,18 @@ int run_all(const options& o) {
             return it == kv.end() ? 0.0 : std::strtod(it->second.c_str(), nullptr);
         };
         const bool has = kv.count("end") != 0;
-        const std::string outcome = r.run.exited_ok() ? "survived" : r.run.killed_by(SIGKILL) ? "killed" : "failed";
+        std::string outcome = r.run.exited_ok() ? "survived"
+                              : r.run.timed_out ? "stopped"
+                              : r.run.killed_by(SIGKILL) ? "killed"
+                                                         : "failed";
+        if (!r.run.exited_ok()) {
+            // When: the timeline's last row (it is flushed every 100 ms).
+            std::ifstream csv{fmt::format("{}/scenario-{}mib-{}.csv", o.out, r.limit_mib, r.governed ? "on" : "off")};
+            std::string line;
+            std::string last;
+            while (std::getline(csv, line)) last = line;
+            if (!last.empty() && last[0] != 't') outcome += " at " + last.substr(0, last.find(',')) + " s";
+        }
         const double limit = static_cast<double>(static_cast<std::uint64_t>(r.limit_mib) << 20);
         const auto pct = [](double a, double b) { return b == 0 ? std::string{"-"} : fmt::format("{:.1f}%", 100.0 * a / b); };
         const double wb_acc = num("regular.frames_accepted") + num("burst.frames_accepted");
@@ -805,7 +851,7 @@ int run_all(const options& o) {
         }
         const auto cell = [&](const std::string& v) { return has ? v : std::string{"-"}; };
         md += fmt::format(
-            "| {} MiB | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} MiB | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             r.limit_mib, r.governed ? "on" : "off", r.where, outcome,
             r.oom_kills ? std::to_string(*r.oom_kills) : "-",
             r.peak ? fmt::format("{:.1f}%", static_cast<double>(*r.peak) * 100.0 / limit) : "-",
@@ -820,7 +866,10 @@ int run_all(const options& o) {
                              evicted_all)),
             cell(fmt::format("{} ({:.1f})", num("level_changes"), num("level_changes_per_min"))),
             cell(fmt::format("{:.1f}% / {:.1f}%", num("estimate_within_5pct") * 100.0, num("estimate_worst_pct"))),
-            cell(fmt::format("{:.2f} / {:.2f}", num("stall_probe_max_ms"), num("ingress_governance_max_ms"))),
+            cell(fmt::format("{:.2f} / {:.2f} / {:.2f}", num("stall_probe_max_ms"),
+                             num("ingress_governance_max_ms"), num("ingress_control_max_ms"))),
+            cell(fmt::format("{} / {} of {}", num("ingress_governance_over_1ms"),
+                             num("ingress_control_over_1ms"), num("ingress_timed_calls"))),
             cell(kv.count("identity") ? kv.at("identity") : "-"));
         if (r.governed && (!r.run.exited_ok() || !has || kv.at("identity") != "ok")) ok = false;
     }

@@ -140,8 +140,10 @@ public:
     }
 
     /// Starts `argv` inside the cgroup, collects its output, and waits for it; kills it (by
-    /// PID) if it runs past `timeout`.
-    child_run run(const std::vector<std::string>& argv, std::chrono::milliseconds timeout) const {
+    /// PID) if it runs past `timeout`, or as soon as `*stop` turns true (checked at least every
+    /// 100 ms; for a caller's SIGINT/SIGTERM handler).
+    child_run run(const std::vector<std::string>& argv, std::chrono::milliseconds timeout,
+                  const std::atomic<bool>* stop = nullptr) const {
         child_run r;
         int go[2];
         int out[2];
@@ -177,13 +179,13 @@ public:
         for (;;) {
             const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
                 deadline - std::chrono::steady_clock::now());
-            if (left.count() <= 0) {
+            if (left.count() <= 0 || (stop != nullptr && stop->load())) {
                 ::kill(pid, SIGKILL); // our own child only, by PID
                 r.timed_out = true;
                 break;
             }
             pollfd p{out[0], POLLIN, 0};
-            if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
+            if (::poll(&p, 1, static_cast<int>(std::min<std::int64_t>(left.count(), 100))) <= 0) continue;
             char buf[4096];
             const ssize_t got = ::read(out[0], buf, sizeof buf);
             if (got <= 0) break;
