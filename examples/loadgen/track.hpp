@@ -12,6 +12,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "loadgen.hpp"
+
 namespace loadgen::detail {
 
 inline constexpr std::size_t header_bytes = 24; // magic, session index, seq, send time
@@ -31,18 +33,22 @@ inline void fill_frame(std::span<std::byte> out, std::uint32_t index, std::uint6
 }
 
 struct session_track {
-    session_track(std::string k, std::uint32_t i, std::size_t frames, std::size_t frame_bytes)
-        : key{std::move(k)}, index{i}, send_ns(frames), refused(frames, 0), good(frames, 0),
+    session_track(std::string k, std::uint32_t i, std::size_t frames, std::size_t frame_bytes,
+                  session_class c = session_class::steady)
+        : key{std::move(k)}, index{i}, cls{c}, send_ns(frames), refused(frames, 0), good(frames, 0),
           bad(frames, false), gap(frames, false), fb{frame_bytes} {}
 
     std::string key;
     std::uint32_t index;
+    session_class cls;
     // Written by the sender (before the frame goes out), read by the verifier.
     std::vector<std::atomic<std::uint64_t>> send_ns;
     std::atomic<std::uint64_t> sent{0};    // frames whose write completed
     std::atomic<bool> done{false};
     std::atomic<int> close_code{-1};
     std::atomic<bool> completed{false};    // end acked and closed 1000
+    std::atomic<bool> admitted{false};     // the start ack came
+    std::atomic<bool> dropped{false};      // an orphan that dropped its TCP connection
     std::mutex reason_mutex;
     std::string close_reason;
 
@@ -59,6 +65,7 @@ struct session_track {
     std::vector<bool> gap;
     std::uint64_t next_offset = 0;
     std::uint64_t next_seq = 0;
+    std::vector<bool> seen_seq; // messages read back, by seq: tells a duplicate from a late one
     std::size_t fb;
 };
 
@@ -70,6 +77,7 @@ struct shared_state {
     std::atomic<std::uint64_t> delivered{0};
     std::atomic<std::uint64_t> kafka_messages{0};
     std::atomic<std::uint64_t> order_violations{0};
+    std::atomic<std::uint64_t> missing_messages{0}; // seq numbers skipped: lost in the gateway
     std::atomic<std::uint64_t> duplicates{0};
     std::mutex latency_mutex;
     std::vector<std::uint32_t> latency_us;
@@ -78,7 +86,9 @@ struct shared_state {
 // The read-back: a Kafka consumer verifying every byte (verify.cpp).
 class verifier {
 public:
-    verifier(shared_state& st, const std::string& brokers, const std::string& topic);
+    /// Reads from each partition's end as it is at construction, or from its beginning.
+    verifier(shared_state& st, const std::string& brokers, const std::string& topic,
+             bool from_beginning);
     ~verifier();
     verifier(const verifier&) = delete;
     verifier& operator=(const verifier&) = delete;

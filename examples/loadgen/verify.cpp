@@ -72,11 +72,26 @@ struct verifier::impl {
             st.order_violations.fetch_add(1, std::memory_order_relaxed);
             return;
         }
-        if (seq < t.next_seq || offset < t.next_offset) { // a redelivery or an overlap
+        // Each seq is read once, in increasing order. A seq seen before is a duplicate; an
+        // unseen seq below the next expected one arrived late (reordered: its frames were
+        // already counted as a gap); a seq above it means the messages between were lost in
+        // the gateway (counted as missing messages, their frames as a gap), not reordered.
+        if (seq > (std::uint64_t{1} << 32)) {
+            st.order_violations.fetch_add(1, std::memory_order_relaxed);
+            return;
+        }
+        if (t.seen_seq.size() <= seq) t.seen_seq.resize(static_cast<std::size_t>(seq) + 1, false);
+        if (t.seen_seq[seq]) {
             st.duplicates.fetch_add(1, std::memory_order_relaxed);
             return;
         }
-        if (seq != t.next_seq) st.order_violations.fetch_add(1, std::memory_order_relaxed);
+        t.seen_seq[seq] = true;
+        if (seq < t.next_seq || offset < t.next_offset) {
+            st.order_violations.fetch_add(1, std::memory_order_relaxed);
+            return;
+        }
+        if (seq > t.next_seq)
+            st.missing_messages.fetch_add(seq - t.next_seq, std::memory_order_relaxed);
         const std::size_t fb = t.fb;
         const std::size_t frames = t.send_ns.size();
         for (std::uint64_t p = t.next_offset; p < offset; ++p) { // bytes the gateway dropped
@@ -112,7 +127,8 @@ struct verifier::impl {
     }
 };
 
-verifier::verifier(shared_state& st, const std::string& brokers, const std::string& topic)
+verifier::verifier(shared_state& st, const std::string& brokers, const std::string& topic,
+                   bool from_beginning)
     : m{std::make_unique<impl>(st)} {
     if (st.frame_bytes > 4096) throw std::runtime_error{"loadgen: frames above 4096 bytes are not verified"};
     rd_kafka_conf_t* conf = rd_kafka_conf_new();
@@ -120,6 +136,9 @@ verifier::verifier(shared_state& st, const std::string& brokers, const std::stri
     set(conf, "group.id", "memgov-loadgen");
     set(conf, "enable.auto.commit", "false");
     set(conf, "fetch.wait.max.ms", "20"); // latency is measured at read-back: do not idle in fetches
+    // Back within half a second of the brokers' return (the default backs off up to 10 s, longer
+    // than the drain waits for news), so an outage does not end the read-back early.
+    set(conf, "reconnect.backoff.max.ms", "500");
     set(conf, "log_level", "3");
     char err[512];
     m->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
@@ -128,7 +147,9 @@ verifier::verifier(shared_state& st, const std::string& brokers, const std::stri
         throw std::runtime_error{std::string{"loadgen: consumer: "} + err};
     }
     rd_kafka_poll_set_consumer(m->rk);
-    // Start at each partition's end as it is now, so a gateway's earlier traffic is skipped.
+    // Start at each partition's end as it is now, so a gateway's earlier traffic is skipped;
+    // or at its beginning (a run whose sessions may be produced before this point, e.g. while
+    // the brokers are down: other runs' keys are skipped by key).
     const rd_kafka_metadata_t* md = nullptr;
     rd_kafka_topic_t* rkt = rd_kafka_topic_new(m->rk, topic.c_str(), nullptr);
     rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_NO_ERROR;
@@ -148,8 +169,10 @@ verifier::verifier(shared_state& st, const std::string& brokers, const std::stri
     rd_kafka_metadata_destroy(md);
     rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(parts);
     for (int p = 0; p < parts; ++p) {
-        std::int64_t lo = 0, hi = 0;
-        if (rd_kafka_query_watermark_offsets(m->rk, topic.c_str(), p, &lo, &hi, 5000) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        std::int64_t lo = 0, hi = RD_KAFKA_OFFSET_BEGINNING;
+        if (!from_beginning &&
+            rd_kafka_query_watermark_offsets(m->rk, topic.c_str(), p, &lo, &hi, 5000) !=
+                RD_KAFKA_RESP_ERR_NO_ERROR) {
             hi = RD_KAFKA_OFFSET_BEGINNING;
         }
         rd_kafka_topic_partition_list_add(list, topic.c_str(), p)->offset = hi;
