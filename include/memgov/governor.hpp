@@ -439,7 +439,8 @@ public:
           static_cast<double>(s.admission.session_quota_bytes));
         g("session_heavy_bytes", "Held bytes above which a session is heavy at the current level",
           static_cast<double>(s.admission.heavy_bytes));
-        g("session_share_bytes", "A live session's fair share at the current level (shed above it)",
+        g("session_share_bytes",
+          "A live session's fair share at the current level (shed above it)",
           static_cast<double>(s.admission.session_share_bytes));
         g("sessions_admission_open", "1 while new sessions are admitted",
           s.admission.sessions_open ? 1.0 : 0.0);

@@ -21,15 +21,16 @@
 ///   above (configurable). By default each level's thresholds are offsets from the red line:
 ///   elevated −15 points, high −7, critical at the red line, emergency +4.
 /// - **Levels with hysteresis.** A level is entered at its `enter` ratio at once, and left only
-///   below its lower `exit` ratio and after its minimum dwell time, so it cannot flap.
+///   below its lower `exit` ratio and once its minimum dwell time has passed since it was last
+///   held (entered, or held by a band below), so it cannot flap.
 /// - **Forecast.** An EWMA of the working set's growth gives a time to the limit; under the
 ///   horizon (default 10 s) the level rises one step early, under half of it two steps, never
 ///   past `forecast_ceiling` (default high) on the forecast alone: a fast rise far from the
-///   limit trims and paces, but only the usage itself closes the door to new sessions (a burst
-///   of admissions, bounded by their reservations, is growth too). Its exit band: a level the forecast holds up is
-///   left only once the time to the limit is back above the horizon that raised it times
-///   `1 + forecast_exit_margin` (default 1.5 × horizon, or 1.5 × horizon/2 for the second
-///   step), and after the level's dwell.
+///   limit trims and paces, but only the usage itself closes the door to new sessions (a
+///   burst of admissions, bounded by their reservations, is growth too). Its exit band: a
+///   level the forecast holds up is left only once the time to the limit is back above the
+///   horizon that raised it times `1 + forecast_exit_margin` (default 1.5 × horizon, or 1.5 ×
+///   horizon/2 for the second step), and after the level's dwell.
 /// - **PSI.** `$MEMORY_PRESSURE_WATCH`/`$MEMORY_PRESSURE_WRITE` (systemd) or a configured file
 ///   and trigger: a fired trigger raises the level at least to `psi_level`. Its exit: that
 ///   level is left only once `psi_hold` has passed with no new event *and* the level's dwell
@@ -815,7 +816,9 @@ private:
         m_rise_bytes.store(rise, std::memory_order_release);
         if (next != cur || signal >= cur || hold_level >= cur) m_justified_at = now;
         // A PSI hold justifies its level until the hold ends, not just until the last sample.
-        if (psi_holds && m_cfg.psi_level >= next) m_justified_at = std::max(m_justified_at, m_psi_until);
+        if (psi_holds && m_cfg.psi_level >= next) {
+            m_justified_at = std::max(m_justified_at, m_psi_until);
+        }
         if (next == cur) return std::nullopt;
         m_level.store(next, std::memory_order_release);
         level_change c;
