@@ -39,6 +39,7 @@
 #include <memgov/session_map.hpp>
 #include <memgov/sliding_window.hpp>
 
+#include "buffer_pool_rss.hpp"
 #include "real_cgroup.hpp"
 
 #include <CLI/CLI.hpp>
@@ -94,7 +95,6 @@ struct options {
     bool child = false;
     bool governed = true;
     std::string csv;
-    std::size_t limit_override_mib = 0; // 0: the cgroup's limit
     double seconds = 40;
     std::size_t sessions_start = 100;
     std::size_t sessions_max = 500;
@@ -316,14 +316,6 @@ std::optional<cgroup_reading> read_cgroup(const std::string& dir) {
     return cgroup_reading{*usage, *usage > *inactive ? *usage - *inactive : 0};
 }
 
-std::uint64_t rss_bytes() {
-    std::ifstream f{"/proc/self/statm"};
-    std::uint64_t size = 0;
-    std::uint64_t res = 0;
-    f >> size >> res;
-    return res * static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
-}
-
 // ------------------------------------------------------------------------------- the child
 
 int run_child(const options& o) {
@@ -465,7 +457,7 @@ int run_child(const options& o) {
                     f,
                     "%.1f,%llu,%llu,%llu,%llu,%llu,%s,%llu,%llu,%llu,%llu,%llu,%llu,%zu,%llu,%"
                     "llu\n",
-                    elapsed(), static_cast<unsigned long long>(rss_bytes()),
+                    elapsed(), static_cast<unsigned long long>(memgov_test::resident_bytes()),
                     static_cast<unsigned long long>(cg ? cg->usage : 0),
                     static_cast<unsigned long long>(cg ? cg->working_set : 0),
                     static_cast<unsigned long long>(h.estimate_bytes),
