@@ -11,11 +11,13 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <limits>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -509,6 +511,52 @@ TEST_CASE("pressure_monitor: growth toward the limit raises the level early", "[
     }
     CHECK(m.snapshot().ratio < 0.6);
     CHECK(m.level() <= pressure_level::high);
+}
+
+TEST_CASE("pressure_monitor: a level held again for a moment starts its dwell over",
+          "[pressure_monitor]") {
+    rig r;
+    pressure_monitor<manual_clock> m{r.config(), nullptr, r.clock};
+    const auto start = r.clock.now();
+    const auto at = [&](double percent, std::chrono::milliseconds t) {
+        r.percent(percent);
+        m.sample(start + t);
+        return m.level();
+    };
+    CHECK(at(80, 0ms) == pressure_level::high);    // entered
+    CHECK(at(68, 1500ms) == pressure_level::high); // below high's exit (74%): calm
+    CHECK(at(76, 1900ms) == pressure_level::high); // back in high's band: held again
+    // 2.5 s after entering, but only 0.6 s after it was last held: high's 2 s dwell has not
+    // passed since.
+    CHECK(at(68, 2500ms) == pressure_level::high);
+    CHECK(at(68, 3800ms) == pressure_level::high);
+    CHECK(at(68, 4000ms) == pressure_level::elevated); // 2.1 s since last held
+}
+
+TEST_CASE("pressure_monitor: by default the forecast alone stops at high, below critical's ratio",
+          "[pressure_monitor]") {
+    using level_opt = std::optional<pressure_level>;
+    for (const auto ceiling : {level_opt{}, level_opt{pressure_level::critical}}) {
+        rig r;
+        auto cfg = r.config(true);
+        if (ceiling) cfg.forecast_ceiling = *ceiling;
+        pressure_monitor<manual_clock> m{cfg, nullptr, r.clock};
+        std::uint64_t u = 737 * MiB; // 72%: elevated by the ratio
+        r.usage(u);
+        m.sample(r.clock.now());
+        REQUIRE(m.level() == pressure_level::elevated);
+        auto worst = m.level();
+        for (int i = 0; i < 3; ++i) { // 400 MiB/s: the limit is about a second away
+            u += 40 * MiB;
+            r.usage(u);
+            r.clock.advance(100ms);
+            m.sample(r.clock.now());
+            worst = std::max(worst, m.level());
+        }
+        INFO("ratio " << m.snapshot().ratio);
+        REQUIRE(m.snapshot().ratio < 0.85); // below critical's enter
+        CHECK(worst == ceiling.value_or(pressure_level::high));
+    }
 }
 
 TEST_CASE("pressure_monitor: forecast_ceiling bounds what the forecast alone raises",
