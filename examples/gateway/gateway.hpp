@@ -23,31 +23,6 @@
 
 namespace gateway {
 
-/// Faults the gateway injects into its own mock cluster, for scenarios and tests (only without
-/// `--brokers`: a real cluster is never touched). Times count from `server::start()`. They run
-/// on a thread of the gateway's own, never on an I/O or memgov thread.
-struct mock_faults {
-    /// Brokers go down at this time (`rd_kafka_mock_broker_set_down`); unset: never.
-    std::optional<std::chrono::milliseconds> broker_down_at{};
-    /// ...and come back up this long after (`rd_kafka_mock_broker_set_up`). Must be > 0 when
-    /// `broker_down_at` is set. A shutdown during the outage brings them back up first.
-    std::chrono::milliseconds broker_down_for{0};
-    /// Which brokers (ids 1..mock_brokers); empty: all of them.
-    std::vector<int> broker_ids{};
-    /// The next `produce_errors` Produce requests the cluster receives after
-    /// `produce_errors_at` fail with `produce_error` (`rd_kafka_mock_push_request_errors`).
-    int produce_errors = 0;
-    /// A librdkafka error code (`rd_kafka_resp_err_t`): retriable ones (the default, 19
-    /// NOT_ENOUGH_REPLICAS) are retried by the producer; others fail the request's messages.
-    int produce_error = 19;
-    std::chrono::milliseconds produce_errors_at{0};
-
-    /// Whether any fault is configured.
-    [[nodiscard]] bool any() const noexcept {
-        return broker_down_at.has_value() || produce_errors > 0;
-    }
-};
-
 /// Everything the gateway can be told (the CLI maps one option to one field).
 struct gateway_config {
     std::string host = "127.0.0.1";       ///< Listen address (WebSocket and HTTP).

@@ -4,6 +4,10 @@
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
 
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <condition_variable>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -246,6 +250,58 @@ producer_stats kafka_producer::stats() const {
     std::lock_guard lock{m->loss_mutex};
     for (const auto& [k, v] : m->losses) s.losses.emplace(k, v);
     return s;
+}
+
+void run_mock_faults(kafka_producer& producer, const mock_faults& f, const std::stop_token& st,
+                     const std::function<void(const std::string&)>& log,
+                     std::atomic<std::uint64_t>* outages, std::atomic<std::uint64_t>* pushed_errors) {
+    const auto t0 = std::chrono::steady_clock::now();
+    std::mutex mu;
+    std::condition_variable_any cv;
+    // Sleeps until `t0 + at`; false when stopped first.
+    const auto sleep_until = [&](std::chrono::milliseconds at) {
+        std::unique_lock lock{mu};
+        (void)cv.wait_until(lock, st, t0 + at, [] { return false; });
+        return !st.stop_requested();
+    };
+    struct step {
+        std::chrono::milliseconds at;
+        enum class kind : std::uint8_t { down, up, errors } what;
+    };
+    std::vector<step> steps;
+    if (f.broker_down_at) {
+        steps.push_back({*f.broker_down_at, step::kind::down});
+        steps.push_back({*f.broker_down_at + f.broker_down_for, step::kind::up});
+    }
+    if (f.produce_errors > 0) steps.push_back({f.produce_errors_at, step::kind::errors});
+    std::stable_sort(steps.begin(), steps.end(),
+                     [](const step& a, const step& b) { return a.at < b.at; });
+    bool down = false;
+    try {
+        for (const step& s : steps) {
+            if (!sleep_until(s.at)) break;
+            if (s.what == step::kind::down) {
+                const int n = producer.mock_set_brokers_down(f.broker_ids, true);
+                down = true;
+                if (outages != nullptr) outages->fetch_add(1, std::memory_order_relaxed);
+                log(fmt::format("mock fault: {} broker(s) down for {} ms", n, f.broker_down_for.count()));
+            } else if (s.what == step::kind::up) {
+                const int n = producer.mock_set_brokers_down(f.broker_ids, false);
+                down = false;
+                log(fmt::format("mock fault: {} broker(s) up again", n));
+            } else {
+                (void)producer.mock_push_produce_errors(f.produce_errors, f.produce_error);
+                if (pushed_errors != nullptr) {
+                    pushed_errors->fetch_add(static_cast<std::uint64_t>(f.produce_errors), std::memory_order_relaxed);
+                }
+                log(fmt::format("mock fault: the next {} produce requests fail with error {}",
+                                f.produce_errors, f.produce_error));
+            }
+        }
+        if (down) (void)producer.mock_set_brokers_down(f.broker_ids, false); // stopped mid-outage
+    } catch (const std::exception& e) {
+        log(std::string{"mock fault: "} + e.what());
+    }
 }
 
 } // namespace gateway

@@ -16,12 +16,41 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <functional>
 #include <mutex>
+#include <optional>
+#include <stop_token>
 #include <string>
 #include <string_view>
 #include <vector>
 
 namespace gateway {
+
+/// Faults injected into the mock cluster, for scenarios and tests (a real cluster is never
+/// touched). Times count from the start of `run_mock_faults`: `server::start()` in the gateway,
+/// the process start with `--kafka-mock-only`. They run on a thread of their own, never on an
+/// I/O or memgov thread.
+struct mock_faults {
+    /// Brokers go down at this time (`rd_kafka_mock_broker_set_down`); unset: never.
+    std::optional<std::chrono::milliseconds> broker_down_at{};
+    /// ...and come back up this long after (`rd_kafka_mock_broker_set_up`). Must be > 0 when
+    /// `broker_down_at` is set. A shutdown during the outage brings them back up first.
+    std::chrono::milliseconds broker_down_for{0};
+    /// Which brokers (ids 1..mock_brokers); empty: all of them.
+    std::vector<int> broker_ids{};
+    /// The next `produce_errors` Produce requests the cluster receives after
+    /// `produce_errors_at` fail with `produce_error` (`rd_kafka_mock_push_request_errors`).
+    int produce_errors = 0;
+    /// A librdkafka error code (`rd_kafka_resp_err_t`): retriable ones (the default, 19
+    /// NOT_ENOUGH_REPLICAS) are retried by the producer; others fail the request's messages.
+    int produce_error = 19;
+    std::chrono::milliseconds produce_errors_at{0};
+
+    /// Whether any fault is configured.
+    [[nodiscard]] bool any() const noexcept {
+        return broker_down_at.has_value() || produce_errors > 0;
+    }
+};
 
 /// Producer settings.
 struct producer_config {
@@ -119,5 +148,14 @@ private:
     struct impl;
     std::unique_ptr<impl> m;
 };
+
+/// Runs `faults` against `producer`'s mock cluster: sleeps until each step's time (counted from
+/// this call), applies it and tells `log` what it did; returns when every step ran or `stop` is
+/// requested. A stop during an outage brings the brokers back up first. `outages` and `errors`
+/// (may be null) count the outages started and the produce errors pushed.
+void run_mock_faults(kafka_producer& producer, const mock_faults& faults, const std::stop_token& stop,
+                     const std::function<void(const std::string&)>& log,
+                     std::atomic<std::uint64_t>* outages = nullptr,
+                     std::atomic<std::uint64_t>* errors = nullptr);
 
 } // namespace gateway

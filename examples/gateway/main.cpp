@@ -10,6 +10,7 @@
 #include <fstream>
 #include <stdexcept>
 #include <string>
+#include <thread>
 
 namespace {
 
@@ -27,6 +28,43 @@ std::uint64_t parse_bytes(const std::string& s) {
     else if (!rest.empty()) throw std::invalid_argument{"bad suffix"};
     if (v == 0) throw std::invalid_argument{"zero"};
     return v * mul;
+}
+
+// Writes the bootstrap file whole (a reader never sees half of it).
+void write_bootstrap(const std::string& path, const std::string& brokers, unsigned ws_port, unsigned http_port) {
+    std::ofstream f{path + ".tmp"};
+    f << brokers << '\n' << ws_port << '\n' << http_port << '\n';
+    f.close();
+    std::rename((path + ".tmp").c_str(), path.c_str());
+}
+
+// --kafka-mock-only: the mock cluster and its fault schedule in a process of their own, so a
+// gateway measured in a memory cgroup does not carry the cluster's log (librdkafka's mock keeps up
+// to 5 MiB per partition) and a scenario can give the topic enough partitions to retain an
+// outage's backlog until the read-back has it.
+int run_mock_only(const gateway::gateway_config& cfg, const std::string& bootstrap_file, const sigset_t& set) {
+    try {
+        gateway::kafka_producer cluster{cfg.kafka}; // no brokers: it starts the mock cluster
+        const auto say = [&](const std::string& line) {
+            if (!cfg.quiet) fmt::print(stderr, "gateway: {}\n", line);
+        };
+        std::jthread faults;
+        if (cfg.faults.any()) {
+            faults = std::jthread{[&](const std::stop_token& st) {
+                gateway::run_mock_faults(cluster, cfg.faults, st, say);
+            }};
+        }
+        fmt::print(stderr, "gateway: Kafka mock cluster only, at {} (topic {}, {} partitions)\n",
+                   cluster.bootstrap(), cluster.topic(), cfg.kafka.partitions);
+        if (!bootstrap_file.empty()) write_bootstrap(bootstrap_file, cluster.bootstrap(), 0, 0);
+        int sig = 0;
+        sigwait(&set, &sig);
+        fmt::print(stderr, "gateway: {} received, stopping the mock cluster\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+        return 0;
+    } catch (const std::exception& e) {
+        fmt::print(stderr, "gateway: {}\n", e.what());
+        return 1;
+    }
 }
 
 } // namespace
@@ -154,7 +192,14 @@ int main(int argc, char** argv) {
     errors_at->needs(errors);
     for (auto* o : {down_at, down_for, down_ids, errors, error_kind, errors_at})
         o->excludes("--brokers");
-    app.add_option("--bootstrap-file", bootstrap_file, "Write the Kafka bootstrap address to this file once ready");
+    app.add_option("--bootstrap-file", bootstrap_file,
+                   "Once ready, write three lines to this file: the Kafka bootstrap address, the "
+                   "WebSocket port and the HTTP port (both 0 with --kafka-mock-only)");
+    bool mock_only = false;
+    app.add_flag("--kafka-mock-only", mock_only,
+                 "Run only the mock cluster (--partitions, --topic and the --mock-* faults) for "
+                 "gateways started elsewhere with --brokers; no WebSocket or HTTP port")
+        ->excludes("--brokers");
     app.add_flag("--quiet", cfg.quiet, "No log lines");
 
     try {
@@ -197,6 +242,7 @@ int main(int argc, char** argv) {
     sigaddset(&set, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &set, nullptr);
 
+    if (mock_only) return run_mock_only(cfg, bootstrap_file, set);
     try {
         gateway::server srv{cfg};
         srv.start();
@@ -207,12 +253,7 @@ int main(int argc, char** argv) {
         }
         fmt::print(stderr, "gateway: read it back: kcat -b {} -C -t {} -o beginning -f '%k seq=%h %S bytes\\n'\n",
                    srv.bootstrap(), srv.topic());
-        if (!bootstrap_file.empty()) {
-            std::ofstream f{bootstrap_file + ".tmp"};
-            f << srv.bootstrap() << '\n' << srv.port() << '\n' << srv.http_port() << '\n';
-            f.close();
-            std::rename((bootstrap_file + ".tmp").c_str(), bootstrap_file.c_str());
-        }
+        if (!bootstrap_file.empty()) write_bootstrap(bootstrap_file, srv.bootstrap(), srv.port(), srv.http_port());
         int sig = 0;
         sigwait(&set, &sig);
         fmt::print(stderr, "gateway: {} received, shutting down\n", sig == SIGINT ? "SIGINT" : "SIGTERM");

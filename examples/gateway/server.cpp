@@ -888,53 +888,8 @@ void server::impl::on_evict(const std::string& key, gw_session& s, memgov::evict
 }
 
 void server::impl::run_faults(const std::stop_token& st) {
-    const auto t0 = std::chrono::steady_clock::now();
-    std::mutex mu;
-    std::condition_variable_any cv;
-    // Sleeps until `t0 + at`; false when the gateway stops first.
-    const auto sleep_until = [&](std::chrono::milliseconds at) {
-        std::unique_lock lock{mu};
-        (void)cv.wait_until(lock, st, t0 + at, [] { return false; });
-        return !st.stop_requested();
-    };
-    struct step {
-        std::chrono::milliseconds at;
-        enum class kind : std::uint8_t { down, up, errors } what;
-    };
-    std::vector<step> steps;
-    const mock_faults& f = cfg.faults;
-    if (f.broker_down_at) {
-        steps.push_back({*f.broker_down_at, step::kind::down});
-        steps.push_back({*f.broker_down_at + f.broker_down_for, step::kind::up});
-    }
-    if (f.produce_errors > 0) steps.push_back({f.produce_errors_at, step::kind::errors});
-    std::stable_sort(steps.begin(), steps.end(),
-                     [](const step& a, const step& b) { return a.at < b.at; });
-    bool down = false;
-    try {
-        for (const step& s : steps) {
-            if (!sleep_until(s.at)) break;
-            if (s.what == step::kind::down) {
-                const int n = producer.mock_set_brokers_down(f.broker_ids, true);
-                down = true;
-                mock_outages.fetch_add(1, std::memory_order_relaxed);
-                log("mock fault: {} broker(s) down for {} ms", n, f.broker_down_for.count());
-            } else if (s.what == step::kind::up) {
-                const int n = producer.mock_set_brokers_down(f.broker_ids, false);
-                down = false;
-                log("mock fault: {} broker(s) up again", n);
-            } else {
-                (void)producer.mock_push_produce_errors(f.produce_errors, f.produce_error);
-                mock_errors.fetch_add(static_cast<std::uint64_t>(f.produce_errors),
-                                      std::memory_order_relaxed);
-                log("mock fault: the next {} produce requests fail with error {}", f.produce_errors,
-                    f.produce_error);
-            }
-        }
-        if (down) (void)producer.mock_set_brokers_down(f.broker_ids, false); // stopped mid-outage
-    } catch (const std::exception& e) {
-        log("mock fault: {}", e.what());
-    }
+    run_mock_faults(producer, cfg.faults, st, [this](const std::string& line) { log("{}", line); },
+                    &mock_outages, &mock_errors);
 }
 
 void server::impl::start_accept_ws() {

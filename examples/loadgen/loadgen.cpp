@@ -508,6 +508,10 @@ result run(const config& cfg) {
     r.order_violations = st.order_violations.load();
     r.missing_messages = st.missing_messages.load();
     r.duplicate_messages = st.duplicates.load();
+    {
+        std::lock_guard lock{st.consumer_errors_mutex};
+        r.consumer_errors = st.consumer_errors;
+    }
     r.kafka_messages = st.kafka_messages.load();
     std::sort(st.latency_us.begin(), st.latency_us.end());
     r.p50_ms = percentile(st.latency_us, 0.5);

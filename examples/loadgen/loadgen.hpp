@@ -131,6 +131,7 @@ struct result {
     /// reordering; their frames are counted as lost above).
     std::uint64_t missing_messages = 0;
     std::uint64_t duplicate_messages = 0;
+    std::map<std::string, std::uint64_t> consumer_errors; ///< Read-back errors by librdkafka name.
     std::uint64_t kafka_messages = 0;       ///< Messages of this run read back.
     double p50_ms = 0, p99_ms = 0, p999_ms = 0, max_ms = 0; ///< Send → read back.
     double seconds = 0;

@@ -31,6 +31,11 @@ std::string summary_table(const result& r) {
         "  {:<18} {} messages read back, {} missing (lost in the gateway), {} out of order, "
         "{} duplicates\n",
         "kafka", r.kafka_messages, r.missing_messages, r.order_violations, r.duplicate_messages);
+    if (!r.consumer_errors.empty()) {
+        std::string errs;
+        for (const auto& [k, v] : r.consumer_errors) errs += fmt::format(" {}={}", k, v);
+        s += fmt::format("  {:<18}{}\n", "consumer errors", errs);
+    }
     if (r.refusal_notices > 0 || r.refusal_mismatches > 0) {
         s += fmt::format("  {:<18} {} notices; {} sessions whose end ack disagrees with them\n", "refusals",
                          r.refusal_notices, r.refusal_mismatches);
@@ -84,6 +89,7 @@ std::string summary_json(const result& r) {
     j["delivered_bytes"] = r.delivered_bytes;
     j["losses"] = r.losses;
     j["order_violations"] = r.order_violations;
+    j["consumer_errors"] = r.consumer_errors;
     j["missing_messages"] = r.missing_messages;
     j["duplicate_messages"] = r.duplicate_messages;
     j["kafka_messages"] = r.kafka_messages;

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cstdint>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <span>
@@ -79,6 +80,10 @@ struct shared_state {
     std::atomic<std::uint64_t> order_violations{0};
     std::atomic<std::uint64_t> missing_messages{0}; // seq numbers skipped: lost in the gateway
     std::atomic<std::uint64_t> duplicates{0};
+    // Errors the consumer was handed instead of a message (a fetch error, a partition reset),
+    // by librdkafka's error name: a read-back that skipped data says why here.
+    std::mutex consumer_errors_mutex;
+    std::map<std::string, std::uint64_t> consumer_errors;
     std::mutex latency_mutex;
     std::vector<std::uint32_t> latency_us;
 };

@@ -391,6 +391,24 @@ def spawn(argv, out_path, cgroup=None):
         f.close()
 
 
+MOCK_FLAGS_WITH_VALUE = ("--mock-broker-down-at-s", "--mock-broker-down-for-s", "--mock-broker-ids",
+                         "--mock-produce-errors", "--mock-produce-error", "--mock-produce-errors-at-s")
+
+
+def is_mock_arg(argv, i):
+    """Whether argv[i] is a mock-cluster fault option or its value."""
+    return argv[i] in MOCK_FLAGS_WITH_VALUE or (i > 0 and argv[i - 1] in MOCK_FLAGS_WITH_VALUE)
+
+
+def wait_for_lines(path, n, proc, what, log_path, timeout_s=30):
+    """Waits until our child `proc` wrote `path` with at least `n` lines."""
+    t0 = time.monotonic()
+    while not (os.path.exists(path) and len(open(path).read().splitlines()) >= n):
+        if proc.poll() is not None or time.monotonic() - t0 > timeout_s:
+            raise RuntimeError("%s did not start (exit %s); see %s" % (what, proc.poll(), log_path))
+        time.sleep(0.05)
+
+
 def stop_child(p, sig, wait_s):
     """Signals our own child `p` by its PID, waits, then SIGKILLs it (by PID) if still there."""
     if p is None or p.poll() is not None:
@@ -418,25 +436,40 @@ def run_one(args, name, sc, variant, limit, started):
            "gateway_args": sc["gateway"], "loadgen_args": sc["loadgen"],
            "gateway_exit": None, "where": "", "rows": 0}
     cg, why = (None, "--no-cgroup given") if args.no_cgroup else Cgroup.create(limit, name)
-    gw = lg = scraper = None
+    gw = lg = scraper = mock = None
     try:
+        # The mock cluster runs in a process of its own, outside the cgroup (unless --kafka
+        # embedded): its log is not the gateway's memory, and its topic gets enough partitions to
+        # retain an outage's backlog until the read-back has it (librdkafka's mock keeps at most
+        # 5 MiB per partition and deletes the oldest beyond that).
+        mock_args = [x for i, x in enumerate(sc["gateway"]) if is_mock_arg(sc["gateway"], i)]
+        gw_args = [x for i, x in enumerate(sc["gateway"]) if not is_mock_arg(sc["gateway"], i)]
         gw_argv = [args.gateway, "--port", "0", "--http-port", "0", "--bootstrap-file", boot,
-                   "--governor", variant] + sc["gateway"]
+                   "--governor", variant]
         if cg:
             res["where"] = "cgroup %s %s" % ("v2" if cg.v2 else "v1", cg.path)
         else:
             res["where"] = "limit override --memory-limit %d (no writable cgroup: %s; no kernel OOM " \
                            "kill possible)" % (limit, why)
             gw_argv += ["--memory-limit", str(limit)]
-        log("runner: %s/%s: gateway in %s" % (name, variant, res["where"]))
         t0 = time.monotonic()
+        if args.kafka == "separate":
+            mboot = base + ".mock.boot"
+            if os.path.exists(mboot):
+                os.remove(mboot)
+            mock = spawn([args.gateway, "--kafka-mock-only", "--partitions", str(args.partitions),
+                          "--bootstrap-file", mboot] + mock_args, base + ".mock.log")
+            started.append(mock)
+            wait_for_lines(mboot, 1, mock, "the mock cluster", base + ".mock.log")
+            gw_argv += ["--brokers", open(mboot).read().splitlines()[0]] + gw_args
+            res["kafka"] = "mock cluster in a process of its own, %d partitions" % args.partitions
+        else:
+            gw_argv += sc["gateway"]
+            res["kafka"] = "mock cluster embedded in the gateway (3 partitions)"
+        log("runner: %s/%s: gateway in %s; %s" % (name, variant, res["where"], res["kafka"]))
         gw = spawn(gw_argv, base + ".gateway.log", cg)
         started.append(gw)
-        while not (os.path.exists(boot) and len(open(boot).read().splitlines()) >= 3):
-            if gw.poll() is not None or time.monotonic() - t0 > 30:
-                raise RuntimeError("the gateway did not start (exit %s); see %s.gateway.log"
-                                   % (gw.poll(), base))
-            time.sleep(0.05)
+        wait_for_lines(boot, 3, gw, "the gateway", base + ".gateway.log")
         http_port = int(open(boot).read().splitlines()[2])
         scraper = Scraper(http_port)
         scraper.start()
@@ -512,7 +545,8 @@ def run_one(args, name, sc, variant, limit, started):
         else:
             res["oom_kills"] = None
             res["cg_peak"] = None
-        for p in (gw, lg):
+        stop_child(mock, signal.SIGTERM, 10)
+        for p in (gw, lg, mock):
             if p in started:
                 started.remove(p)
     try:
@@ -621,6 +655,7 @@ def summary_md(name, sc, results, short):
 
     lim = lambda r: r["limit"]
     line("memory", lambda r: r["where"].split(" (")[0])
+    line("kafka", lambda r: r.get("kafka", "-"))
     line("gateway survived", lambda r: "yes" if r["gateway_alive"] else
          "**no** (exit %s at %s s)" % (r["gateway_exit"], r["died_at_s"]))
     line("OOM kills (cgroup)", lambda r: str(r["oom_kills"]) if r["oom_kills"] is not None else "n/a (override)")
@@ -646,6 +681,7 @@ def summary_md(name, sc, results, short):
     line("sent = delivered + lost (frames)", lambda r: "%d = %d + %d: **%s**" % (
         identity(r["loadgen"])[:3] + ("holds" if identity(r["loadgen"])[3] else "DOES NOT HOLD",)))
     line("loadgen losses by reason", lambda r: fmt_losses(r["loadgen"]["losses"]))
+    line("read-back consumer errors", lambda r: fmt_losses(r["loadgen"].get("consumer_errors") or {}))
     for cls in sorted({c for r in results if r.get("loadgen") for c in r["loadgen"]["classes"]}):
         line("class %s: delivered / sent" % cls, lambda r, c=cls: "%d / %d (%.1f%%); %s" % (
             r["loadgen"]["classes"][c]["delivered_frames"], r["loadgen"]["classes"][c]["sent_frames"],
@@ -752,6 +788,13 @@ def parse_args(argv):
     ap.add_argument("--gateway", default=None, help="gateway binary (default: build/release or build/dev examples/gateway/gateway)")
     ap.add_argument("--loadgen", default=None, help="loadgen binary (default: next to the gateway)")
     ap.add_argument("--build-dir", default=None, help="build directory to take both binaries from")
+    ap.add_argument("--kafka", choices=("separate", "embedded"), default="separate",
+                    help="where the mock Kafka cluster runs: in a process of its own outside the "
+                         "cgroup (default), or embedded in the gateway (3 partitions, inside the "
+                         "cgroup; its 15 MiB log cannot hold a long outage's backlog)")
+    ap.add_argument("--partitions", type=int, default=32,
+                    help="partitions of the separate mock cluster's topic (default 32: 160 MiB "
+                         "retained, 5 MiB each)")
     ap.add_argument("--sample-ms", type=int, default=100, help="timeline period (default 100)")
     ap.add_argument("--grace-s", type=int, default=60,
                     help="extra seconds the loadgen may run past the scenario's duration before it is stopped (default 60)")
@@ -774,6 +817,8 @@ def parse_args(argv):
         ap.error("--variants: a comma-separated list of 'on' and 'off'")
     if a.limit_mib < 16:
         ap.error("--limit-mib: at least 16")
+    if not 1 <= a.partitions <= 1024:
+        ap.error("--partitions: 1 to 1024")
     if a.sample_ms < 20:
         ap.error("--sample-ms: at least 20")
     if a.short and any(SCENARIOS[s]["short"] is None for s in sel):
