@@ -98,7 +98,10 @@ struct buffer_pool_config {
     /// are touched only as buffers arrive), so this bounds that reservation to 64 MiB a class.
     static constexpr std::size_t max_depot_buffers = std::size_t{1} << 22;
     /// The largest class size accepted (4 TiB): above it no allocator serves a class, and class
-    /// arithmetic stays far from overflow.
+    /// arithmetic stays far from overflow. Classes are allocated on demand (the constructor
+    /// allocates no buffer), so an accepted class need not be one the upstream can serve: a
+    /// request in such a class throws `std::bad_alloc` from `acquire` (nothing is charged, the
+    /// other classes keep working). Keep the last class at a size you mean to pool.
     static constexpr std::size_t max_class_size = std::size_t{1} << 42;
     /// The largest alignment accepted (2 MiB, a huge page).
     static constexpr std::size_t max_alignment = std::size_t{1} << 21;
@@ -482,6 +485,7 @@ public:
     }
 
     void set_pressure(pressure_level level) noexcept {
+        level = clamp_level(level); // the factor table has one entry per real level
         std::lock_guard lock{m_mutex};
         if (level == m_level.load(std::memory_order_relaxed)) return;
         m_level.store(level, std::memory_order_relaxed);
@@ -1157,7 +1161,15 @@ public:
     /// Applies the caps of `level`: each depot's cap becomes `depot_bytes × factor` (the
     /// excess is freed at once, oldest first) and each thread cache's cap becomes its maximum
     /// × factor (applied by each thread on its next operation). Calling it with the current
-    /// level does nothing. Complexity: O(buffers freed + classes).
+    /// level does nothing; a level past `emergency` is taken as `emergency`.
+    /// Unlike the budgeted `trim(target, max_buffers)`, a rise frees *every* depot buffer above
+    /// the new caps in this one call, without a budget: the depot must hold no more than its cap,
+    /// or releases would grow it again. That is acceptable because the work is bounded by the
+    /// depots' caps at the previous level (at most `depot_bytes` per class: with the defaults
+    /// 16 MiB a class, 5,456 buffers in all from `normal` to `critical`), happens once per
+    /// level change (the monitor's dwell spaces changes out), and each free is the upstream's
+    /// deallocation (plus one `madvise` with `release_pages`).
+    /// Complexity: O(buffers freed + classes).
     void set_pressure(pressure_level level) noexcept { m_state->set_pressure(level); }
 
     /// The pressure level the caps follow now.

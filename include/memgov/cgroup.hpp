@@ -522,13 +522,29 @@ public:
                                   r.binding_cgroup + ", the highest visible cgroup");
         }
         if (has(detail::cg_fb_no_cgroup_limit)) {
-            r.fallbacks.push_back(std::string{"no cgroup limit ("} +
-                                  (m_layout.controller == memory_controller::none
-                                       ? "no visible memory cgroup"
-                                       : "every level from " + m_layout.levels.front().cgroup +
-                                             " up is unlimited") +
-                                  "): limit from " + m_meminfo.path() + ", usage is the RSS from " +
-                                  m_statm.path());
+            // "Unlimited" only when every limit file said so: one that could not be read (a
+            // FIFO, no permission, garbage) may hold the limit that binds.
+            std::string unreadable;
+            const auto note = [&](const detail::cg_file& lf, detail::cg_limit_state state) {
+                if (state == detail::cg_limit_state::malformed) {
+                    unreadable += (unreadable.empty() ? "" : ", ") + lf.path();
+                }
+            };
+            for (const auto& f : m_files) {
+                note(f.limit, f.limit_state);
+                note(f.high, f.high_state);
+            }
+            std::string why;
+            if (m_layout.controller == memory_controller::none) {
+                why = "no visible memory cgroup";
+            } else if (unreadable.empty()) {
+                why = "every level from " + m_layout.levels.front().cgroup + " up is unlimited";
+            } else {
+                why = "no readable limit from " + m_layout.levels.front().cgroup +
+                      " up; unreadable: " + unreadable;
+            }
+            r.fallbacks.push_back("no cgroup limit (" + why + "): limit from " + m_meminfo.path() +
+                                  ", usage is the RSS from " + m_statm.path());
         }
         if (has(detail::cg_fb_usage_unreadable) && s.binding >= 0) {
             const auto& f = m_files[idx(s.binding)].usage;

@@ -36,6 +36,10 @@
 /// from the last one told. A reclaimer added is told the current level at once, `normal`
 /// included (so a part starts in step with the others whatever it was set to before); one
 /// removed while the level is not `normal` is told `normal` on its way out.
+/// A level past `emergency` (a `pressure_level` value no level has, given to `step` or
+/// `set_level` at run time) is taken as `emergency` and counted
+/// (`evictor_stats::out_of_range_levels`): no per-level table is indexed past its end, and
+/// reclaimers are only ever told real levels.
 ///
 /// ## Lock order and callbacks
 /// step mutex → list lock → a reclaimer's own locks (a pool's depot lock, a session map's
@@ -412,6 +416,8 @@ struct evictor_stats {
     std::uint64_t deferred_changes = 0;
     /// `step` calls made from inside a callback or a visit of the same evictor (ignored).
     std::uint64_t ignored_steps = 0;
+    /// Levels past `emergency` given to `step` or `set_level`, taken as `emergency`.
+    std::uint64_t out_of_range_levels = 0;
     /// Counters per registered reclaimer name, in the order the names were first registered
     /// (empty if copying them ran out of memory). A name unregistered is not shown; registered
     /// again, its counters go on from where they were.
@@ -881,8 +887,10 @@ public:
     /// reclaimers whether or not a step runs. From inside a callback or a visit of this evictor
     /// it is deferred to the end of the running step or visit.
     /// Thread safety: any thread; waits for a running step. Complexity: one atomic load when
-    /// the level is unchanged, else O(reclaimers). Never throws.
+    /// the level is unchanged, else O(reclaimers). Never throws. A level past `emergency` is
+    /// taken as `emergency` (counted in `out_of_range_levels`).
     void set_level(pressure_level l) noexcept {
+        l = checked_level(l);
         if (MEMGOV_UNLIKELY(detail::evictor_scopes(this) != 0)) {
             {
                 std::lock_guard pending{m_pending_mutex};
@@ -985,35 +993,37 @@ public:
     /// Complexity: bounded by the budgets of the level's row; at `normal` with nothing expired,
     /// a lock, a few counter updates and one sweep call per sweeping reclaimer.
     /// Called from inside a callback or a visit of this evictor it does nothing and returns an
-    /// empty report (counted in `ignored_steps`).
+    /// empty report (counted in `ignored_steps`). A `view.level` past `emergency` is taken as
+    /// `emergency` (counted in `out_of_range_levels`).
     step_report step(const pressure_view& view, time_point now) noexcept {
         if (MEMGOV_UNLIKELY(detail::evictor_scopes(this) != 0)) {
             std::lock_guard counters{m_stats_mutex};
             ++m_ignored_steps;
             return {};
         }
+        const pressure_level level = checked_level(view.level);
         std::lock_guard lock{m_mutex};
         apply_pending_locked();
         step_report rep;
-        rep.level = view.level;
+        rep.level = level;
         rep.dry_run = m_dry_run.load(std::memory_order_relaxed);
-        const std::size_t li = to_index(view.level);
+        const std::size_t li = to_index(level);
         {
             std::lock_guard counters{m_stats_mutex};
             ++m_steps[li];
         }
         {
             const detail::evictor_scope_guard scope{this, true};
-            set_level_locked(view.level);
+            set_level_locked(level);
 
             const double limit = static_cast<double>(view.limit_bytes);
-            const double target_ratio = view.level == pressure_level::emergency
+            const double target_ratio = level == pressure_level::emergency
                                             ? view.red_line - m_cfg.emergency_margin
                                             : view.exit_ratio;
             const double target = std::max(0.0, target_ratio) * limit;
             const double est = static_cast<double>(view.estimate_bytes);
             // At normal nothing is wanted: only the row's (always) expiry sweep runs.
-            if (view.level != pressure_level::normal) {
+            if (level != pressure_level::normal) {
                 rep.wanted = est > target ? static_cast<std::size_t>(est - target) : 0;
             }
             const double ratio = limit > 0 ? est / limit : 0.0;
@@ -1027,7 +1037,7 @@ public:
                 reclaim_request req;
                 req.action = e.action;
                 req.name = e.name;
-                req.level = view.level;
+                req.level = level;
                 req.usage_ratio = ratio;
                 req.bytes_wanted = rep.wanted > rep.freed ? rep.wanted - rep.freed : 0;
                 req.budget = e.budget;
@@ -1060,6 +1070,7 @@ public:
         s.heap_trim_running = m_heap.busy(); // stats mutex → trimmer lock (a leaf)
         s.deferred_changes = m_deferred_changes;
         s.ignored_steps = m_ignored_steps;
+        s.out_of_range_levels = m_out_of_range_levels;
         try {
             for (std::size_t i = 0; i < m_rec_stats.size(); ++i) {
                 if (m_rec_registered[i] > 0) s.reclaimers.push_back(m_rec_stats[i]);
@@ -1144,6 +1155,14 @@ private:
         }
         count_deferral();
         return true;
+    }
+
+    // `l`, or emergency (counted) for a value past it: every per-level table is indexed by it.
+    pressure_level checked_level(pressure_level l) noexcept {
+        if (MEMGOV_LIKELY(l <= pressure_level::emergency)) return l;
+        std::lock_guard counters{m_stats_mutex};
+        ++m_out_of_range_levels;
+        return pressure_level::emergency;
     }
 
     // Tells every reclaimer `l` if it is not the level last told. Under the step mutex.
@@ -1460,6 +1479,7 @@ private:
     duration m_heap_interval{};
     std::uint64_t m_deferred_changes = 0;
     std::uint64_t m_ignored_steps = 0;
+    std::uint64_t m_out_of_range_levels = 0;
     // Counters per reclaimer name, grown only when a new name registers (never on a step),
     // and how many registered reclaimers use each (only those are reported).
     std::vector<reclaimer_stats> m_rec_stats;

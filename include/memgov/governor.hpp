@@ -31,7 +31,8 @@
 /// lock shared, which a step does not hold; so they are legal from inside every callback
 /// memgov makes: a level subscriber, a reclaimer's `reclaim` or `on_level`, a session map's
 /// `on_evict` run by a step, a `for_each_reclaimer` visit. From inside those callbacks:
-/// `poll` does nothing and returns the level; `register_reclaimer` and
+/// `poll` does nothing and returns the level (counted in `governor_stats::ignored_polls`);
+/// `register_reclaimer` and
 /// `unregister_reclaimer` are deferred to the end of the running step or visit (see
 /// `evictor`); `stop` only asks the thread to end. None of them throws for being called there.
 
@@ -105,6 +106,9 @@ struct governor_stats {
     std::vector<reclaimer_info> reclaimers;
     std::uint64_t polls = 0;
     std::uint64_t steps = 0;
+    /// `poll` calls made from inside a callback of this governor's own poll or from inside a
+    /// visit of its evictor, which did nothing (see the file comment). Not counted in `polls`.
+    std::uint64_t ignored_polls = 0;
 };
 
 /// A short answer to "how is it doing?" (seed gateway's health endpoint).
@@ -240,14 +244,15 @@ public:
     /// level. Call it from an event loop every few milliseconds, or use `start()`.
     /// Thread safety: any thread (serialised). Called from inside a callback of this thread's
     /// own poll (a level subscriber, a reclaimer, an `on_evict`) or from inside a visit of the
-    /// evictor, it does nothing and returns the current level. Throws `std::bad_alloc`.
+    /// evictor, it does nothing and returns the current level (counted in
+    /// `governor_stats::ignored_polls`). Throws `std::bad_alloc`.
     /// Complexity: at normal with nothing expired, a file sample every `sample_period` and a
     /// step every `step_period` that costs one sweep call per session map.
     pressure_level poll(time_point now) {
         // Inside a visit or a step on this thread: polling could wait for that visit.
-        if (MEMGOV_UNLIKELY(m_evictor.in_callback())) return m_monitor.level();
+        if (MEMGOV_UNLIKELY(m_evictor.in_callback())) return ignored_poll();
         const detail::owned_mutex::guard turn{m_poll_turn};
-        if (!turn) return m_monitor.level(); // from a callback this thread's poll is running
+        if (!turn) return ignored_poll(); // from a callback this thread's poll is running
         const std::uint64_t polls = record_poll(now); // the counts as they stand before it acts
         const pressure_level lvl = m_monitor.poll(now);
         const std::uint64_t est = m_monitor.estimate_bytes();
@@ -310,6 +315,7 @@ public:
         std::lock_guard lock{m_report_mutex};
         s.polls = m_polls;
         s.steps = m_steps;
+        s.ignored_polls = m_ignored_polls.load(std::memory_order_relaxed);
         return s;
     }
 
@@ -447,6 +453,9 @@ public:
         g("work_admission_open", "1 while new work is admitted", s.admission.work_open ? 1.0 : 0.0);
         sink.sample("polls_total", "Governor polls", metric_type::counter, {},
                     static_cast<double>(s.polls));
+        sink.sample("ignored_polls_total",
+                    "Polls called from inside the governor's own callbacks (they did nothing)",
+                    metric_type::counter, {}, static_cast<double>(s.ignored_polls));
         memgov::collect(sink, m_ledger);
         memgov::collect(sink, s.evictor);
         m_evictor.for_each_reclaimer([&](const reclaimer& r) {
@@ -568,6 +577,13 @@ private:
         return a;
     }
 
+    // A poll re-entered from a callback: counted, does nothing. A relaxed atomic, so it takes
+    // no lock whatever the callback's caller holds.
+    pressure_level ignored_poll() noexcept {
+        m_ignored_polls.fetch_add(1, std::memory_order_relaxed);
+        return m_monitor.level();
+    }
+
     // Counts a poll and, at most once a second, records the refusal and eviction counts for
     // `health()`'s last minute. Returns the poll's number. Under the poll turn: only this
     // thread adds history, so deciding and adding need not be one step.
@@ -636,6 +652,7 @@ private:
     std::uint64_t m_polls = 0;
     std::uint64_t m_steps = 0;
     std::deque<history_entry> m_history;
+    std::atomic<std::uint64_t> m_ignored_polls{0};
 
     // The thread (declared last: it is stopped before anything it uses goes).
     std::mutex m_wait_mutex;

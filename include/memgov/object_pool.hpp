@@ -403,9 +403,9 @@ public:
     object_pool_trim_result trim() noexcept { return trim(m_clock.now()); }
 
     /// Sets the pressure level that the next trims apply. Thread safety: any thread (one atomic
-    /// store). Complexity: O(1).
+    /// store). Complexity: O(1). A level past `emergency` is taken as `emergency`.
     void set_pressure(pressure_level l) noexcept {
-        m_core->level.store(l, std::memory_order_relaxed);
+        m_core->level.store(clamp_level(l), std::memory_order_relaxed);
     }
     /// The pressure level last set. Thread safety: any thread. Complexity: O(1).
     [[nodiscard]] pressure_level pressure() const noexcept {

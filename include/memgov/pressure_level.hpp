@@ -44,4 +44,11 @@ inline constexpr std::size_t pressure_level_count = 5;
     return static_cast<std::size_t>(l);
 }
 
+/// `l`, or `emergency` for a value past it (an enum value no level has), so per-level tables
+/// indexed by `to_index` are never overrun. The evictor and the pools pass every level they are
+/// given at run time through it. Thread safety: pure. Complexity: O(1).
+[[nodiscard]] constexpr pressure_level clamp_level(pressure_level l) noexcept {
+    return l > pressure_level::emergency ? pressure_level::emergency : l;
+}
+
 MEMGOV_NAMESPACE_END

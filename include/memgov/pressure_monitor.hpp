@@ -133,12 +133,17 @@ struct pressure_monitor_config {
     /// Thresholds for elevated, high, critical and emergency (in that order). Defaults
     /// (relative): elevated −0.15/−0.20 2 s; high −0.07/−0.11 2 s; critical 0/−0.04 5 s;
     /// emergency +0.04/0 1 s. With an 85% red line: 70, 78, 85, 89% to enter.
+    /// Each exit must give a ratio of at least `min_exit_ratio` (for both red lines when
+    /// relative), so every level can be left.
     std::array<level_threshold, 4> thresholds{{
         {-0.15, -0.20, std::chrono::seconds{2}},
         {-0.07, -0.11, std::chrono::seconds{2}},
         {0.00, -0.04, std::chrono::seconds{5}},
         {+0.04, 0.00, std::chrono::seconds{1}},
     }};
+    /// The lowest exit ratio a threshold may give (1% of the limit): a level whose exit is 0,
+    /// or a ratio so small that usage never falls below it (1e-300), could never be left.
+    static constexpr double min_exit_ratio = 0.01;
     /// When the time to the limit falls under this, the level rises early (zero: no forecast).
     duration forecast_horizon = std::chrono::seconds{10};
     /// The forecast's exit band: a level the forecast raised is held while the time to the
@@ -612,8 +617,11 @@ private:
                 if (!(std::isfinite(t.enter) && std::isfinite(t.exit))) fail(name, "must be finite");
                 if (base + t.enter <= 0.0 || base + t.enter > 2.0)
                     fail(name + ".enter", "must give a ratio in (0, 2]");
-                // An exit ratio of 0 could never be crossed from above: the level would stay.
-                if (!(base + t.exit > 0.0)) fail(name + ".exit", "must give a ratio > 0");
+                // An exit ratio of 0, or one usage never falls below (1e-300), could never be
+                // crossed from above: the level would stay forever.
+                if (!(base + t.exit >= pressure_monitor_config::min_exit_ratio)) {
+                    fail(name + ".exit", "must give a ratio >= min_exit_ratio (0.01)");
+                }
                 if (!(t.exit < t.enter)) fail(name + ".exit", "must be below enter");
                 if (t.dwell < duration::zero() || t.dwell > longest_period) {
                     fail(name + ".dwell", "must be in [0, longest_period]");
@@ -688,7 +696,7 @@ private:
         const bool ok = m_reader.sample(s);
         if (m_watch.check(m_psi_buf)) {
             ++m_psi_events;
-            m_psi_until = now + m_cfg.psi_hold;
+            m_psi_until = detail::saturating_add(now, m_cfg.psi_hold);
         }
         if (!ok) {
             ++m_sample_failures;
@@ -883,7 +891,7 @@ private:
             std::lock_guard lock{m_mutex};
             if (m_watch.consume(fds[1].revents)) {
                 ++m_psi_events;
-                m_psi_until = now + m_cfg.psi_hold;
+                m_psi_until = detail::saturating_add(now, m_cfg.psi_hold);
                 m_force_sample = true;
             }
         }

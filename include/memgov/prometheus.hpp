@@ -228,6 +228,9 @@ inline void collect(metric_sink& sink, const evictor_stats& s) {
                 metric_type::counter, {}, static_cast<double>(s.deferred_changes));
     sink.sample("evictor_ignored_steps_total", "Steps called from inside a step, which do nothing",
                 metric_type::counter, {}, static_cast<double>(s.ignored_steps));
+    sink.sample("evictor_out_of_range_levels_total",
+                "Levels past emergency given to the evictor, taken as emergency",
+                metric_type::counter, {}, static_cast<double>(s.out_of_range_levels));
     sink.sample("heap_trims_deferred_total", "Heap trims skipped by the back-off",
                 metric_type::counter, {}, static_cast<double>(s.heap_trims_deferred));
     sink.sample("heap_trimmed_bytes_total", "Resident bytes given back by heap trims",

@@ -14,13 +14,103 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <memory_resource>
 #include <mutex>
+#include <new>
 #include <string>
 #include <utility>
 #include <vector>
+
+// An independent count of what the process holds on the heap: every operator new of this
+// binary records its size in a header, and the allocations made while a thread's `counting`
+// flag is set are summed (and subtracted again when freed, whichever thread frees them). The
+// ledger test sets the flag around the session map's and the object pool's own work only, so
+// the sum is what memgov allocated for them, measured without asking memgov.
+namespace heap_count {
+thread_local bool counting = false;
+std::atomic<std::int64_t> live{0};
+
+struct header {
+    std::size_t size;
+    std::size_t offset; // from the block's start to the pointer handed out
+    bool counted;
+};
+constexpr std::size_t header_room = 32; // >= sizeof(header), a multiple of 16
+
+void* allocate(std::size_t n, std::size_t align) {
+    const std::size_t offset = std::max(align, header_room);
+    void* block = nullptr;
+    if (::posix_memalign(&block, std::max(align, alignof(std::max_align_t)), n + offset) != 0) {
+        throw std::bad_alloc{};
+    }
+    auto* p = static_cast<std::byte*>(block) + offset;
+    auto* h = reinterpret_cast<header*>(p - sizeof(header));
+    h->size = n;
+    h->offset = offset;
+    h->counted = counting;
+    if (h->counted) live.fetch_add(static_cast<std::int64_t>(n), std::memory_order_relaxed);
+    return p;
+}
+
+void release(void* ptr) noexcept {
+    if (ptr == nullptr) return;
+    auto* p = static_cast<std::byte*>(ptr);
+    const auto* h = reinterpret_cast<const header*>(p - sizeof(header));
+    if (h->counted) live.fetch_sub(static_cast<std::int64_t>(h->size), std::memory_order_relaxed);
+    std::free(p - h->offset);
+}
+
+// Counts the allocations made on this thread while it lives.
+struct scope {
+    scope() noexcept { counting = true; }
+    ~scope() { counting = false; }
+    scope(const scope&) = delete;
+    scope& operator=(const scope&) = delete;
+};
+// Stops counting while it lives (inside a counted scope).
+struct pause {
+    pause() noexcept { counting = false; }
+    ~pause() { counting = true; }
+    pause(const pause&) = delete;
+    pause& operator=(const pause&) = delete;
+};
+} // namespace heap_count
+
+void* operator new(std::size_t n) { return heap_count::allocate(n, alignof(std::max_align_t)); }
+void* operator new[](std::size_t n) { return heap_count::allocate(n, alignof(std::max_align_t)); }
+void* operator new(std::size_t n, std::align_val_t a) {
+    return heap_count::allocate(n, static_cast<std::size_t>(a));
+}
+void* operator new[](std::size_t n, std::align_val_t a) {
+    return heap_count::allocate(n, static_cast<std::size_t>(a));
+}
+void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
+    try {
+        return heap_count::allocate(n, alignof(std::max_align_t));
+    } catch (...) {
+        return nullptr;
+    }
+}
+void* operator new[](std::size_t n, const std::nothrow_t&) noexcept {
+    try {
+        return heap_count::allocate(n, alignof(std::max_align_t));
+    } catch (...) {
+        return nullptr;
+    }
+}
+void operator delete(void* p) noexcept { heap_count::release(p); }
+void operator delete[](void* p) noexcept { heap_count::release(p); }
+void operator delete(void* p, std::size_t) noexcept { heap_count::release(p); }
+void operator delete[](void* p, std::size_t) noexcept { heap_count::release(p); }
+void operator delete(void* p, std::align_val_t) noexcept { heap_count::release(p); }
+void operator delete[](void* p, std::align_val_t) noexcept { heap_count::release(p); }
+void operator delete(void* p, std::size_t, std::align_val_t) noexcept { heap_count::release(p); }
+void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { heap_count::release(p); }
+void operator delete(void* p, const std::nothrow_t&) noexcept { heap_count::release(p); }
+void operator delete[](void* p, const std::nothrow_t&) noexcept { heap_count::release(p); }
 
 using namespace std::chrono_literals;
 using memgov::admit_kind;
@@ -104,8 +194,15 @@ struct service {
     std::shared_ptr<memgov::object_pool_reclaimer<objects_t>> objects_reclaimer;
     std::shared_ptr<memgov::session_map_reclaimer<map_t>> sessions_reclaimer;
 
-    explicit service(memgov::touch_time touch = memgov::touch_time::clock) {
-        tree.set_limit("/app", GiB);
+    // The heap the session map allocated for itself (its shards, node slabs and tables),
+    // counted by this binary's operator new (heap_count), not by the map.
+    std::int64_t map_heap_bytes = 0;
+    std::uint64_t limit = GiB;
+
+    explicit service(memgov::touch_time touch = memgov::touch_time::clock,
+                     std::uint64_t limit_bytes = GiB)
+        : limit{limit_bytes} {
+        tree.set_limit("/app", limit);
         set_usage(0.50);
         memgov::governor_config cfg;
         cfg.monitor.cgroup = tree.config();
@@ -136,7 +233,14 @@ struct service {
             sockets.metric_text_bytes = text.str().size();
             sockets.polls_seen = st.polls;
         };
-        sessions = std::make_unique<map_t>(mc, std::move(hooks), clock, &gov->ledger());
+        {
+            const std::int64_t before = heap_count::live.load();
+            const heap_count::scope counted;
+            sessions = std::make_unique<map_t>(mc, std::move(hooks), clock, &gov->ledger());
+            // The map object itself is the application's, not storage the map manages.
+            map_heap_bytes +=
+                heap_count::live.load() - before - static_cast<std::int64_t>(sizeof(map_t));
+        }
 
         pool_reclaimer = std::make_shared<memgov::buffer_pool_reclaimer>(*pool);
         objects_reclaimer = std::make_shared<memgov::object_pool_reclaimer<objects_t>>(*objects);
@@ -161,7 +265,7 @@ struct service {
     }
 
     void set_usage(double ratio) {
-        tree.set_usage("/app", static_cast<std::uint64_t>(ratio * static_cast<double>(GiB)));
+        tree.set_usage("/app", static_cast<std::uint64_t>(ratio * static_cast<double>(limit)));
     }
 
     // Polls the governor every `period` for `d` of manual time; returns the final level.
@@ -179,8 +283,16 @@ struct service {
         memgov::sliding_window_config wc;
         wc.chunk_size = chunk;
         wc.cap_bytes = cap;
-        const bool inserted = sessions->insert(
-            id, [&] { return memgov::sliding_window{*pool, wc, &gov->ledger()}; });
+        bool inserted = false;
+        {
+            const std::int64_t before = heap_count::live.load();
+            const heap_count::scope counted; // the map's own allocations, not the window's
+            inserted = sessions->insert(id, [&] {
+                const heap_count::pause window;
+                return memgov::sliding_window{*pool, wc, &gov->ledger()};
+            });
+            map_heap_bytes += heap_count::live.load() - before;
+        }
         REQUIRE(inserted);
         append(id, bytes);
         return true;
@@ -222,6 +334,16 @@ TEST_CASE("composition: rise, reclaim, fall and recovery of a governed service",
     REQUIRE(svc.open(giant, 8 * MiB, 4 * MiB));
     REQUIRE(svc.gov->poll() == pressure_level::normal);
 
+    // A burst that ended: its buffers are idle in the pool (depot and this thread's cache).
+    {
+        std::vector<memgov::buffer> burst;
+        for (int i = 0; i < 64; ++i) burst.push_back(svc.pool->acquire(64 * KiB));
+    }
+    svc.pool->flush_thread_cache();
+    const std::size_t idle_before = svc.pool->idle_bytes();
+    REQUIRE(idle_before == 64 * 64 * KiB);
+    const std::int64_t upstream_before = svc.upstream.outstanding();
+
     // The sessions' costs follow their windows: nobody called set_cost.
     const std::int64_t held = svc.window_bytes();
     CHECK(held == regular * 320 * static_cast<std::int64_t>(KiB) + 4 * static_cast<std::int64_t>(MiB));
@@ -242,6 +364,13 @@ TEST_CASE("composition: rise, reclaim, fall and recovery of a governed service",
     CHECK(svc.sockets.health.back().level == pressure_level::critical);
     CHECK(svc.sockets.metric_text_bytes > 0);
     CHECK(svc.sockets.polls_seen > 0);
+    // The pools were trimmed: the burst's idle buffers went back to the upstream (counted by
+    // the pool as trimmed, and seen leaving by the upstream itself).
+    std::uint64_t trimmed = 0;
+    for (const auto& c : svc.pool->stats().classes) trimmed += c.trimmed_bytes;
+    CHECK(trimmed >= idle_before);
+    CHECK(svc.pool->idle_bytes() == 0);
+    CHECK(upstream_before - svc.upstream.outstanding() >= static_cast<std::int64_t>(idle_before));
     // The pools follow the level: no depot, no thread cache at critical.
     CHECK(svc.pool->stats().pressure == pressure_level::critical);
     CHECK(svc.objects->pressure() == pressure_level::critical);
@@ -370,6 +499,47 @@ TEST_CASE("composition: pressure eviction frees the windows' bytes in the README
     CHECK(svc.sockets.count(evict_reason::lru_under_pressure) == 100);
 }
 
+// The same setup where the cgroup's usage is the rest of the process plus what memgov holds
+// (`other + ledger.total()`), as in a real service: eviction gives back the windows' bytes, the
+// usage follows, and the ladder stops at its target instead of evicting everyone.
+TEST_CASE("composition: emergency eviction in the README's setup stops at the target",
+          "[composition]") {
+    service svc{memgov::touch_time::clock, 128 * MiB};
+    for (int id = 0; id < 100; ++id) REQUIRE(svc.open(id, 512 * KiB, 320 * KiB));
+    REQUIRE(svc.sessions->total_cost() == svc.window_bytes()); // costs from the windows
+    const auto usage = [&](std::int64_t other) {
+        svc.tree.set_usage("/app", static_cast<std::uint64_t>(other + svc.gov->ledger().total()));
+    };
+    const auto limit = static_cast<double>(svc.limit);
+    std::int64_t other = 20 * static_cast<std::int64_t>(MiB);
+    usage(other);
+    REQUIRE(svc.run_for(1s) == pressure_level::normal);
+
+    // The rest of the process grows: 90% of the limit, emergency (89%).
+    other = static_cast<std::int64_t>(0.90 * limit) - svc.gov->ledger().total();
+    for (int i = 0; i < 30; ++i) { // 3 s of polls, the usage following every eviction
+        usage(other);
+        svc.clock.advance(100ms);
+        (void)svc.gov->poll();
+    }
+    usage(other);
+    svc.clock.advance(1s);
+    (void)svc.gov->poll(); // a fresh sample of the file
+
+    const memgov::governor_stats st = svc.gov->stats();
+    const double target = st.pressure.red_line - svc.gov->config().evictor.emergency_margin;
+    const auto evicted = svc.sockets.count(evict_reason::lru_under_pressure);
+    INFO("evicted " << evicted << " of 100; ratio " << st.pressure.ratio << ", target " << target);
+    CHECK(st.evictor.steps[memgov::to_index(pressure_level::emergency)] > 0);
+    CHECK(evicted > 0);
+    CHECK(evicted < 100); // only part of them
+    CHECK(svc.sessions->size() == 100 - evicted);
+    CHECK(st.pressure.ratio <= target);
+    // Not far below either: at most one session's window more than needed.
+    CHECK(st.pressure.ratio > target - 2.0 * 320.0 * KiB / limit);
+    CHECK(svc.sessions->total_cost() == svc.window_bytes());
+}
+
 TEST_CASE("composition: the ledger counts what is held, once", "[composition]") {
     service svc;
     for (int id = 0; id < 50; ++id) REQUIRE(svc.open(id, 512 * KiB, 320 * KiB));
@@ -388,22 +558,49 @@ TEST_CASE("composition: the ledger counts what is held, once", "[composition]") 
     for (const auto& c : in_flight) in_flight_bytes += static_cast<std::int64_t>(c.buf.capacity());
     svc.gov->ledger().charge(memgov::category::kafka_inflight, in_flight_bytes);
 
-    // An object leased per session.
+    // An object leased per session: a whole block of the pool (64 slots), so what the pool
+    // allocated is all in use.
     std::vector<objects_t::lease> states;
-    for (int i = 0; i < 50; ++i) states.push_back(svc.objects->acquire());
-    const auto object_bytes = static_cast<std::int64_t>(svc.objects->stats().retained_bytes);
+    states.reserve(64);
+    std::int64_t object_heap = 0;
+    {
+        const std::int64_t before = heap_count::live.load();
+        const heap_count::scope counted;
+        for (int i = 0; i < 64; ++i) states.push_back(svc.objects->acquire());
+        object_heap = heap_count::live.load() - before;
+    }
+    REQUIRE(object_heap > 0);
 
-    // What is held, computed independently of the ledger: the pool's upstream, the map's own
-    // storage and the object pool's objects.
-    const std::int64_t physical = svc.upstream.outstanding() +
-                                  static_cast<std::int64_t>(svc.sessions->stats().structure_bytes) +
-                                  object_bytes;
-    CHECK(svc.gov->ledger().total() == physical);
+    // What is held, counted without asking memgov: the pool's blocks by its upstream, the map's
+    // storage and the object pool's blocks by this binary's operator new.
+    REQUIRE(svc.map_heap_bytes > 0);
+    const memgov::ledger& ledger = svc.gov->ledger();
+    const auto bytes = [&](memgov::category c) { return ledger.bytes(c); };
+    const std::int64_t pool_bytes =
+        bytes(memgov::category::pool_idle) + bytes(memgov::category::pool_in_use);
+    INFO("map heap " << svc.map_heap_bytes << ", charged "
+                     << bytes(memgov::category::session_storage) << "; object pool heap "
+                     << object_heap << ", charged " << bytes(memgov::category::objects));
+    // The pools' bytes are exactly what their upstream holds, counted once, whatever the
+    // windows and the producer say they hold (attributions).
+    CHECK(pool_bytes == svc.upstream.outstanding());
+    CHECK(ledger.total() ==
+          pool_bytes + bytes(memgov::category::session_storage) + bytes(memgov::category::objects));
+    // The map's and the object pool's charges never exceed what they allocated. (They are
+    // below it: the map charges its node slabs and tables but not the small vectors that
+    // hold them; the object pool charges sizeof(T) + retained per object, not its slot
+    // headers. Known, and left to a follow-up.)
+    CHECK(bytes(memgov::category::session_storage) > 0);
+    CHECK(bytes(memgov::category::session_storage) <= svc.map_heap_bytes);
+    CHECK(bytes(memgov::category::objects) > 0);
+    CHECK(bytes(memgov::category::objects) <= object_heap);
+    CHECK(ledger.total() <= svc.upstream.outstanding() + svc.map_heap_bytes + object_heap);
 
     // Giving the chunks back (the delivery reports) changes nothing physical but the split.
+    const std::int64_t total = ledger.total();
     svc.gov->ledger().release(memgov::category::kafka_inflight, in_flight_bytes);
     in_flight.clear();
-    CHECK(svc.gov->ledger().total() == svc.upstream.outstanding() +
-                                           static_cast<std::int64_t>(svc.sessions->stats().structure_bytes) +
-                                           object_bytes);
+    CHECK(ledger.total() == total);
+    CHECK(bytes(memgov::category::pool_idle) + bytes(memgov::category::pool_in_use) ==
+          svc.upstream.outstanding());
 }

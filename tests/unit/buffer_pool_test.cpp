@@ -329,6 +329,42 @@ TEST_CASE("buffer_pool: statistics are exact on one thread", "[buffer_pool]") {
     CHECK(l.total() == 0);
 }
 
+// The largest accepted class (2^42) is accepted whatever the upstream can serve: classes are
+// allocated on demand, so a class the upstream cannot serve throws std::bad_alloc from acquire,
+// as documented, and charges nothing; the other classes keep working.
+TEST_CASE("buffer_pool: a class the upstream cannot serve throws bad_alloc from acquire only",
+          "[buffer_pool]") {
+    // An upstream that serves at most 1 MiB at a time (a small container, say).
+    class small_upstream final : public std::pmr::memory_resource {
+        void* do_allocate(std::size_t n, std::size_t align) override {
+            if (n > MiB) throw std::bad_alloc{};
+            return std::pmr::new_delete_resource()->allocate(n, align);
+        }
+        void do_deallocate(void* p, std::size_t n, std::size_t align) override {
+            std::pmr::new_delete_resource()->deallocate(p, n, align);
+        }
+        [[nodiscard]] bool do_is_equal(const std::pmr::memory_resource& o) const noexcept override {
+            return this == &o;
+        }
+    } upstream;
+    memgov::ledger ledger;
+    buffer_pool_config c;
+    c.size_classes = {4096, buffer_pool_config::max_class_size}; // the accepted boundary
+    c.upstream = &upstream;
+    buffer_pool pool{c, &ledger};
+    {
+        buffer small = pool.acquire(4096);
+        CHECK(small.capacity() == 4096);
+        CHECK_THROWS_AS(pool.acquire(8192), std::bad_alloc);
+        CHECK_FALSE(pool.try_acquire(8192));
+        CHECK(ledger.total() == 4096); // the failed acquire charged nothing
+    }
+    CHECK(pool.stats().classes[1].misses == 0);
+    buffer again = pool.acquire(4096); // the pool still works
+    CHECK(again.capacity() == 4096);
+    CHECK(ledger.total() == 4096);
+}
+
 TEST_CASE("buffer_pool: try_acquire never allocates", "[buffer_pool]") {
     buffer_pool pool;
     buffer none = pool.try_acquire(100);

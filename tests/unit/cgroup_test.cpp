@@ -797,6 +797,37 @@ TEST_CASE("cgroup: FIFOs and devices in place of files neither hang nor count", 
     }
 }
 
+// A limit file that could not be read may hold the binding limit: the MemTotal fallback must
+// not call the tree unlimited then.
+TEST_CASE("cgroup: an unreadable limit file is not reported as unlimited", "[cgroup]") {
+    auto t = fake_cgroup_tree::v2("/app");
+    t.set_usage("/app", 100 * MiB);
+    {
+        cgroup_reader r{t.config()}; // memory.max says "max": unlimited, and said so
+        const memory_reading m = r.read();
+        INFO(join_lines(m.fallbacks));
+        CHECK(any_contains(m.fallbacks, "every level from /app up is unlimited"));
+    }
+    for (const bool fifo : {true, false}) {
+        auto h = fake_cgroup_tree::v2("/app");
+        h.set_usage("/app", 100 * MiB);
+        const std::string limit = h.dir("/app") + "/memory.max";
+        if (fifo) {
+            h.make_fifo(limit);
+        } else {
+            h.make_symlink(limit, "/dev/zero");
+        }
+        cgroup_reader r{h.config()};
+        const memory_reading m = r.read();
+        INFO(join_lines(m.fallbacks));
+        CHECK(m.limit_from == memgov::limit_source::physical_memory);
+        CHECK_FALSE(any_contains(m.fallbacks, "up is unlimited"));
+        CHECK(any_contains(m.fallbacks,
+                           "no cgroup limit (no readable limit from /app up; unreadable: "));
+        CHECK(any_contains(m.fallbacks, "memory.max): limit from "));
+    }
+}
+
 TEST_CASE("cgroup: an oversized file is not read past its cap", "[cgroup]") {
     auto t = fake_cgroup_tree::v2("/app");
     t.set_limit("/app", 512 * MiB);

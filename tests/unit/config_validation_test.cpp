@@ -130,7 +130,12 @@ TEST_CASE("config validation: pressure monitor", "[config]") {
         c.thresholds_relative = false;
         c.thresholds = {{{0.70, 0.65, 2s}, {0.78, 0.74, 2s}, {0.85, 0.81, 5s}, {0.89, 0.0, 1s}}};
         rejects([&] { rig.make(c); }, "thresholds[3].exit");
-        c.thresholds[3].exit = 0.001; // the boundary: any ratio above 0
+        // A tiny exit is as good as 0: usage never falls below it, emergency would stay.
+        c.thresholds[3].exit = 1e-300;
+        rejects([&] { rig.make(c); }, "thresholds[3].exit");
+        c.thresholds[3].exit = 0.0099;
+        rejects([&] { rig.make(c); }, "min_exit_ratio");
+        c.thresholds[3].exit = memgov::pressure_monitor_config::min_exit_ratio; // the boundary: 1%
         rig.make(c);
 
         auto r = rig.config(); // relative: an exit equal to minus the red line is 0 too
@@ -395,7 +400,7 @@ TEST_CASE("config validation: every constrained field of every part", "[config]"
             P{"red_line.small_limit_ratio", [](C& c) { c.red_line.small_limit_ratio = 1.01; }, [](C& c) { c.red_line.small_limit_ratio = 1.0; }},
             P{"red_line.large_limit_ratio", [](C& c) { c.red_line.large_limit_ratio = 0.0; }, [](C& c) { c.red_line.large_limit_ratio = 1.0; }},
             P{"red_line.small_limit_bytes", [](C& c) { c.red_line.small_limit_bytes = 0; }, [](C& c) { c.red_line.small_limit_bytes = 1; }},
-            P{"thresholds[0].enter", [](C& c) { c.thresholds[0].enter = -0.85; }, [](C& c) { c.thresholds[0].enter = -0.84; c.thresholds[0].exit = -0.845; }},
+            P{"thresholds[0].enter", [](C& c) { c.thresholds[0].enter = -0.85; }, [](C& c) { c.thresholds[0].enter = -0.835; c.thresholds[0].exit = -0.84; }},
             P{"thresholds[1]", [](C& c) { c.thresholds[1].enter = not_a_number; }, [](C& c) { c.thresholds[1].enter = -0.06; }},
             P{"thresholds[2].exit", [](C& c) { c.thresholds[2].exit = 0.0; }, [](C& c) { c.thresholds[2].exit = -0.0001; }},
             P{"thresholds[3].dwell", [](C& c) { c.thresholds[3].dwell = year + 1ns; }, [](C& c) { c.thresholds[3].dwell = year; }},
@@ -428,6 +433,31 @@ TEST_CASE("config validation: every constrained field of every part", "[config]"
               [](C& c) { c.admission.close_sessions_at = pressure_level::emergency; }},
             P{"refuse_all_at", [](C& c) { c.admission.refuse_all_at = pressure_level::high; },
               [](C& c) { c.admission.refuse_all_at = pressure_level::critical; }},
+            P{"session_quota_bytes", [](C& c) { c.admission.session_quota_bytes = 0; },
+              [](C& c) { c.admission.session_quota_bytes = 1; }},
+            P{"session_quota_bytes", [](C& c) { c.admission.session_quota_bytes = (std::size_t{1} << 60) + 1; },
+              [](C& c) { c.admission.session_quota_bytes = std::size_t{1} << 60; }},
+            P{"session_quota_limit_share", [](C& c) { c.admission.session_quota_limit_share = 0.0; },
+              [](C& c) { c.admission.session_quota_limit_share = 1.0; }},
+            P{"session_quota_limit_share", [](C& c) { c.admission.session_quota_limit_share = 1.0001; },
+              [](C& c) { c.admission.session_quota_limit_share = 1e-9; }},
+            P{"quota_factor", [](C& c) { c.admission.quota_factor = {1.0, 1.0, 0.75, 0.5, 0.0}; },
+              [](C& c) { c.admission.quota_factor = {1.0, 1.0, 1.0, 1.0, 1.0}; }},
+            P{"quota_factor", [](C& c) { c.admission.quota_factor = {1.0, 0.5, 0.75, 0.5, 0.25}; },
+              [](C& c) { c.admission.quota_factor = {1.0, 0.5, 0.5, 0.5, 1e-9}; }},
+            P{"heavy_share", [](C& c) { c.admission.heavy_share = 0.0; }, [](C& c) { c.admission.heavy_share = 1.0; }},
+            P{"heavy_refusal", [](C& c) { c.admission.heavy_refusal = {0.0, 0.0, 0.25, 1.0, 1.0001}; },
+              [](C& c) { c.admission.heavy_refusal = {1.0, 1.0, 1.0, 1.0, 1.0}; }},
+            P{"heavy_refusal", [](C& c) { c.admission.heavy_refusal = {0.0, 0.0, 0.25, 1.0, 0.75}; },
+              [](C& c) { c.admission.heavy_refusal = {0.0, 0.0, 0.5, 0.5, 0.5}; }},
+            P{"pace_refusal", [](C& c) { c.admission.pace_refusal = {-0.1, 0.0, 0.0, 0.0, 0.5}; },
+              [](C& c) { c.admission.pace_refusal = {0.0, 0.0, 0.0, 0.0, 1.0}; }},
+            P{"pace_refusal", [](C& c) { c.admission.pace_refusal = {0.0, 0.0, 0.5, 0.5, 0.5}; },
+              [](C& c) { c.admission.pace_refusal = {0.0, 0.0, 0.25, 1.0, 1.0}; }},
+            P{"fair_share", [](C& c) { c.admission.fair_share = {0.0, 0.0, 1.0001, 0.75, 0.5}; },
+              [](C& c) { c.admission.fair_share = {1.0, 1.0, 1.0, 1.0, 1.0}; }},
+            P{"fair_share", [](C& c) { c.admission.fair_share = {0.0, 0.5, 1.0, 0.75, 0.5}; },
+              [](C& c) { c.admission.fair_share = {0.0, 0.0, 0.0, 0.0, 0.0}; }},
         });
     }
 
@@ -449,6 +479,12 @@ TEST_CASE("config validation: every constrained field of every part", "[config]"
             P{"min_interval", [](C& c) { c.heap.min_interval = 0s; }, [](C& c) { c.heap.min_interval = 1ns; }},
             P{"max_interval", [](C& c) { c.heap.max_interval = year + 1ns; }, [](C& c) { c.heap.max_interval = year; }},
             P{"backoff_factor", [](C& c) { c.heap.backoff_factor = 0.999; }, [](C& c) { c.heap.backoff_factor = 1.0; }},
+            P{"custom_actions", [](C& c) { c.custom_actions = {std::string(65, 'a')}; },
+              [](C& c) { c.custom_actions = {std::string(64, 'a')}; }},
+            P{"custom_actions", [](C& c) { c.custom_actions = {"evict_lru"}; },
+              [](C& c) { c.custom_actions = {"shed_queued_work", "a"}; }},
+            P{"custom_actions", [](C& c) { c.custom_actions = {"shed", "shed"}; },
+              [](C& c) { c.custom_actions = {"shed_0", "shed_1"}; }},
         });
     }
 

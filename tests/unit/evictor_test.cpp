@@ -1,5 +1,7 @@
+#include <memgov/buffer_pool.hpp>
 #include <memgov/evictor.hpp>
 #include <memgov/prometheus.hpp>
+#include <memgov/reclaimers.hpp>
 
 #include <catch2/catch.hpp>
 
@@ -276,6 +278,62 @@ TEST_CASE("evictor: level changes reach reclaimers", "[evictor]") {
     ev.add(calm);
     CHECK(ev.remove(*calm));
     CHECK(calm->levels == std::vector{pressure_level::normal});
+}
+
+// A level no enum value names (7, 9) reaches the evictor at run time only through a cast; it
+// used to index the per-level tables (steps, ladder, cells) and the pools' factor tables past
+// their end (an abort under _GLIBCXX_ASSERTIONS, a silent overrun without).
+TEST_CASE("evictor: a level past emergency given at run time is taken as emergency and counted",
+          "[evictor]") {
+    struct listening final : memgov::reclaimer {
+        std::vector<pressure_level> levels;
+        std::string_view name() const noexcept override { return "listening"; }
+        bool handles(reclaim_action) const noexcept override { return false; }
+        std::size_t estimate(reclaim_action) const noexcept override { return 0; }
+        memgov::reclaim_result reclaim(const memgov::reclaim_request&) noexcept override {
+            return {};
+        }
+        void on_level(pressure_level l) noexcept override { levels.push_back(l); }
+    };
+    const auto seven = static_cast<pressure_level>(7);
+    auto ev = quiet_evictor();
+    memgov::buffer_pool pool;
+    {
+        auto b = pool.acquire(4096); // one idle buffer for the trim
+    }
+    auto pool_r = std::make_shared<memgov::buffer_pool_reclaimer>(pool);
+    auto heard = std::make_shared<listening>();
+    ev.add(pool_r);
+    ev.add(heard);
+
+    const memgov::step_report rep = ev.step(view(seven, 0.99, 0.90), t0);
+    CHECK(rep.level == pressure_level::emergency);
+    CHECK(rep.wanted == 16 * mib); // emergency's target: the red line minus the margin
+    CHECK(heard->levels == std::vector{pressure_level::normal, pressure_level::emergency});
+    CHECK(pool.pressure() == pressure_level::emergency);
+    CHECK(pool.depot_cap_bytes(0) == 0);
+    memgov::evictor_stats st = ev.stats();
+    CHECK(st.steps[memgov::to_index(pressure_level::emergency)] == 1);
+    CHECK(st.total(reclaim_action::trim_pools).runs == 1);
+    CHECK(st.out_of_range_levels == 1);
+
+    ev.set_level(static_cast<pressure_level>(9));
+    CHECK(ev.level() == pressure_level::emergency);
+    CHECK(ev.stats().out_of_range_levels == 2);
+    ev.set_level(pressure_level::normal);
+    CHECK(heard->levels.back() == pressure_level::normal);
+    CHECK(pool.pressure() == pressure_level::normal);
+
+    // The parts on their own clamp too.
+    pool.set_pressure(seven);
+    CHECK(pool.pressure() == pressure_level::emergency);
+    CHECK(pool.depot_cap_bytes(0) == 0);
+    CHECK(memgov::clamp_level(seven) == pressure_level::emergency);
+    CHECK(memgov::clamp_level(pressure_level::high) == pressure_level::high);
+
+    memgov::prometheus_writer w;
+    memgov::collect(w, ev.stats());
+    CHECK_THAT(w.str(), Catch::Contains("memgov_evictor_out_of_range_levels_total 2"));
 }
 
 TEST_CASE("evictor: heap trimmer backs off while trims free little", "[evictor]") {

@@ -450,6 +450,33 @@ TEST_CASE("governor: a level subscriber may call back into the governor", "[gove
     CHECK(r.gov->stats().polls == polls_before + 1); // the nested poll was not counted
 }
 
+TEST_CASE("governor: a poll from inside its own callbacks or a visit is counted, not run",
+          "[governor]") {
+    rig r;
+    auto sub = r.gov->monitor().subscribe([&](const memgov::level_change&) {
+        (void)r.gov->poll(r.clock.now()); // inside the poll's subscriber
+    });
+    auto inner = std::make_shared<memgov::function_reclaimer>(
+        "inner", std::vector{reclaim_action::trim_pools}, [&](const memgov::reclaim_request&) {
+            (void)r.gov->poll(r.clock.now()); // inside the poll's step
+            return memgov::reclaim_result{};
+        });
+    r.gov->register_reclaimer(inner);
+    CHECK(r.gov->stats().ignored_polls == 0);
+    const auto polls_before = r.gov->stats().polls;
+    REQUIRE(r.at(72) == pressure_level::elevated); // one subscriber call, one trim_pools step
+    r.gov->evictor().for_each_reclaimer([&](const memgov::reclaimer&) {
+        (void)r.gov->poll(r.clock.now()); // inside a visit: three reclaimers
+    });
+    const memgov::governor_stats s = r.gov->stats();
+    CHECK(s.polls == polls_before + 1);
+    CHECK(s.ignored_polls == 1 + 1 + 3);
+    memgov::prometheus_writer w;
+    r.gov->collect(w);
+    CHECK_THAT(w.str(), Catch::Contains("memgov_ignored_polls_total 5"));
+    CHECK(r.gov->unregister_reclaimer(*inner));
+}
+
 TEST_CASE("governor: byte arithmetic saturates for limits near 2^64", "[governor]") {
     CHECK(memgov::detail::scaled_bytes(0.95, std::numeric_limits<std::uint64_t>::max()) > 0);
     CHECK(memgov::detail::scaled_bytes(0.95, std::numeric_limits<std::uint64_t>::max()) <

@@ -701,6 +701,33 @@ TEST_CASE("pressure_monitor: failed samples are counted and keep the level", "[p
     CHECK_FALSE(s.fallbacks.empty());
 }
 
+// `now + psi_hold` near the end of the clock's range used to overflow (undefined; in practice
+// the hold wrapped into the past and the event was ignored): it saturates.
+TEST_CASE("pressure_monitor: a PSI event near the end of the clock's range still holds the level",
+          "[pressure_monitor]") {
+    rig r;
+    r.clock.set(memgov::time_point::max() - 1s);
+    const std::string watch = r.tree.path("/proc/pressure/memory").string();
+    ::setenv("MEMORY_PRESSURE_WATCH", watch.c_str(), 1);
+    ::setenv("MEMORY_PRESSURE_WRITE", "***", 1); // not base64: the file is polled
+    pressure_monitor_config c = r.config();
+    c.use_systemd_pressure_env = true;
+    c.psi_hold = 2s; // past the clock's end from here
+    pressure_monitor<manual_clock> m{c, nullptr, r.clock};
+    ::unsetenv("MEMORY_PRESSURE_WATCH");
+    ::unsetenv("MEMORY_PRESSURE_WRITE");
+    REQUIRE(m.snapshot().psi_watch == memgov::psi_watch_state::polling);
+    r.tree.set_psi(15.0, 2.0);
+    r.clock.advance(100ms);
+    m.poll(r.clock.now());
+    CHECK(m.snapshot().psi_events == 1);
+    CHECK(m.level() == pressure_level::elevated);
+    r.tree.set_psi(0.0, 0.0);
+    r.clock.advance(500ms); // within the hold
+    m.poll(r.clock.now());
+    CHECK(m.level() == pressure_level::elevated);
+}
+
 TEST_CASE("pressure_monitor: a PSI watch that cannot register falls back to polling the file", "[pressure_monitor]") {
     rig r;
     // systemd's variables, with a WRITE that is not base64: the trigger cannot be registered,
