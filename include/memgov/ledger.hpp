@@ -21,14 +21,20 @@
 /// A category is either *counted* (its bytes are memory no other category charges) or an
 /// *attribution* (it says who holds memory that a counted category already has). `total()`
 /// sums counted categories only, so the pressure monitor's estimate never counts one byte
-/// twice. The built-in defaults:
+/// twice. Object pools and session maps charge every allocation they make for themselves,
+/// byte for byte as asked of the allocator (a pooled object's own heap is charged as its
+/// `retained_bytes()` reports it); buffer pools charge their buffers' capacities as asked of
+/// their upstream. The built-in defaults:
 ///
 /// | category          | default     | what it holds                                            |
 /// |-------------------|-------------|----------------------------------------------------------|
 /// | `pool_idle`       | counted     | idle pool buffers (depots, thread caches)                |
 /// | `pool_in_use`     | counted     | pool buffers handed out (window chunks among them)       |
-/// | `objects`         | counted     | objects held by object pools                             |
-/// | `session_storage` | counted     | session maps' own node storage and tables                |
+/// | `objects`         | counted     | object pools' own storage (shared state, slot blocks with|
+/// |                   |             | every slot's header and object, thread caches) and the   |
+/// |                   |             | heap their objects retain beyond their slots             |
+/// | `session_storage` | counted     | session maps' own storage: shards, node slabs and the    |
+/// |                   |             | vectors holding them, lookup tables                      |
 /// | `sessions`        | attribution | session costs (for windows: their chunks, `pool_in_use`) |
 /// | `windows`         | attribution | chunks held by sliding windows (`pool_in_use`)           |
 /// | `kafka_inflight`  | attribution | chunks handed to a producer (still `pool_in_use`)        |
@@ -70,9 +76,9 @@ enum class category : std::uint8_t {
     pool_in_use = 1,    ///< Pooled buffers handed out and not yet returned.
     sessions = 2,        ///< Byte cost of live sessions in session maps (attribution).
     windows = 3,         ///< Bytes held by sliding windows (attribution).
-    objects = 4,         ///< Objects held by object pools, idle or leased.
+    objects = 4,         ///< Object pools' storage (slot blocks, caches) and their objects' heap.
     kafka_inflight = 5,  ///< Bytes handed to a Kafka producer, not yet acknowledged (attribution).
-    session_storage = 6, ///< Session maps' own node storage and lookup tables.
+    session_storage = 6, ///< Session maps' own storage: shards, node slabs, lookup tables.
     first_user = 7       ///< The index of the first user-defined category.
 };
 

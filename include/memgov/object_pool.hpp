@@ -138,7 +138,8 @@ struct object_pool_config {
     std::uint32_t generation_limit = 0xFFFF'FFFEu;
     /// What `get()` does with a stale handle.
     stale_handle_policy on_stale_handle = stale_handle_policy::debug_assert;
-    /// The ledger category charged (with a ledger given to the constructor).
+    /// The ledger category charged (with a ledger given to the constructor): the pool's own
+    /// storage (shared state, slot blocks, thread caches) and the heap its objects retain.
     category ledger_category = category::objects;
 };
 
@@ -150,7 +151,9 @@ struct object_pool_stats {
     std::uint64_t destructions = 0;  ///< Objects destroyed (trimmed, oversize or retired).
     /// Objects freed by trim, by the tier they were in (young, mid, old).
     std::array<std::uint64_t, 3> trimmed{};
-    std::uint64_t trimmed_bytes = 0; ///< Bytes (sizeof(T) + retained) freed by trim.
+    /// Bytes (sizeof(T) + retained) of the objects trim destroyed. Only the retained part
+    /// goes back to the heap (and leaves the ledger); the slots stay in the pool's blocks.
+    std::uint64_t trimmed_bytes = 0;
     std::uint64_t trim_calls = 0;    ///< Calls to trim.
     std::array<std::uint64_t, 2> promotions{}; ///< young→mid, mid→old.
     std::array<std::uint64_t, 2> demotions{};  ///< mid→young, old→mid.
@@ -161,11 +164,19 @@ struct object_pool_stats {
     std::size_t idle_objects = 0;     ///< Idle objects (thread caches and depot).
     std::array<std::size_t, 3> idle_by_tier{}; ///< Idle objects per tier.
     /// Bytes held by constructed objects: `sizeof(T)` + retained bytes each, leased or idle.
-    /// This is what the ledger is charged.
+    /// The `sizeof(T)` part lies in the slot blocks (`slot_bytes`), the retained part is the
+    /// objects' own heap.
     std::size_t retained_bytes = 0;
     std::size_t idle_bytes = 0; ///< The idle part of `retained_bytes`.
     std::size_t slots = 0;      ///< Slots made so far.
     std::size_t slot_bytes = 0; ///< Memory of the slot blocks (kept for the pool's life).
+    /// The pool's own heap: its shared state, the slot blocks (`slot_bytes`: every slot's
+    /// header and object storage, in use or not) and the thread caches. Kept until the pool
+    /// is destroyed.
+    std::size_t storage_bytes = 0;
+    /// What the ledger is charged: `storage_bytes` plus the heap the objects retain beyond
+    /// their slots (`retained_bytes` less `sizeof(T)` per object, leased or idle).
+    std::size_t charged_bytes = 0;
 
     /// `reuses / acquisitions`, 0 before the first acquisition.
     [[nodiscard]] double reuse_rate() const noexcept {
@@ -177,7 +188,12 @@ struct object_pool_stats {
 /// What a trim freed.
 struct object_pool_trim_result {
     std::size_t objects = 0; ///< Objects destroyed.
-    std::size_t bytes = 0;   ///< Bytes they held (`sizeof(T)` + retained), now uncharged.
+    /// Bytes they held (`sizeof(T)` + retained). The retained part is freed and uncharged;
+    /// the `sizeof(T)` part is slot storage, kept (and charged) for reuse while the pool lives.
+    std::size_t bytes = 0;
+    /// The retained part of `bytes`: what went back to the allocator (and left the ledger).
+    /// This is what a trim frees; reclaimers report it.
+    std::size_t freed_bytes = 0;
 };
 
 namespace detail {
@@ -283,7 +299,13 @@ public:
         validate(cfg, ledger);
         m_cfg = cfg;
         m_block_shift = static_cast<unsigned>(std::countr_zero(cfg.block_objects));
-        m_core_owner = std::make_shared<detail::object_pool_core>();
+        // The core and its control block are two allocations of known size (the counting
+        // allocator reports the block's), charged below; the core goes with the pool, only the
+        // small block stays while exiting threads still hold weak references to it.
+        std::size_t control_block = 0;
+        m_core_owner = std::shared_ptr<detail::object_pool_core>(
+            new detail::object_pool_core{}, std::default_delete<detail::object_pool_core>{},
+            detail::object_pool_counting_allocator<detail::object_pool_core>{&control_block});
         m_core = m_core_owner.get();
         m_core->cache_capacity = static_cast<std::uint32_t>(cfg.thread_cache_objects);
         m_core->reuses_to_promote = cfg.reuses_to_promote;
@@ -293,6 +315,7 @@ public:
         m_core->lifetime = {cfg.young_lifetime, cfg.mid_lifetime, cfg.old_lifetime};
         m_core->lifetime_divisor = cfg.lifetime_divisor;
         m_core->emergency_reserve = cfg.emergency_reserve;
+        m_core->add_storage(sizeof(detail::object_pool_core) + control_block);
     }
 
     object_pool(const object_pool&) = delete;
@@ -306,14 +329,15 @@ public:
             m_core->closed = true; // exiting threads leave their caches alone from now on
         }
         const std::size_t n = m_slot_count.load(std::memory_order_acquire);
-        std::int64_t bytes = 0;
+        // Everything the pool charged: its own storage and what its objects retain.
+        auto bytes = static_cast<std::int64_t>(m_core->storage_bytes.load(std::memory_order_relaxed));
         for (std::size_t i = 0; i < n; ++i) {
             slot* s = slot_at(static_cast<std::uint32_t>(i));
             MEMGOV_ASSERT(s->state != detail::object_slot_state::leased,
                           "object_pool destroyed while an object is leased");
             if (s->state == detail::object_slot_state::idle ||
                 s->state == detail::object_slot_state::leased) {
-                bytes += m_core->slot_bytes(s);
+                bytes += static_cast<std::int64_t>(s->charged);
                 s->object()->~T();
             }
         }
@@ -397,7 +421,7 @@ public:
         const detail::object_pool_trim_collect done = m_core->collect_trim(now, max_objects);
         for (auto* s = done.victims; s != nullptr; s = s->next) static_cast<slot*>(s)->object()->~T();
         m_core->finish_trim(done);
-        return {done.objects, done.bytes};
+        return {done.objects, done.bytes, done.bytes - done.objects * sizeof(T)};
     }
     /// `trim(clock.now())`.
     object_pool_trim_result trim() noexcept { return trim(m_clock.now()); }
@@ -468,6 +492,10 @@ public:
                 st.slot_bytes += block_size(b) * sizeof(slot);
             }
         }
+        st.storage_bytes = m_core->storage_bytes.load(std::memory_order_relaxed);
+        const std::int64_t objects_heap =
+            charged - static_cast<std::int64_t>((st.leased_objects + st.idle_objects) * sizeof(T));
+        st.charged_bytes = st.storage_bytes + (objects_heap > 0 ? static_cast<std::size_t>(objects_heap) : 0);
         return st;
     }
 
@@ -583,7 +611,7 @@ private:
         k.constructions.fetch_add(1, std::memory_order_relaxed);
         k.leased.fetch_add(1, std::memory_order_relaxed);
         k.charged.fetch_add(m_core->slot_bytes(s), std::memory_order_relaxed);
-        m_core->charge(m_core->slot_bytes(s));
+        m_core->charge(static_cast<std::int64_t>(rb)); // sizeof(T) is in the slot's block
         return lease{this, s};
     }
 
@@ -607,6 +635,7 @@ private:
             blk = static_cast<slot*>(::operator new(block_size(b) * sizeof(slot),
                                                     std::align_val_t{alignof(slot)}));
             m_blocks[b].store(blk, std::memory_order_release);
+            m_core->add_storage(block_size(b) * sizeof(slot));
         }
         slot* s = ::new (static_cast<void*>(blk + off)) slot;
         s->index = i;
@@ -644,7 +673,7 @@ private:
         k.destructions.fetch_add(1, std::memory_order_relaxed);
         k.leased.fetch_sub(1, std::memory_order_relaxed);
         k.charged.fetch_sub(bytes, std::memory_order_relaxed);
-        m_core->charge(-bytes);
+        m_core->charge(-static_cast<std::int64_t>(s->charged)); // the slot stays in its block
         s->charged = 0;
         s->state = to;
         if (to == detail::object_slot_state::retired) {

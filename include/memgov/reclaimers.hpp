@@ -152,7 +152,7 @@ public:
     reclaim_result reclaim(const reclaim_request& req) noexcept override {
         if (req.action != reclaim_action::trim_pools) return {};
         const auto r = m_pool.trim(req.now, req.budget);
-        return {r.bytes, r.objects};
+        return {r.freed_bytes, r.objects}; // the slots stay in their blocks, for reuse
     }
     [[nodiscard]] double reuse_rate() const noexcept override { return m_pool.stats().reuse_rate(); }
     void collect(metric_sink& sink) const override {

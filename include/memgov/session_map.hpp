@@ -330,7 +330,9 @@ struct session_map_stats {
     std::array<std::uint64_t, evict_reason_count> evictions{}; ///< Removals by reason.
     std::uint64_t sweep_work = 0;      ///< Entries examined by sweeps.
     std::uint64_t pinned_at_eviction = 0; ///< Removals that found the entry pinned.
-    std::size_t structure_bytes = 0;   ///< Node storage and tables (not counting costs).
+    /// The map's own heap (not counting costs): its shards, node slabs and the vectors that
+    /// hold them, and its lookup tables. What `storage_category` is charged.
+    std::size_t structure_bytes = 0;
 
     /// Removals for `r`. Thread safety: const. Complexity: O(1).
     [[nodiscard]] std::uint64_t evicted(evict_reason r) const noexcept {
@@ -447,8 +449,10 @@ private:
 ///
 /// Costs are charged to the ledger given at construction under `config.ledger_category`
 /// (`sessions`, an attribution by default: a window's bytes are the pool's). The map's own
-/// node storage and tables are charged under `config.storage_category` (`session_storage`,
-/// counted): that is memory no other part charges.
+/// storage is charged under `config.storage_category` (`session_storage`, counted): that is
+/// memory no other part charges, and the charge is every byte the map allocates for itself
+/// (its shards, node slabs and the vectors that hold them, its lookup tables), as asked of
+/// the allocator: `stats().structure_bytes`.
 template <class Key, class Value, clock_type Clock = steady_clock, class Hash = std::hash<Key>,
           class KeyEqual = std::equal_to<Key>, class Cost = value_cost>
 class session_map {
@@ -540,7 +544,7 @@ public:
         }
         if (m_hooks.inconsistent) m_interval_rules = true;
         m_shard_mask = m_config.shards - 1;
-        m_shards = std::make_unique<shard[]>(m_config.shards);
+        m_shards = make_shards(m_config.shards);
         m_epoch = m_clock.now().time_since_epoch().count();
         m_resolution = m_config.sweep_resolution.count();
         m_rng = static_cast<std::uint64_t>(m_epoch) | 1U;
@@ -1001,6 +1005,22 @@ private:
 
         shard() noexcept { buckets.fill(detail::session_nil); }
     };
+
+    // The shards live in one allocation of exactly `n * sizeof(shard)` bytes, which is what
+    // the ledger is charged (`new shard[n]` would add an array cookie the map cannot see).
+    struct shard_deleter {
+        std::size_t n = 0;
+        void operator()(shard* p) const noexcept {
+            std::destroy_n(p, n);
+            std::allocator<shard>{}.deallocate(p, n);
+        }
+    };
+    static std::unique_ptr<shard[], shard_deleter> make_shards(std::size_t n) {
+        shard* p = std::allocator<shard>{}.allocate(n);
+        static_assert(std::is_nothrow_default_constructible_v<shard>);
+        for (std::size_t i = 0; i < n; ++i) std::construct_at(p + i);
+        return std::unique_ptr<shard[], shard_deleter>{p, shard_deleter{n}};
+    }
 
     // Entries unlinked under a shard lock whose callbacks run after it is released.
     struct victim {
@@ -1932,7 +1952,7 @@ private:
     std::size_t m_shard_mask = 0;
     std::int64_t m_epoch = 0;
     std::int64_t m_resolution = 1;
-    std::unique_ptr<shard[]> m_shards;
+    std::unique_ptr<shard[], shard_deleter> m_shards;
     padded_time m_coarse_now; // detail::session_unticked until the first tick
     detail::owned_mutex m_sweep_turn;
     std::int64_t m_sweep_now = std::numeric_limits<std::int64_t>::min(); // under m_sweep_turn

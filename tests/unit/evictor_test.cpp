@@ -246,17 +246,21 @@ TEST_CASE("evictor: dry run counts what would be done and does nothing", "[evict
     CHECK(pools->seen.size() == 1);
 }
 
+namespace {
+
+// A reclaimer that handles nothing and records every level it is told.
+struct listening final : memgov::reclaimer {
+    std::vector<pressure_level> levels;
+    std::string_view name() const noexcept override { return "listening"; }
+    bool handles(reclaim_action) const noexcept override { return false; }
+    std::size_t estimate(reclaim_action) const noexcept override { return 0; }
+    memgov::reclaim_result reclaim(const memgov::reclaim_request&) noexcept override { return {}; }
+    void on_level(pressure_level l) noexcept override { levels.push_back(l); }
+};
+
+} // namespace
+
 TEST_CASE("evictor: level changes reach reclaimers", "[evictor]") {
-    struct listening final : memgov::reclaimer {
-        std::vector<pressure_level> levels;
-        std::string_view name() const noexcept override { return "listening"; }
-        bool handles(reclaim_action) const noexcept override { return false; }
-        std::size_t estimate(reclaim_action) const noexcept override { return 0; }
-        memgov::reclaim_result reclaim(const memgov::reclaim_request&) noexcept override {
-            return {};
-        }
-        void on_level(pressure_level l) noexcept override { levels.push_back(l); }
-    };
     auto ev = quiet_evictor();
     auto r = std::make_shared<listening>();
     ev.add(r);
@@ -285,16 +289,6 @@ TEST_CASE("evictor: level changes reach reclaimers", "[evictor]") {
 // their end (an abort under _GLIBCXX_ASSERTIONS, a silent overrun without).
 TEST_CASE("evictor: a level past emergency given at run time is taken as emergency and counted",
           "[evictor]") {
-    struct listening final : memgov::reclaimer {
-        std::vector<pressure_level> levels;
-        std::string_view name() const noexcept override { return "listening"; }
-        bool handles(reclaim_action) const noexcept override { return false; }
-        std::size_t estimate(reclaim_action) const noexcept override { return 0; }
-        memgov::reclaim_result reclaim(const memgov::reclaim_request&) noexcept override {
-            return {};
-        }
-        void on_level(pressure_level l) noexcept override { levels.push_back(l); }
-    };
     const auto seven = static_cast<pressure_level>(7);
     auto ev = quiet_evictor();
     memgov::buffer_pool pool;

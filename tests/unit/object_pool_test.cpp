@@ -42,6 +42,13 @@ object_pool_config counting_config(std::size_t cache = 32) {
 
 constexpr auto msg_size = static_cast<std::int64_t>(sizeof(message));
 
+// The pool's own storage (shared state, slot blocks, thread caches), charged to the ledger with
+// what its objects retain beyond their slots.
+template <class Pool>
+std::int64_t storage_of(const Pool& pool) {
+    return static_cast<std::int64_t>(pool.stats().storage_bytes);
+}
+
 // Runs `fn` in a forked child with stderr silenced; returns the child's wait status.
 int run_in_child(const std::function<void()>& fn) {
     std::fflush(nullptr);
@@ -220,7 +227,9 @@ TEST_CASE("object_pool: a user reset function and its retained_bytes", "[object_
     CHECK(p->items.capacity() == cap);
     CHECK(pool.retained_bytes_of(*p) == cap * sizeof(int));
     CHECK(pool.stats().retained_bytes == sizeof(plain) + cap * sizeof(int));
-    CHECK(l.bytes(category::objects) == static_cast<std::int64_t>(sizeof(plain) + cap * sizeof(int)));
+    // sizeof(plain) lies in the pool's slot storage; the retained vector is the object's heap.
+    CHECK(l.bytes(category::objects) == storage_of(pool) + static_cast<std::int64_t>(cap * sizeof(int)));
+    CHECK(l.bytes(category::objects) == static_cast<std::int64_t>(pool.stats().charged_bytes));
 }
 
 TEST_CASE("object_pool: get(handle) works while leased and fails once released, even after "
@@ -380,7 +389,8 @@ TEST_CASE("object_pool: a young idle object is freed once its lifetime has passe
     {
         auto a = pool.acquire();
     }
-    CHECK(l.bytes(category::objects) == msg_size);
+    const std::int64_t storage = storage_of(pool);
+    CHECK(l.bytes(category::objects) == storage); // the object retains nothing beyond its slot
     CHECK(pool.trim().objects == 0); // first sighting: the idle clock starts
     clk.advance(4999ms);
     CHECK(pool.trim().objects == 0);
@@ -394,7 +404,9 @@ TEST_CASE("object_pool: a young idle object is freed once its lifetime has passe
     CHECK(st.trim_calls == 3);
     CHECK(st.idle_objects == 0);
     CHECK(counts().alive() == 0);
-    CHECK(l.bytes(category::objects) == 0);
+    // The slot stays in its block for the next construction: storage is kept and charged.
+    CHECK(storage_of(pool) == storage);
+    CHECK(l.bytes(category::objects) == storage);
 
     // The freed slot is reused for the next construction.
     auto b = pool.acquire();
@@ -521,7 +533,8 @@ TEST_CASE("object_pool: at emergency trim frees every idle object but the reserv
     CHECK(st.idle_by_tier == std::array<std::size_t, 3>{1, 0, 3});
     CHECK(st.trimmed == std::array<std::uint64_t, 3>{6, 0, 0});
     CHECK(counts().alive() == 4);
-    CHECK(l.bytes(category::objects) == 4 * msg_size);
+    CHECK(l.bytes(category::objects) == storage_of(pool)); // messages retain no heap when fresh
+    CHECK(pool.stats().retained_bytes == 4 * sizeof(message));
     CHECK(pool.trim().objects == 0); // the reserve stays
 
     // Back to normal: the reserve is served again, and ages normally.
@@ -568,7 +581,7 @@ TEST_CASE("object_pool: the retained-capacity cap destroys oversize objects on r
         big->payload.assign(4096, 1);
         small->payload.assign(1024, 2);
         small_cap = small->payload.capacity();
-        CHECK(l.bytes(category::objects) == 2 * msg_size); // growth during a lease is seen at release
+        CHECK(l.bytes(category::objects) == storage_of(pool)); // growth during a lease is seen at release
     }
     auto st = pool.stats();
     CHECK(st.oversize_drops == 1);
@@ -576,7 +589,8 @@ TEST_CASE("object_pool: the retained-capacity cap destroys oversize objects on r
     CHECK(st.idle_objects == 1);
     CHECK(counts().alive() == 1);
     const auto expected = msg_size + static_cast<std::int64_t>(small_cap);
-    CHECK(l.bytes(category::objects) == expected);
+    CHECK(l.bytes(category::objects) == static_cast<std::int64_t>(st.storage_bytes) + static_cast<std::int64_t>(small_cap));
+    CHECK(l.bytes(category::objects) == static_cast<std::int64_t>(st.charged_bytes));
     CHECK(static_cast<std::int64_t>(st.retained_bytes) == expected);
     CHECK(static_cast<std::int64_t>(st.idle_bytes) == expected);
     CHECK(static_cast<std::int64_t>(pool.idle_bytes()) == expected);
@@ -588,8 +602,8 @@ TEST_CASE("object_pool: the retained-capacity cap destroys oversize objects on r
     CHECK(pool.stats().slots == 2); // its slot was reused
 }
 
-TEST_CASE("object_pool: the ledger is charged sizeof(T) plus retained bytes, and uncharged on "
-          "destruction",
+TEST_CASE("object_pool: the ledger is charged the pool's storage plus retained bytes, and "
+          "uncharged on destruction",
           "[object_pool]") {
     object_pool_test::reset_counts();
     memgov::ledger l;
@@ -598,29 +612,62 @@ TEST_CASE("object_pool: the ledger is charged sizeof(T) plus retained bytes, and
         cfg.ledger_category = category::sessions; // any category can be chosen
         pool_t other{cfg, &l};
         auto x = other.acquire();
-        CHECK(l.bytes(category::sessions) == msg_size);
+        CHECK(l.bytes(category::sessions) == storage_of(other));
+        CHECK(l.bytes(category::objects) == 0);
     }
     CHECK(l.bytes(category::sessions) == 0);
 
     std::size_t cap = 0;
     {
-        pool_t pool{counting_config(), &l};
+        auto cfg = counting_config();
+        cfg.block_objects = 2;
+        cfg.emergency_reserve = 0;
+        pool_t pool{cfg, &l};
+        // Made, the pool holds its shared state only: no slot, no thread cache yet.
+        const std::int64_t core = storage_of(pool);
+        CHECK(core > 0);
+        CHECK(pool.stats().slot_bytes == 0);
+        CHECK(l.bytes(category::objects) == core);
         {
             auto a = pool.acquire();
-            CHECK(l.bytes(category::objects) == msg_size);
+            // The first block (two slots, headers and objects) and this thread's cache.
+            const auto st = pool.stats();
+            CHECK(st.slot_bytes >= 2 * sizeof(message));
+            CHECK(st.storage_bytes > static_cast<std::size_t>(core) + st.slot_bytes);
+            CHECK(l.bytes(category::objects) == storage_of(pool));
             a->payload.assign(3000, 1);
             a->name.assign(100, 'x');
             cap = a->payload.capacity() + a->name.capacity();
         }
-        CHECK(l.bytes(category::objects) == msg_size + static_cast<std::int64_t>(cap));
+        const std::int64_t storage = storage_of(pool);
+        CHECK(l.bytes(category::objects) == storage + static_cast<std::int64_t>(cap));
         CHECK(pool.stats().retained_bytes == sizeof(message) + cap);
+        CHECK(pool.stats().charged_bytes == static_cast<std::size_t>(storage) + cap);
         {
             auto a = pool.acquire(); // reuse with no growth: no change
             a->payload.assign(10, 1);
         }
-        CHECK(l.bytes(category::objects) == msg_size + static_cast<std::int64_t>(cap));
+        CHECK(l.bytes(category::objects) == storage + static_cast<std::int64_t>(cap));
+        {
+            // A third object needs a second block: exactly its slots are added.
+            const std::size_t block0 = pool.stats().slot_bytes;
+            std::vector<pool_t::lease> held;
+            for (int i = 0; i < 3; ++i) held.push_back(pool.acquire());
+            CHECK(pool.stats().slot_bytes == 2 * block0);
+            CHECK(storage_of(pool) == storage + static_cast<std::int64_t>(block0));
+            CHECK(l.bytes(category::objects) == storage_of(pool) + static_cast<std::int64_t>(cap));
+        }
+        // A trim frees the objects and their heap; their slots stay in the blocks, charged.
+        const std::int64_t blocks = storage_of(pool);
+        pool.set_pressure(pressure_level::emergency);
+        const auto r = pool.trim();
+        CHECK(r.objects == 3);
+        CHECK(r.bytes == 3 * sizeof(message) + cap);
+        CHECK(storage_of(pool) == blocks);
+        CHECK(l.bytes(category::objects) == blocks);
+        CHECK(pool.stats().charged_bytes == static_cast<std::size_t>(blocks));
     }
-    CHECK(l.bytes(category::objects) == 0); // pool destroyed with an idle object
+    CHECK(l.bytes(category::objects) == 0); // pool destroyed with idle objects
     CHECK(counts().alive() == 0);
 }
 

@@ -152,6 +152,39 @@ struct alignas(cache_line_size) object_pool_cache {
 
     explicit object_pool_cache(std::uint32_t cap)
         : capacity{cap}, items{std::make_unique<object_slot_header*[]>(cap)} {}
+
+    // What one cache of `cap` items allocates: itself and its item array (an array of
+    // pointers has no array cookie).
+    [[nodiscard]] static constexpr std::size_t heap_bytes(std::uint32_t cap) noexcept {
+        return sizeof(object_pool_cache) + std::size_t{cap} * sizeof(object_slot_header*);
+    }
+};
+
+// An allocator that adds what it is asked for to a counter: gives the exact size of the
+// shared_ptr control block the pool's core lives behind, which the ledger is charged. It only
+// counts while the shared_ptr is being made; the copy inside the control block frees through
+// `std::allocator` and never touches the counter.
+template <class U>
+struct object_pool_counting_allocator {
+    using value_type = U;
+    std::size_t* bytes = nullptr;
+
+    object_pool_counting_allocator() noexcept = default;
+    explicit object_pool_counting_allocator(std::size_t* b) noexcept : bytes{b} {}
+    template <class V>
+    object_pool_counting_allocator(const object_pool_counting_allocator<V>& o) noexcept // NOLINT
+        : bytes{o.bytes} {}
+
+    U* allocate(std::size_t n) {
+        U* p = std::allocator<U>{}.allocate(n);
+        if (bytes != nullptr) *bytes += n * sizeof(U);
+        return p;
+    }
+    void deallocate(U* p, std::size_t n) noexcept { std::allocator<U>{}.deallocate(p, n); }
+    template <class V>
+    bool operator==(const object_pool_counting_allocator<V>&) const noexcept {
+        return true;
+    }
 };
 
 struct object_pool_tls_entry {
@@ -189,6 +222,10 @@ struct object_pool_core : std::enable_shared_from_this<object_pool_core> {
 
     std::atomic<pressure_level> level{pressure_level::normal};
     std::atomic<object_pool_cache*> caches{nullptr}; // append-only list, read lock-free
+    // The pool's own heap: the core and its control block, the slot blocks, the thread caches
+    // and `free_caches`. Charged to the ledger as it is allocated, uncharged with the pool.
+    // Written under `mutex` (or before the pool is shared), read lock-free.
+    std::atomic<std::size_t> storage_bytes{0};
 
     // ---- guarded by mutex ----
     alignas(cache_line_size) std::mutex mutex;
@@ -231,6 +268,13 @@ struct object_pool_core : std::enable_shared_from_this<object_pool_core> {
 
     void charge(std::int64_t bytes) const noexcept {
         if (ledger_ptr != nullptr && bytes != 0) ledger_ptr->charge(ledger_category, bytes);
+    }
+
+    // Records and charges `bytes` the pool allocated for itself. Under `mutex` once the pool
+    // is shared.
+    void add_storage(std::size_t bytes) noexcept {
+        locked_add<std::size_t>(storage_bytes, bytes);
+        charge(static_cast<std::int64_t>(bytes));
     }
 
     [[nodiscard]] std::int64_t slot_bytes(const object_slot_header* s) const noexcept {
@@ -524,7 +568,8 @@ struct object_pool_core : std::enable_shared_from_this<object_pool_core> {
         return out;
     }
 
-    // Returns destroyed victims' slots to the empty list and settles the gauges.
+    // Returns destroyed victims' slots to the empty list and settles the gauges. The ledger
+    // loses what the objects retained beyond their slots; the slots stay in their blocks.
     void finish_trim(const object_pool_trim_collect& done) noexcept {
         if (done.objects == 0) return;
         {
@@ -539,7 +584,7 @@ struct object_pool_core : std::enable_shared_from_this<object_pool_core> {
         }
         counters.destructions.fetch_add(done.objects, std::memory_order_relaxed);
         counters.charged.fetch_sub(static_cast<std::int64_t>(done.bytes), std::memory_order_relaxed);
-        charge(-static_cast<std::int64_t>(done.bytes));
+        charge(-static_cast<std::int64_t>(done.bytes - done.objects * object_size));
     }
 
     // ---- observers ----
@@ -585,8 +630,11 @@ inline object_pool_cache* object_pool_core::claim_cache() noexcept {
             free_caches.pop_back();
         } else {
             // Room to park every cache on thread exit without allocating then.
+            const std::size_t parked = free_caches.capacity();
             free_caches.reserve(cache_count + 1);
+            add_storage((free_caches.capacity() - parked) * sizeof(object_pool_cache*));
             auto fresh = std::make_unique<object_pool_cache>(cache_capacity);
+            add_storage(object_pool_cache::heap_bytes(cache_capacity));
             c = fresh.release();
             ++cache_count;
             c->next_cache = caches.load(std::memory_order_relaxed);

@@ -32,6 +32,7 @@
 #include <cstdint>
 #include <memory>
 #include <new>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -173,6 +174,9 @@ private:
         std::array<session_slot, bucket_slots> slots;
     };
     static_assert(sizeof(bucket) == 64);
+    // `new bucket[n]` then allocates exactly `n * sizeof(bucket)` (no array cookie), which is
+    // what `memory_bytes` reports.
+    static_assert(std::is_trivially_destructible_v<bucket>);
 
     // The most slots a search for room examines before the table grows instead.
     static constexpr std::uint32_t search_limit = 256;

@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <memory>
 #include <new>
+#include <type_traits>
 #include <vector>
 
 MEMGOV_NAMESPACE_BEGIN
@@ -31,6 +32,10 @@ namespace detail {
 // Node must be default-constructible and expose `std::uint32_t& free_link() noexcept`.
 template <class Node>
 class session_slab {
+    // `new Node[n]` then allocates exactly `n * sizeof(Node)` (no array cookie), which is what
+    // `memory_bytes` reports.
+    static_assert(std::is_trivially_destructible_v<Node>);
+
 public:
     static constexpr std::uint32_t first_bits = 3;
     static constexpr std::uint32_t last_bits = 8;
@@ -92,8 +97,10 @@ public:
                                                   std::memory_order_relaxed));
     }
 
+    // Every byte the slab allocated: its chunks of nodes and the vector that holds them.
     [[nodiscard]] std::size_t memory_bytes() const noexcept {
-        return static_cast<std::size_t>(m_capacity) * sizeof(Node);
+        return static_cast<std::size_t>(m_capacity) * sizeof(Node) +
+               m_chunks.capacity() * sizeof(std::unique_ptr<Node[]>);
     }
 
 private:
