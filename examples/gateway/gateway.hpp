@@ -81,7 +81,8 @@ struct gateway_stats {
     std::map<std::string, loss_count> refused_work;
     std::uint64_t refusal_notices = 0;           ///< `refused` notices sent to clients.
     std::uint64_t refusal_notices_suppressed = 0; ///< Not sent: the client's queue was full.
-    /// Session budgets: bytes charged (admitted frames), and released by cause. After shutdown
+    /// Session budgets: bytes charged (admitted frames, and the unused buffer capacity of partly
+    /// filled chunks produced to Kafka), and released by cause. After shutdown
     /// charged == released_window + released_not_appended + kafka.budget_released_bytes.
     std::uint64_t budget_charged_bytes = 0;
     std::uint64_t budget_released_window_bytes = 0;       ///< Dropped by the window cap.
@@ -93,6 +94,9 @@ struct gateway_stats {
     /// orphans for the sweep (`session_removals_total{reason="orphan"}` counts their removal).
     std::uint64_t orphaned_sessions = 0;
     std::uint64_t mock_broker_outages = 0; ///< Mock broker outages begun (`mock_faults`).
+    /// Chunk periods in which a session over its fair share shed its oldest audio instead of
+    /// producing it (bytes counted as the loss `shed_over_share`).
+    std::uint64_t shed_periods = 0;
     std::uint64_t mock_produce_errors = 0; ///< Produce errors pushed into the mock cluster.
     producer_stats kafka{};
     std::uint64_t purged_at_shutdown = 0;

@@ -22,6 +22,7 @@ struct in_flight {
     memgov::window_chunk chunk;
     std::size_t bytes = 0;
     std::shared_ptr<memgov::session_budget> budget;
+    std::size_t charged = 0; // bytes charged to `budget`: `bytes` and the buffer's unused capacity
 };
 
 void set(rd_kafka_conf_t* conf, const char* key, const std::string& value) {
@@ -80,7 +81,7 @@ struct kafka_producer::impl {
             self->cfg.ledger->release(memgov::category::kafka_inflight,
                                       static_cast<std::int64_t>(f->bytes));
         }
-        self->release(f->budget, f->bytes);
+        self->release(f->budget, f->charged);
         self->inflight.fetch_sub(1, std::memory_order_relaxed);
         delete f; // gives the buffer back to its pool (and may end the session's budget)
     }
@@ -178,14 +179,15 @@ bool kafka_producer::mock_push_produce_errors(int count, int error) {
 
 bool kafka_producer::produce(std::string_view key, memgov::window_chunk&& chunk,
                              std::uint64_t seq, std::uint64_t offset,
-                             std::shared_ptr<memgov::session_budget> budget) noexcept {
+                             std::shared_ptr<memgov::session_budget> budget,
+                             std::size_t extra_charged) noexcept {
     const std::size_t n = chunk.size();
     in_flight* f = nullptr;
     rd_kafka_headers_t* h = nullptr;
     try {
-        f = new in_flight{std::move(chunk), n, std::move(budget)};
+        f = new in_flight{std::move(chunk), n, std::move(budget), n + extra_charged};
     } catch (...) {
-        m->release(budget, n); // the allocation failed before anything was moved
+        m->release(budget, n + extra_charged); // the allocation failed before anything was moved
         try { m->loss("produce:out_of_memory", n, 1); } catch (...) {}
         return false;
     }
@@ -212,7 +214,7 @@ bool kafka_producer::produce(std::string_view key, memgov::window_chunk&& chunk,
         if (m->cfg.ledger != nullptr) {
             m->cfg.ledger->release(memgov::category::kafka_inflight, static_cast<std::int64_t>(n));
         }
-        m->release(f->budget, n);
+        m->release(f->budget, f->charged);
         delete f;
         try { m->loss(std::string{"produce:"} + rd_kafka_err2name(err), n, 1); } catch (...) {}
         return false;

@@ -116,9 +116,13 @@ public:
     /// may be called from any thread) when the chunk dies: in its delivery report, delivered or
     /// not (librdkafka's poll thread, or the thread in `flush`), or here when the produce fails.
     /// The message keeps the budget alive until then.
+    ///
+    /// `extra_charged`: bytes charged to `budget` beyond the chunk's own (the unused capacity of
+    /// a partly filled chunk's buffer, which is memory the message holds all the same), released
+    /// with them.
     bool produce(std::string_view key, memgov::window_chunk&& chunk, std::uint64_t seq,
-                 std::uint64_t offset,
-                 std::shared_ptr<memgov::session_budget> budget = {}) noexcept;
+                 std::uint64_t offset, std::shared_ptr<memgov::session_budget> budget = {},
+                 std::size_t extra_charged = 0) noexcept;
 
     /// Counts a loss that happened before the producer (in the gateway).
     void count_loss(std::string_view reason, std::uint64_t bytes, std::uint64_t messages = 1);

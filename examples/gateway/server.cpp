@@ -180,6 +180,8 @@ struct server::impl {
         frame_bytes{0}, refused{0}, evicted{0}, orphaned{0};
     std::atomic<std::uint64_t> next_connection_id{1};
     std::atomic<std::uint64_t> mock_outages{0}, mock_errors{0};
+    std::atomic<std::uint64_t> shed_periods{0};
+    std::atomic<std::uint64_t> charged_capacity{0}; // unused buffer capacity charged in drain // chunk periods in which a session shed (over its share)
     // Runs `cfg.faults` against the mock cluster (its calls block for milliseconds: never on
     // an I/O or memgov thread). Stopped first at shutdown.
     std::jthread fault_thread;
@@ -215,7 +217,14 @@ struct server::impl {
     // the message number and byte offsets in the client's stream. The chunks' bytes stay
     // charged to the session's budget until their delivery reports. Runs under the entry lock
     // (or in on_evict, when nobody else can reach it).
-    void drain(const std::string& key, gw_session& s, memgov::take_mode mode) noexcept {
+    //
+    // `charge_capacity` (only on the connection's strand, the one thread that charges the
+    // budget): a chunk that fills its buffer only partly (taken at a tick before it was full)
+    // still holds the whole buffer while it is in flight, so the unused capacity is charged to
+    // the budget too and released with the chunk. Budgets, and the fair shares measured on
+    // them, then count the memory in flight, not just the audio in it.
+    void drain(const std::string& key, gw_session& s, memgov::take_mode mode,
+               bool charge_capacity = true) noexcept {
         std::array<memgov::window_chunk, 8> chunks;
         for (;;) {
             const memgov::sliding_window_stats st = s.window.stats();
@@ -224,7 +233,16 @@ struct server::impl {
             const std::size_t k = s.window.take_chunks(chunks, mode);
             for (std::size_t i = 0; i < k; ++i) {
                 const std::size_t n = chunks[i].size();
-                (void)producer.produce(key, std::move(chunks[i]), s.next_seq++, offset, s.budget);
+                const std::size_t slack =
+                    charge_capacity && s.budget != nullptr && n < s.window.chunk_size()
+                        ? s.window.chunk_size() - n
+                        : 0;
+                if (slack > 0) {
+                    s.budget->charge(slack);
+                    charged.fetch_add(slack, std::memory_order_relaxed);
+                }
+                (void)producer.produce(key, std::move(chunks[i]), s.next_seq++, offset, s.budget,
+                                       slack);
                 chunks[i] = {};
                 offset += n;
             }
@@ -589,6 +607,32 @@ private:
         }
     }
 
+    // A chunk period's work on the session, under its entry lock. A session over its fair share
+    // (memory is tight and it holds more than its share, window plus what is in flight) sends
+    // nothing more to Kafka this period: what is in flight cannot be called back, and while the
+    // downstream is slow or down it would only pile up there. Its oldest audio is shed instead,
+    // down to three quarters of the share, and counted as `shed_over_share`. Otherwise the window
+    // is produced. With --governor=off nothing is shed (shares are advice, not refusals, so dry
+    // run would not change them).
+    void tick(gw_session& s) {
+        if (m_g.cfg.governor_on && m_budget->over_share()) { // --governor=off: produce everything
+            const std::size_t target = m_budget->share_bytes() / 4 * 3;
+            const std::size_t held = m_budget->held_bytes();
+            if (held > target) {
+                const std::size_t gone = s.window.consume(std::min(s.window.size(), held - target));
+                if (gone > 0) {
+                    m_budget->release(gone);
+                    m_g.released_window.fetch_add(gone, std::memory_order_relaxed);
+                    m_g.loss("shed_over_share", gone);
+                    m_g.shed_periods.fetch_add(1, std::memory_order_relaxed);
+                }
+            }
+            m_unflushed = !s.window.empty(); // produced once the session is back under its share
+            return;
+        }
+        m_g.drain(m_sid, s, memgov::take_mode::include_partial);
+    }
+
     void arm_tick() {
         m_tick.expires_after(m_g.cfg.chunk_period);
         m_tick.async_wait([self = shared_from_this()](beast::error_code ec) {
@@ -598,9 +642,7 @@ private:
             // session must still age for the session map's idle TTL.
             if (self->m_unflushed) {
                 self->m_unflushed = false;
-                (void)self->with_own([&](gw_session& s) {
-                    self->m_g.drain(self->m_sid, s, memgov::take_mode::include_partial);
-                });
+                (void)self->with_own([&](gw_session& s) { self->tick(s); });
             }
             self->arm_tick();
         });
@@ -802,6 +844,11 @@ memgov::governor_config make_governor_config(const gateway_config& c) {
     g.monitor.cgroup.explicit_limit = c.memory_limit;
     g.dry_run = !c.governor_on; // admission and reclaim only count what they would have done
     if (c.session_quota_bytes) g.admission.session_quota_bytes = *c.session_quota_bytes;
+    // A budget byte costs more than a byte here: a 6,400 B chunk lives in an 8 KiB pool buffer,
+    // and librdkafka copies messages below message.copy.max.bytes into the produce requests it
+    // builds and retries. Fair shares therefore start at half the ceiling's even split, so that
+    // sessions shed their oldest audio (tick) before memory reaches the eviction levels.
+    g.admission.fair_share = {0.0, 0.0, 0.5, 0.35, 0.25};
     return g;
 }
 
@@ -875,7 +922,8 @@ server::impl::impl(gateway_config c)
 }
 
 void server::impl::on_evict(const std::string& key, gw_session& s, memgov::evict_reason r) noexcept {
-    drain(key, s, memgov::take_mode::include_partial); // what it held still goes to Kafka
+    // What it held still goes to Kafka. Not the strand: nothing more is charged here.
+    drain(key, s, memgov::take_mode::include_partial, false);
     evictions[static_cast<std::size_t>(r)].fetch_add(1, std::memory_order_relaxed);
     if (r == memgov::evict_reason::erased || r == memgov::evict_reason::cleared) return;
     // Never I/O on a memgov thread: the close is posted to the connection's strand.
@@ -1003,7 +1051,7 @@ std::string server::impl::metrics_text() {
              static_cast<double>(s.refusal_notices));
     g.sample("refusal_notices_suppressed_total", "refused notices not sent: the client's queue was full",
              metric_type::counter, {}, static_cast<double>(s.refusal_notices_suppressed));
-    g.sample("budget_charged_bytes_total", "Bytes charged to session budgets (admitted frames)",
+    g.sample("budget_charged_bytes_total", "Bytes charged to session budgets (admitted frames, and the unused capacity of partly filled chunks sent to Kafka)",
              metric_type::counter, {}, static_cast<double>(s.budget_charged_bytes));
     g.sample("budget_released_bytes_total", "Bytes released from session budgets, by cause",
              metric_type::counter, {{"cause", "window_overflow"}},
@@ -1029,6 +1077,10 @@ std::string server::impl::metrics_text() {
         "sessions_orphaned_total",
         "Sessions left in the map by a TCP drop without a WebSocket close (the sweep removes them)",
         metric_type::counter, {}, static_cast<double>(s.orphaned_sessions));
+    g.sample("shed_periods_total",
+             "Chunk periods in which a session over its fair share shed its oldest audio instead "
+             "of producing it (its bytes: lost_bytes_total{reason=\"shed_over_share\"})",
+             metric_type::counter, {}, static_cast<double>(s.shed_periods));
     if (producer.mock()) {
         g.sample("mock_broker_outages_total", "Mock cluster broker outages begun (fault injection)",
                  metric_type::counter, {}, static_cast<double>(s.mock_broker_outages));
@@ -1118,6 +1170,7 @@ gateway_stats server::impl::snapshot() const {
     s.evicted_sessions = evicted.load();
     s.orphaned_sessions = orphaned.load();
     s.mock_broker_outages = mock_outages.load();
+    s.shed_periods = shed_periods.load();
     s.mock_produce_errors = mock_errors.load();
     for (std::size_t i = 0; i < closes.size(); ++i) s.closes_sent[i] = closes[i].load();
     s.kafka = producer.stats();

@@ -26,6 +26,7 @@ import json
 import os
 import re
 import shutil
+import shlex
 import signal
 import subprocess
 import sys
@@ -393,6 +394,28 @@ def spawn(argv, out_path, cgroup=None):
 
 MOCK_FLAGS_WITH_VALUE = ("--mock-broker-down-at-s", "--mock-broker-down-for-s", "--mock-broker-ids",
                          "--mock-produce-errors", "--mock-produce-error", "--mock-produce-errors-at-s")
+
+
+def merge_args(base, extra):
+    """`base` with each option of the string `extra` set: an option already in `base` gets the
+    new value (or stays, for a flag), others are appended."""
+    out = list(base)
+    toks = shlex.split(extra or "")
+    i = 0
+    while i < len(toks):
+        opt = toks[i]
+        if not opt.startswith("--"):
+            raise ValueError("expected an option, got %r" % opt)
+        has_value = i + 1 < len(toks) and not toks[i + 1].startswith("--")
+        val = toks[i + 1] if has_value else None
+        i += 2 if has_value else 1
+        if opt in out:
+            j = out.index(opt)
+            if has_value:
+                out[j + 1] = val
+        else:
+            out += [opt] + ([val] if has_value else [])
+    return out
 
 
 def is_mock_arg(argv, i):
@@ -795,6 +818,11 @@ def parse_args(argv):
     ap.add_argument("--partitions", type=int, default=32,
                     help="partitions of the separate mock cluster's topic (default 32: 160 MiB "
                          "retained, 5 MiB each)")
+    ap.add_argument("--loadgen-args", default="",
+                    help="loadgen options that replace or add to each scenario's, e.g. "
+                         "\"--sessions 1000 --duration-s 20\"")
+    ap.add_argument("--gateway-args", default="",
+                    help="gateway options that replace or add to each scenario's, e.g. \"--chunk-ms 20\"")
     ap.add_argument("--sample-ms", type=int, default=100, help="timeline period (default 100)")
     ap.add_argument("--grace-s", type=int, default=60,
                     help="extra seconds the loadgen may run past the scenario's duration before it is stopped (default 60)")
@@ -819,6 +847,11 @@ def parse_args(argv):
         ap.error("--limit-mib: at least 16")
     if not 1 <= a.partitions <= 1024:
         ap.error("--partitions: 1 to 1024")
+    for opt in ("loadgen_args", "gateway_args"):
+        try:
+            merge_args([], getattr(a, opt))
+        except ValueError as e:
+            ap.error("--%s: %s" % (opt.replace("_", "-"), e))
     if a.sample_ms < 20:
         ap.error("--sample-ms: at least 20")
     if a.short and any(SCENARIOS[s]["short"] is None for s in sel):
@@ -870,6 +903,8 @@ def main(argv):
             if a.short:
                 sc.update(sc["short"])
                 sc.setdefault("gateway", SCENARIOS[name]["gateway"])
+            sc["loadgen"] = merge_args(sc["loadgen"], a.loadgen_args)
+            sc["gateway"] = merge_args(sc["gateway"], a.gateway_args)
             results = []
             for v in a.variants:
                 if a.replot:
