@@ -127,8 +127,9 @@ struct result {
     std::uint64_t refusal_mismatches = 0;
     /// Kafka messages out of per-session order (arrived after a later one), or unreadable.
     std::uint64_t order_violations = 0;
-    /// Kafka messages never read back: skipped `seq` numbers (losses in the gateway, not
-    /// reordering; their frames are counted as lost above).
+    /// Kafka messages never read back: skipped `seq` numbers (lost in the gateway, or deleted
+    /// by the cluster before they were read: see `consumer_errors`; not reordering). Their
+    /// frames are counted as lost above.
     std::uint64_t missing_messages = 0;
     std::uint64_t duplicate_messages = 0;
     std::map<std::string, std::uint64_t> consumer_errors; ///< Read-back errors by librdkafka name.

@@ -28,7 +28,7 @@ std::string summary_table(const result& r) {
                      "latency", r.p50_ms, r.p99_ms, r.p999_ms, r.max_ms);
     s += fmt::format("  {:<18} {} completed; close codes:{}\n", "sessions", r.sessions_completed, codes);
     s += fmt::format(
-        "  {:<18} {} messages read back, {} missing (lost in the gateway), {} out of order, "
+        "  {:<18} {} messages read back, {} missing (seq numbers never read back), {} out of order, "
         "{} duplicates\n",
         "kafka", r.kafka_messages, r.missing_messages, r.order_violations, r.duplicate_messages);
     if (!r.consumer_errors.empty()) {

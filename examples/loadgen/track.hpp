@@ -78,7 +78,7 @@ struct shared_state {
     std::atomic<std::uint64_t> delivered{0};
     std::atomic<std::uint64_t> kafka_messages{0};
     std::atomic<std::uint64_t> order_violations{0};
-    std::atomic<std::uint64_t> missing_messages{0}; // seq numbers skipped: lost in the gateway
+    std::atomic<std::uint64_t> missing_messages{0}; // seq numbers never read back (gateway or log)
     std::atomic<std::uint64_t> duplicates{0};
     // Errors the consumer was handed instead of a message (a fetch error, a partition reset),
     // by librdkafka's error name: a read-back that skipped data says why here.

@@ -215,10 +215,8 @@ verifier::verifier(shared_state& st, const std::string& brokers, const std::stri
             if (msg->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
                 p->check(msg);
             } else if (msg->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-                {
-                    std::lock_guard lock{p->st.consumer_errors_mutex};
-                    ++p->st.consumer_errors[rd_kafka_err2name(msg->err)];
-                }
+                std::lock_guard lock{p->st.consumer_errors_mutex};
+                ++p->st.consumer_errors[rd_kafka_err2name(msg->err)];
             }
             rd_kafka_message_destroy(msg);
         }
