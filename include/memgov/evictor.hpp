@@ -276,7 +276,7 @@ struct age_step {
 /// Back-off for the heap trimmer (`malloc_trim(0)` under glibc).
 struct heap_trim_config {
     bool enabled = true;
-    /// The shortest interval between two trims (the seed gateway's 200 ms).
+    /// The shortest interval between two trims.
     duration min_interval = std::chrono::milliseconds{200};
     /// The longest interval the back-off grows to.
     duration max_interval = std::chrono::seconds{10};
@@ -292,7 +292,7 @@ struct evictor_config {
     /// The ordered actions of each level, indexed by `pressure_level`. Defaults: see
     /// `default_ladder()`.
     std::array<std::vector<policy_entry>, pressure_level_count> ladder = default_ladder();
-    /// Age ladder for evict_by_age, by rising usage ratio (seed gateway: 94% → 400 s,
+    /// Age ladder for evict_by_age, by rising usage ratio (default: 94% → 400 s,
     /// 96% → 200 s, 98% → 100 s). Below the first step nothing is evicted by age.
     std::vector<age_step> age_ladder = {{0.94, std::chrono::seconds{400}},
                                         {0.96, std::chrono::seconds{200}},
@@ -480,7 +480,7 @@ struct heap_trim_done {
     duration interval{};    ///< The back-off's interval after this trim.
 };
 
-/// Returns freed heap to the OS with the seed gateway's gentle back-off: at most one
+/// Returns freed heap to the OS with a gentle back-off: at most one
 /// `malloc_trim(0)` per interval; the interval starts at `min_interval`, grows by
 /// `backoff_factor` after each trim that gave back less than `useful_bytes`, up to
 /// `max_interval`, and resets after a useful one; the next trim may begin one interval after

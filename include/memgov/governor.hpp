@@ -111,7 +111,7 @@ struct governor_stats {
     std::uint64_t ignored_polls = 0;
 };
 
-/// A short answer to "how is it doing?" (seed gateway's health endpoint).
+/// A short answer to "how is it doing?", for a health endpoint.
 struct health_summary {
     pressure_level level = pressure_level::normal;
     std::uint64_t limit_bytes = 0;

@@ -113,8 +113,7 @@ struct admission_config {
     /// (no_headroom). Default 0.95: the last 5% are for what does not go through memgov.
     double ceiling_ratio = 0.95;
 
-    /// A session's quota at normal: this many bytes (default 30 MiB, the seed gateway's
-    /// session cap) ...
+    /// A session's quota at normal: this many bytes (default 30 MiB) ...
     std::size_t session_quota_bytes = std::size_t{30} << 20;
     /// ... but at most this share of the limit (default 1/8: 16 MiB in a 128 MiB container).
     double session_quota_limit_share = 0.125;
