@@ -2,26 +2,48 @@
 //
 //   P1  acquire+release of mixed sizes (1 KiB .. 1 MiB, random over the five classes, 8 live
 //       buffers, first byte written) on one thread: glibc malloc/free, mimalloc
-//       (mi_malloc/mi_free), std::pmr::synchronized_pool_resource, and a bare thread-local
-//       stack per class (baselines/tls_stack_pool.hpp, the design's cost floor).
+//       (mi_malloc/mi_free), std::pmr::synchronized_pool_resource, and the cost floor: a bare
+//       thread-local stack per class with the class lookup written inline
+//       (baselines/tls_stack_pool.hpp). Time is the thread's CPU time.
 //   P2  acquire on one thread, release on another, through the same SPSC queue in every
-//       variant: glibc malloc/free and mimalloc.
+//       variant: glibc malloc/free and mimalloc. Time is wall time.
 //   P3  harmful capacity: a 1 GiB spike of large buffers, then steady 1 KiB traffic, then one
 //       trim; RSS (from /proc/self/statm) against a grow-once free-list pool
 //       (baselines/grow_once_pool.hpp).
+//
+// Two regimes, as separate benchmarks, because the allocators have two speeds:
+//   <impl>/P1/steady, <impl>/P2/steady   a warmed heap, as in a long-lived service. Before
+//       timing, every benchmark (each repetition, whatever ran before it) shapes the heap of
+//       the allocator it uses: once per process, 16k long-lived small objects (16 B .. 4 KiB)
+//       are allocated interleaved with 64k operations of the benchmark's own pattern, and a
+//       third of them freed again at random (the live state of a service: small objects
+//       scattered between and above its transient buffers); then it runs 8,192 untimed
+//       operations of its own pattern on its own pool or heap. The pools' upstream is glibc,
+//       so glibc's heap is shaped for them too.
+//   <impl>/P1/fresh, <impl>/P2/fresh     first touch: the first 16,384 operations of a new
+//       process in which nothing else ran. Each iteration starts this binary again
+//       (--fresh-child), which times its loop itself and reports the time and its page faults.
+//
+// Every benchmark reports page faults per operation (minor + major, getrusage over the timed
+// loop, divided by the operations) as the counter `faults_per_op`. Each benchmark warms its own
+// state, so the order does not matter; run with random interleaving and repetitions, and in
+// several processes (the ratio of each run, then the median and range over the runs):
+//
+//   for run in 1 2 3; do nice -n -5 build/bench/benchmarks/buffer_pool_bench
+//       --benchmark_filter='P1|P2' --benchmark_min_time=0.2 --benchmark_repetitions=5
+//       --benchmark_enable_random_interleaving=true --benchmark_report_aggregates_only=true
+//       --benchmark_format=json > bp$run.json; done
+//   scripts/bench_ratio.py bp1.json bp2.json bp3.json
+//
+// (the exact commands of the published figures are in docs/benchmarks.md)
 //
 // mimalloc is loaded with dlopen (RTLD_LOCAL): linking it would replace malloc for the whole
 // process and the glibc peer would silently measure mimalloc. The binary checks that plain
 // malloc is still glibc's and skips the mimalloc variants if the library is missing.
 //
-//   build/bench/benchmarks/buffer_pool_bench --benchmark_filter='P1|P2'
-//       --benchmark_min_time=0.05 --benchmark_repetitions=5
-//       --benchmark_report_aggregates_only=true --benchmark_format=json > buffer_pool.json
-//   scripts/bench_ratio.py buffer_pool.json
-//
 // P2 reports real time (throughput) and, as CPU time, the whole process's CPU time (both
-// threads), which is steadier on a shared machine. P3 measures process RSS, so run each variant
-// in its own process (what ran before would otherwise sit in the baseline):
+// threads). P3 measures process RSS, so run each variant in its own process (what ran before
+// would otherwise sit in the baseline):
 //   build/bench/benchmarks/buffer_pool_bench --benchmark_filter=memgov/P3
 //   build/bench/benchmarks/buffer_pool_bench --benchmark_filter=grow_once/P3
 #include <memgov/buffer_pool.hpp>
@@ -33,18 +55,23 @@
 
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <fstream>
 #include <memory_resource>
 #include <random>
+#include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
 #include <dlfcn.h>
 #include <malloc.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 namespace {
@@ -53,6 +80,8 @@ constexpr std::size_t KiB = 1024;
 constexpr std::size_t MiB = 1024 * KiB;
 constexpr std::size_t live_count = 8; // buffers alive at once in P1
 constexpr std::size_t size_count = 4096;
+constexpr std::size_t warm_ops = 8192;   // untimed operations before every steady benchmark
+constexpr std::size_t fresh_ops = 16384; // operations timed in a fresh process
 
 // Random sizes: a class chosen uniformly among the five, then a size uniform within it
 // (the first class starts at 1 KiB).
@@ -69,6 +98,31 @@ const std::vector<std::size_t>& mixed_sizes() {
         return out;
     }();
     return sizes;
+}
+
+// The floor's inline class lookup must agree with memgov's default classes.
+[[maybe_unused]] const bool floor_classes_checked = [] {
+    const memgov::buffer_pool_config cfg;
+    for (std::size_t n : mixed_sizes()) {
+        std::size_t c = 0;
+        while (cfg.size_classes[c] < n) ++c;
+        if (baseline::tls_stack_pool::class_of(n) != c) {
+            std::fprintf(stderr, "tls_stack_pool::class_of(%zu) is wrong\n", n);
+            std::abort();
+        }
+    }
+    return true;
+}();
+
+// Minor plus major page faults of the whole process so far.
+long page_faults() noexcept {
+    rusage u{};
+    ::getrusage(RUSAGE_SELF, &u);
+    return u.ru_minflt + u.ru_majflt;
+}
+
+void report_faults(benchmark::State& state, long faults, double ops) {
+    state.counters["faults_per_op"] = static_cast<double>(faults) / ops;
 }
 
 // ---- mimalloc through dlopen ------------------------------------------------------------------
@@ -120,79 +174,176 @@ void report_malloc_check() {
     }
 }
 
+// ---- the implementations ------------------------------------------------------------------------
+//
+// Each has a handle type, acquire(n) -> handle, release(handle&) (a no-op on an empty handle,
+// which it leaves empty) and data(handle&). `heap` names the general allocator whose heap the
+// implementation's steady state runs on (shaped once per process before its first timing).
+
+struct raw_item {
+    void* p = nullptr;
+    std::size_t n = 0;
+};
+
+struct glibc_heap {
+    static void* allocate(std::size_t n) noexcept { return std::malloc(n); }
+    static void deallocate(void* p) noexcept { std::free(p); }
+};
+
+struct mimalloc_heap {
+    static void* allocate(std::size_t n) noexcept { return mimalloc().malloc(n); }
+    static void deallocate(void* p) noexcept { mimalloc().free(p); }
+};
+
+template <class Heap>
+struct heap_impl {
+    using heap = Heap;
+    using handle = raw_item;
+    static raw_item acquire(std::size_t n) noexcept { return {Heap::allocate(n), n}; }
+    static void release(raw_item& h) noexcept {
+        if (h.p != nullptr) Heap::deallocate(h.p);
+        h.p = nullptr;
+    }
+    static void* data(raw_item& h) noexcept { return h.p; }
+};
+using glibc_impl = heap_impl<glibc_heap>;
+using mimalloc_impl = heap_impl<mimalloc_heap>;
+
+struct pmr_impl {
+    using heap = glibc_heap;
+    using handle = raw_item;
+    std::pmr::synchronized_pool_resource r{std::pmr::pool_options{0, 1 * MiB}};
+    raw_item acquire(std::size_t n) { return {r.allocate(n, 64), n}; }
+    void release(raw_item& h) noexcept {
+        if (h.p != nullptr) r.deallocate(h.p, h.n, 64);
+        h.p = nullptr;
+    }
+    static void* data(raw_item& h) noexcept { return h.p; }
+};
+
+struct floor_impl {
+    using heap = glibc_heap;
+    using handle = raw_item;
+    static raw_item acquire(std::size_t n) noexcept {
+        return {baseline::tls_stack_pool::acquire(n), n};
+    }
+    static void release(raw_item& h) noexcept {
+        if (h.p != nullptr) baseline::tls_stack_pool::release(h.p, h.n);
+        h.p = nullptr;
+    }
+    static void* data(raw_item& h) noexcept { return h.p; }
+};
+
+template <bool WithLedger>
+struct memgov_impl {
+    using heap = glibc_heap;
+    using handle = memgov::buffer;
+    memgov::ledger l;
+    memgov::buffer_pool pool{{}, WithLedger ? &l : nullptr};
+    memgov::buffer acquire(std::size_t n) { return pool.acquire(n); }
+    static void release(memgov::buffer& b) noexcept { b.reset(); }
+    static void* data(memgov::buffer& b) noexcept { return b.data(); }
+};
+
+bool skip_if_unavailable(benchmark::State* state, const mimalloc_impl*) {
+    const char* why = mimalloc().skip_reason;
+    if (why != nullptr && state != nullptr) state->SkipWithError(why);
+    return why != nullptr;
+}
+template <class Impl>
+bool skip_if_unavailable(benchmark::State*, const Impl*) {
+    return false;
+}
+
 // ---- P1: one thread, mixed sizes ----------------------------------------------------------------
 
-template <class Acquire, class Release>
-void run_p1(benchmark::State& state, Acquire acquire, Release release) {
-    const auto& sizes = mixed_sizes();
-    std::array<void*, live_count> live{};
-    std::array<std::size_t, live_count> live_size{};
-    std::size_t i = 0;
-    for (auto _ : state) {
-        const std::size_t slot = i % live_count;
-        if (live[slot] != nullptr) release(live[slot], live_size[slot]);
-        const std::size_t n = sizes[i % size_count];
-        void* p = acquire(n);
-        static_cast<volatile unsigned char*>(p)[0] = 1;
-        live[slot] = p;
-        live_size[slot] = n;
-        ++i;
+template <class Impl>
+class p1_loop {
+public:
+    explicit p1_loop(Impl& impl) noexcept : m_impl{impl}, m_sizes{mixed_sizes().data()} {}
+    p1_loop(const p1_loop&) = delete;
+    p1_loop& operator=(const p1_loop&) = delete;
+    ~p1_loop() {
+        for (auto& h : m_live) m_impl.release(h);
     }
-    for (std::size_t s = 0; s < live_count; ++s) {
-        if (live[s] != nullptr) release(live[s], live_size[s]);
+
+    void step() {
+        auto& h = m_live[m_i % live_count];
+        m_impl.release(h);
+        h = m_impl.acquire(m_sizes[m_i % size_count]);
+        static_cast<volatile unsigned char*>(Impl::data(h))[0] = 1;
+        ++m_i;
     }
+
+private:
+    Impl& m_impl;
+    const std::size_t* m_sizes;
+    std::array<typename Impl::handle, live_count> m_live{};
+    std::size_t m_i = 0;
+};
+
+// Shapes Heap's heap as a long-lived service's is, once per process: long-lived small objects
+// scattered between and above the transient buffers (so the top of the heap is not free to
+// be trimmed and given back), the mmap threshold raised by freed large blocks, and holes
+// left by small objects that died. The objects stay allocated until the process exits.
+template <class Heap>
+void shape_heap() {
+    static const bool shaped = [] {
+        heap_impl<Heap> impl;
+        p1_loop<heap_impl<Heap>> loop{impl};
+        std::mt19937_64 rng{7};
+        std::vector<void*> resident;
+        resident.reserve(16384);
+        for (std::size_t op = 0; op < 65536; ++op) {
+            loop.step();
+            if (op % 4 == 0) {
+                const std::size_t n = std::size_t{16} << (rng() % 9); // 16 B .. 4 KiB
+                void* p = Heap::allocate(n - rng() % (n / 2));
+                static_cast<volatile unsigned char*>(p)[0] = 1;
+                resident.push_back(p);
+            }
+            if (op % 12 == 0 && !resident.empty()) {
+                const std::size_t k = rng() % resident.size();
+                Heap::deallocate(resident[k]);
+                resident[k] = resident.back();
+                resident.pop_back();
+            }
+        }
+        // A one-off large buffer grown by doubling to 16 MiB and freed (a reload, a big
+        // response): each block above glibc's mmap threshold is mmapped, and freeing it raises
+        // the threshold (and the trim threshold, twice it) to its size, as in most processes
+        // that have run for a while.
+        for (std::size_t n = 1 * MiB; n <= 16 * MiB; n *= 2) {
+            void* p = Heap::allocate(n);
+            std::memset(p, 1, n);
+            benchmark::DoNotOptimize(p); // or the compiler drops the pair
+            benchmark::ClobberMemory();
+            Heap::deallocate(p);
+        }
+        static std::vector<void*> keep;
+        keep = std::move(resident);
+        return true;
+    }();
+    (void)shaped;
+}
+
+template <class Impl, class Loop>
+void warm_up(Loop& loop) {
+    for (std::size_t k = 0; k < warm_ops; ++k) loop.step();
+}
+
+template <class Impl>
+void P1_steady(benchmark::State& state) {
+    if (skip_if_unavailable(&state, static_cast<Impl*>(nullptr))) return;
+    shape_heap<typename Impl::heap>();
+    Impl impl;
+    p1_loop<Impl> loop{impl};
+    warm_up<Impl>(loop);
+    const long faults = page_faults();
+    for (auto _ : state) loop.step();
+    report_faults(state, page_faults() - faults, static_cast<double>(state.iterations()));
     state.SetItemsProcessed(state.iterations());
 }
-
-void P1_glibc(benchmark::State& state) {
-    run_p1(state, [](std::size_t n) { return std::malloc(n); },
-           [](void* p, std::size_t) { std::free(p); });
-}
-
-void P1_mimalloc(benchmark::State& state) {
-    const auto& m = mimalloc();
-    if (m.skip_reason != nullptr) {
-        state.SkipWithError(m.skip_reason);
-        return;
-    }
-    run_p1(state, [&](std::size_t n) { return m.malloc(n); },
-           [&](void* p, std::size_t) { m.free(p); });
-}
-
-void P1_pmr_synchronized(benchmark::State& state) {
-    std::pmr::synchronized_pool_resource r{std::pmr::pool_options{0, 1 * MiB}};
-    run_p1(state, [&](std::size_t n) { return r.allocate(n, 64); },
-           [&](void* p, std::size_t n) { r.deallocate(p, n, 64); });
-}
-
-void P1_tls_stack(benchmark::State& state) {
-    baseline::tls_stack_pool pool;
-    run_p1(state, [&](std::size_t n) { return pool.acquire(n); },
-           [&](void* p, std::size_t n) { pool.release(p, n); });
-}
-
-void run_p1_memgov(benchmark::State& state, memgov::ledger* l) {
-    memgov::buffer_pool pool{{}, l};
-    const auto& sizes = mixed_sizes();
-    std::array<memgov::buffer, live_count> live{};
-    std::size_t i = 0;
-    for (auto _ : state) {
-        const std::size_t slot = i % live_count;
-        live[slot].reset();
-        live[slot] = pool.acquire(sizes[i % size_count]);
-        static_cast<volatile std::byte*>(live[slot].data())[0] = std::byte{1};
-        ++i;
-    }
-    for (auto& b : live) b.reset();
-    state.SetItemsProcessed(state.iterations());
-}
-
-void P1_memgov(benchmark::State& state) {
-    memgov::ledger l;
-    run_p1_memgov(state, &l);
-}
-
-void P1_memgov_no_ledger(benchmark::State& state) { run_p1_memgov(state, nullptr); }
 
 // ---- P2: acquire on one thread, release on another ----------------------------------------------
 
@@ -245,79 +396,159 @@ private:
     std::size_t m_tail_cache = 0; // consumer's view of tail
 };
 
-struct raw_item {
-    void* p = nullptr;
-    std::size_t n = 0;
-};
+// The producer side of P2 with its consumer thread; step() acquires one buffer, writes its
+// first byte and hands it over.
+template <class Impl>
+class p2_loop {
+public:
+    explicit p2_loop(Impl& impl)
+        : m_impl{impl}, m_sizes{mixed_sizes().data()},
+          m_queue{std::make_unique<spsc_queue<typename Impl::handle>>()},
+          m_consumer{[this] { consume(); }} {}
+    p2_loop(const p2_loop&) = delete;
+    p2_loop& operator=(const p2_loop&) = delete;
+    ~p2_loop() { finish(); }
 
-template <class Item, class Acquire, class Release>
-void run_p2(benchmark::State& state, Acquire acquire, Release release) {
-    const auto& sizes = mixed_sizes();
-    auto q = std::make_unique<spsc_queue<Item>>();
-    std::atomic<bool> done{false};
-    std::thread consumer{[&] {
-        Item it{};
+    void step() {
+        auto h = m_impl.acquire(m_sizes[m_i % size_count]);
+        static_cast<volatile unsigned char*>(Impl::data(h))[0] = 1;
+        m_queue->push(std::move(h));
+        ++m_i;
+    }
+
+    // Waits until the consumer has released everything.
+    void finish() {
+        if (!m_consumer.joinable()) return;
+        m_done.store(true, std::memory_order_release);
+        m_consumer.join();
+    }
+
+private:
+    void consume() {
+        typename Impl::handle it{};
         unsigned spins = 0;
         for (;;) {
-            if (q->pop(it)) {
-                release(it);
+            if (m_queue->pop(it)) {
+                m_impl.release(it);
                 spins = 0;
-            } else if (done.load(std::memory_order_acquire)) {
-                while (q->pop(it)) release(it);
+            } else if (m_done.load(std::memory_order_acquire)) {
+                while (m_queue->pop(it)) m_impl.release(it);
                 return;
             } else {
-                spsc_queue<Item>::backoff(spins);
+                spsc_queue<typename Impl::handle>::backoff(spins);
             }
         }
-    }};
-    std::size_t i = 0;
-    for (auto _ : state) {
-        q->push(acquire(sizes[i % size_count]));
-        ++i;
     }
-    done.store(true, std::memory_order_release);
-    consumer.join();
+
+    Impl& m_impl;
+    const std::size_t* m_sizes;
+    std::size_t m_i = 0;
+    std::unique_ptr<spsc_queue<typename Impl::handle>> m_queue;
+    std::atomic<bool> m_done{false};
+    std::thread m_consumer;
+};
+
+template <class Impl>
+void P2_steady(benchmark::State& state) {
+    if (skip_if_unavailable(&state, static_cast<Impl*>(nullptr))) return;
+    shape_heap<typename Impl::heap>();
+    Impl impl;
+    p2_loop<Impl> loop{impl};
+    warm_up<Impl>(loop);
+    const long faults = page_faults();
+    for (auto _ : state) loop.step();
+    loop.finish(); // the releases of the timed acquisitions are part of the work
+    report_faults(state, page_faults() - faults, static_cast<double>(state.iterations()));
     state.SetItemsProcessed(state.iterations());
 }
 
-void P2_glibc(benchmark::State& state) {
-    run_p2<raw_item>(
-        state,
-        [](std::size_t n) {
-            void* p = std::malloc(n);
-            static_cast<volatile unsigned char*>(p)[0] = 1;
-            return raw_item{p, n};
-        },
-        [](raw_item& it) { std::free(it.p); });
+// ---- first touch: the first operations of a fresh process -----------------------------------
+
+double thread_cpu_seconds() noexcept {
+    timespec ts{};
+    ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
 }
 
-void P2_mimalloc(benchmark::State& state) {
-    const auto& m = mimalloc();
-    if (m.skip_reason != nullptr) {
-        state.SkipWithError(m.skip_reason);
-        return;
+double wall_seconds() noexcept {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+}
+
+// Runs in the child: `fresh_ops` operations of pattern P ("P1" or "P2") on a new Impl, with
+// nothing run before in this process. P1 is timed in thread CPU time, P2 in wall time (as in
+// the steady benchmarks). Prints "seconds faults".
+template <class Impl>
+int run_fresh(std::string_view pattern) {
+    if (skip_if_unavailable(nullptr, static_cast<Impl*>(nullptr))) return 2;
+    Impl impl;
+    double seconds = 0;
+    long faults = 0;
+    if (pattern == "P1") {
+        p1_loop<Impl> loop{impl};
+        const long f0 = page_faults();
+        const double t0 = thread_cpu_seconds();
+        for (std::size_t k = 0; k < fresh_ops; ++k) loop.step();
+        seconds = thread_cpu_seconds() - t0;
+        faults = page_faults() - f0;
+    } else {
+        p2_loop<Impl> loop{impl};
+        const long f0 = page_faults();
+        const double t0 = wall_seconds();
+        for (std::size_t k = 0; k < fresh_ops; ++k) loop.step();
+        loop.finish();
+        seconds = wall_seconds() - t0;
+        faults = page_faults() - f0;
     }
-    run_p2<raw_item>(
-        state,
-        [&](std::size_t n) {
-            void* p = m.malloc(n);
-            static_cast<volatile unsigned char*>(p)[0] = 1;
-            return raw_item{p, n};
-        },
-        [&](raw_item& it) { m.free(it.p); });
+    std::printf("%.9f %ld\n", seconds, faults);
+    return 0;
 }
 
-void P2_memgov(benchmark::State& state) {
-    memgov::ledger l;
-    memgov::buffer_pool pool{{}, &l};
-    run_p2<memgov::buffer>(
-        state,
-        [&](std::size_t n) {
-            memgov::buffer b = pool.acquire(n);
-            static_cast<volatile std::byte*>(b.data())[0] = std::byte{1};
-            return b;
-        },
-        [](memgov::buffer& b) { b.reset(); });
+// Which implementation a fresh child runs; the names are the benchmarks' first segments.
+int run_fresh_child(std::string_view spec) {
+    const auto colon = spec.find(':');
+    if (colon == std::string_view::npos) return 2;
+    const std::string_view pattern = spec.substr(0, colon);
+    const std::string_view impl = spec.substr(colon + 1);
+    if (impl == "glibc") return run_fresh<glibc_impl>(pattern);
+    if (impl == "mimalloc") return run_fresh<mimalloc_impl>(pattern);
+    if (impl == "pmr_synchronized") return run_fresh<pmr_impl>(pattern);
+    if (impl == "tls_stack") return run_fresh<floor_impl>(pattern);
+    if (impl == "memgov") return run_fresh<memgov_impl<true>>(pattern);
+    if (impl == "memgov_no_ledger") return run_fresh<memgov_impl<false>>(pattern);
+    return 2;
+}
+
+std::string self_path() {
+    std::array<char, 4096> buf{};
+    const ssize_t n = ::readlink("/proc/self/exe", buf.data(), buf.size() - 1);
+    return n > 0 ? std::string(buf.data(), static_cast<std::size_t>(n)) : std::string{};
+}
+
+// One iteration = one new process running `fresh_ops` operations; the time is what the child
+// measured (manual time), so starting the process is not counted.
+template <class Impl>
+void fresh(benchmark::State& state, const char* pattern, const std::string& impl) {
+    if (skip_if_unavailable(&state, static_cast<Impl*>(nullptr))) return;
+    static const std::string self = self_path();
+    const std::string cmd = "'" + self + "' --fresh-child=" + pattern + ":" + impl;
+    long faults = 0;
+    for (auto _ : state) {
+        FILE* f = ::popen(cmd.c_str(), "r");
+        double seconds = 0;
+        long child_faults = 0;
+        const int got = f != nullptr ? std::fscanf(f, "%lf %ld", &seconds, &child_faults) : 0;
+        const int rc = f != nullptr ? ::pclose(f) : -1;
+        if (got != 2 || rc != 0) {
+            state.SkipWithError("the fresh child process failed");
+            return;
+        }
+        state.SetIterationTime(seconds);
+        faults += child_faults;
+    }
+    const double ops = static_cast<double>(state.iterations()) * static_cast<double>(fresh_ops);
+    report_faults(state, faults, ops);
+    state.SetItemsProcessed(state.iterations() * static_cast<std::int64_t>(fresh_ops));
 }
 
 // ---- P3: harmful capacity ------------------------------------------------------------------------
@@ -405,22 +636,42 @@ void P3_memgov(benchmark::State& state) {
     }
 }
 
+// Steady and fresh variants of every implementation. The fresh ones start 8 child processes
+// per repetition.
+template <class Impl>
+void register_impl(const std::string& name, bool p2) {
+    benchmark::RegisterBenchmark((name + "/P1/steady").c_str(), P1_steady<Impl>);
+    benchmark::RegisterBenchmark((name + "/P1/fresh").c_str(),
+                                 [name](benchmark::State& s) { fresh<Impl>(s, "P1", name); })
+        ->UseManualTime()
+        ->Iterations(8);
+    if (!p2) return;
+    benchmark::RegisterBenchmark((name + "/P2/steady").c_str(), P2_steady<Impl>)
+        ->UseRealTime()
+        ->MeasureProcessCPUTime();
+    benchmark::RegisterBenchmark((name + "/P2/fresh").c_str(),
+                                 [name](benchmark::State& s) { fresh<Impl>(s, "P2", name); })
+        ->UseManualTime()
+        ->Iterations(8);
+}
+
 } // namespace
 
-BENCHMARK(P1_glibc)->Name("glibc/P1");
-BENCHMARK(P1_mimalloc)->Name("mimalloc/P1");
-BENCHMARK(P1_pmr_synchronized)->Name("pmr_synchronized/P1");
-BENCHMARK(P1_tls_stack)->Name("tls_stack/P1");
-BENCHMARK(P1_memgov)->Name("memgov/P1");
-BENCHMARK(P1_memgov_no_ledger)->Name("memgov_no_ledger/P1");
-BENCHMARK(P2_glibc)->Name("glibc/P2")->UseRealTime()->MeasureProcessCPUTime();
-BENCHMARK(P2_mimalloc)->Name("mimalloc/P2")->UseRealTime()->MeasureProcessCPUTime();
-BENCHMARK(P2_memgov)->Name("memgov/P2")->UseRealTime()->MeasureProcessCPUTime();
 BENCHMARK(P3_memgov)->Name("memgov/P3")->Iterations(1)->Unit(benchmark::kMillisecond);
 BENCHMARK(P3_grow_once)->Name("grow_once/P3")->Iterations(1)->Unit(benchmark::kMillisecond);
 
 int main(int argc, char** argv) {
+    constexpr std::string_view child_flag = "--fresh-child=";
+    if (argc == 2 && std::string_view{argv[1]}.starts_with(child_flag)) {
+        return run_fresh_child(std::string_view{argv[1]}.substr(child_flag.size()));
+    }
     report_malloc_check();
+    register_impl<glibc_impl>("glibc", true);
+    register_impl<mimalloc_impl>("mimalloc", true);
+    register_impl<pmr_impl>("pmr_synchronized", false);
+    register_impl<floor_impl>("tls_stack", false);
+    register_impl<memgov_impl<true>>("memgov", true);
+    register_impl<memgov_impl<false>>("memgov_no_ledger", false);
     benchmark::Initialize(&argc, argv);
     if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
     benchmark::RunSpecifiedBenchmarks();

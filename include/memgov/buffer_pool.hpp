@@ -356,7 +356,8 @@ public:
 
     buffer_pool_state(const buffer_pool_config& cfg, ledger* l,
                       std::unique_ptr<buffer_pool_clock_base> clock)
-        : m_id{buffer_pool_next_id()}, m_map{cfg.size_classes}, m_ledger{l},
+        : m_id{buffer_pool_next_id()}, m_map{cfg.size_classes},
+          m_fast_class{make_fast_classes(m_map)}, m_ledger{l},
           m_alignment{cfg.alignment},
           m_upstream{cfg.upstream != nullptr ? cfg.upstream : std::pmr::new_delete_resource()},
           m_release_pages{cfg.release_pages}, m_page_size{buffer_pool_page_size()},
@@ -421,9 +422,9 @@ public:
     // tail call to the general path. So they need no saved registers and inline cheaply.
     template <bool MayAllocate>
     [[nodiscard]] MEMGOV_DETAIL_BUFFER_POOL_INLINE buffer acquire(std::size_t n) noexcept(!MayAllocate) {
-        const std::size_t c = m_map.index_for(n);
+        const std::size_t c = m_fast_class[fast_bucket(n)];
         const buffer_pool_tls_entry& t = t_buffer_pool_tls[0];
-        if (MEMGOV_LIKELY(c != m_map.count() && t.id == m_id)) {
+        if (MEMGOV_LIKELY(c != no_fast_class && t.id == m_id)) {
             buffer_pool_thread_cache* tc = t.cache;
             buffer_pool_cache_class& cc = tc->classes[c];
             const std::uint32_t k = cc.count.load(std::memory_order_relaxed);
@@ -1030,9 +1031,32 @@ private:
         return m_caches.back().get();
     }
 
+    // The fast path's class lookup: one table load by the request's power-of-two bucket
+    // (requests n in (2^(w-1), 2^w] share bucket w; n == 0 falls in bucket 64). A bucket
+    // whose requests do not all map to one class (or are oversize) holds no_fast_class and
+    // goes to the general path, which uses the size class map. For tables of powers of two
+    // (such as the default classes) every bucket up to the largest class is direct.
+    static constexpr std::uint8_t no_fast_class = 0xff;
+    static std::size_t fast_bucket(std::size_t n) noexcept {
+        // `| 1` keeps the argument nonzero, so bit_width needs no zero test.
+        return static_cast<std::size_t>(std::bit_width((n - 1) | 1));
+    }
+    static std::array<std::uint8_t, 65> make_fast_classes(const size_class_map& map) noexcept {
+        std::array<std::uint8_t, 65> out{};
+        out.fill(no_fast_class);
+        for (std::size_t w = 1; w < 64; ++w) {
+            const std::size_t lo = w == 1 ? 1 : (std::size_t{1} << (w - 1)) + 1;
+            const std::size_t hi = std::size_t{1} << w;
+            const std::size_t c = map.index_for(lo);
+            if (c < map.count() && map.index_for(hi) == c) out[w] = static_cast<std::uint8_t>(c);
+        }
+        return out;
+    }
+
     // Read on every acquire and release: kept together, written only at construction.
     const std::uint64_t m_id;
     const size_class_map m_map;
+    const std::array<std::uint8_t, 65> m_fast_class; // after m_map: built from it
     ledger* const m_ledger;
     const std::size_t m_alignment;
     std::pmr::memory_resource* const m_upstream;
