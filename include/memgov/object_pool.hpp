@@ -15,13 +15,15 @@
 ///   `nullptr` once the object's release happened before the call, even after the slot has
 ///   been reused (a release racing with the call is not seen; see `get`).
 /// - Released objects are reset, then cached LIFO in the releasing thread's cache (a small
-///   stack behind an uncontended spinlock); a full cache spills its older half into a shared
-///   depot with one list per age tier. `trim()` reaches every thread's cache.
+///   stack its owner uses with plain loads and stores, no locked instruction); a full cache
+///   spills its older half into a shared depot with one list per age tier. `trim()` and
+///   `stats()` reach every thread's cache by visiting it: Dekker's pattern with an asymmetric
+///   fence, whose costly half (one `membarrier` system call per trim or stats) they pay.
 /// - Idle objects sit in a tier (young, mid, old). Reuse promotes, idleness demotes and finally
 ///   frees; pressure divides every lifetime, and at `emergency` everything but a reserve goes.
 ///
-/// Lock order: the pool's mutex → a thread cache's spinlock. No callback of the user's runs
-/// under either lock (`T`'s constructor, reset and destructor all run outside them).
+/// Lock order: the pool's mutex → visiting a thread cache. No callback of the user's runs
+/// under either (`T`'s constructor, reset and destructor all run outside them).
 
 #include <memgov/clock.hpp>
 #include <memgov/config.hpp>
@@ -217,6 +219,9 @@ template <class T, clock_type Clock = steady_clock, class Reset = member_reset>
              std::is_nothrow_invocable_v<Reset&, T&>
 class object_pool {
     struct slot : detail::object_slot_header {
+        // Set when the slot is made; a lease is then one pointer (two would be copied as one
+        // 16-byte vector on a move, which stalls store forwarding on the caller's next use).
+        object_pool* pool = nullptr;
         alignas(T) std::byte storage[sizeof(T)];
         T* object() noexcept { return std::launder(reinterpret_cast<T*>(storage)); }
     };
@@ -238,13 +243,11 @@ public:
         /// An empty lease.
         lease() noexcept = default;
         /// Takes `o`'s object; `o` becomes empty.
-        lease(lease&& o) noexcept
-            : m_pool{std::exchange(o.m_pool, nullptr)}, m_slot{std::exchange(o.m_slot, nullptr)} {}
+        lease(lease&& o) noexcept : m_slot{std::exchange(o.m_slot, nullptr)} {}
         /// Releases the held object, then takes `o`'s.
-        lease& operator=(lease&& o) noexcept {
+        [[gnu::always_inline]] lease& operator=(lease&& o) noexcept {
             if (this != &o) {
                 reset();
-                m_pool = std::exchange(o.m_pool, nullptr);
                 m_slot = std::exchange(o.m_slot, nullptr);
             }
             return *this;
@@ -252,16 +255,15 @@ public:
         lease(const lease&) = delete;
         lease& operator=(const lease&) = delete;
         /// Releases the held object. Complexity: O(1) amortized, plus `Reset`.
-        ~lease() { reset(); }
+        [[gnu::always_inline]] ~lease() { reset(); }
 
         /// Resets the object and returns it to the pool now; the lease becomes empty.
         /// Handles made from this lease become stale. Thread safety: see the class.
         /// Complexity: O(1) amortized, plus `Reset`. Never throws.
-        void reset() noexcept {
+        [[gnu::always_inline]] void reset() noexcept {
             if (m_slot != nullptr) {
-                m_pool->release_slot(m_slot);
+                m_slot->pool->release_slot(m_slot);
                 m_slot = nullptr;
-                m_pool = nullptr;
             }
         }
 
@@ -285,8 +287,7 @@ public:
 
     private:
         friend class object_pool;
-        lease(object_pool* p, slot* s) noexcept : m_pool{p}, m_slot{s} {}
-        object_pool* m_pool = nullptr;
+        explicit lease(slot* s) noexcept : m_slot{s} {}
         slot* m_slot = nullptr;
     };
 
@@ -298,6 +299,7 @@ public:
         : m_clock{std::move(clock)}, m_reset{std::move(reset)} {
         validate(cfg, ledger);
         m_cfg = cfg;
+        m_generation_limit = cfg.generation_limit;
         m_block_shift = static_cast<unsigned>(std::countr_zero(cfg.block_objects));
         // The core and its control block are two allocations of known size (the counting
         // allocator reports the block's), charged below; the core goes with the pool, only the
@@ -352,14 +354,15 @@ public:
 
     /// An object: an idle one if any (the calling thread's cache first, then the depot,
     /// oldest tier first), else a newly constructed `T()`.
-    /// Thread safety: any thread. Complexity: O(1) amortized; no lock beyond the thread's own
-    /// spinlock, no allocation and no system call when an idle object is reused.
+    /// Thread safety: any thread. Complexity: O(1) amortized; no lock, no locked instruction
+    /// (where `membarrier` is available), no allocation and no system call when an idle object
+    /// is reused from the thread's cache.
     /// Throws: whatever `T()` throws, `std::bad_alloc` if a new block cannot be allocated,
     /// `std::length_error` once `max_objects` slots exist and none is free.
-    [[nodiscard]] lease acquire() {
+    [[nodiscard, gnu::always_inline]] lease acquire() {
         if (detail::object_pool_cache* c = m_core->local_cache(); MEMGOV_LIKELY(c != nullptr)) {
-            if (auto* s = m_core->cache_pop(c); MEMGOV_LIKELY(s != nullptr)) {
-                return lease{this, static_cast<slot*>(s)};
+            if (auto* s = m_core->template cache_pop<tracks_retained>(c); MEMGOV_LIKELY(s != nullptr)) {
+                return lease{static_cast<slot*>(s)};
             }
             return acquire_slow(c);
         }
@@ -373,9 +376,9 @@ public:
     [[nodiscard]] lease try_acquire() noexcept {
         detail::object_pool_cache* c = m_core->local_cache();
         if (c != nullptr) {
-            if (auto* s = m_core->cache_pop(c)) return lease{this, static_cast<slot*>(s)};
+            if (auto* s = m_core->template cache_pop<tracks_retained>(c)) return lease{static_cast<slot*>(s)};
         }
-        if (auto* s = m_core->depot_take(c)) return lease{this, static_cast<slot*>(s)};
+        if (auto* s = m_core->depot_take(c)) return lease{static_cast<slot*>(s)};
         return lease{};
     }
 
@@ -414,7 +417,9 @@ public:
     /// Ages idle objects and frees those that outlived their tier (see docs/object-pool.md for
     /// the exact rules), at most `max_objects` of them. At `pressure_level::emergency` frees
     /// every idle object except `emergency_reserve`. Objects are destroyed outside the pool's
-    /// locks. Thread safety: any thread. Complexity: O(idle objects + threads). Never throws.
+    /// locks. Visits every thread cache: one `membarrier` system call (where available), and
+    /// a thread in the middle of an acquire or release is waited for (a few instructions).
+    /// Thread safety: any thread. Complexity: O(idle objects + threads). Never throws.
     object_pool_trim_result trim(time_point now,
                                  std::size_t max_objects = std::numeric_limits<std::size_t>::max())
         noexcept {
@@ -441,7 +446,8 @@ public:
     /// Thread safety: any thread. Complexity: O(threads that used the pool).
     [[nodiscard]] std::size_t idle_bytes() const noexcept { return m_core->idle_bytes(); }
 
-    /// Counters and gauges. Takes the pool's mutex and each thread cache's lock briefly.
+    /// Counters and gauges. Takes the pool's mutex and visits each thread cache briefly (one
+    /// `membarrier` system call for all of them where available; see object_pool_core.hpp).
     /// Thread safety: any thread. Complexity: O(threads × thread_cache_objects).
     [[nodiscard]] object_pool_stats stats() const noexcept {
         object_pool_stats st;
@@ -461,28 +467,31 @@ public:
         st.oversize_drops = ld(k.oversize_drops);
         st.stale_handles = ld(k.stale);
         st.retired_slots = ld(k.retired);
-        std::int64_t leased = ld(k.leased);
         std::int64_t charged = ld(k.charged);
         std::int64_t idle_bytes = 0;
+        std::uint64_t constructed = 0;
         {
             std::lock_guard lock{m_core->mutex};
+            // Every constructed object is idle, leased or destroyed: the leased ones are what
+            // is left. Read under the mutex, where trim counts its destructions.
+            constructed = ld(k.constructions) - ld(k.destructions);
             for (std::size_t t = 0; t < 3; ++t) st.idle_by_tier[t] = m_core->tiers[t].count;
             idle_bytes += ld(k.depot_idle_bytes);
-            for (auto* c = m_core->caches.load(std::memory_order_acquire); c != nullptr;
-                 c = c->next_cache) {
-                c->lock.lock();
-                st.acquisitions += ld(c->acquisitions);
-                st.reuses += ld(c->reuses);
-                for (std::size_t t = 0; t < 2; ++t) st.promotions[t] += ld(c->promotions[t]);
-                leased += ld(c->leased);
-                charged += ld(c->charged);
-                idle_bytes += ld(c->idle_bytes);
-                for (std::uint32_t i = 0; i < c->count; ++i) ++st.idle_by_tier[c->items[i]->tier];
-                c->lock.unlock();
-            }
+            m_core->visit_caches([&](detail::object_pool_cache& c) noexcept {
+                const std::uint64_t r = ld(c.reuses);
+                st.acquisitions += r;
+                st.reuses += r;
+                for (std::size_t t = 0; t < 2; ++t) st.promotions[t] += ld(c.promotions[t]);
+                charged += ld(c.charged);
+                idle_bytes += c.idle_bytes(sizeof(T));
+                for (const auto* s = c.head.load(std::memory_order_relaxed); s != nullptr; s = s->next) {
+                    ++st.idle_by_tier[s->tier];
+                }
+            });
         }
         st.idle_objects = st.idle_by_tier[0] + st.idle_by_tier[1] + st.idle_by_tier[2];
-        st.leased_objects = leased > 0 ? static_cast<std::size_t>(leased) : 0;
+        st.leased_objects =
+            constructed > st.idle_objects ? static_cast<std::size_t>(constructed - st.idle_objects) : 0;
         st.retained_bytes = charged > 0 ? static_cast<std::size_t>(charged) : 0;
         st.idle_bytes = idle_bytes > 0 ? static_cast<std::size_t>(idle_bytes) : 0;
         const std::size_t n = m_slot_count.load(std::memory_order_acquire);
@@ -592,7 +601,7 @@ private:
     }
 
     MEMGOV_NOINLINE lease acquire_slow(detail::object_pool_cache* c) {
-        if (auto* s = m_core->depot_take(c)) return lease{this, static_cast<slot*>(s)};
+        if (auto* s = m_core->depot_take(c)) return lease{static_cast<slot*>(s)};
         slot* s = take_empty_slot();
         try {
             ::new (static_cast<void*>(s->storage)) T();
@@ -604,15 +613,14 @@ private:
         const std::size_t rb = retained_bytes_of(*s->object());
         s->charged = rb;
         s->tier = 0;
-        s->reuses = 0;
+        s->promote_in = m_core->entry_countdown(0);
         s->state = detail::object_slot_state::leased;
         auto& k = m_core->counters;
         k.acquisitions.fetch_add(1, std::memory_order_relaxed);
         k.constructions.fetch_add(1, std::memory_order_relaxed);
-        k.leased.fetch_add(1, std::memory_order_relaxed);
         k.charged.fetch_add(m_core->slot_bytes(s), std::memory_order_relaxed);
         m_core->charge(static_cast<std::int64_t>(rb)); // sizeof(T) is in the slot's block
-        return lease{this, s};
+        return lease{s};
     }
 
     // An empty slot (no object in it), making a new one if none is free.
@@ -639,29 +647,44 @@ private:
         }
         slot* s = ::new (static_cast<void*>(blk + off)) slot;
         s->index = i;
+        s->pool = this;
         m_slot_count.store(n + 1, std::memory_order_release);
         return s;
     }
 
-    void release_slot(slot* s) noexcept {
+    // Whether the pool follows what objects retain beyond `sizeof(T)`; if not, `charged` stays 0
+    // and the release path skips that arithmetic.
+    static constexpr bool tracks_retained =
+        detail::reset_reports_retained<Reset, T> || reports_retained_bytes<T>;
+
+    [[gnu::always_inline]] void release_slot(slot* s) noexcept {
         MEMGOV_ASSERT(s->state == detail::object_slot_state::leased, "released slot not leased");
         // Stale handles fail from here on, before the object is touched.
         const std::uint32_t g = s->generation.load(std::memory_order_relaxed);
-        if (MEMGOV_UNLIKELY(g >= m_cfg.generation_limit)) {
-            s->generation.store(detail::object_pool_retired_generation, std::memory_order_release);
-            destroy_released(s, detail::object_slot_state::retired);
+        if (MEMGOV_UNLIKELY(g >= m_generation_limit)) {
+            retire(s);
             return;
         }
         s->generation.store(g + 1, std::memory_order_release);
         m_reset(*s->object());
-        const std::size_t rb = retained_bytes_of(*s->object());
-        if (MEMGOV_UNLIKELY(rb > m_cfg.max_retained_bytes)) {
-            destroy_released(s, detail::object_slot_state::empty);
-            return;
+        if constexpr (tracks_retained) {
+            const std::size_t rb = retained_bytes_of(*s->object());
+            if (MEMGOV_UNLIKELY(rb > m_cfg.max_retained_bytes)) {
+                destroy_released(s, detail::object_slot_state::empty);
+                return;
+            }
+            const auto delta = static_cast<std::int64_t>(rb) - static_cast<std::int64_t>(s->charged);
+            s->charged = rb;
+            m_core->template release_idle<true>(s, delta);
+        } else {
+            m_core->template release_idle<false>(s, 0);
         }
-        const auto delta = static_cast<std::int64_t>(rb) - static_cast<std::int64_t>(s->charged);
-        s->charged = rb;
-        m_core->release_idle(s, delta);
+    }
+
+    // A slot whose generation ran out: parked at the retired generation for good.
+    MEMGOV_COLD void retire(slot* s) noexcept {
+        s->generation.store(detail::object_pool_retired_generation, std::memory_order_release);
+        destroy_released(s, detail::object_slot_state::retired);
     }
 
     // A released object that is not pooled: oversize (slot goes back to the empty list) or in
@@ -671,7 +694,6 @@ private:
         s->object()->~T();
         auto& k = m_core->counters;
         k.destructions.fetch_add(1, std::memory_order_relaxed);
-        k.leased.fetch_sub(1, std::memory_order_relaxed);
         k.charged.fetch_sub(bytes, std::memory_order_relaxed);
         m_core->charge(-static_cast<std::int64_t>(s->charged)); // the slot stays in its block
         s->charged = 0;
@@ -685,6 +707,8 @@ private:
         }
     }
 
+    // Read on every release, kept apart from the rest of `m_cfg` in the pool's first line.
+    std::uint32_t m_generation_limit = 0;
     object_pool_config m_cfg{};
     unsigned m_block_shift = 0;
     Clock m_clock;

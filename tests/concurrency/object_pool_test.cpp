@@ -295,3 +295,56 @@ TEST_CASE("object_pool: thread churn and pool destruction while user threads liv
         CHECK(counts().alive() == 0);
     }
 }
+
+// The owner of a thread cache churns it in a tight loop (no lock on its side) while another
+// thread visits it over and over: emergency trims that empty it, stats that walk it. No
+// object may be in two hands at once, and every count must add up afterwards.
+TEST_CASE("object_pool: a thread cache visited by trim and stats while its owner churns it",
+          "[object_pool][concurrency]") {
+    object_pool_test::reset_counts();
+    manual_clock clk;
+    memgov::ledger l;
+    auto cfg = stress_config();
+    cfg.thread_cache_objects = 4;
+    cfg.emergency_reserve = 0;
+    cfg.max_retained_bytes = 1u << 20;
+    pool_t pool{cfg, &l, clk};
+    std::latch start{2};
+    std::atomic<bool> stop{false};
+    std::atomic<std::uint64_t> visits{0};
+    std::uint64_t bad = 0;
+    std::uint64_t pairs = 0;
+    std::thread owner{[&] {
+        start.arrive_and_wait();
+        for (int i = 0; i < 20000 || visits.load(std::memory_order_relaxed) < 50; ++i) {
+            auto a = pool.acquire();
+            auto b = pool.acquire();
+            if (a.get() == b.get() || a->owner != 0 || b->owner != 0) ++bad;
+            a->owner = 1;
+            b->owner = 2;
+            ++pairs;
+        }
+        stop.store(true, std::memory_order_release);
+    }};
+    std::thread visitor{[&] {
+        start.arrive_and_wait();
+        while (!stop.load(std::memory_order_acquire)) {
+            pool.set_pressure(visits % 2 == 0 ? pressure_level::emergency : pressure_level::normal);
+            (void)pool.trim();
+            (void)pool.stats();
+            visits.fetch_add(1, std::memory_order_relaxed);
+        }
+    }};
+    owner.join();
+    visitor.join();
+    CHECK(bad == 0);
+    CHECK(visits > 0);
+    const auto st = pool.stats();
+    CHECK(st.acquisitions == 2 * pairs);
+    CHECK(st.reuses + st.constructions == st.acquisitions);
+    CHECK(st.leased_objects == 0);
+    CHECK(st.constructions - st.destructions == st.idle_objects);
+    CHECK(static_cast<std::uint64_t>(counts().alive()) == st.idle_objects);
+    CHECK(static_cast<std::int64_t>(st.charged_bytes) == l.bytes(category::objects));
+    CHECK(pool.idle_bytes() == st.idle_bytes);
+}

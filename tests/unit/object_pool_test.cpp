@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <array>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -751,4 +752,93 @@ TEST_CASE("object_pool: objects cached by an exited thread go to the shared depo
     std::thread u([&] { auto a = pool.acquire(); });
     u.join();
     CHECK(pool.stats().acquisitions == 7);
+}
+
+TEST_CASE("object_pool: a lease is one pointer", "[object_pool]") {
+    STATIC_REQUIRE(sizeof(pool_t::lease) == sizeof(void*));
+}
+
+TEST_CASE("object_pool: full thread caches spill to the depot and refill from it with every "
+          "count exact",
+          "[object_pool]") {
+    // Capacities 1 and 2 spill everything or half; 4 and 5 spill and refill in batches.
+    for (const std::size_t cache : {std::size_t{1}, std::size_t{2}, std::size_t{4}, std::size_t{5}}) {
+        CAPTURE(cache);
+        object_pool_test::reset_counts();
+        manual_clock clk;
+        auto cfg = counting_config(cache);
+        cfg.emergency_reserve = 0;
+        pool_t pool{cfg, nullptr, clk};
+        for (int round = 0; round < 3; ++round) {
+            CAPTURE(round);
+            {
+                std::vector<pool_t::lease> held;
+                for (int i = 0; i < 11; ++i) held.push_back(pool.acquire());
+                const auto st = pool.stats();
+                CHECK(st.leased_objects == 11);
+                CHECK(st.idle_objects == 0);
+                CHECK(pool.idle_bytes() == 0);
+            } // released newest last: the cache overflows and spills
+            const auto st = pool.stats();
+            CHECK(st.constructions == 11); // every round after the first reuses all 11
+            CHECK(st.reuses == static_cast<std::uint64_t>(round) * 11);
+            CHECK(st.acquisitions == static_cast<std::uint64_t>(round + 1) * 11);
+            CHECK(st.leased_objects == 0);
+            CHECK(st.idle_objects == 11);
+            CHECK(st.idle_by_tier[0] + st.idle_by_tier[1] + st.idle_by_tier[2] == 11);
+            CHECK(st.idle_bytes == 11 * sizeof(message));
+            CHECK(pool.idle_bytes() == 11 * sizeof(message));
+        }
+        // A trim takes from the cache and the depot alike, oldest first, within its budget.
+        (void)pool.trim();
+        clk.advance(std::chrono::hours{2});
+        CHECK(pool.trim(clk.now(), 4).objects == 4);
+        CHECK(pool.stats().idle_objects == 7);
+        CHECK(pool.idle_bytes() == 7 * sizeof(message));
+        {
+            std::vector<pool_t::lease> held;
+            for (int i = 0; i < 9; ++i) held.push_back(pool.acquire());
+            CHECK(pool.stats().constructions == 13);
+            CHECK(pool.stats().leased_objects == 9);
+        }
+        CHECK(pool.stats().idle_objects == 9);
+        pool.set_pressure(pressure_level::emergency);
+        CHECK(pool.trim().objects == 9);
+        const auto st = pool.stats();
+        CHECK(st.idle_objects == 0);
+        CHECK(st.leased_objects == 0);
+        CHECK(pool.idle_bytes() == 0);
+        CHECK(counts().alive() == 0);
+    }
+}
+
+namespace {
+struct trivial64 {
+    std::array<std::uint64_t, 8> words{};
+    void reset() noexcept { words = {}; }
+};
+} // namespace
+
+TEST_CASE("object_pool: a type that retains nothing is charged its pool's storage only",
+          "[object_pool]") {
+    memgov::ledger l;
+    {
+        memgov::object_pool<trivial64> pool{counting_config(4), &l};
+        {
+            std::vector<memgov::object_pool<trivial64>::lease> held;
+            for (int i = 0; i < 9; ++i) {
+                held.push_back(pool.acquire());
+                held.back()->words[0] = 7;
+            }
+        }
+        auto a = pool.acquire();
+        CHECK(a->words[0] == 0); // reset on release
+        const auto st = pool.stats();
+        CHECK(st.retained_bytes == 9 * sizeof(trivial64));
+        CHECK(st.charged_bytes == st.storage_bytes);
+        CHECK(l.bytes(category::objects) == static_cast<std::int64_t>(st.storage_bytes));
+        CHECK(st.idle_objects == 8);
+        CHECK(st.leased_objects == 1);
+    }
+    CHECK(l.bytes(category::objects) == 0);
 }

@@ -7,15 +7,25 @@
 /// *headers* only; constructing, resetting and destroying `T` is the public template's job.
 ///
 /// Ownership of a slot moves between exactly one of: a lease (its holder), one thread cache
-/// (guarded by that cache's spinlock) or the depot (guarded by the core mutex). Every hand-off
-/// goes through one of those locks, so the plain header fields need no atomics. Only the
-/// generation is atomic, because `object_pool::get` reads it from any thread without a lock.
+/// or the depot (guarded by the core mutex). Every hand-off goes through the cache protocol
+/// below or the mutex, so the plain header fields need no atomics. Only the generation is
+/// atomic, because `object_pool::get` reads it from any thread without a lock.
 ///
-/// Lock order: core mutex → a cache's spinlock. The hot path takes only its own thread's
-/// spinlock, which nobody else takes except trim, stats and thread exit.
+/// A thread cache is used by its owner thread, lock-free and with no atomic read-modify-write,
+/// and now and then *visited* by another thread (trim, stats), which always holds the core
+/// mutex. The two are kept apart by Dekker's pattern on two flags, with an asymmetric fence
+/// (detail/asymmetric_fence.hpp): the owner raises `busy`, a compiler barrier, reads
+/// `visitor`; a visitor raises `visitor`, one `membarrier` system call for all caches, waits
+/// for `busy` to fall. Either the owner sees the visitor and steps aside until it is done, or
+/// the visitor sees the owner and waits out its few instructions. Without membarrier, both
+/// sides use sequentially consistent stores and loads (one locked instruction per owner visit).
+///
+/// Lock order: core mutex → a cache (as its visitor). The owner never waits for anything
+/// while `busy` is up, and never holds the core mutex while it waits for a visitor.
 
 #include <memgov/clock.hpp>
 #include <memgov/config.hpp>
+#include <memgov/detail/asymmetric_fence.hpp>
 #include <memgov/detail/saturate.hpp>
 #include <memgov/detail/thread_claims.hpp>
 #include <memgov/ledger.hpp>
@@ -42,6 +52,9 @@ inline constexpr std::size_t object_pool_tier_count = 3;
 // The generation a retired slot is parked at; no handle ever carries it because
 // `generation_limit` is at most this minus one.
 inline constexpr std::uint32_t object_pool_retired_generation = 0xFFFF'FFFFu;
+// The countdown of an object in the oldest tier. Should a reuse count it down to 0 (after 2^32
+// reuses), the release finds nothing to promote to and starts it over.
+inline constexpr std::uint32_t object_pool_never_promote = 0xFFFF'FFFFu;
 // "Idle, but no trim has seen it yet": the release path does not read the clock.
 inline constexpr time_point object_pool_unseen = time_point::min();
 
@@ -50,9 +63,13 @@ enum class object_slot_state : std::uint8_t { fresh, empty, idle, leased, retire
 struct object_slot_header {
     std::atomic<std::uint32_t> generation{0};
     std::uint32_t index = 0;
+    // Reuses left before a release promotes the object out of its tier (counted down by each
+    // reuse; `object_pool_never_promote` in the oldest tier).
+    std::uint32_t promote_in = 0;
     object_slot_state state = object_slot_state::fresh;
     std::uint8_t tier = 0;
-    std::uint32_t reuses = 0;   // reuses since the object entered its current tier
+    // While in a thread cache: the objects under it in the stack (a cache holds at most 65536).
+    std::atomic<std::uint16_t> below{0};
     std::size_t charged = 0;    // retained bytes last charged for the object
     time_point idle_since = object_pool_unseen;
     object_slot_header* next = nullptr;
@@ -103,14 +120,104 @@ inline void cpu_relax() noexcept {
 #endif
 }
 
-// A test-and-test-and-set lock. Uncontended except while trim, stats or thread exit visit the
-// cache, which hold it for at most one pass over `capacity` pointers.
-class object_pool_spinlock {
-public:
-    void lock() noexcept {
+// Writers of these counters are exclusive (the cache's owner inside its visit-free section, or
+// a holder of the core mutex), so a relaxed load + store is exact and costs no locked
+// instruction; readers load them relaxed without a lock.
+template <class I>
+inline void locked_add(std::atomic<I>& a, I d) noexcept {
+    a.store(static_cast<I>(a.load(std::memory_order_relaxed) + d), std::memory_order_relaxed);
+}
+
+// One thread's cache of idle objects: a LIFO stack of slot headers linked through their `next`.
+// Its size is kept in the top slot (`below` + 1), not in a counter of the cache, so neither a
+// push nor a pop waits on a load of a counter the previous operation stored. See the file
+// comment for how its owner and its visitors take turns.
+struct alignas(cache_line_size) object_pool_cache {
+    // `visitor` bits: a visitor is in, and (for the life of the cache) no asymmetric fence,
+    // which sends every owner section down the sequentially consistent slow path.
+    static constexpr std::uint32_t visiting = 1;
+    static constexpr std::uint32_t symmetric = 2;
+
+    // ---- the owner's line: everything an acquire or a release touches ----
+    std::atomic<std::uint32_t> busy{0};    // written by the owner only
+    std::atomic<std::uint32_t> visitor{0}; // `visiting` written by visitors (under the core mutex)
+    std::uint32_t capacity = 0;
+    bool asymmetric = false; // asymmetric_fence_available(), read once
+    // The top of the stack (most recently released). Written by whoever holds the cache;
+    // read lock-free (with the top's `below`) by idle_bytes().
+    std::atomic<object_slot_header*> head{nullptr};
+    // Counters written by whoever holds the cache.
+    std::atomic<std::uint64_t> reuses{0};       // acquisitions from this cache (all reuses)
+    std::atomic<std::int64_t> charged{0};       // delta of retained bytes seen at release here
+    std::atomic<std::int64_t> idle_retained{0}; // retained bytes of the objects in the stack
+    std::array<std::atomic<std::uint64_t>, 2> promotions{};
+    object_pool_cache* next_cache = nullptr; // immutable once published in the core's list
+    bool owned = true;                       // guarded by the core mutex
+
+    explicit object_pool_cache(std::uint32_t cap)
+        : capacity{cap}, asymmetric{asymmetric_fence_available()} {
+        visitor.store(asymmetric ? 0 : symmetric, std::memory_order_relaxed);
+    }
+
+    // What one cache allocates: itself (the stack runs through the slots).
+    [[nodiscard]] static constexpr std::size_t heap_bytes() noexcept {
+        return sizeof(object_pool_cache);
+    }
+
+    // Idle objects in the stack. Exact for a holder of the cache; an estimate otherwise.
+    [[nodiscard]] std::uint32_t size() const noexcept {
+        const object_slot_header* h = head.load(std::memory_order_relaxed);
+        return h == nullptr ? 0 : h->below.load(std::memory_order_relaxed) + 1u;
+    }
+
+    // Pushes `s` onto a stack of `n` objects whose top is `h` (a holder of the cache only).
+    void push(object_slot_header* s, object_slot_header* h, std::uint32_t n) noexcept {
+        s->below.store(static_cast<std::uint16_t>(n), std::memory_order_relaxed);
+        s->next = h;
+        head.store(s, std::memory_order_relaxed);
+    }
+
+    // Takes the whole stack, oldest first (a holder of the cache only); the cache is empty.
+    [[nodiscard]] object_slot_header* take_oldest_first() noexcept {
+        object_slot_header* out = nullptr;
+        object_slot_header* s = head.load(std::memory_order_relaxed);
+        while (s != nullptr) {
+            object_slot_header* n = s->next;
+            s->next = out;
+            out = s;
+            s = n;
+        }
+        head.store(nullptr, std::memory_order_relaxed);
+        idle_retained.store(0, std::memory_order_relaxed);
+        return out;
+    }
+
+    // ---- the owner's side ----
+
+    // Starts a section in which no visitor touches the cache: two plain stores, a load and a
+    // branch unless a visitor is there (or there is no asymmetric fence).
+    [[gnu::always_inline]] void enter() noexcept {
+        busy.store(1, std::memory_order_relaxed);
+        std::atomic_signal_fence(std::memory_order_seq_cst); // the light half of the fence
+        if (MEMGOV_UNLIKELY(visitor.load(std::memory_order_acquire) != 0)) enter_slow();
+    }
+    [[gnu::always_inline]] void leave() noexcept { busy.store(0, std::memory_order_release); }
+
+    // A visitor is there, or the symmetric form is in use.
+    MEMGOV_NOINLINE void enter_slow() noexcept {
         for (;;) {
-            if (!m_locked.exchange(true, std::memory_order_acquire)) return;
-            for (unsigned spins = 0; m_locked.load(std::memory_order_relaxed); ++spins) {
+            if (asymmetric) {
+                busy.store(1, std::memory_order_relaxed);
+                std::atomic_signal_fence(std::memory_order_seq_cst);
+                if ((visitor.load(std::memory_order_acquire) & visiting) == 0) return;
+            } else {
+                busy.store(1, std::memory_order_seq_cst);
+                if ((visitor.load(std::memory_order_seq_cst) & visiting) == 0) return;
+            }
+            // Step aside until the visitor has gone, then try again.
+            busy.store(0, std::memory_order_release);
+            for (unsigned spins = 0;
+                 (visitor.load(std::memory_order_acquire) & visiting) != 0; ++spins) {
                 if (spins < 128) {
                     cpu_relax();
                 } else {
@@ -119,44 +226,36 @@ public:
             }
         }
     }
-    void unlock() noexcept { m_locked.store(false, std::memory_order_release); }
 
-private:
-    std::atomic<bool> m_locked{false};
-};
+    // ---- a visitor's side (caller holds the core mutex) ----
 
-// Writers of these counters all hold the owning lock, so a relaxed load + store is exact and
-// costs no locked instruction; readers load them relaxed without the lock.
-template <class I>
-inline void locked_add(std::atomic<I>& a, I d) noexcept {
-    a.store(static_cast<I>(a.load(std::memory_order_relaxed) + d), std::memory_order_relaxed);
-}
+    // Raises the flag; `visit_wait` after one heavy fence for all the caches raised.
+    void visit_raise() noexcept {
+        if (asymmetric) {
+            visitor.store(visiting, std::memory_order_relaxed);
+        } else {
+            visitor.store(symmetric | visiting, std::memory_order_seq_cst);
+        }
+    }
+    // Waits until the owner is outside its section; the cache is then the caller's.
+    void visit_wait() const noexcept {
+        for (unsigned spins = 0;
+             busy.load(asymmetric ? std::memory_order_acquire : std::memory_order_seq_cst) != 0;
+             ++spins) {
+            if (spins < 128) {
+                cpu_relax();
+            } else {
+                std::this_thread::yield();
+            }
+        }
+    }
+    void visit_end() noexcept {
+        visitor.store(asymmetric ? 0 : symmetric, std::memory_order_release);
+    }
 
-// One thread's cache of idle objects: a LIFO stack of slot headers.
-struct alignas(cache_line_size) object_pool_cache {
-    object_pool_spinlock lock;
-    std::uint32_t count = 0; // guarded by lock
-    std::uint32_t capacity = 0;
-    std::unique_ptr<object_slot_header*[]> items;
-    object_pool_cache* next_cache = nullptr; // immutable once published in the core's list
-    bool owned = true;                       // guarded by the core mutex
-
-    // Counters written under `lock`.
-    std::atomic<std::uint64_t> acquisitions{0};
-    std::atomic<std::uint64_t> reuses{0};
-    std::atomic<std::int64_t> leased{0};  // delta: +1 per acquire here, -1 per release here
-    std::atomic<std::int64_t> charged{0}; // delta of retained bytes seen at release here
-    std::atomic<std::int64_t> idle_objects{0};
-    std::atomic<std::int64_t> idle_bytes{0};
-    std::array<std::atomic<std::uint64_t>, 2> promotions{};
-
-    explicit object_pool_cache(std::uint32_t cap)
-        : capacity{cap}, items{std::make_unique<object_slot_header*[]>(cap)} {}
-
-    // What one cache of `cap` items allocates: itself and its item array (an array of
-    // pointers has no array cookie).
-    [[nodiscard]] static constexpr std::size_t heap_bytes(std::uint32_t cap) noexcept {
-        return sizeof(object_pool_cache) + std::size_t{cap} * sizeof(object_slot_header*);
+    [[nodiscard]] std::int64_t idle_bytes(std::size_t object_size) const noexcept {
+        return static_cast<std::int64_t>(size() * object_size) +
+               idle_retained.load(std::memory_order_relaxed);
     }
 };
 
@@ -240,6 +339,8 @@ struct object_pool_core : std::enable_shared_from_this<object_pool_core> {
         std::atomic<std::uint64_t> acquisitions{0};
         std::atomic<std::uint64_t> reuses{0};
         std::atomic<std::uint64_t> constructions{0};
+        // Leased objects are not counted: they are constructions - destructions - idle
+        // objects, read under the mutex (trim counts its destructions there).
         std::atomic<std::uint64_t> destructions{0};
         std::atomic<std::uint64_t> oversize_drops{0};
         std::atomic<std::uint64_t> retired{0};
@@ -249,7 +350,6 @@ struct object_pool_core : std::enable_shared_from_this<object_pool_core> {
         std::array<std::atomic<std::uint64_t>, object_pool_tier_count> trimmed{};
         std::array<std::atomic<std::uint64_t>, 2> promotions{};
         std::array<std::atomic<std::uint64_t>, 2> demotions{};
-        std::atomic<std::int64_t> leased{0};
         std::atomic<std::int64_t> charged{0};
         std::atomic<std::int64_t> depot_idle_bytes{0}; // written under mutex
     } counters;
@@ -285,7 +385,7 @@ struct object_pool_core : std::enable_shared_from_this<object_pool_core> {
 
     // nullptr when caching is off, the thread is exiting or a cache could not be made; callers
     // then use the depot directly.
-    object_pool_cache* local_cache() noexcept {
+    [[gnu::always_inline]] object_pool_cache* local_cache() noexcept {
         auto& tls = t_object_pool_tls;
         if (MEMGOV_LIKELY(tls[0].id == id)) return tls[0].cache;
         return local_cache_slow();
@@ -321,22 +421,24 @@ struct object_pool_core : std::enable_shared_from_this<object_pool_core> {
 
     // ---- hot path: acquire ----
 
-    // An idle object from `c`, or nullptr. The slot comes back leased.
-    object_slot_header* cache_pop(object_pool_cache* c) noexcept {
-        c->lock.lock();
-        if (MEMGOV_UNLIKELY(c->count == 0)) {
-            c->lock.unlock();
+    // An idle object from the calling thread's cache `c`, or nullptr. The slot comes back
+    // leased. `Retains`: whether objects may retain bytes (else `charged` is always 0).
+    template <bool Retains>
+    [[gnu::always_inline]] static object_slot_header* cache_pop(object_pool_cache* c) noexcept {
+        c->enter();
+        object_slot_header* s = c->head.load(std::memory_order_relaxed);
+        if (MEMGOV_UNLIKELY(s == nullptr)) {
+            c->leave();
             return nullptr;
         }
-        object_slot_header* s = c->items[--c->count];
-        locked_add<std::int64_t>(c->idle_objects, -1);
-        locked_add<std::int64_t>(c->idle_bytes, -slot_bytes(s));
-        locked_add<std::uint64_t>(c->acquisitions, 1);
+        c->head.store(s->next, std::memory_order_relaxed);
         locked_add<std::uint64_t>(c->reuses, 1);
-        locked_add<std::int64_t>(c->leased, 1);
-        c->lock.unlock();
+        if (Retains && s->charged != 0) {
+            locked_add(c->idle_retained, -static_cast<std::int64_t>(s->charged));
+        }
+        c->leave();
         s->state = object_slot_state::leased;
-        ++s->reuses;
+        --s->promote_in;
         return s;
     }
 
@@ -362,27 +464,29 @@ struct object_pool_core : std::enable_shared_from_this<object_pool_core> {
         }
         counters.acquisitions.fetch_add(1, std::memory_order_relaxed);
         counters.reuses.fetch_add(1, std::memory_order_relaxed);
-        counters.leased.fetch_add(1, std::memory_order_relaxed);
         first->state = object_slot_state::leased;
-        ++first->reuses;
+        --first->promote_in;
         if (rest != nullptr) {
-            c->lock.lock();
-            // The cache was empty when we looked; another pass (trim) may have added nothing,
-            // but the owner is us, so at most `capacity / 2` fit for sure. Overflow goes back.
+            // Only the owner (us) adds to the cache, which was empty when we looked, so
+            // `capacity / 2` fit; the overflow branch is for safety only.
             object_slot_header* overflow = nullptr;
+            c->enter();
+            std::uint32_t n = c->size();
             while (rest != nullptr) {
-                object_slot_header* n = rest->next;
-                if (c->count < c->capacity) {
-                    c->items[c->count++] = rest;
-                    locked_add<std::int64_t>(c->idle_objects, 1);
-                    locked_add<std::int64_t>(c->idle_bytes, slot_bytes(rest));
+                object_slot_header* next = rest->next;
+                if (n < c->capacity) {
+                    c->push(rest, c->head.load(std::memory_order_relaxed), n);
+                    ++n;
+                    if (rest->charged != 0) {
+                        locked_add(c->idle_retained, static_cast<std::int64_t>(rest->charged));
+                    }
                 } else {
                     rest->next = overflow;
                     overflow = rest;
                 }
-                rest = n;
+                rest = next;
             }
-            c->lock.unlock();
+            c->leave();
             if (overflow != nullptr) depot_push_chain(overflow);
         }
         return first;
@@ -391,60 +495,114 @@ struct object_pool_core : std::enable_shared_from_this<object_pool_core> {
     // ---- hot path: release ----
 
     // Puts a reset, re-stamped slot back as idle. `delta` is the change of its retained bytes
-    // (already stored in `s->charged`) to account.
-    void release_idle(object_slot_header* s, std::int64_t delta) noexcept {
+    // (already stored in `s->charged`) to account; `Retains` as for `cache_pop`.
+    template <bool Retains>
+    [[gnu::always_inline]] void release_idle(object_slot_header* s, std::int64_t delta) noexcept {
         int promoted = -1;
-        if (s->tier + 1u < object_pool_tier_count && s->reuses >= reuses_to_promote) {
-            promoted = s->tier;
-            ++s->tier;
-            s->reuses = 0;
-        }
+        if (MEMGOV_UNLIKELY(s->promote_in == 0)) promoted = promote(s);
         s->idle_since = object_pool_unseen;
         s->state = object_slot_state::idle;
         object_pool_cache* c = local_cache();
-        if (MEMGOV_LIKELY(c != nullptr)) {
-            object_slot_header* spill = nullptr;
-            c->lock.lock();
-            if (MEMGOV_UNLIKELY(c->count == c->capacity)) spill = spill_locked(c);
-            c->items[c->count++] = s;
-            locked_add<std::int64_t>(c->idle_objects, 1);
-            locked_add<std::int64_t>(c->idle_bytes, slot_bytes(s));
-            locked_add<std::int64_t>(c->leased, -1);
-            if (delta != 0) locked_add<std::int64_t>(c->charged, delta);
-            if (promoted >= 0) {
-                locked_add<std::uint64_t>(c->promotions[static_cast<std::size_t>(promoted)], 1);
-            }
-            c->lock.unlock();
-            if (spill != nullptr) depot_push_chain(spill);
-        } else {
-            {
-                std::lock_guard lock{mutex};
-                depot_push_locked(s);
-            }
-            counters.leased.fetch_sub(1, std::memory_order_relaxed);
-            if (delta != 0) counters.charged.fetch_add(delta, std::memory_order_relaxed);
-            if (promoted >= 0) {
-                counters.promotions[static_cast<std::size_t>(promoted)].fetch_add(
-                    1, std::memory_order_relaxed);
-            }
+        if (MEMGOV_UNLIKELY(c == nullptr)) {
+            release_to_depot(s, delta, promoted);
+            return;
+        }
+        object_slot_header* spill = nullptr;
+        c->enter();
+        object_slot_header* h = c->head.load(std::memory_order_relaxed);
+        std::uint32_t n = h == nullptr ? 0 : h->below.load(std::memory_order_relaxed) + 1u;
+        if (MEMGOV_UNLIKELY(n == c->capacity)) {
+            spill = spill_half(c);
+            h = c->head.load(std::memory_order_relaxed);
+            n = c->size();
+        }
+        c->push(s, h, n);
+        if (Retains && s->charged != 0) {
+            locked_add(c->idle_retained, static_cast<std::int64_t>(s->charged));
+        }
+        if (Retains && delta != 0) locked_add<std::int64_t>(c->charged, delta);
+        if (MEMGOV_UNLIKELY(promoted >= 0)) {
+            locked_add<std::uint64_t>(c->promotions[static_cast<std::size_t>(promoted)], 1);
+        }
+        c->leave();
+        if (MEMGOV_UNLIKELY(spill != nullptr)) depot_push_chain(spill);
+        if (Retains && delta != 0) charge_slow(delta);
+    }
+
+    // Moves `s` up a tier; returns the tier it left, or -1 when it is in the oldest already.
+    MEMGOV_NOINLINE int promote(object_slot_header* s) const noexcept {
+        if (s->tier + 1u >= object_pool_tier_count) {
+            s->promote_in = object_pool_never_promote;
+            return -1;
+        }
+        const int from = s->tier;
+        ++s->tier;
+        s->promote_in = entry_countdown(s->tier);
+        return from;
+    }
+
+    // The countdown of an object entering `tier`.
+    [[nodiscard]] std::uint32_t entry_countdown(std::size_t tier) const noexcept {
+        return tier + 1 < object_pool_tier_count ? reuses_to_promote : object_pool_never_promote;
+    }
+
+    // No thread cache (caching off, or the thread is exiting): straight to the depot.
+    MEMGOV_NOINLINE void release_to_depot(object_slot_header* s, std::int64_t delta,
+                                          int promoted) noexcept {
+        {
+            std::lock_guard lock{mutex};
+            depot_push_locked(s);
+        }
+        if (delta != 0) counters.charged.fetch_add(delta, std::memory_order_relaxed);
+        if (promoted >= 0) {
+            counters.promotions[static_cast<std::size_t>(promoted)].fetch_add(
+                1, std::memory_order_relaxed);
         }
         charge(delta);
     }
 
-    // Takes the bottom (least recently released) half of a full cache; caller holds its lock.
-    object_slot_header* spill_locked(object_pool_cache* c) noexcept {
-        const std::uint32_t n = c->capacity - c->capacity / 2;
+    MEMGOV_NOINLINE void charge_slow(std::int64_t bytes) const noexcept { charge(bytes); }
+
+    // Takes the bottom (least recently released) half of a full cache; the caller holds it.
+    MEMGOV_NOINLINE static object_slot_header* spill_half(object_pool_cache* c) noexcept {
+        const std::uint32_t keep = c->capacity / 2;
         object_slot_header* chain = nullptr;
-        for (std::uint32_t i = n; i-- > 0;) {
-            object_slot_header* s = c->items[i];
-            s->next = chain;
-            chain = s;
-            locked_add<std::int64_t>(c->idle_objects, -1);
-            locked_add<std::int64_t>(c->idle_bytes, -slot_bytes(s));
+        if (keep == 0) {
+            chain = c->head.exchange(nullptr, std::memory_order_relaxed);
+        } else {
+            object_slot_header* last = c->head.load(std::memory_order_relaxed);
+            for (std::uint32_t i = 0;; ++i) {
+                last->below.store(static_cast<std::uint16_t>(keep - 1 - i),
+                                  std::memory_order_relaxed);
+                if (i + 1 == keep) break;
+                last = last->next;
+            }
+            chain = std::exchange(last->next, nullptr);
         }
-        for (std::uint32_t i = n; i < c->count; ++i) c->items[i - n] = c->items[i];
-        c->count -= n;
+        std::int64_t retained = 0;
+        for (object_slot_header* s = chain; s != nullptr; s = s->next) {
+            retained += static_cast<std::int64_t>(s->charged);
+        }
+        if (retained != 0) locked_add(c->idle_retained, -retained);
         return chain;
+    }
+
+    // Calls `fn(cache)` for every thread cache, each while no owner touches it. One heavy
+    // fence covers them all. Caller holds `mutex`.
+    template <class Fn>
+    void visit_caches(Fn&& fn) noexcept {
+        object_pool_cache* first = caches.load(std::memory_order_acquire);
+        bool heavy = false;
+        for (object_pool_cache* c = first; c != nullptr; c = c->next_cache) {
+            c->visit_raise();
+            heavy = heavy || c->asymmetric;
+        }
+        if (heavy) asymmetric_fence_heavy();
+        for (object_pool_cache* c = first; c != nullptr; c = c->next_cache) {
+            c->visit_wait();
+            fn(*c);
+            c->visit_end();
+        }
     }
 
     // ---- trim ----
@@ -477,7 +635,7 @@ struct object_pool_core : std::enable_shared_from_this<object_pool_core> {
             if (s->tier > 0) {
                 counters.demotions[s->tier - 1u].fetch_add(1, std::memory_order_relaxed);
                 --s->tier;
-                s->reuses = 0;
+                s->promote_in = entry_countdown(s->tier);
                 s->idle_since = now;
                 return 1;
             }
@@ -486,35 +644,35 @@ struct object_pool_core : std::enable_shared_from_this<object_pool_core> {
 
         std::lock_guard lock{mutex};
         counters.trim_calls.fetch_add(1, std::memory_order_relaxed);
-        for (object_pool_cache* c = caches.load(std::memory_order_acquire); c != nullptr;
-             c = c->next_cache) {
-            c->lock.lock();
+        visit_caches([&](object_pool_cache& c) noexcept {
+            object_slot_header* s = c.take_oldest_first();
             if (emergency) {
-                for (std::uint32_t i = 0; i < c->count; ++i) {
-                    object_slot_header* s = c->items[i];
+                while (s != nullptr) {
+                    object_slot_header* n = s->next;
                     if (s->idle_since == object_pool_unseen) s->idle_since = now;
                     depot_push_locked(s);
+                    s = n;
                 }
-                c->count = 0;
-                c->idle_objects.store(0, std::memory_order_relaxed);
-                c->idle_bytes.store(0, std::memory_order_relaxed);
-            } else {
-                std::uint32_t w = 0;
-                for (std::uint32_t i = 0; i < c->count; ++i) {
-                    object_slot_header* s = c->items[i];
-                    if (judge(s) == 2) {
-                        locked_add<std::int64_t>(c->idle_objects, -1);
-                        locked_add<std::int64_t>(c->idle_bytes, -slot_bytes(s));
-                        s->state = object_slot_state::empty;
-                        victim(s);
-                    } else {
-                        c->items[w++] = s;
-                    }
-                }
-                c->count = w;
+                return;
             }
-            c->lock.unlock();
-        }
+            // Oldest first, as before a budget runs out; pushing the survivors back restores
+            // their order.
+            std::uint32_t kept = 0;
+            std::int64_t retained = 0;
+            while (s != nullptr) {
+                object_slot_header* n = s->next;
+                if (judge(s) == 2) {
+                    s->state = object_slot_state::empty;
+                    victim(s);
+                } else {
+                    c.push(s, c.head.load(std::memory_order_relaxed), kept);
+                    ++kept;
+                    retained += static_cast<std::int64_t>(s->charged);
+                }
+                s = n;
+            }
+            c.idle_retained.store(retained, std::memory_order_relaxed);
+        });
 
         if (emergency) {
             // Keep the reserve: oldest tier first, most recently released first within a tier.
@@ -565,6 +723,8 @@ struct object_pool_core : std::enable_shared_from_this<object_pool_core> {
             }
         }
         counters.trimmed_bytes.fetch_add(out.bytes, std::memory_order_relaxed);
+        // Counted here, under the mutex, so that stats() never sees the victims as leased.
+        counters.destructions.fetch_add(out.objects, std::memory_order_relaxed);
         return out;
     }
 
@@ -582,7 +742,6 @@ struct object_pool_core : std::enable_shared_from_this<object_pool_core> {
                 s = n;
             }
         }
-        counters.destructions.fetch_add(done.objects, std::memory_order_relaxed);
         counters.charged.fetch_sub(static_cast<std::int64_t>(done.bytes), std::memory_order_relaxed);
         charge(-static_cast<std::int64_t>(done.bytes - done.objects * object_size));
     }
@@ -593,7 +752,7 @@ struct object_pool_core : std::enable_shared_from_this<object_pool_core> {
         std::int64_t sum = counters.depot_idle_bytes.load(std::memory_order_relaxed);
         for (const object_pool_cache* c = caches.load(std::memory_order_acquire); c != nullptr;
              c = c->next_cache) {
-            sum += c->idle_bytes.load(std::memory_order_relaxed);
+            sum += c->idle_bytes(object_size);
         }
         return sum > 0 ? static_cast<std::size_t>(sum) : 0;
     }
@@ -634,7 +793,7 @@ inline object_pool_cache* object_pool_core::claim_cache() noexcept {
             free_caches.reserve(cache_count + 1);
             add_storage((free_caches.capacity() - parked) * sizeof(object_pool_cache*));
             auto fresh = std::make_unique<object_pool_cache>(cache_capacity);
-            add_storage(object_pool_cache::heap_bytes(cache_capacity));
+            add_storage(object_pool_cache::heap_bytes());
             c = fresh.release();
             ++cache_count;
             c->next_cache = caches.load(std::memory_order_relaxed);
@@ -649,12 +808,14 @@ inline object_pool_cache* object_pool_core::claim_cache() noexcept {
 inline void object_pool_core::detach_cache(object_pool_cache* c) noexcept {
     std::lock_guard lock{mutex};
     if (closed) return;
-    c->lock.lock();
-    for (std::uint32_t i = 0; i < c->count; ++i) depot_push_locked(c->items[i]);
-    c->count = 0;
-    c->idle_objects.store(0, std::memory_order_relaxed);
-    c->idle_bytes.store(0, std::memory_order_relaxed);
-    c->lock.unlock();
+    // We are the cache's owner (this runs on its thread, at exit) and hold the mutex, which
+    // every visitor holds: nobody else can touch the cache.
+    object_slot_header* s = c->take_oldest_first();
+    while (s != nullptr) {
+        object_slot_header* n = s->next;
+        depot_push_locked(s);
+        s = n;
+    }
     c->owned = false;
     free_caches.push_back(c); // capacity reserved when the cache was made
 }
