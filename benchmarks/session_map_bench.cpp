@@ -6,6 +6,17 @@
 //     std::unordered_map under a std::shared_mutex (exclusive, since the value is updated),
 //     tbb::concurrent_hash_map with accessors, libcuckoo with plain find_fn (reads without
 //     updating) and with update_fn (the same work as ours). None of them does TTL or LRU work.
+// P4s: the same question with a realistic session: a 256-byte value, at 10 k sessions (gateway
+//     scale) and 1 M, with `with_shared` reads and `with` writes, 90/10, uniform random keys,
+//     coarse touch, 64 shards (issue 18). Two write mixes: in place (`with` updates the value)
+//     and erase + re-insert (as P4). Peers: libcuckoo holding (b) the 256-byte value inline and
+//     (c) a std::shared_ptr to it (find_fn reads, update_fn writes, the value read or written
+//     under libcuckoo's bucket lock), and std::unordered_map under a std::shared_mutex (shared
+//     for reads, exclusive for writes).
+// Scaling: the P4s in-place mix at 10 k sessions run on 1 thread and then on 2 threads (threads
+//     of the benchmark's own, started on a latch) within each iteration, so the counter
+//     `x2_over_x1` (2-thread throughput / 1-thread throughput, median over the iterations) comes
+//     from back-to-back measurements. The goal for memgov is >= 1.6.
 // P5: a sweep of 1 M sessions of which 1 % have been idle past idle_ttl, against a full scan
 //     of the same map (visit every entry, erase the expired ones).
 // Memory: bytes per entry at 1 M entries (mallinfo2, including mmapped blocks), minus key and
@@ -20,6 +31,8 @@
 //   build/bench/benchmarks/session_map_bench --benchmark_repetitions=5
 //       --benchmark_report_aggregates_only=true --benchmark_format=json > session_map.json
 //   scripts/bench_ratio.py session_map.json
+//   P4s and scaling only, as in docs/benchmarks.md: --benchmark_filter='s256|scaling'
+//       --benchmark_enable_random_interleaving=true
 #include <memgov/session_map.hpp>
 
 #include <benchmark/benchmark.h>
@@ -28,15 +41,20 @@
 
 #include <malloc.h>
 
+#include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <latch>
 #include <limits>
 #include <memory>
 #include <mutex>
 #include <shared_mutex>
 #include <string>
+#include <thread>
+#include <type_traits>
 #include <unordered_map>
 #include <vector>
 
@@ -278,6 +296,237 @@ void libcuckoo_update_fn(benchmark::State& state) {
         [&](std::uint64_t key) { m.erase(key); });
 }
 
+// ------------------------------------------------------------------ P4s: 256-byte sessions
+
+struct session256 {
+    std::uint64_t count = 0;
+    std::uint64_t bytes = 0;
+    std::array<unsigned char, 240> data{};
+};
+static_assert(sizeof(session256) == 256);
+
+constexpr std::size_t small_map = 10'000;
+enum write_mix : std::int64_t { in_place = 0, reinsert = 1 };
+
+// One thread's P4s operations over the first `n` keys: 90% reads, 10% writes, either in place
+// or alternately erasing a random key and upserting the key this thread erased last (so the
+// map stays full whatever ran before, as in P4).
+struct mix256 {
+    std::size_t n;
+    write_mix mix;
+    std::uint64_t rng;
+    std::size_t erased;
+
+    mix256(std::size_t keys_used, write_mix m, int thread) noexcept
+        : n{keys_used}, mix{m}, rng{0x1234567ULL + static_cast<std::uint64_t>(thread) * 7919ULL},
+          erased{keys_used} {}
+
+    template <class Map>
+    void step(Map& m) {
+        const auto& k = keys();
+        const std::uint64_t r = splitmix(rng);
+        const std::size_t i = (r & 0xFFFFFFFFULL) % n;
+        const std::uint64_t pick = (r >> 32) % 100;
+        if (pick < 90) {
+            m.read(k[i]);
+        } else if (mix == in_place) {
+            m.write(k[i]);
+        } else if (erased != n) {
+            m.upsert(k[erased]);
+            erased = n;
+        } else {
+            erased = i;
+            m.erase(k[i]);
+        }
+    }
+    template <class Map>
+    void finish(Map& m) {
+        if (erased != n) m.upsert(keys()[erased]);
+        erased = n;
+    }
+};
+
+struct memgov256 {
+    using map_type = memgov::session_map<std::uint64_t, session256>;
+    map_type map;
+    std::atomic<std::uint64_t> sink{0};
+
+    explicit memgov256(std::size_t n) : map{config()} {
+        map.tick(memgov::steady_clock{}.now());
+        for (std::size_t i = 0; i < n; ++i) map.insert(keys()[i], [] { return session256{}; });
+    }
+    static memgov::session_map_config config() {
+        memgov::session_map_config c;
+        c.shards = 64;
+        c.touch = memgov::touch_time::coarse;
+        return c;
+    }
+    void read(std::uint64_t key) {
+        std::uint64_t x = 0;
+        map.with_shared(key, [&](const session256& v) noexcept { x = v.count + v.bytes; });
+        benchmark::DoNotOptimize(x);
+    }
+    void write(std::uint64_t key) {
+        map.with(key, [](session256& v) noexcept {
+            ++v.count;
+            v.bytes += 640;
+        });
+    }
+    void upsert(std::uint64_t key) {
+        map.upsert(
+            key, [] { return session256{}; }, [](session256& v) noexcept { v = session256{}; });
+    }
+    void erase(std::uint64_t key) { map.erase(key); }
+};
+
+// libcuckoo holding the value (b) inline or (c) behind a std::shared_ptr; the value is read
+// and written under the bucket lock in both.
+template <bool Shared>
+struct cuckoo256 {
+    using mapped = std::conditional_t<Shared, std::shared_ptr<session256>, session256>;
+    libcuckoo::cuckoohash_map<std::uint64_t, mapped> map;
+
+    explicit cuckoo256(std::size_t n) : map{n} {
+        for (std::size_t i = 0; i < n; ++i) map.insert(keys()[i], make());
+    }
+    static mapped make() {
+        if constexpr (Shared) {
+            return std::make_shared<session256>();
+        } else {
+            return session256{};
+        }
+    }
+    static session256& get(mapped& v) noexcept {
+        if constexpr (Shared) {
+            return *v;
+        } else {
+            return v;
+        }
+    }
+    static const session256& get(const mapped& v) noexcept {
+        if constexpr (Shared) {
+            return *v;
+        } else {
+            return v;
+        }
+    }
+    void read(std::uint64_t key) {
+        std::uint64_t x = 0;
+        map.find_fn(key, [&](const mapped& v) noexcept { x = get(v).count + get(v).bytes; });
+        benchmark::DoNotOptimize(x);
+    }
+    void write(std::uint64_t key) {
+        map.update_fn(key, [](mapped& v) noexcept {
+            ++get(v).count;
+            get(v).bytes += 640;
+        });
+    }
+    void upsert(std::uint64_t key) {
+        map.upsert(key, [](mapped& v) { v = make(); }, make());
+    }
+    void erase(std::uint64_t key) { map.erase(key); }
+};
+
+struct mutex256 {
+    std::shared_mutex mutex;
+    std::unordered_map<std::uint64_t, session256> map;
+
+    explicit mutex256(std::size_t n) {
+        map.reserve(n);
+        for (std::size_t i = 0; i < n; ++i) map.emplace(keys()[i], session256{});
+    }
+    void read(std::uint64_t key) {
+        std::uint64_t x = 0;
+        {
+            std::shared_lock lock{mutex};
+            if (auto it = map.find(key); it != map.end()) x = it->second.count + it->second.bytes;
+        }
+        benchmark::DoNotOptimize(x);
+    }
+    void write(std::uint64_t key) {
+        std::unique_lock lock{mutex};
+        if (auto it = map.find(key); it != map.end()) {
+            ++it->second.count;
+            it->second.bytes += 640;
+        }
+    }
+    void upsert(std::uint64_t key) {
+        std::unique_lock lock{mutex};
+        map[key] = session256{};
+    }
+    void erase(std::uint64_t key) {
+        std::unique_lock lock{mutex};
+        map.erase(key);
+    }
+};
+
+// One instance per implementation and size, built on first use and kept (full) for the process.
+template <class Map>
+Map& instance256(std::size_t n) {
+    if (n == small_map) {
+        static auto* m = new Map{small_map};
+        return *m;
+    }
+    static auto* m = new Map{sessions};
+    return *m;
+}
+
+template <class Map>
+void p4s(benchmark::State& state) {
+    const auto n = static_cast<std::size_t>(state.range(0));
+    auto& m = instance256<Map>(n);
+    mix256 mix{n, static_cast<write_mix>(state.range(1)), state.thread_index()};
+    for (auto _ : state) mix.step(m);
+    mix.finish(m);
+    state.SetItemsProcessed(state.iterations());
+}
+
+// Operations per second of `threads` threads doing `ops` operations each of the in-place mix
+// on `m`, from the latch that starts them to the last one's end.
+template <class Map>
+double throughput(Map& m, std::size_t n, int threads, std::size_t ops) {
+    std::latch ready{threads + 1};
+    std::latch go{1};
+    std::vector<std::thread> pool;
+    for (int t = 0; t < threads; ++t) {
+        pool.emplace_back([&, t] {
+            mix256 mix{n, in_place, t};
+            ready.count_down();
+            go.wait();
+            for (std::size_t i = 0; i < ops; ++i) mix.step(m);
+        });
+    }
+    ready.arrive_and_wait();
+    const auto start = std::chrono::steady_clock::now();
+    go.count_down();
+    for (auto& th : pool) th.join();
+    const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
+    return static_cast<double>(ops) * threads / took.count();
+}
+
+// The 10 k in-place mix on 1 thread, then on 2, in every iteration: `x2_over_x1` is the median
+// over the iterations of 2-thread over 1-thread throughput (goal for memgov: >= 1.6).
+template <class Map>
+void scaling_10k(benchmark::State& state) {
+    auto& m = instance256<Map>(small_map);
+    constexpr std::size_t ops = 1'000'000;
+    std::vector<double> one;
+    std::vector<double> two;
+    std::vector<double> ratios;
+    for (auto _ : state) {
+        one.push_back(throughput(m, small_map, 1, ops));
+        two.push_back(throughput(m, small_map, 2, ops));
+        ratios.push_back(two.back() / one.back());
+    }
+    auto median = [](std::vector<double> v) {
+        std::sort(v.begin(), v.end());
+        return v[v.size() / 2];
+    };
+    state.counters["ns_per_op_1t"] = 1e9 / median(one);
+    state.counters["ns_per_op_2t"] = 1e9 / median(two);
+    state.counters["x2_over_x1"] = median(ratios);
+}
+
 // ------------------------------------------------------------------ P5: sweep vs full scan
 
 using sweep_map = memgov::session_map<std::uint64_t, value16, memgov::manual_clock>;
@@ -418,6 +667,31 @@ BENCHMARK(unordered_map_shared_mutex)->Threads(1)->Threads(2)->UseRealTime();
 BENCHMARK(tbb_concurrent_hash_map)->Threads(1)->Threads(2)->UseRealTime();
 BENCHMARK(libcuckoo_find_fn)->Threads(1)->Threads(2)->UseRealTime();
 BENCHMARK(libcuckoo_update_fn)->Threads(1)->Threads(2)->UseRealTime();
+void p4s_args(benchmark::internal::Benchmark* b) {
+    b->ArgNames({"keys", "mix"});
+    for (const auto n : {static_cast<std::int64_t>(small_map), static_cast<std::int64_t>(sessions)}) {
+        for (const std::int64_t mix : {std::int64_t{in_place}, std::int64_t{reinsert}}) {
+            b->Args({n, mix});
+        }
+    }
+    b->Threads(1)->Threads(2)->UseRealTime();
+}
+BENCHMARK_TEMPLATE(p4s, memgov256)->Name("memgov_s256")->Apply(p4s_args);
+BENCHMARK_TEMPLATE(p4s, cuckoo256<false>)->Name("libcuckoo_s256_inline")->Apply(p4s_args);
+BENCHMARK_TEMPLATE(p4s, cuckoo256<true>)->Name("libcuckoo_s256_shared_ptr")->Apply(p4s_args);
+BENCHMARK_TEMPLATE(p4s, mutex256)->Name("unordered_map_shared_mutex_s256")->Apply(p4s_args);
+BENCHMARK_TEMPLATE(scaling_10k, memgov256)
+    ->Name("memgov_scaling_10k")
+    ->Iterations(5)
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_TEMPLATE(scaling_10k, cuckoo256<false>)
+    ->Name("libcuckoo_inline_scaling_10k")
+    ->Iterations(5)
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_TEMPLATE(scaling_10k, cuckoo256<true>)
+    ->Name("libcuckoo_shared_ptr_scaling_10k")
+    ->Iterations(5)
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK(p5_incremental_sweep)->Iterations(3)->Unit(benchmark::kMillisecond);
 BENCHMARK(p5_full_scan)->Iterations(3)->Unit(benchmark::kMillisecond);
 BENCHMARK(memory_session_map)->Iterations(1)->Unit(benchmark::kMillisecond);

@@ -9,9 +9,11 @@
 ///
 /// ## Locking model
 /// - **Shard lock** (one per shard, a spinlock that backs off and then yields): guards
-///   structure only: the lookup table, the expiry wheel, the creation-order list, the cost
-///   buckets and node storage. It is a *leaf* lock: while it is held nothing waits for another
-///   map lock and no user callback runs, except the metadata predicates of user orphan rules
+///   structure: the lookup table, the expiry wheel, the creation-order list, the cost
+///   buckets and node storage, and the writes of the entries' touch fields (last-active and
+///   the message count, set while the entry is pinned). It is a *leaf* lock: while it is
+///   held nothing waits for another map lock and no user callback runs, except the metadata
+///   predicates of user orphan rules
 ///   (`orphan_rule::applies`, `orphan_rule::earliest`) and `for_each_info`'s visitor, which
 ///   must be cheap and must not call into the map. The user's types do run under it, and
 ///   must not call into the map either: `Hash`, `KeyEqual`, `Clock::now()` (clock mode), the
@@ -979,12 +981,17 @@ private:
     };
 
     struct alignas(cache_line_size) shard {
-        // Hot: every lookup writes the lock and a counter and reads the table's fields, all
-        // in the first cache line, so a lookup moves one shard line between cores at most.
+        // Written by every lookup: the lock and the hit and miss counters, alone on their
+        // cache line. Every other core that looks up a key of this shard takes that line over.
         detail::session_shard_mutex mutex;
         std::atomic<std::uint64_t> hits{0};
         std::atomic<std::uint64_t> misses{0};
-        detail::session_index index;
+        // Read by every lookup (the table's address and size, also read before the lock to
+        // prefetch the buckets, and the node chunks), written only when the structure changes:
+        // on lines of their own, so they stay cached on every core that reads them. Sharing
+        // the lock's line made each lookup fetch that line twice from the core that wrote it
+        // last: once shared, for the prefetch before the lock, and again to take the lock.
+        alignas(cache_line_size) detail::session_index index;
         detail::session_slab<node> slab;
         // Structure: inserts, removals, sweeps, evictions.
         std::atomic<std::size_t> size{0};
@@ -1504,8 +1511,14 @@ private:
         // cache lines are on their way, so it overlaps that miss instead of adding to it.
         const std::uint32_t pos = s.index.find(fp_of(h), [&](std::uint32_t i) noexcept {
             const node& c = s.slab.at(i);
-            __builtin_prefetch(reinterpret_cast<const char*>(&c) + sizeof(node) - 1, 1);
+            // Ask at once for what this access touches: the state word, counters and times
+            // (written here) and the key, for writing, and the start of the value, for writing
+            // only under the exclusive lock. Not the rest of the node: taking a line for
+            // writing that a read does not write (the node's links, or the head of the next
+            // node) takes it away from the other cores that read or write it.
             __builtin_prefetch(&c, 1);
+            __builtin_prefetch(c.key_storage + sizeof(Key) - 1, 1);
+            __builtin_prefetch(c.value_storage, exclusive ? 1 : 0);
             if (read_clock) {
                 t = now_ns();
                 read_clock = false;
@@ -1525,6 +1538,16 @@ private:
         }
         const bool locked = exclusive ? detail::entry_state::pin_try_lock_exclusive(n.state)
                                       : detail::entry_state::pin_try_lock_shared(n.state);
+        // The touch, under the shard lock like every other write of these two fields: plain
+        // stores, exact even when shared holders touch at once, and on the line the pin has
+        // just taken over. (Locked read-modify-writes here cost as much as the pin itself.)
+        if constexpr (touch) {
+            advance_last_active(n, t);
+            const std::uint32_t m = n.messages.load(std::memory_order_relaxed);
+            if (m != std::numeric_limits<std::uint32_t>::max()) {
+                n.messages.store(m + 1, std::memory_order_relaxed);
+            }
+        }
         bump(s.hits);
         s.mutex.unlock();
         if (!locked) detail::entry_state::lock_slow(n.state, exclusive);
@@ -1543,19 +1566,6 @@ private:
         } g{this, &s, idx, &n};
         detail::session_push_held(&n);
 
-        if constexpr (touch) {
-            advance_last_active(n, t);
-            if constexpr (exclusive) {
-                const std::uint32_t m = n.messages.load(std::memory_order_relaxed);
-                if (m != std::numeric_limits<std::uint32_t>::max()) n.messages.store(m + 1, std::memory_order_relaxed);
-            } else {
-                // Shared holders race on the count: saturate with a compare-and-swap.
-                std::uint32_t m = n.messages.load(std::memory_order_relaxed);
-                while (m != std::numeric_limits<std::uint32_t>::max() &&
-                       !n.messages.compare_exchange_weak(m, m + 1, std::memory_order_relaxed)) {
-                }
-            }
-        }
         if constexpr (exclusive) {
             entry e{this, &s, idx, &n};
             // Declared after `g`, so the cost is taken while the entry lock is still held,
@@ -1632,12 +1642,12 @@ private:
     [[nodiscard]] static bool no_evict(const node& n) noexcept {
         return (n.cost.load(std::memory_order_relaxed) & detail::session_no_evict_bit) != 0;
     }
-    // Moves last-active forward to `t`, never back, also when touches by shared holders or a
-    // `mark_ended` race with it. Costs no write when the time has not moved on since the last
-    // touch (in coarse mode, most touches).
+    // Moves last-active forward to `t`, never back. Under the shard lock (touches and
+    // `mark_ended` are its only writers), so a plain store is exact. Costs no write when the
+    // time has not moved on since the last touch (in coarse mode, most touches).
     static void advance_last_active(node& n, std::int64_t t) noexcept {
-        std::int64_t cur = n.last_active.load(std::memory_order_relaxed);
-        while (t > cur && !n.last_active.compare_exchange_weak(cur, t, std::memory_order_relaxed)) {
+        if (t > n.last_active.load(std::memory_order_relaxed)) {
+            n.last_active.store(t, std::memory_order_relaxed);
         }
     }
     [[nodiscard]] static bool ended(const node& n) noexcept {

@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <latch>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <set>
 #include <thread>
@@ -393,4 +394,54 @@ TEST_CASE("session_map: eviction while pinned defers the callback to the last un
     CHECK(log.calls.load() == inserts);
     CHECK(log.duplicates.load() == 0);
     CHECK(log.while_inside.load() == 0);
+}
+
+// Shared holders of one entry touch it at once: the touch is taken under the shard lock with
+// plain stores (no locked read-modify-write on the entry), and must still count every access
+// and move last-active to the latest tick given, never back. A writer and `mark_ended` race
+// with them.
+TEST_CASE("session_map: concurrent touches of one entry count every access exactly",
+          "[session_map][concurrency]") {
+    const std::uint64_t seed = seed_for("session_map touches");
+    CAPTURE(seed);
+    memgov::manual_clock clock;
+    memgov::session_map_config c;
+    c.shards = 1;
+    c.touch = memgov::touch_time::coarse;
+    constexpr int readers = 3;
+    constexpr int per_thread = 4000;
+    smap m{c, {}, clock};
+    REQUIRE(m.insert(7, [] { return session{}; }));
+    const memgov::time_point t0 = clock.now();
+    std::latch start{readers + 2};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < readers; ++t) {
+        threads.emplace_back([&] {
+            start.arrive_and_wait();
+            for (int i = 0; i < per_thread; ++i) m.with_shared(7, [](const session&) noexcept {});
+        });
+    }
+    threads.emplace_back([&] {
+        start.arrive_and_wait();
+        for (int i = 0; i < per_thread; ++i) m.with(7, [](session& s) noexcept { ++s.value; });
+    });
+    threads.emplace_back([&] {
+        std::mt19937_64 rng{seed};
+        start.arrive_and_wait();
+        for (int i = 1; i <= 200; ++i) {
+            m.tick(t0 + std::chrono::milliseconds{i});
+            if (i == 100) m.mark_ended(7);
+            if (rng() % 4 == 0) std::this_thread::yield();
+        }
+    });
+    for (auto& th : threads) th.join();
+    const std::optional<memgov::session_info> info = m.info(7);
+    REQUIRE(info.has_value());
+    CHECK(info->messages == static_cast<std::uint32_t>((readers + 1) * per_thread));
+    CHECK(info->last_active <= t0 + 200ms);
+    CHECK(info->ended());
+    // One last touch after every tick: last-active is the latest tick.
+    m.with_shared(7, [](const session&) noexcept {});
+    CHECK(m.info(7)->last_active == t0 + 200ms);
+    CHECK(m.stats().hits == static_cast<std::uint64_t>((readers + 1) * per_thread + 1));
 }
