@@ -97,16 +97,22 @@ TEST_CASE("evictor: a step at normal runs only the expiry sweep and wants nothin
     }
 }
 
+namespace {
+
+// A reclaimer that handles nothing and records every level it is told.
+struct listening final : memgov::reclaimer {
+    std::vector<pressure_level> levels;
+    std::string_view name() const noexcept override { return "listening"; }
+    bool handles(reclaim_action) const noexcept override { return false; }
+    std::size_t estimate(reclaim_action) const noexcept override { return 0; }
+    memgov::reclaim_result reclaim(const memgov::reclaim_request&) noexcept override { return {}; }
+    void on_level(pressure_level l) noexcept override { levels.push_back(l); }
+};
+
+} // namespace
+
 TEST_CASE("evictor: set_level tells every reclaimer each change once, down as well as up",
           "[evictor]") {
-    struct listening final : memgov::reclaimer {
-        std::vector<pressure_level> levels;
-        std::string_view name() const noexcept override { return "listening"; }
-        bool handles(reclaim_action) const noexcept override { return false; }
-        std::size_t estimate(reclaim_action) const noexcept override { return 0; }
-        memgov::reclaim_result reclaim(const memgov::reclaim_request&) noexcept override { return {}; }
-        void on_level(pressure_level l) noexcept override { levels.push_back(l); }
-    };
     auto ev = quiet_evictor();
     auto a = std::make_shared<listening>();
     auto b = std::make_shared<listening>();
@@ -245,20 +251,6 @@ TEST_CASE("evictor: dry run counts what would be done and does nothing", "[evict
     (void)ev.step(view(pressure_level::elevated, 0.75, 0.65), t0);
     CHECK(pools->seen.size() == 1);
 }
-
-namespace {
-
-// A reclaimer that handles nothing and records every level it is told.
-struct listening final : memgov::reclaimer {
-    std::vector<pressure_level> levels;
-    std::string_view name() const noexcept override { return "listening"; }
-    bool handles(reclaim_action) const noexcept override { return false; }
-    std::size_t estimate(reclaim_action) const noexcept override { return 0; }
-    memgov::reclaim_result reclaim(const memgov::reclaim_request&) noexcept override { return {}; }
-    void on_level(pressure_level l) noexcept override { levels.push_back(l); }
-};
-
-} // namespace
 
 TEST_CASE("evictor: level changes reach reclaimers", "[evictor]") {
     auto ev = quiet_evictor();
