@@ -17,7 +17,7 @@
 // be, a thread_local singly linked stack of 64-byte nodes with no accounting, no handles and no
 // ages. `faults_per_op` counts page faults (getrusage) over the timed loop.
 //
-//   build/h18b/benchmarks/object_pool_bench --benchmark_min_time=0.05
+//   build/bench/benchmarks/object_pool_bench --benchmark_min_time=0.05
 //       --benchmark_repetitions=10 --benchmark_enable_random_interleaving=true
 //       --benchmark_report_aggregates_only=true --benchmark_format=json > object_pool.json
 //   scripts/bench_ratio.py object_pool.json [more runs.json ...]
