@@ -101,6 +101,22 @@ void* operator new[](std::size_t n, const std::nothrow_t&) noexcept {
         return nullptr;
     }
 }
+// The aligned nothrow forms too: a sanitizer's runtime defines its own, which would hand out
+// blocks without the header that the replaced deletes read.
+void* operator new(std::size_t n, std::align_val_t a, const std::nothrow_t&) noexcept {
+    try {
+        return heap_count::allocate(n, static_cast<std::size_t>(a));
+    } catch (...) {
+        return nullptr;
+    }
+}
+void* operator new[](std::size_t n, std::align_val_t a, const std::nothrow_t&) noexcept {
+    try {
+        return heap_count::allocate(n, static_cast<std::size_t>(a));
+    } catch (...) {
+        return nullptr;
+    }
+}
 void operator delete(void* p) noexcept { heap_count::release(p); }
 void operator delete[](void* p) noexcept { heap_count::release(p); }
 void operator delete(void* p, std::size_t) noexcept { heap_count::release(p); }
@@ -111,6 +127,12 @@ void operator delete(void* p, std::size_t, std::align_val_t) noexcept { heap_cou
 void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { heap_count::release(p); }
 void operator delete(void* p, const std::nothrow_t&) noexcept { heap_count::release(p); }
 void operator delete[](void* p, const std::nothrow_t&) noexcept { heap_count::release(p); }
+void operator delete(void* p, std::align_val_t, const std::nothrow_t&) noexcept {
+    heap_count::release(p);
+}
+void operator delete[](void* p, std::align_val_t, const std::nothrow_t&) noexcept {
+    heap_count::release(p);
+}
 
 using namespace std::chrono_literals;
 using memgov::admit_kind;
