@@ -180,8 +180,7 @@ struct server::impl {
         frame_bytes{0}, refused{0}, evicted{0}, orphaned{0};
     std::atomic<std::uint64_t> next_connection_id{1};
     std::atomic<std::uint64_t> mock_outages{0}, mock_errors{0};
-    std::atomic<std::uint64_t> shed_periods{0};
-    std::atomic<std::uint64_t> charged_capacity{0}; // unused buffer capacity charged in drain // chunk periods in which a session shed (over its share)
+    std::atomic<std::uint64_t> shed_periods{0}; // chunk periods in which a session shed (over its share)
     // Runs `cfg.faults` against the mock cluster (its calls block for milliseconds: never on
     // an I/O or memgov thread). Stopped first at shutdown.
     std::jthread fault_thread;
