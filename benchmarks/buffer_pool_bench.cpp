@@ -274,6 +274,8 @@ public:
         static_cast<volatile unsigned char*>(Impl::data(h))[0] = 1;
         ++m_i;
     }
+    // Every release is inside step(): nothing is left to wait for.
+    void finish() noexcept {}
 
 private:
     Impl& m_impl;
@@ -325,24 +327,6 @@ void shape_heap() {
         return true;
     }();
     (void)shaped;
-}
-
-template <class Impl, class Loop>
-void warm_up(Loop& loop) {
-    for (std::size_t k = 0; k < warm_ops; ++k) loop.step();
-}
-
-template <class Impl>
-void P1_steady(benchmark::State& state) {
-    if (skip_if_unavailable(&state, static_cast<Impl*>(nullptr))) return;
-    shape_heap<typename Impl::heap>();
-    Impl impl;
-    p1_loop<Impl> loop{impl};
-    warm_up<Impl>(loop);
-    const long faults = page_faults();
-    for (auto _ : state) loop.step();
-    report_faults(state, page_faults() - faults, static_cast<double>(state.iterations()));
-    state.SetItemsProcessed(state.iterations());
 }
 
 // ---- P2: acquire on one thread, release on another ----------------------------------------------
@@ -448,16 +432,18 @@ private:
     std::thread m_consumer;
 };
 
-template <class Impl>
-void P2_steady(benchmark::State& state) {
+// The steady state of P1 or P2: the heap shaped, the loop warmed untimed, then timed; the
+// timed work includes the releases that `finish` waits for (P2's consumer thread).
+template <template <class> class Loop, class Impl>
+void steady(benchmark::State& state) {
     if (skip_if_unavailable(&state, static_cast<Impl*>(nullptr))) return;
     shape_heap<typename Impl::heap>();
     Impl impl;
-    p2_loop<Impl> loop{impl};
-    warm_up<Impl>(loop);
+    Loop<Impl> loop{impl};
+    for (std::size_t k = 0; k < warm_ops; ++k) loop.step();
     const long faults = page_faults();
     for (auto _ : state) loop.step();
-    loop.finish(); // the releases of the timed acquisitions are part of the work
+    loop.finish();
     report_faults(state, page_faults() - faults, static_cast<double>(state.iterations()));
     state.SetItemsProcessed(state.iterations());
 }
@@ -640,13 +626,13 @@ void P3_memgov(benchmark::State& state) {
 // per repetition.
 template <class Impl>
 void register_impl(const std::string& name, bool p2) {
-    benchmark::RegisterBenchmark((name + "/P1/steady").c_str(), P1_steady<Impl>);
+    benchmark::RegisterBenchmark((name + "/P1/steady").c_str(), steady<p1_loop, Impl>);
     benchmark::RegisterBenchmark((name + "/P1/fresh").c_str(),
                                  [name](benchmark::State& s) { fresh<Impl>(s, "P1", name); })
         ->UseManualTime()
         ->Iterations(8);
     if (!p2) return;
-    benchmark::RegisterBenchmark((name + "/P2/steady").c_str(), P2_steady<Impl>)
+    benchmark::RegisterBenchmark((name + "/P2/steady").c_str(), steady<p2_loop, Impl>)
         ->UseRealTime()
         ->MeasureProcessCPUTime();
     benchmark::RegisterBenchmark((name + "/P2/fresh").c_str(),
