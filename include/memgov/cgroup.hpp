@@ -37,9 +37,19 @@
 /// - The filesystem root is injectable (`cgroup_config::root`), so tests run on fake trees.
 ///
 /// The files of the binding cgroup are kept open and re-read with `pread`.
+///
+/// ## Where the parts are
+/// This header says what the files mean: which limit binds, usage, working set, peak, OOM kills,
+/// which PSI file counts, and every fallback's reason. Finding the cgroups (mountinfo,
+/// /proc/self/cgroup, the levels, and the layout types `cgroup_mode`, `memory_controller`,
+/// `cgroup_level` and `cgroup_layout`, all re-exported here) is in `detail/cgroup_layout.hpp`;
+/// opening and reading files in `detail/cgroup_file.hpp`; parsing them in
+/// `detail/cgroup_parse.hpp`, `detail/cgroup_numbers.hpp` and `detail/psi_parse.hpp` (which also
+/// declares `psi_figures`).
 
 #include <memgov/config.hpp>
 #include <memgov/detail/cgroup_file.hpp>
+#include <memgov/detail/cgroup_layout.hpp>
 #include <memgov/detail/cgroup_numbers.hpp>
 #include <memgov/detail/cgroup_parse.hpp>
 #include <memgov/detail/psi_parse.hpp>
@@ -59,26 +69,8 @@
 #if __has_include(<unistd.h>)
 #include <unistd.h>
 #endif
-#if __has_include(<sys/stat.h>)
-#include <sys/stat.h>
-#endif
 
 MEMGOV_NAMESPACE_BEGIN
-
-/// Which cgroup hierarchies the host has mounted.
-enum class cgroup_mode : std::uint8_t {
-    none,  ///< no cgroup mount found (or mountinfo unreadable)
-    v1,    ///< only cgroup v1 hierarchies
-    v2,    ///< only the unified (v2) hierarchy
-    hybrid ///< both: v1 controllers and a cgroup2 mount (typically /sys/fs/cgroup/unified)
-};
-
-/// Which hierarchy holds the memory controller for this process.
-enum class memory_controller : std::uint8_t {
-    none, ///< no memory cgroup: limits come from configuration or physical memory
-    v1,   ///< a cgroup v1 hierarchy with "memory" among its controllers
-    v2    ///< the unified hierarchy, with "memory" in cgroup.controllers
-};
 
 /// Where the effective limit came from.
 enum class limit_source : std::uint8_t {
@@ -100,25 +92,6 @@ enum class usage_source : std::uint8_t {
     proc_statm ///< the process's RSS from `/proc/self/statm` (no cgroup limit)
 };
 
-/// The name of a mode ("none", "v1", "v2", "hybrid"). Thread safety: pure. Complexity: O(1).
-[[nodiscard]] constexpr std::string_view to_string(cgroup_mode m) noexcept {
-    switch (m) {
-    case cgroup_mode::none: return "none";
-    case cgroup_mode::v1: return "v1";
-    case cgroup_mode::v2: return "v2";
-    case cgroup_mode::hybrid: return "hybrid";
-    }
-    return "unknown";
-}
-/// The name of a controller location ("none", "v1", "v2"). Thread safety: pure.
-[[nodiscard]] constexpr std::string_view to_string(memory_controller m) noexcept {
-    switch (m) {
-    case memory_controller::none: return "none";
-    case memory_controller::v1: return "v1";
-    case memory_controller::v2: return "v2";
-    }
-    return "unknown";
-}
 /// The name of a limit source, e.g. "cgroup_v2_max". Thread safety: pure.
 [[nodiscard]] constexpr std::string_view to_string(limit_source s) noexcept {
     switch (s) {
@@ -156,28 +129,6 @@ struct cgroup_config {
     /// cgroup limit when no explicit limit is configured. Empty: do not look. Read when the
     /// reader is constructed or reloaded. A malformed value is ignored, with a reason.
     std::string limit_env = "MEMGOV_MEMORY_LIMIT";
-};
-
-/// One cgroup between the process and the mount's root.
-struct cgroup_level {
-    std::string cgroup;    ///< path inside the hierarchy, e.g. "/system.slice/app.service"
-    std::string directory; ///< the directory read, under `cgroup_config::root`
-};
-
-/// Where the memory cgroup is, as found from mountinfo and /proc/self/cgroup.
-struct cgroup_layout {
-    cgroup_mode mode = cgroup_mode::none;                  ///< what the host mounts
-    memory_controller controller = memory_controller::none; ///< where memory is controlled
-    std::string mount_point;    ///< the memory hierarchy's mount point (as in mountinfo)
-    std::string mount_root;     ///< its root field in mountinfo
-    std::string process_cgroup; ///< the process's path from /proc/self/cgroup
-    /// From the process's own cgroup (index 0) up to the mount's root (last).
-    std::vector<cgroup_level> levels;
-    /// The process's cgroup directory in the unified hierarchy, for `memory.pressure`; empty
-    /// when there is no cgroup2 mount.
-    std::string v2_directory;
-    /// Why anything in the discovery fell back, in plain words.
-    std::vector<std::string> notes;
 };
 
 /// One reading of the process's memory situation. Every value names its origin (a file
@@ -364,10 +315,10 @@ public:
         m_layout = cgroup_layout{};
         m_files.clear();
         m_notes.clear();
-        m_blind_reason.clear();
         m_last_incomplete = false;
-        check_root();
-        detect(ec);
+        m_blind_reason = detail::cg_root_problem(m_cfg.root);
+        if (!m_blind_reason.empty()) m_layout.notes.push_back(m_blind_reason);
+        detail::cg_find_layout(m_cfg.root, m_layout, ec);
         if (ec && m_blind_reason.empty()) {
             m_blind_reason = m_layout.notes.empty() ? std::string{"cannot read the process's cgroups"}
                                                     : m_layout.notes.back();
@@ -625,188 +576,11 @@ public:
     }
     /// The path of `p` (absolute, as the process sees it) under the configured root.
     [[nodiscard]] std::string under_root(std::string_view p) const {
-        if (m_cfg.root == "/") return std::string{p};
-        return m_cfg.root + std::string{p};
+        return detail::cg_under_root(m_cfg.root, p);
     }
 
 private:
     static std::size_t idx(int i) noexcept { return static_cast<std::size_t>(i); }
-
-    // A root that does not exist or is not a directory: the reader is blind, and says so.
-    void check_root() {
-#if __has_include(<sys/stat.h>)
-        struct stat st {};
-        if (::stat(m_cfg.root.c_str(), &st) != 0) {
-            m_blind_reason = "the root " + m_cfg.root + " cannot be used: " +
-                             std::generic_category().message(errno);
-        } else if (!S_ISDIR(st.st_mode)) {
-            m_blind_reason = "the root " + m_cfg.root + " is not a directory";
-        }
-        if (!m_blind_reason.empty()) m_layout.notes.push_back(m_blind_reason);
-#endif
-    }
-
-    void detect(std::error_code& ec) {
-        detail::cg_file_error err;
-        const auto mountinfo = detail::cg_read_file(under_root("/proc/self/mountinfo"), err,
-                                                    detail::cg_mountinfo_cap);
-        if (!mountinfo) {
-            m_layout.notes.push_back("cannot read " + under_root("/proc/self/mountinfo") + ": " +
-                                     detail::cg_file_error_text(err) + "; no memory cgroup");
-            ec = std::error_code{err.err != 0 ? err.err : EINVAL, std::generic_category()};
-            return;
-        }
-        const detail::cg_mountinfo mi = detail::cg_parse_mountinfo(*mountinfo);
-        if (mi.malformed_lines != 0) {
-            m_layout.notes.push_back("skipped " + std::to_string(mi.malformed_lines) +
-                                     " malformed line(s) in " + under_root("/proc/self/mountinfo"));
-        }
-        bool any_v1 = false, any_v2 = false, v1_memory = false;
-        for (const auto& m : mi.mounts) {
-            any_v1 = any_v1 || !m.v2;
-            any_v2 = any_v2 || m.v2;
-            v1_memory = v1_memory || m.v1_memory;
-        }
-        m_layout.mode = any_v1 && any_v2 ? cgroup_mode::hybrid
-                        : any_v1         ? cgroup_mode::v1
-                        : any_v2         ? cgroup_mode::v2
-                                         : cgroup_mode::none;
-        if (m_layout.mode == cgroup_mode::none) {
-            m_layout.notes.push_back("no cgroup mount in " + under_root("/proc/self/mountinfo"));
-            return;
-        }
-        const auto cgroup_text = detail::cg_read_file(under_root("/proc/self/cgroup"), err);
-        if (!cgroup_text) {
-            m_layout.notes.push_back("cannot read " + under_root("/proc/self/cgroup") + ": " +
-                                     detail::cg_file_error_text(err) + "; no memory cgroup");
-            ec = std::error_code{err.err != 0 ? err.err : EINVAL, std::generic_category()};
-            return;
-        }
-        const detail::cg_membership mb = detail::cg_parse_proc_cgroup(*cgroup_text);
-        if (mb.malformed_lines != 0) {
-            m_layout.notes.push_back("skipped " + std::to_string(mb.malformed_lines) +
-                                     " malformed line(s) in " + under_root("/proc/self/cgroup"));
-        }
-
-        // The unified hierarchy's directory (for memory.pressure, and v2 memory).
-        const detail::cg_mount* v2_mount = nullptr;
-        std::string v2_rel;
-        if (any_v2 && mb.v2) {
-            v2_mount = pick_mount(mi, true, *mb.v2, v2_rel, "cgroup2");
-            if (v2_mount != nullptr) m_layout.v2_directory = join(v2_mount->mount_point, v2_rel);
-        }
-
-        if (v1_memory) {
-            if (mb.v1_memory) {
-                std::string rel;
-                if (const detail::cg_mount* m = pick_mount(mi, false, *mb.v1_memory, rel, "memory")) {
-                    set_levels(memory_controller::v1, *m, *mb.v1_memory, rel);
-                }
-                return; // else the path escapes every memory mount: no visible cgroup (noted)
-            }
-            m_layout.notes.push_back("a v1 memory hierarchy is mounted but " +
-                                     under_root("/proc/self/cgroup") + " has no memory line");
-        }
-        if (v2_mount != nullptr) {
-            const std::string controllers_path =
-                under_root(join(v2_mount->mount_point, "cgroup.controllers"));
-            const auto controllers = detail::cg_read_file(controllers_path, err);
-            bool has_memory = false;
-            if (controllers) {
-                std::string_view rest = *controllers;
-                for (;;) {
-                    const auto c = detail::cg_next_field(rest);
-                    if (c.empty()) break;
-                    has_memory = has_memory || c == "memory";
-                }
-            } else {
-                // No cgroup.controllers: accept v2 if the process's cgroup has memory files.
-                detail::cg_file_error e2;
-                has_memory = detail::cg_read_file(
-                                 under_root(join(m_layout.v2_directory, "memory.current")), e2)
-                                 .has_value();
-            }
-            if (has_memory) {
-                set_levels(memory_controller::v2, *v2_mount, *mb.v2, v2_rel);
-                return;
-            }
-            m_layout.notes.push_back("the cgroup2 mount at " + v2_mount->mount_point +
-                                     " has no memory controller");
-        } else if (any_v2 && !mb.v2) {
-            m_layout.notes.push_back(under_root("/proc/self/cgroup") + " has no \"0::\" line");
-        }
-        if (!v1_memory && !any_v2) {
-            m_layout.notes.push_back("no memory cgroup is mounted");
-        }
-    }
-
-    // Picks the mount of the wanted kind whose root contains `path` (longest root wins). When
-    // none does, the path escapes: the mounted cgroups are not the process's ancestors and their
-    // limits cannot bind it (under a cgroup namespace, paths out of view show as "/.."). Notes
-    // the escape and returns nullptr: there is no visible cgroup.
-    const detail::cg_mount* pick_mount(const detail::cg_mountinfo& mi, bool v2,
-                                       const std::string& path, std::string& rel,
-                                       std::string_view what) {
-        const detail::cg_mount* best = nullptr;
-        const detail::cg_mount* first = nullptr;
-        for (const auto& m : mi.mounts) {
-            if (v2 ? !m.v2 : !m.v1_memory) continue;
-            if (first == nullptr) first = &m;
-            if (auto r = detail::cg_relative_path(m.root, path)) {
-                if (best == nullptr || m.root.size() > best->root.size()) {
-                    best = &m;
-                    rel = std::move(*r);
-                }
-            }
-        }
-        if (best != nullptr) return best;
-        rel.clear();
-        if (first != nullptr) {
-            m_layout.notes.push_back("the " + std::string{what} + " cgroup path " + path +
-                                     " escapes the mount root " + first->root + " of " +
-                                     first->mount_point +
-                                     ": the process is below no visible cgroup, so no cgroup "
-                                     "limit applies to it here");
-        }
-        return nullptr;
-    }
-
-    static std::string join(const std::string& dir, const std::string& rel) {
-        if (rel.empty()) return dir;
-        std::string out = dir;
-        if (out.empty() || out.back() != '/') out.push_back('/');
-        out += rel;
-        return out;
-    }
-
-    void set_levels(memory_controller c, const detail::cg_mount& m, const std::string& process_path,
-                    const std::string& rel) {
-        m_layout.controller = c;
-        m_layout.mount_point = m.mount_point;
-        m_layout.mount_root = m.root;
-        m_layout.process_cgroup = process_path;
-        std::vector<std::string> parts;
-        std::string_view r = rel;
-        while (!r.empty()) {
-            const std::size_t slash = r.find('/');
-            parts.emplace_back(r.substr(0, slash));
-            if (slash == std::string_view::npos) break;
-            r.remove_prefix(slash + 1);
-        }
-        for (std::size_t n = parts.size() + 1; n-- > 0;) {
-            std::string sub;
-            for (std::size_t i = 0; i < n; ++i) {
-                sub.push_back('/');
-                sub += parts[i];
-            }
-            cgroup_level lvl;
-            std::string cg = m.root == "/" ? std::string{} : m.root;
-            cg += sub;
-            lvl.cgroup = cg.empty() ? std::string{"/"} : cg;
-            lvl.directory = sub.empty() ? m.mount_point : join(m.mount_point, sub.substr(1));
-            m_layout.levels.push_back(std::move(lvl));
-        }
-    }
 
     void read_environment() {
         m_env_limit.reset();
@@ -829,8 +603,8 @@ private:
         for (const auto& l : m_layout.levels) {
             detail::cg_level_files f;
             const std::string dir = under_root(l.directory);
-            f.limit.open(join(dir, v2 ? "memory.max" : "memory.limit_in_bytes"));
-            if (v2) f.high.open(join(dir, "memory.high"));
+            f.limit.open(detail::cg_join(dir, v2 ? "memory.max" : "memory.limit_in_bytes"));
+            if (v2) f.high.open(detail::cg_join(dir, "memory.high"));
             m_files.push_back(std::move(f));
         }
         if (!m_files.empty() && !v2) {
@@ -839,7 +613,8 @@ private:
         }
         m_psi_cgroup = detail::cg_file{}; // also forgets the path: the layout may have lost v2
         if (!m_layout.v2_directory.empty()) {
-            m_psi_cgroup.open(under_root(join(m_layout.v2_directory, "memory.pressure")));
+            m_psi_cgroup.open(
+                under_root(detail::cg_join(m_layout.v2_directory, "memory.pressure")));
         }
         m_psi_proc.open(under_root("/proc/pressure/memory"));
     }
@@ -849,8 +624,8 @@ private:
         if (f.usage_tried) return;
         const bool v2 = m_layout.controller == memory_controller::v2;
         try { // from noexcept `sample`: building the path may fail; then try again next time
-            f.usage.open(join(under_root(m_layout.levels[i].directory),
-                              v2 ? "memory.current" : "memory.usage_in_bytes"));
+            f.usage.open(detail::cg_join(under_root(m_layout.levels[i].directory),
+                                         v2 ? "memory.current" : "memory.usage_in_bytes"));
             f.usage_tried = true;
         } catch (...) {
         }
@@ -862,9 +637,9 @@ private:
         const bool v2 = m_layout.controller == memory_controller::v2;
         try { // as open_usage
             const std::string dir = under_root(m_layout.levels[i].directory);
-            f.stat.open(join(dir, "memory.stat"));
-            f.events.open(join(dir, v2 ? "memory.events" : "memory.oom_control"));
-            f.peak.open(join(dir, v2 ? "memory.peak" : "memory.max_usage_in_bytes"));
+            f.stat.open(detail::cg_join(dir, "memory.stat"));
+            f.events.open(detail::cg_join(dir, v2 ? "memory.events" : "memory.oom_control"));
+            f.peak.open(detail::cg_join(dir, v2 ? "memory.peak" : "memory.max_usage_in_bytes"));
             f.stats_tried = true;
         } catch (...) {
         }

@@ -17,7 +17,9 @@
 #include <memgov/pressure_monitor.hpp>
 #include <memgov/metrics.hpp>
 #include <memgov/evictor.hpp>
-#include <memgov/reclaimers.hpp>
+#include <memgov/reclaimers/buffer_pool.hpp>
+#include <memgov/reclaimers/object_pool.hpp>
+#include <memgov/reclaimers/session_map.hpp>
 #include <memgov/session_budget.hpp>
 #include <memgov/governor.hpp>
 #include <memgov/prometheus.hpp>

@@ -27,6 +27,7 @@
 #include <string>
 #include <thread>
 #include <type_traits>
+#include <vector>
 
 #include <fcntl.h>
 #include <poll.h>
@@ -284,6 +285,43 @@ TEST_CASE("cgroup: fixture v2 nested, the parent's lower limit binds and usage c
     CHECK(m.physical_memory_bytes == 16 * GiB);
     CHECK(m.fallbacks.empty());
     CHECK(m.complete());
+}
+
+TEST_CASE("cgroup: the layout is found from mountinfo and /proc/self/cgroup, as the reader finds it",
+          "[cgroup]") {
+    const std::string root = fixture("v2_nested_parent_limit");
+    memgov::cgroup_layout l;
+    std::error_code ec;
+    memgov::detail::cg_find_layout(root, l, ec);
+    CHECK_FALSE(ec);
+    INFO(join_lines(l.notes));
+    CHECK(l.mode == cgroup_mode::v2);
+    CHECK(l.controller == memory_controller::v2);
+    CHECK(l.mount_point == "/sys/fs/cgroup");
+    CHECK(l.mount_root == "/");
+    CHECK(l.process_cgroup == "/kubepods/pod1/ctr");
+    CHECK(l.v2_directory == "/sys/fs/cgroup/kubepods/pod1/ctr");
+    std::vector<std::string> cgroups, directories;
+    for (const auto& lvl : l.levels) {
+        cgroups.push_back(lvl.cgroup);
+        directories.push_back(lvl.directory);
+    }
+    CHECK(cgroups == std::vector<std::string>{"/kubepods/pod1/ctr", "/kubepods/pod1", "/kubepods", "/"});
+    CHECK(directories == std::vector<std::string>{"/sys/fs/cgroup/kubepods/pod1/ctr",
+                                                  "/sys/fs/cgroup/kubepods/pod1",
+                                                  "/sys/fs/cgroup/kubepods", "/sys/fs/cgroup"});
+    CHECK(l.notes.empty());
+
+    cgroup_config c;
+    c.root = root;
+    c.limit_env = "";
+    const cgroup_reader r{c};
+    CHECK(r.layout().levels.size() == l.levels.size());
+    CHECK(r.layout().v2_directory == l.v2_directory);
+    CHECK(memgov::detail::cg_root_problem(root).empty());
+    CHECK(memgov::detail::cg_root_problem(root + "/no-such-dir").find("cannot be used") != std::string::npos);
+    CHECK(memgov::detail::cg_root_problem(root + "/proc/meminfo") ==
+          "the root " + root + "/proc/meminfo is not a directory");
 }
 
 TEST_CASE("cgroup: fixture v2 memory.high below memory.max binds", "[cgroup]") {

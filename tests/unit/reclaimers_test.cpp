@@ -1,4 +1,6 @@
-#include <memgov/reclaimers.hpp>
+#include <memgov/reclaimers/buffer_pool.hpp>
+#include <memgov/reclaimers/object_pool.hpp>
+#include <memgov/reclaimers/session_map.hpp>
 
 #include <catch2/catch.hpp>
 
