@@ -48,11 +48,13 @@
 
 #include <memgov/clock.hpp>
 #include <memgov/config.hpp>
-#include <memgov/detail/saturate.hpp>
 #include <memgov/detail/buffer_pool_depot.hpp>
 #include <memgov/detail/buffer_pool_thread_cache.hpp>
+#include <memgov/detail/instance_id.hpp>
+#include <memgov/detail/saturate.hpp>
 #include <memgov/detail/size_class_map.hpp>
 #include <memgov/detail/thread_claims.hpp>
+#include <memgov/detail/validate.hpp>
 #include <memgov/ledger.hpp>
 #include <memgov/pressure_level.hpp>
 
@@ -71,6 +73,7 @@
 #include <span>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -324,11 +327,6 @@ inline void buffer_pool_release_pages(std::byte* p, std::size_t n, std::size_t p
 #endif
 }
 
-inline std::uint64_t buffer_pool_next_id() noexcept {
-    static std::atomic<std::uint64_t> next{1};
-    return next.fetch_add(1, std::memory_order_relaxed);
-}
-
 // A thread's claims on pools' caches, retired when the thread exits. Pool calls made by later
 // thread-exit destructors take the cacheless path.
 struct buffer_pool_claims {
@@ -356,7 +354,7 @@ public:
 
     buffer_pool_state(const buffer_pool_config& cfg, ledger* l,
                       std::unique_ptr<buffer_pool_clock_base> clock)
-        : m_id{buffer_pool_next_id()}, m_map{cfg.size_classes},
+        : m_id{next_instance_id()}, m_map{cfg.size_classes},
           m_fast_class{make_fast_classes(m_map)}, m_ledger{l},
           m_alignment{cfg.alignment},
           m_upstream{cfg.upstream != nullptr ? cfg.upstream : std::pmr::new_delete_resource()},
@@ -421,7 +419,7 @@ public:
     // buffer or room, and no ledger batch is due) and contain no call: everything else is one
     // tail call to the general path. So they need no saved registers and inline cheaply.
     template <bool MayAllocate>
-    [[nodiscard]] MEMGOV_DETAIL_BUFFER_POOL_INLINE buffer acquire(std::size_t n) noexcept(!MayAllocate) {
+    [[nodiscard]] buffer acquire(std::size_t n) noexcept(!MayAllocate) {
         const std::size_t c = m_fast_class[fast_bucket(n)];
         const buffer_pool_tls_entry& t = t_buffer_pool_tls[0];
         if (MEMGOV_LIKELY(c != no_fast_class && t.id == m_id)) {
@@ -443,9 +441,10 @@ public:
         return acquire_general<MayAllocate>(n);
     }
 
-    MEMGOV_DETAIL_BUFFER_POOL_INLINE void release(std::byte* p, std::size_t cap,
-                                                  std::size_t requested, std::uint32_t cls,
-                                                  std::uint32_t origin) noexcept {
+    // A buffer given back by its holder (`buffer::reset`, the memory resource): into this
+    // thread's cache while it has room, else the general path.
+    void take_back(std::byte* p, std::size_t cap, std::size_t requested, std::uint32_t cls,
+                   std::uint32_t origin) noexcept {
         const buffer_pool_tls_entry& t = t_buffer_pool_tls[0];
         if (MEMGOV_LIKELY(cls != oversize_class && t.id == m_id)) {
             buffer_pool_thread_cache* tc = t.cache;
@@ -464,7 +463,7 @@ public:
                 return;
             }
         }
-        release_general(p, cap, requested, cls, origin);
+        take_back_general(p, cap, requested, cls, origin);
     }
 
     // ---- control --------------------------------------------------------------------------
@@ -604,8 +603,8 @@ public:
             release_oversize(static_cast<std::byte*>(p), bytes, m_alignment);
             return;
         }
-        release(static_cast<std::byte*>(p), m_map.size_of(c), bytes,
-                static_cast<std::uint32_t>(c), buffer_pool_no_origin);
+        take_back(static_cast<std::byte*>(p), m_map.size_of(c), bytes,
+                  static_cast<std::uint32_t>(c), buffer_pool_no_origin);
     }
 
     // ---- thread exit ------------------------------------------------------------------------
@@ -648,15 +647,15 @@ private:
         return buffer{this, p, n, cap, static_cast<std::uint32_t>(c), tc->index};
     }
 
-    MEMGOV_NOINLINE void release_general(std::byte* p, std::size_t cap, std::size_t requested,
-                                         std::uint32_t cls, std::uint32_t origin) noexcept {
+    MEMGOV_NOINLINE void take_back_general(std::byte* p, std::size_t cap, std::size_t requested,
+                                           std::uint32_t cls, std::uint32_t origin) noexcept {
         if (cls == oversize_class) {
             release_oversize(p, cap, m_alignment);
             return;
         }
         buffer_pool_thread_cache* tc = local_cache(true);
         if (tc == nullptr) {
-            release_cacheless(p, cap, requested, cls, origin);
+            take_back_cacheless(p, cap, requested, cls, origin);
             return;
         }
         if (tc->seen_epoch != m_epoch.load(std::memory_order_relaxed)) sync(*tc);
@@ -840,8 +839,8 @@ private:
         return buffer{this, p, n, cap, static_cast<std::uint32_t>(c), buffer_pool_no_origin};
     }
 
-    void release_cacheless(std::byte* p, std::size_t cap, std::size_t requested,
-                           std::uint32_t c, std::uint32_t origin) noexcept {
+    void take_back_cacheless(std::byte* p, std::size_t cap, std::size_t requested, std::uint32_t c,
+                             std::uint32_t origin) noexcept {
         buffer_pool_class_counters& ctr = m_shared[c];
         if (origin == buffer_pool_no_origin) {
             ctr.local_releases.add_shared(1);
@@ -983,7 +982,7 @@ private:
 
     // ---- thread caches ------------------------------------------------------------------------
 
-    MEMGOV_DETAIL_BUFFER_POOL_INLINE buffer_pool_thread_cache* local_cache(bool may_claim) noexcept {
+    buffer_pool_thread_cache* local_cache(bool may_claim) noexcept {
         const auto& t = t_buffer_pool_tls;
         if (MEMGOV_LIKELY(t[0].id == m_id)) return t[0].cache;
         return local_cache_slow(may_claim);
@@ -1109,7 +1108,7 @@ private:
 
 inline void buffer::reset() noexcept {
     if (m_pool != nullptr) {
-        m_pool->release(m_data, m_capacity, m_requested, m_class, m_origin);
+        m_pool->take_back(m_data, m_capacity, m_requested, m_class, m_origin);
         m_pool = nullptr;
         m_data = nullptr;
         m_size = 0;
@@ -1255,47 +1254,44 @@ public:
 
 private:
     static const buffer_pool_config& validated(const buffer_pool_config& c) {
-        const std::string p = "memgov::buffer_pool_config::";
-        if (c.size_classes.empty()) throw std::invalid_argument{p + "size_classes: must not be empty"};
+        constexpr std::string_view cfg = "buffer_pool_config";
+        using detail::require_field;
+        require_field(!c.size_classes.empty(), cfg, "size_classes", "must not be empty");
         if (c.size_classes.size() > detail::size_class_max_count) {
-            throw std::invalid_argument{p + "size_classes: at most " +
-                                        std::to_string(detail::size_class_max_count) + " classes"};
+            detail::throw_bad_field(cfg, "size_classes",
+                                    "at most " + std::to_string(detail::size_class_max_count) +
+                                        " classes");
         }
-        if (c.size_classes.front() == 0) throw std::invalid_argument{p + "size_classes: sizes must be > 0"};
+        require_field(c.size_classes.front() != 0, cfg, "size_classes", "sizes must be > 0");
         // Above this no allocator can serve a class, and class arithmetic must not overflow.
-        if (c.size_classes.back() > buffer_pool_config::max_class_size) {
-            throw std::invalid_argument{p + "size_classes: sizes must be at most 2^42 (4 TiB)"};
-        }
+        require_field(c.size_classes.back() <= buffer_pool_config::max_class_size, cfg,
+                      "size_classes", "sizes must be at most 2^42 (4 TiB)");
         for (std::size_t i = 1; i < c.size_classes.size(); ++i) {
-            if (c.size_classes[i] <= c.size_classes[i - 1]) {
-                throw std::invalid_argument{p + "size_classes: must be strictly increasing"};
-            }
+            require_field(c.size_classes[i] > c.size_classes[i - 1], cfg, "size_classes",
+                          "must be strictly increasing");
         }
-        if (c.thread_cache_buffers > 1024) {
-            throw std::invalid_argument{p + "thread_cache_buffers: must be <= 1024"};
-        }
-        if (c.depot_bytes == 0) throw std::invalid_argument{p + "depot_bytes: must be > 0"};
+        require_field(c.thread_cache_buffers <= 1024, cfg, "thread_cache_buffers",
+                      "must be <= 1024");
+        require_field(c.depot_bytes != 0, cfg, "depot_bytes", "must be > 0");
         if (const std::size_t n = c.depot_bytes / c.size_classes.front();
             n > buffer_pool_config::max_depot_buffers) {
             // Each depot's ring is reserved up front: refuse rather than reserve gigabytes.
-            throw std::invalid_argument{
-                p + "depot_bytes: would size the depot of the " +
-                std::to_string(c.size_classes.front()) + "-byte class for " + std::to_string(n) +
-                " buffers; at most max_depot_buffers (" +
-                std::to_string(buffer_pool_config::max_depot_buffers) + ") per depot"};
+            detail::throw_bad_field(
+                cfg, "depot_bytes",
+                "would size the depot of the " + std::to_string(c.size_classes.front()) +
+                    "-byte class for " + std::to_string(n) +
+                    " buffers; at most max_depot_buffers (" +
+                    std::to_string(buffer_pool_config::max_depot_buffers) + ") per depot");
         }
         for (std::size_t i = 0; i < c.pressure_factors.size(); ++i) {
             const double f = c.pressure_factors[i];
-            if (!(f >= 0.0 && f <= 1.0)) {
-                throw std::invalid_argument{p + "pressure_factors: each must be in [0, 1]"};
-            }
-            if (i > 0 && f > c.pressure_factors[i - 1]) {
-                throw std::invalid_argument{p + "pressure_factors: must not increase with pressure"};
-            }
+            require_field(f >= 0.0 && f <= 1.0, cfg, "pressure_factors", "each must be in [0, 1]");
+            require_field(i == 0 || f <= c.pressure_factors[i - 1], cfg, "pressure_factors",
+                          "must not increase with pressure");
         }
-        if (c.alignment == 0 || !std::has_single_bit(c.alignment) || c.alignment > buffer_pool_config::max_alignment) {
-            throw std::invalid_argument{p + "alignment: must be a power of two, at most 2 MiB (a huge page)"};
-        }
+        require_field(c.alignment != 0 && std::has_single_bit(c.alignment) &&
+                          c.alignment <= buffer_pool_config::max_alignment,
+                      cfg, "alignment", "must be a power of two, at most 2 MiB (a huge page)");
         return c;
     }
 

@@ -67,6 +67,7 @@
 #include <memgov/config.hpp>
 #include <memgov/detail/cgroup_parse.hpp>
 #include <memgov/detail/saturate.hpp>
+#include <memgov/detail/validate.hpp>
 #include <memgov/metrics.hpp>
 #include <memgov/pressure_level.hpp>
 
@@ -515,17 +516,14 @@ public:
     explicit heap_trimmer(heap_trim_config cfg, trim_fn trim = {}, rss_fn rss = {}, done_fn done = {})
         : m_cfg{cfg}, m_trim{std::move(trim)}, m_rss{std::move(rss)}, m_done{std::move(done)},
           m_interval{cfg.min_interval} {
-        if (cfg.min_interval <= duration::zero() || cfg.min_interval > longest_period) {
-            throw std::invalid_argument{
-                "memgov::heap_trim_config::min_interval: must be in (0, longest_period]"};
-        }
-        if (cfg.max_interval < cfg.min_interval || cfg.max_interval > longest_period) {
-            throw std::invalid_argument{
-                "memgov::heap_trim_config::max_interval: must be in [min_interval, longest_period]"};
-        }
-        if (!(cfg.backoff_factor >= 1.0 && cfg.backoff_factor <= 1000.0)) {
-            throw std::invalid_argument{"memgov::heap_trim_config::backoff_factor: must be in [1, 1000]"};
-        }
+        detail::require_field(cfg.min_interval > duration::zero() &&
+                                  cfg.min_interval <= longest_period,
+                              "heap_trim_config", "min_interval", "must be in (0, longest_period]");
+        detail::require_field(
+            cfg.max_interval >= cfg.min_interval && cfg.max_interval <= longest_period,
+            "heap_trim_config", "max_interval", "must be in [min_interval, longest_period]");
+        detail::require_field(cfg.backoff_factor >= 1.0 && cfg.backoff_factor <= 1000.0,
+                              "heap_trim_config", "backoff_factor", "must be in [1, 1000]");
         if (!m_trim) {
             m_trim = [] {
 #if MEMGOV_HAS_MALLOC_TRIM
@@ -1297,68 +1295,57 @@ private:
     }
 
     static evictor_config validate(evictor_config cfg) {
+        using detail::require_field;
+        using detail::throw_bad_field;
+        constexpr std::string_view type = "evictor_config";
         double prev = 0.0;
         for (const auto& s : cfg.age_ladder) {
-            if (!(s.usage_ratio > prev) || !(s.usage_ratio <= 1.5)) {
-                throw std::invalid_argument{
-                    "memgov::evictor_config::age_ladder: usage ratios must be > 0, rise and be <= 1.5"};
-            }
-            if (s.max_age <= duration::zero() || s.max_age > longest_period) {
-                throw std::invalid_argument{
-                    "memgov::evictor_config::age_ladder: max_age must be in (0, longest_period]"};
-            }
+            require_field(s.usage_ratio > prev && s.usage_ratio <= 1.5, type, "age_ladder",
+                          "usage ratios must be > 0, rise and be <= 1.5");
+            require_field(s.max_age > duration::zero() && s.max_age <= longest_period, type,
+                          "age_ladder", "max_age must be in (0, longest_period]");
             prev = s.usage_ratio;
         }
-        if (cfg.session_cost_cap == 0) {
-            throw std::invalid_argument{"memgov::evictor_config::session_cost_cap: must be > 0"};
-        }
-        if (!(cfg.largest_min_share >= 0.0 && cfg.largest_min_share <= 1.0)) {
-            throw std::invalid_argument{"memgov::evictor_config::largest_min_share: must be in [0, 1]"};
-        }
-        if (!(cfg.emergency_margin >= 0.0 && cfg.emergency_margin < 1.0)) {
-            throw std::invalid_argument{
-                "memgov::evictor_config::emergency_margin: must be in [0, 1)"};
-        }
+        require_field(cfg.session_cost_cap != 0, type, "session_cost_cap", "must be > 0");
+        require_field(cfg.largest_min_share >= 0.0 && cfg.largest_min_share <= 1.0, type,
+                      "largest_min_share", "must be in [0, 1]");
+        require_field(cfg.emergency_margin >= 0.0 && cfg.emergency_margin < 1.0, type,
+                      "emergency_margin", "must be in [0, 1)");
         for (std::size_t i = 0; i < cfg.custom_actions.size(); ++i) {
             const std::string& n = cfg.custom_actions[i];
             if (!valid_custom_name(n)) {
-                throw std::invalid_argument{
-                    "memgov::evictor_config::custom_actions: '" + n.substr(0, 64) +
-                    "' must be 1 to 64 characters of [a-z0-9_], start with a letter and not be a "
-                    "built-in action's name"};
+                throw_bad_field(type, "custom_actions",
+                                "'" + n.substr(0, 64) +
+                                    "' must be 1 to 64 characters of [a-z0-9_], start with a "
+                                    "letter and not be a built-in action's name");
             }
             if (std::find(cfg.custom_actions.begin(), cfg.custom_actions.begin() +
                                                           static_cast<std::ptrdiff_t>(i), n) !=
                 cfg.custom_actions.begin() + static_cast<std::ptrdiff_t>(i)) {
-                throw std::invalid_argument{"memgov::evictor_config::custom_actions: '" + n +
-                                            "' is declared twice"};
+                throw_bad_field(type, "custom_actions", "'" + n + "' is declared twice");
             }
         }
         for (const auto& row : cfg.ladder) {
             for (const auto& e : row) {
-                if (static_cast<std::size_t>(e.action) >= reclaim_action_count) {
-                    throw std::invalid_argument{"memgov::evictor_config::ladder: unknown action"};
-                }
-                if (e.budget == 0 && e.action != reclaim_action::trim_heap) {
-                    throw std::invalid_argument{"memgov::evictor_config::ladder: budget must be > 0"};
-                }
+                require_field(static_cast<std::size_t>(e.action) < reclaim_action_count, type,
+                              "ladder", "unknown action");
+                require_field(e.budget != 0 || e.action == reclaim_action::trim_heap, type,
+                              "ladder", "budget must be > 0");
                 if (e.action == reclaim_action::custom && custom_index(cfg, e.name) == no_custom) {
-                    throw std::invalid_argument{
-                        "memgov::evictor_config::ladder: custom action '" + e.name.substr(0, 64) +
-                        "' is not declared in evictor_config::custom_actions"};
+                    throw_bad_field(type, "ladder",
+                                    "custom action '" + e.name.substr(0, 64) +
+                                        "' is not declared in evictor_config::custom_actions");
                 }
                 if (e.action != reclaim_action::custom && !e.name.empty()) {
-                    throw std::invalid_argument{"memgov::evictor_config::ladder: only a custom entry has "
-                                                "a name ('" + e.name.substr(0, 64) + "' on " +
-                                                std::string{to_string(e.action)} + ")"};
+                    throw_bad_field(type, "ladder",
+                                    "only a custom entry has a name ('" + e.name.substr(0, 64) +
+                                        "' on " + std::string{to_string(e.action)} + ")");
                 }
             }
         }
         for (const auto& e : cfg.ladder[to_index(pressure_level::normal)]) {
-            if (e.action != reclaim_action::sweep_expired) {
-                throw std::invalid_argument{
-                    "memgov::evictor_config::ladder: the normal row may hold only sweep_expired"};
-            }
+            require_field(e.action == reclaim_action::sweep_expired, type, "ladder",
+                          "the normal row may hold only sweep_expired");
         }
         return cfg;
     }

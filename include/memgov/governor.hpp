@@ -38,9 +38,10 @@
 
 #include <memgov/clock.hpp>
 #include <memgov/config.hpp>
-#include <memgov/detail/saturate.hpp>
 #include <memgov/detail/owned_mutex.hpp>
+#include <memgov/detail/saturate.hpp>
 #include <memgov/detail/service_thread.hpp>
+#include <memgov/detail/validate.hpp>
 #include <memgov/evictor.hpp>
 #include <memgov/ledger.hpp>
 #include <memgov/metrics.hpp>
@@ -476,14 +477,10 @@ private:
 
     static governor_config validate(governor_config c) {
         detail::validate(c.admission);
-        if (c.poll_period <= duration::zero() || c.poll_period > longest_period) {
-            throw std::invalid_argument{
-                "memgov::governor_config::poll_period: must be in (0, longest_period]"};
-        }
-        if (c.step_period < duration::zero() || c.step_period > longest_period) {
-            throw std::invalid_argument{
-                "memgov::governor_config::step_period: must be in [0, longest_period]"};
-        }
+        detail::require_field(c.poll_period > duration::zero() && c.poll_period <= longest_period,
+                              "governor_config", "poll_period", "must be in (0, longest_period]");
+        detail::require_field(c.step_period >= duration::zero() && c.step_period <= longest_period,
+                              "governor_config", "step_period", "must be in [0, longest_period]");
         return c;
     }
 

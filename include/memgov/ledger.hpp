@@ -50,6 +50,7 @@
 /// is charging, reads are exact.
 
 #include <memgov/config.hpp>
+#include <memgov/detail/instance_id.hpp>
 #include <memgov/detail/thread_claims.hpp>
 
 #include <array>
@@ -178,11 +179,6 @@ struct ledger_claims {
 };
 using ledger_thread_claims = thread_claims<ledger_claims>;
 
-inline std::uint64_t next_ledger_id() noexcept {
-    static std::atomic<std::uint64_t> next{1};
-    return next.fetch_add(1, std::memory_order_relaxed);
-}
-
 } // namespace detail
 
 /// A point-in-time copy of a ledger's counters.
@@ -208,7 +204,7 @@ public:
         detail::ledger_slots_per_block * detail::ledger_max_blocks;
 
     /// An empty ledger with the built-in categories defined. Throws `std::bad_alloc` only.
-    ledger() : m_state{std::make_shared<detail::ledger_state>()}, m_id{detail::next_ledger_id()} {
+    ledger() : m_state{std::make_shared<detail::ledger_state>()}, m_id{detail::next_instance_id()} {
         static constexpr std::array<std::string_view, 7> builtin{
             "pool_idle", "pool_in_use", "sessions", "windows", "objects", "kafka_inflight", "session_storage"};
         static_assert(builtin.size() == static_cast<std::size_t>(category::first_user));

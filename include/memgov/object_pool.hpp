@@ -28,6 +28,7 @@
 #include <memgov/clock.hpp>
 #include <memgov/config.hpp>
 #include <memgov/detail/object_pool_core.hpp>
+#include <memgov/detail/validate.hpp>
 #include <memgov/ledger.hpp>
 #include <memgov/pressure_level.hpp>
 
@@ -46,6 +47,7 @@
 #include <new>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <type_traits>
 #include <utility>
 
@@ -525,41 +527,39 @@ public:
 
 private:
     static void validate(const object_pool_config& c, const memgov::ledger* accounting) {
-        auto bad = [](const char* field, const char* why) {
-            throw std::invalid_argument{std::string{"memgov::object_pool_config::"} + field +
-                                        ": " + why};
-        };
-        if (c.block_objects == 0 || !std::has_single_bit(c.block_objects) ||
-            c.block_objects > (std::size_t{1} << 20)) {
-            bad("block_objects", "must be a power of two between 1 and 2^20");
-        }
-        if (c.max_objects == 0 || c.max_objects >= object_handle::null_index) {
-            bad("max_objects", "must be > 0 and < 2^32 - 1");
-        }
-        if (c.thread_cache_objects > 65536) bad("thread_cache_objects", "must be <= 65536");
-        if (c.young_lifetime <= duration::zero()) bad("young_lifetime", "must be > 0");
-        if (c.mid_lifetime < c.young_lifetime) bad("mid_lifetime", "must be >= young_lifetime");
-        if (c.old_lifetime < c.mid_lifetime) bad("old_lifetime", "must be >= mid_lifetime");
-        if (c.reuses_to_promote == 0) bad("reuses_to_promote", "must be > 0");
+        constexpr std::string_view cfg = "object_pool_config";
+        using detail::require_field;
+        require_field(c.block_objects != 0 && std::has_single_bit(c.block_objects) &&
+                          c.block_objects <= (std::size_t{1} << 20),
+                      cfg, "block_objects", "must be a power of two between 1 and 2^20");
+        require_field(c.max_objects != 0 && c.max_objects < object_handle::null_index, cfg,
+                      "max_objects", "must be > 0 and < 2^32 - 1");
+        require_field(c.thread_cache_objects <= 65536, cfg, "thread_cache_objects",
+                      "must be <= 65536");
+        require_field(c.young_lifetime > duration::zero(), cfg, "young_lifetime", "must be > 0");
+        require_field(c.mid_lifetime >= c.young_lifetime, cfg, "mid_lifetime",
+                      "must be >= young_lifetime");
+        require_field(c.old_lifetime >= c.mid_lifetime, cfg, "old_lifetime",
+                      "must be >= mid_lifetime");
+        require_field(c.reuses_to_promote != 0, cfg, "reuses_to_promote", "must be > 0");
         for (std::size_t i = 0; i < c.lifetime_divisor.size(); ++i) {
-            if (c.lifetime_divisor[i] == 0) bad("lifetime_divisor", "entries must be >= 1");
-            if (i > 0 && c.lifetime_divisor[i] < c.lifetime_divisor[i - 1]) {
-                bad("lifetime_divisor", "entries must be non-decreasing");
-            }
+            require_field(c.lifetime_divisor[i] != 0, cfg, "lifetime_divisor",
+                          "entries must be >= 1");
+            require_field(i == 0 || c.lifetime_divisor[i] >= c.lifetime_divisor[i - 1], cfg,
+                          "lifetime_divisor", "entries must be non-decreasing");
         }
-        if (c.generation_limit == 0 ||
-            c.generation_limit >= detail::object_pool_retired_generation) {
-            bad("generation_limit", "must be >= 1 and <= 2^32 - 2");
-        }
-        if (c.on_stale_handle > stale_handle_policy::abort) {
-            bad("on_stale_handle", "unknown policy");
-        }
-        if (c.old_lifetime > longest_period) bad("old_lifetime", "must be at most longest_period (a year)");
+        require_field(c.generation_limit != 0 &&
+                          c.generation_limit < detail::object_pool_retired_generation,
+                      cfg, "generation_limit", "must be >= 1 and <= 2^32 - 2");
+        require_field(c.on_stale_handle <= stale_handle_policy::abort, cfg, "on_stale_handle",
+                      "unknown policy");
+        require_field(c.old_lifetime <= longest_period, cfg, "old_lifetime",
+                      "must be at most longest_period (a year)");
         // A category the ledger does not define would hide the pool's bytes from the totals.
-        if (accounting != nullptr ? !accounting->defined(c.ledger_category)
-                                  : static_cast<std::size_t>(c.ledger_category) >= memgov::ledger::max_categories) {
-            bad("ledger_category", "must be a category the ledger defines");
-        }
+        require_field(accounting != nullptr ? accounting->defined(c.ledger_category)
+                                            : static_cast<std::size_t>(c.ledger_category) <
+                                                  memgov::ledger::max_categories,
+                      cfg, "ledger_category", "must be a category the ledger defines");
     }
 
     [[nodiscard]] std::size_t block_size(std::size_t b) const noexcept {

@@ -48,9 +48,10 @@
 #include <memgov/cgroup.hpp>
 #include <memgov/clock.hpp>
 #include <memgov/config.hpp>
-#include <memgov/detail/saturate.hpp>
 #include <memgov/detail/psi_trigger.hpp>
+#include <memgov/detail/saturate.hpp>
 #include <memgov/detail/service_thread.hpp>
+#include <memgov/detail/validate.hpp>
 #include <memgov/ledger.hpp>
 #include <memgov/pressure_level.hpp>
 
@@ -69,6 +70,7 @@
 #include <stdexcept>
 #include <stop_token>
 #include <string>
+#include <string_view>
 #include <system_error>
 #include <thread>
 #include <utility>
@@ -582,13 +584,14 @@ public:
 
 private:
     static pressure_monitor_config validate(pressure_monitor_config c) {
-        const auto fail = [](const std::string& field, const char* what) {
-            throw std::invalid_argument{"memgov::pressure_monitor_config::" + field + ": " + what};
-        };
+        constexpr std::string_view cfg = "pressure_monitor_config";
+        using detail::throw_bad_field;
         // Every period is bounded so that `now + period` and `period × factor` always fit.
         const auto period = [&](const char* field, duration d, bool zero_ok) {
             if (d < duration::zero() || (!zero_ok && d == duration::zero()) || d > longest_period) {
-                fail(field, zero_ok ? "must be in [0, longest_period]" : "must be in (0, longest_period]");
+                throw_bad_field(cfg, field,
+                                zero_ok ? "must be in [0, longest_period]"
+                                        : "must be in (0, longest_period]");
             }
         };
         period("sample_period", c.sample_period, false);
@@ -597,41 +600,51 @@ private:
         period("growth_half_life", c.growth_half_life, false);
         period("forecast_horizon", c.forecast_horizon, true);
         if (!(c.forecast_exit_margin >= 0.0 && c.forecast_exit_margin <= 100.0)) {
-            fail("forecast_exit_margin", "must be in [0, 100]");
+            throw_bad_field(cfg, "forecast_exit_margin", "must be in [0, 100]");
         }
         period("psi_hold", c.psi_hold, true);
-        if (to_index(c.psi_level) >= pressure_level_count) fail("psi_level", "unknown level");
+        if (to_index(c.psi_level) >= pressure_level_count)
+            throw_bad_field(cfg, "psi_level", "unknown level");
         if (c.forecast_ceiling > pressure_level::critical) {
-            fail("forecast_ceiling", "must be at most critical");
+            throw_bad_field(cfg, "forecast_ceiling", "must be at most critical");
         }
         const auto ratio_ok = [](double r) { return r > 0.0 && r <= 1.0; };
-        if (!ratio_ok(c.red_line.small_limit_ratio)) fail("red_line.small_limit_ratio", "must be in (0, 1]");
-        if (!ratio_ok(c.red_line.large_limit_ratio)) fail("red_line.large_limit_ratio", "must be in (0, 1]");
-        if (c.red_line.small_limit_bytes == 0) fail("red_line.small_limit_bytes", "must be > 0");
+        if (!ratio_ok(c.red_line.small_limit_ratio))
+            throw_bad_field(cfg, "red_line.small_limit_ratio", "must be in (0, 1]");
+        if (!ratio_ok(c.red_line.large_limit_ratio))
+            throw_bad_field(cfg, "red_line.large_limit_ratio", "must be in (0, 1]");
+        if (c.red_line.small_limit_bytes == 0)
+            throw_bad_field(cfg, "red_line.small_limit_bytes", "must be > 0");
         // Check the thresholds as they apply, for both red lines.
         for (const double red : {c.red_line.small_limit_ratio, c.red_line.large_limit_ratio}) {
             const double base = c.thresholds_relative ? red : 0.0;
             for (std::size_t i = 0; i < c.thresholds.size(); ++i) {
                 const auto& t = c.thresholds[i];
                 const std::string name = "thresholds[" + std::to_string(i) + "]";
-                if (!(std::isfinite(t.enter) && std::isfinite(t.exit))) fail(name, "must be finite");
+                if (!(std::isfinite(t.enter) && std::isfinite(t.exit)))
+                    throw_bad_field(cfg, name, "must be finite");
                 if (base + t.enter <= 0.0 || base + t.enter > 2.0)
-                    fail(name + ".enter", "must give a ratio in (0, 2]");
+                    throw_bad_field(cfg, name + ".enter", "must give a ratio in (0, 2]");
                 // An exit ratio of 0, or one usage never falls below (1e-300), could never be
                 // crossed from above: the level would stay forever.
                 if (!(base + t.exit >= pressure_monitor_config::min_exit_ratio)) {
-                    fail(name + ".exit", "must give a ratio >= min_exit_ratio (0.01)");
+                    throw_bad_field(cfg, name + ".exit",
+                                    "must give a ratio >= min_exit_ratio (0.01)");
                 }
-                if (!(t.exit < t.enter)) fail(name + ".exit", "must be below enter");
+                if (!(t.exit < t.enter))
+                    throw_bad_field(cfg, name + ".exit", "must be below enter");
                 if (t.dwell < duration::zero() || t.dwell > longest_period) {
-                    fail(name + ".dwell", "must be in [0, longest_period]");
+                    throw_bad_field(cfg, name + ".dwell", "must be in [0, longest_period]");
                 }
                 if (i > 0 && !(t.enter > c.thresholds[i - 1].enter))
-                    fail(name + ".enter", "must be above the previous level's enter");
+                    throw_bad_field(cfg, name + ".enter",
+                                    "must be above the previous level's enter");
             }
         }
         if (!c.psi_trigger.empty() && !detail::psi_parse_trigger(c.psi_trigger)) {
-            fail("psi_trigger", "must be \"some|full <stall us> <window us>\" with 0 < window, stall <= window");
+            throw_bad_field(
+                cfg, "psi_trigger",
+                "must be \"some|full <stall us> <window us>\" with 0 < window, stall <= window");
         }
         return c;
     }

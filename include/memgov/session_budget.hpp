@@ -35,6 +35,7 @@
 
 #include <memgov/config.hpp>
 #include <memgov/detail/saturate.hpp>
+#include <memgov/detail/validate.hpp>
 #include <memgov/ledger.hpp>
 #include <memgov/pressure_level.hpp>
 
@@ -217,56 +218,43 @@ inline constexpr std::int64_t unlimited_bytes = std::int64_t{1} << 60;
 
 /// Throws `std::invalid_argument` naming the first bad field of `a`.
 inline void validate(const admission_config& a) {
-    const auto bad = [](const char* field, const char* what) {
-        throw std::invalid_argument{std::string{"memgov::admission_config::"} + field + ": " + what};
-    };
-    if (!(a.ceiling_ratio > 0.0 && a.ceiling_ratio <= 1.0)) bad("ceiling_ratio", "must be in (0, 1]");
-    if (a.close_sessions_at > pressure_level::emergency) {
-        bad("close_sessions_at", "must be a level (normal .. emergency)");
-    }
-    if (a.refuse_all_at > pressure_level::emergency) {
-        bad("refuse_all_at", "must be a level (normal .. emergency)");
-    }
-    if (a.refuse_all_at < a.close_sessions_at) {
-        bad("refuse_all_at", "must not be below close_sessions_at");
-    }
-    if (a.session_quota_bytes == 0 || a.session_quota_bytes > (std::size_t{1} << 60)) {
-        bad("session_quota_bytes", "must be in [1, 2^60]");
-    }
-    if (!(a.session_quota_limit_share > 0.0 && a.session_quota_limit_share <= 1.0)) {
-        bad("session_quota_limit_share", "must be in (0, 1]");
-    }
+    constexpr std::string_view cfg = "admission_config";
+    require_field(a.ceiling_ratio > 0.0 && a.ceiling_ratio <= 1.0, cfg, "ceiling_ratio",
+                  "must be in (0, 1]");
+    require_field(a.close_sessions_at <= pressure_level::emergency, cfg, "close_sessions_at",
+                  "must be a level (normal .. emergency)");
+    require_field(a.refuse_all_at <= pressure_level::emergency, cfg, "refuse_all_at",
+                  "must be a level (normal .. emergency)");
+    require_field(a.refuse_all_at >= a.close_sessions_at, cfg, "refuse_all_at",
+                  "must not be below close_sessions_at");
+    require_field(a.session_quota_bytes != 0 && a.session_quota_bytes <= (std::size_t{1} << 60),
+                  cfg, "session_quota_bytes", "must be in [1, 2^60]");
+    require_field(a.session_quota_limit_share > 0.0 && a.session_quota_limit_share <= 1.0, cfg,
+                  "session_quota_limit_share", "must be in (0, 1]");
     for (std::size_t l = 0; l < pressure_level_count; ++l) {
-        if (!(a.quota_factor[l] > 0.0 && a.quota_factor[l] <= 1.0)) {
-            bad("quota_factor", "every factor must be in (0, 1]");
-        }
-        if (l > 0 && a.quota_factor[l] > a.quota_factor[l - 1]) {
-            bad("quota_factor", "must not rise with the level");
-        }
+        require_field(a.quota_factor[l] > 0.0 && a.quota_factor[l] <= 1.0, cfg, "quota_factor",
+                      "every factor must be in (0, 1]");
+        require_field(!(l > 0 && a.quota_factor[l] > a.quota_factor[l - 1]), cfg, "quota_factor",
+                      "must not rise with the level");
     }
-    if (!(a.heavy_share > 0.0 && a.heavy_share <= 1.0)) bad("heavy_share", "must be in (0, 1]");
+    require_field(a.heavy_share > 0.0 && a.heavy_share <= 1.0, cfg, "heavy_share",
+                  "must be in (0, 1]");
     for (std::size_t l = 0; l < pressure_level_count; ++l) {
-        if (!(a.heavy_refusal[l] >= 0.0 && a.heavy_refusal[l] <= 1.0)) {
-            bad("heavy_refusal", "every share must be in [0, 1]");
-        }
-        if (l > 0 && a.heavy_refusal[l] < a.heavy_refusal[l - 1]) {
-            bad("heavy_refusal", "must not fall with the level");
-        }
-        if (!(a.pace_refusal[l] >= 0.0 && a.pace_refusal[l] <= 1.0)) {
-            bad("pace_refusal", "every share must be in [0, 1]");
-        }
-        if (l > 0 && a.pace_refusal[l] < a.pace_refusal[l - 1]) {
-            bad("pace_refusal", "must not fall with the level");
-        }
-        if (a.pace_refusal[l] > a.heavy_refusal[l]) {
-            bad("pace_refusal", "must not be above heavy_refusal at the same level");
-        }
-        if (!(a.fair_share[l] >= 0.0 && a.fair_share[l] <= 1.0)) {
-            bad("fair_share", "every share must be in [0, 1]");
-        }
-        if (l > 0 && a.fair_share[l - 1] > 0.0 && a.fair_share[l] > a.fair_share[l - 1]) {
-            bad("fair_share", "must not rise with the level where it is set");
-        }
+        require_field(a.heavy_refusal[l] >= 0.0 && a.heavy_refusal[l] <= 1.0, cfg, "heavy_refusal",
+                      "every share must be in [0, 1]");
+        require_field(!(l > 0 && a.heavy_refusal[l] < a.heavy_refusal[l - 1]), cfg, "heavy_refusal",
+                      "must not fall with the level");
+        require_field(a.pace_refusal[l] >= 0.0 && a.pace_refusal[l] <= 1.0, cfg, "pace_refusal",
+                      "every share must be in [0, 1]");
+        require_field(!(l > 0 && a.pace_refusal[l] < a.pace_refusal[l - 1]), cfg, "pace_refusal",
+                      "must not fall with the level");
+        require_field(!(a.pace_refusal[l] > a.heavy_refusal[l]), cfg, "pace_refusal",
+                      "must not be above heavy_refusal at the same level");
+        require_field(a.fair_share[l] >= 0.0 && a.fair_share[l] <= 1.0, cfg, "fair_share",
+                      "every share must be in [0, 1]");
+        require_field(
+            !(l > 0 && a.fair_share[l - 1] > 0.0 && a.fair_share[l] > a.fair_share[l - 1]), cfg,
+            "fair_share", "must not rise with the level where it is set");
     }
 }
 
@@ -647,25 +635,26 @@ private:
         m_refused_bytes.store(o.m_refused_bytes.exchange(0, std::memory_order_relaxed), std::memory_order_relaxed);
     }
 
-    // Counters only the admitting thread writes: a load and a store, no locked instruction.
-    static void bump(std::atomic<std::uint64_t>& c, std::uint64_t n) noexcept {
+    // Adds to a counter only the admitting thread writes: a load and a store, no locked
+    // instruction (readers on other threads see each value whole).
+    static void single_writer_add(std::atomic<std::uint64_t>& c, std::uint64_t n) noexcept {
         c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
     }
     admission admitted(detail::admission_state& s, std::int64_t b) noexcept {
-        bump(m_admitted_calls, 1);
-        bump(m_admitted_bytes, static_cast<std::uint64_t>(b));
+        single_writer_add(m_admitted_calls, 1);
+        single_writer_add(m_admitted_bytes, static_cast<std::uint64_t>(b));
         s.count_admitted(static_cast<std::size_t>(admit_kind::work), b);
         return {};
     }
     MEMGOV_COLD admission refused(detail::admission_state& s, admit_reason r, std::int64_t b) noexcept {
         const admission a = s.refuse(static_cast<std::size_t>(admit_kind::work), r, b);
         if (a) { // dry run: counted as a would-be refusal, admitted
-            bump(m_admitted_calls, 1);
-            bump(m_admitted_bytes, static_cast<std::uint64_t>(b));
+            single_writer_add(m_admitted_calls, 1);
+            single_writer_add(m_admitted_bytes, static_cast<std::uint64_t>(b));
             return a;
         }
-        bump(m_refused_calls, 1);
-        bump(m_refused_bytes, static_cast<std::uint64_t>(b));
+        single_writer_add(m_refused_calls, 1);
+        single_writer_add(m_refused_bytes, static_cast<std::uint64_t>(b));
         return a;
     }
 

@@ -34,6 +34,7 @@
 #include <memgov/buffer_pool.hpp>
 #include <memgov/config.hpp>
 #include <memgov/detail/saturate.hpp>
+#include <memgov/detail/validate.hpp>
 #include <memgov/ledger.hpp>
 
 #include <algorithm>
@@ -90,11 +91,11 @@ class window_quota {
 public:
     /// Throws `std::invalid_argument` naming a bad field.
     explicit window_quota(const window_quota_config& config = {}) : m_config{config} {
-        const std::string p = "memgov::window_quota_config::";
-        if (config.total_bytes == 0) throw std::invalid_argument{p + "total_bytes: must be > 0"};
-        if (config.max_grant_bytes == 0 || config.max_grant_bytes > config.total_bytes) {
-            throw std::invalid_argument{p + "max_grant_bytes: must be > 0 and <= total_bytes"};
-        }
+        constexpr std::string_view cfg = "window_quota_config";
+        detail::require_field(config.total_bytes != 0, cfg, "total_bytes", "must be > 0");
+        detail::require_field(config.max_grant_bytes != 0 &&
+                                  config.max_grant_bytes <= config.total_bytes,
+                              cfg, "max_grant_bytes", "must be > 0 and <= total_bytes");
     }
     window_quota(const window_quota&) = delete;
     window_quota& operator=(const window_quota&) = delete;
@@ -241,16 +242,15 @@ public:
                             ledger* l = nullptr)
         : m_pool{&pool}, m_ledger{l}, m_chunk_size{config.chunk_size},
           m_base_cap{config.cap_bytes}, m_fraction{config.drop_fraction} {
-        const std::string p = "memgov::sliding_window_config::";
+        constexpr std::string_view cfg = "sliding_window_config";
         if (config.chunk_size == 0 || config.chunk_size > pool.max_pooled_size()) {
-            throw std::invalid_argument{
-                p + "chunk_size: must be > 0 and at most the pool's largest size class (" +
-                std::to_string(pool.max_pooled_size()) + ")"};
+            detail::throw_bad_field(cfg, "chunk_size",
+                                    "must be > 0 and at most the pool's largest size class (" +
+                                        std::to_string(pool.max_pooled_size()) + ")");
         }
-        if (config.cap_bytes == 0) throw std::invalid_argument{p + "cap_bytes: must be > 0"};
-        if (!(config.drop_fraction > 0.0 && config.drop_fraction <= 1.0)) {
-            throw std::invalid_argument{p + "drop_fraction: must be in (0, 1]"};
-        }
+        detail::require_field(config.cap_bytes != 0, cfg, "cap_bytes", "must be > 0");
+        detail::require_field(config.drop_fraction > 0.0 && config.drop_fraction <= 1.0, cfg,
+                              "drop_fraction", "must be in (0, 1]");
         // A whole class per chunk: filling only part of it would hold capacity never used.
         m_chunk_size = pool.size_class(pool.size_class_for(config.chunk_size));
         set_cap(m_base_cap);

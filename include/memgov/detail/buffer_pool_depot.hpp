@@ -2,13 +2,15 @@
 #pragma once
 
 /// \file
-/// The shared, byte-capped store of idle buffers for one size class, and the short spin lock
-/// that guards it. Buffers are kept in arrival order in a ring: reuse takes the newest (its
-/// memory is the most likely to be warm), trim takes the oldest. Each entry carries the time it
-/// arrived, which is what "oldest first" compares across classes.
+/// The shared, byte-capped store of idle buffers for one size class, guarded by a `spinlock`
+/// (its critical sections are a few dozen instructions). Buffers are kept in arrival order in
+/// a ring: reuse takes the newest (its memory is the most likely to be warm), trim takes the
+/// oldest. Each entry carries the time it arrived, which is what "oldest first" compares
+/// across classes.
 
 #include <memgov/clock.hpp>
 #include <memgov/config.hpp>
+#include <memgov/detail/spinlock.hpp>
 
 #include <algorithm>
 #include <atomic>
@@ -16,47 +18,9 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
-#include <thread>
-
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#endif
 
 MEMGOV_NAMESPACE_BEGIN
 namespace detail {
-
-/// A test-and-test-and-set lock for critical sections of a few dozen instructions. It spins
-/// briefly, then yields, so a preempted holder does not burn a whole time slice of the waiter.
-class buffer_pool_spinlock {
-public:
-    void lock() noexcept {
-        for (;;) {
-            if (!m_locked.exchange(true, std::memory_order_acquire)) return;
-            unsigned spins = 0;
-            while (m_locked.load(std::memory_order_relaxed)) {
-                if (++spins < 128) {
-                    pause();
-                } else {
-                    std::this_thread::yield();
-                    spins = 0;
-                }
-            }
-        }
-    }
-    [[nodiscard]] bool try_lock() noexcept {
-        return !m_locked.load(std::memory_order_relaxed) &&
-               !m_locked.exchange(true, std::memory_order_acquire);
-    }
-    void unlock() noexcept { m_locked.store(false, std::memory_order_release); }
-
-private:
-    static void pause() noexcept {
-#if defined(__x86_64__) || defined(__i386__)
-        _mm_pause();
-#endif
-    }
-    std::atomic<bool> m_locked{false};
-};
 
 /// One idle buffer in a depot and the time it arrived there.
 struct buffer_pool_depot_entry {
@@ -170,7 +134,7 @@ private:
         --m_count;
     }
 
-    buffer_pool_spinlock m_lock;
+    spinlock m_lock;
     std::unique_ptr<buffer_pool_depot_entry[]> m_ring;
     std::size_t m_ring_size = 0;
     std::size_t m_head = 0;

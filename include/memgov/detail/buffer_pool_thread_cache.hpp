@@ -16,14 +16,6 @@
 #include <cstdint>
 #include <memory>
 
-#if defined(__GNUC__) || defined(__clang__)
-// The pool's acquire and release fast paths are a few dozen instructions; inlining them into
-// the caller removes a call and the register saves around it (a third of their cost).
-#define MEMGOV_DETAIL_BUFFER_POOL_INLINE inline
-#else
-#define MEMGOV_DETAIL_BUFFER_POOL_INLINE inline
-#endif
-
 MEMGOV_NAMESPACE_BEGIN
 namespace detail {
 

@@ -26,7 +26,9 @@
 #include <memgov/clock.hpp>
 #include <memgov/config.hpp>
 #include <memgov/detail/asymmetric_fence.hpp>
+#include <memgov/detail/instance_id.hpp>
 #include <memgov/detail/saturate.hpp>
+#include <memgov/detail/spinlock.hpp>
 #include <memgov/detail/thread_claims.hpp>
 #include <memgov/ledger.hpp>
 #include <memgov/pressure_level.hpp>
@@ -38,12 +40,7 @@
 #include <memory>
 #include <mutex>
 #include <new>
-#include <thread>
 #include <vector>
-
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#endif
 
 MEMGOV_NAMESPACE_BEGIN
 namespace detail {
@@ -113,12 +110,6 @@ struct object_slot_chain {
         ++count;
     }
 };
-
-inline void cpu_relax() noexcept {
-#if defined(__x86_64__) || defined(__i386__)
-    _mm_pause();
-#endif
-}
 
 // Writers of these counters are exclusive (the cache's owner inside its visit-free section, or
 // a holder of the core mutex), so a relaxed load + store is exact and costs no locked
@@ -216,14 +207,8 @@ struct alignas(cache_line_size) object_pool_cache {
             }
             // Step aside until the visitor has gone, then try again.
             busy.store(0, std::memory_order_release);
-            for (unsigned spins = 0;
-                 (visitor.load(std::memory_order_acquire) & visiting) != 0; ++spins) {
-                if (spins < 128) {
-                    cpu_relax();
-                } else {
-                    std::this_thread::yield();
-                }
-            }
+            spin_backoff backoff;
+            while ((visitor.load(std::memory_order_acquire) & visiting) != 0) backoff.pause();
         }
     }
 
@@ -239,14 +224,9 @@ struct alignas(cache_line_size) object_pool_cache {
     }
     // Waits until the owner is outside its section; the cache is then the caller's.
     void visit_wait() const noexcept {
-        for (unsigned spins = 0;
-             busy.load(asymmetric ? std::memory_order_acquire : std::memory_order_seq_cst) != 0;
-             ++spins) {
-            if (spins < 128) {
-                cpu_relax();
-            } else {
-                std::this_thread::yield();
-            }
+        spin_backoff backoff;
+        while (busy.load(asymmetric ? std::memory_order_acquire : std::memory_order_seq_cst) != 0) {
+            backoff.pause();
         }
     }
     void visit_end() noexcept {
@@ -294,11 +274,6 @@ inline constexpr std::size_t object_pool_tls_size = 4;
 // Trivially destructible, so reaching it costs no guard check on the hot path.
 inline thread_local std::array<object_pool_tls_entry, object_pool_tls_size> t_object_pool_tls{};
 
-inline std::uint64_t next_object_pool_id() noexcept {
-    static std::atomic<std::uint64_t> next{1};
-    return next.fetch_add(1, std::memory_order_relaxed);
-}
-
 struct object_pool_trim_collect {
     object_slot_header* victims = nullptr; // chained through `next`, objects still constructed
     std::size_t objects = 0;
@@ -309,7 +284,7 @@ struct object_pool_trim_collect {
 // is gone can tell (through a weak_ptr) and leave it alone.
 struct object_pool_core : std::enable_shared_from_this<object_pool_core> {
     // ---- read-only after construction (read on the hot path) ----
-    std::uint64_t id = next_object_pool_id();
+    std::uint64_t id = next_instance_id();
     std::uint32_t cache_capacity = 0;
     std::uint32_t reuses_to_promote = 1;
     std::size_t object_size = 0;

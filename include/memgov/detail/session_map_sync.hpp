@@ -7,62 +7,21 @@
 /// entry the calling thread already holds.
 
 #include <memgov/config.hpp>
+#include <memgov/detail/spinlock.hpp>
 
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
-#include <thread>
-
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#endif
 
 MEMGOV_NAMESPACE_BEGIN
 namespace detail {
 
-inline void session_map_cpu_relax() noexcept {
-#if defined(__x86_64__) || defined(__i386__)
-    _mm_pause();
-#elif defined(__aarch64__)
-    asm volatile("yield" ::: "memory");
-#endif
-}
-
-// The shard mutex: a test-and-test-and-set spinlock with exponential pause backoff, then
-// yielding. Shard critical sections are a few hundred nanoseconds and never block, so waiting
+// The shard mutex: a `spinlock` (test-and-test-and-set, exponential pause backoff, then
+// yielding). Shard critical sections are a few hundred nanoseconds and never block, so waiting
 // is short; unlocking is a plain release store (no locked instruction), which matters on a
 // path that costs about three of them in total. One 4-byte word, so it shares the shard's hot
 // cache line with the table fields.
-class session_shard_mutex {
-public:
-    bool try_lock() noexcept {
-        return m_locked.load(std::memory_order_relaxed) == 0 &&
-               m_locked.exchange(1, std::memory_order_acquire) == 0;
-    }
-    void lock() noexcept {
-        if (MEMGOV_LIKELY(m_locked.exchange(1, std::memory_order_acquire) == 0)) return;
-        lock_slow();
-    }
-    void unlock() noexcept { m_locked.store(0, std::memory_order_release); }
-
-private:
-    MEMGOV_NOINLINE void lock_slow() noexcept {
-        unsigned backoff = 1;
-        for (;;) {
-            while (m_locked.load(std::memory_order_relaxed) != 0) {
-                if (backoff <= 64) {
-                    for (unsigned i = 0; i < backoff; ++i) session_map_cpu_relax();
-                    backoff *= 2;
-                } else {
-                    std::this_thread::yield();
-                }
-            }
-            if (m_locked.exchange(1, std::memory_order_acquire) == 0) return;
-        }
-    }
-
-    std::atomic<std::uint32_t> m_locked{0};
-};
+using session_shard_mutex = spinlock;
 
 // RAII for the shard mutex.
 class session_shard_guard {
@@ -161,7 +120,7 @@ inline MEMGOV_NOINLINE void lock_slow(std::atomic<std::uint32_t>& w, bool exclus
         }
         if (spins < 128) {
             ++spins;
-            session_map_cpu_relax();
+            cpu_relax();
             continue;
         }
         if ((s & waiters) == 0) {
@@ -179,13 +138,18 @@ inline MEMGOV_NOINLINE void lock_slow(std::atomic<std::uint32_t>& w, bool exclus
 // touches the word after a possible final unpin; returns the previous value. Waking sleepers
 // afterwards is safe even if the entry was freed and reused meanwhile: the storage stays
 // allocated for the map's lifetime, and a spurious wake only makes a waiter re-check.
-inline std::uint32_t release(std::atomic<std::uint32_t>& w, std::uint32_t units) noexcept {
+inline std::uint32_t drop_units(std::atomic<std::uint32_t>& w, std::uint32_t units) noexcept {
     std::uint32_t s = w.load(std::memory_order_relaxed);
     while (!w.compare_exchange_weak(s, (s - units) & ~waiters, std::memory_order_acq_rel,
                                     std::memory_order_relaxed)) {
     }
     if (MEMGOV_UNLIKELY((s & waiters) != 0)) w.notify_all();
     return s;
+}
+
+// `drop_units` by its shorter name.
+inline std::uint32_t release(std::atomic<std::uint32_t>& w, std::uint32_t units) noexcept {
+    return drop_units(w, units);
 }
 
 } // namespace entry_state
