@@ -6,6 +6,9 @@
 /// locking, idle/absolute/ended expiry, pluggable orphan rules, an incremental sweep whose cost
 /// follows what expires, pressure eviction by age, cost, recency and size, and an eviction
 /// callback that runs exactly once per removed entry, after the last user lets go of it.
+/// docs/session-map.md describes the expiry and orphan rules (their types are in
+/// `<memgov/session_rules.hpp>`), the sweep and the eviction strategies; this comment states
+/// the locking contract and the lock order.
 ///
 /// ## Locking model
 /// - **Shard lock** (one per shard, a spinlock that backs off and then yields): guards
@@ -47,41 +50,6 @@
 /// different keys at once is allowed but, as with any pair of locks, two threads that nest
 /// them in opposite orders can deadlock.
 ///
-/// ## Expiry and orphan rules
-/// Five built-in rules, each configurable and each disabled by `session_map_config::never`:
-/// 1. inconsistent state: `session_map_hooks::inconsistent(key, value)` under the entry's
-///    shared lock (reason `orphan`), checked every `check_interval`;
-/// 2. ended and `ended_grace` (60 s) past the end, or past the last activity after the end
-///    (reason `ended`);
-/// 3. idle for `idle_ttl` (10 min) (reason `expired_idle`);
-/// 4. older than `absolute_ttl` (1 h) (reason `expired_absolute`);
-/// 5. suspicious: older than `suspicious_age` (20 min), idle for `suspicious_idle` (10 min) and
-///    fewer than `suspicious_min_messages` (3) messages in its life (reason `suspicious`).
-/// User rules (`orphan_rule`) add predicates over `session_info`, optionally confirmed under
-/// the entry's shared lock. All bounds are inclusive: idle for exactly `idle_ttl` expires.
-/// Metadata rules are checked first (in the order 2, 3, 4, 5, then the user rules without a
-/// value check), then the value checks (the user rules that apply and have one, in order,
-/// then rule 1): the first rule that holds removes the entry, with its reason.
-///
-/// ## Sweep
-/// Each shard files every entry under its next possible deadline in a hierarchical timer wheel.
-/// Touching an entry does not move it; when the sweep reaches it, it re-checks the rules and
-/// either evicts it or re-files it under its new deadline. So `sweep(now, max_work)` costs in
-/// proportion to the entries whose filed deadline has passed, not to the map's size, and
-/// stops after `max_work` of them, resuming where it stopped at the next call. Expiry is exact,
-/// not rounded to `sweep_resolution`: a sweep that completes has removed every entry that a
-/// rule makes due at or before its `now`, and none due later. The entries of the tick `now`
-/// falls in are checked against `now`; those due later in that tick are set aside until the
-/// pass ends, so a pass meets each entry at most once.
-///
-/// ## Pressure eviction
-/// `evict_older_than`, `evict_over_cost`, `evict_lru_until` and `evict_largest` each bound
-/// their work and skip `no_evict` entries (which only `erase`, `clear` and expiry remove).
-/// LRU is approximate, as in Redis: each step samples `lru_samples` entries of one shard and
-/// evicts an ended one if it sampled any, else the least recently active (exact when a shard
-/// holds no more entries than that).
-/// `evict_largest` walks power-of-two cost buckets from the top, as Redis and Envoy do.
-///
 /// ## Eviction callback
 /// `on_evict(key, value&, reason)` runs exactly once for every entry that leaves the map,
 /// before the value is destroyed, never under a shard lock or the removed entry's own lock.
@@ -97,11 +65,15 @@
 #include <memgov/config.hpp>
 #include <memgov/detail/owned_mutex.hpp>
 #include <memgov/detail/saturate.hpp>
+#include <memgov/detail/session_map_eviction.hpp>
 #include <memgov/detail/session_map_index.hpp>
+#include <memgov/detail/session_map_node.hpp>
 #include <memgov/detail/session_map_slab.hpp>
 #include <memgov/detail/session_map_sync.hpp>
 #include <memgov/detail/session_map_wheel.hpp>
+#include <memgov/detail/validate.hpp>
 #include <memgov/ledger.hpp>
+#include <memgov/session_rules.hpp>
 
 #include <algorithm>
 #include <array>
@@ -124,103 +96,6 @@
 #include <vector>
 
 MEMGOV_NAMESPACE_BEGIN
-
-/// Why an entry left a `session_map`. Passed to `on_evict` and counted in `stats()`.
-enum class evict_reason : std::uint8_t {
-    erased = 0,             ///< `erase(key)`.
-    replaced = 1,           ///< `upsert(key, make)` replaced it with a new session.
-    expired_idle = 2,       ///< Rule 3: idle for `idle_ttl`.
-    expired_absolute = 3,   ///< Rule 4: older than `absolute_ttl`.
-    ended = 4,              ///< Rule 2: ended and `ended_grace` past the end.
-    orphan = 5,             ///< Rule 1 (inconsistent state) or a user rule.
-    suspicious = 6,         ///< Rule 5: old, idle and nearly silent.
-    age_under_pressure = 7, ///< `evict_older_than`.
-    over_cost = 8,          ///< `evict_over_cost`.
-    lru_under_pressure = 9, ///< `evict_lru_until`.
-    largest_under_pressure = 10, ///< `evict_largest`.
-    cleared = 11            ///< `clear()` or the map's destruction.
-};
-
-/// Number of `evict_reason` values.
-inline constexpr std::size_t evict_reason_count = 12;
-
-/// The reason's name in snake_case ("erased" ... "cleared").
-/// Thread safety: pure. Complexity: O(1).
-[[nodiscard]] constexpr std::string_view to_string(evict_reason r) noexcept {
-    switch (r) {
-    case evict_reason::erased: return "erased";
-    case evict_reason::replaced: return "replaced";
-    case evict_reason::expired_idle: return "expired_idle";
-    case evict_reason::expired_absolute: return "expired_absolute";
-    case evict_reason::ended: return "ended";
-    case evict_reason::orphan: return "orphan";
-    case evict_reason::suspicious: return "suspicious";
-    case evict_reason::age_under_pressure: return "age_under_pressure";
-    case evict_reason::over_cost: return "over_cost";
-    case evict_reason::lru_under_pressure: return "lru_under_pressure";
-    case evict_reason::largest_under_pressure: return "largest_under_pressure";
-    case evict_reason::cleared: return "cleared";
-    }
-    return "unknown";
-}
-
-/// A copy of one entry's metadata.
-struct session_info {
-    time_point created{};                ///< When the session was inserted.
-    time_point last_active{};            ///< The last `with`/`with_shared` (or insertion).
-    /// Set once `mark_ended` was called: the time of that first call, or of the last activity
-    /// after it if there was any (ending counts as activity, and the grace period runs from
-    /// here, so a session still in use after its end is not reaped under its user).
-    std::optional<time_point> ended_at;
-    std::uint32_t messages = 0;          ///< `with`/`with_shared` calls in its life (saturates).
-    std::int64_t cost = 0;               ///< Bytes it is charged for.
-    bool no_evict = false;               ///< Exempt from pressure eviction.
-
-    /// Whether `mark_ended` was called. Thread safety: const. Complexity: O(1).
-    [[nodiscard]] bool ended() const noexcept { return ended_at.has_value(); }
-    /// Time since creation at `now`. Thread safety: const. Complexity: O(1).
-    [[nodiscard]] duration age(time_point now) const noexcept { return now - created; }
-    /// Time since last activity at `now`. Thread safety: const. Complexity: O(1).
-    [[nodiscard]] duration idle(time_point now) const noexcept { return now - last_active; }
-};
-
-/// A user orphan rule. The sweep evicts an entry, with `reason`, when `applies(info, now)` is
-/// true and, if `confirm` is set, `confirm(key, value)` is true under the entry's shared lock
-/// (tried, never waited for: a busy entry is re-checked at the next tick).
-/// `applies` and `earliest` run under the shard lock (and `applies` of a rule with `confirm`
-/// again under the entry's shared lock, when an earlier rule's value check did not hold):
-/// they must be cheap, must not throw and must not call into the map. `confirm` runs under
-/// the entry's shared lock only; if it throws the rule does not hold (later rules still may).
-template <class Key, class Value>
-struct orphan_rule {
-    std::string name;                              ///< For diagnostics.
-    evict_reason reason = evict_reason::orphan;    ///< Reported to `on_evict` and stats.
-    /// Required: whether the rule holds for this metadata at `now`.
-    std::function<bool(const session_info&, time_point now)> applies{};
-    /// Optional: the earliest time `applies` can become true (a lower bound that may only move
-    /// later as the entry lives; nullopt: never). Without it, or once that time has passed and
-    /// the rule did not hold, the rule is checked every `check_interval`.
-    std::function<std::optional<time_point>(const session_info&)> earliest{};
-    /// Optional: a look at the value, under the entry's shared lock.
-    std::function<bool(const Key&, const Value&)> confirm{};
-};
-
-/// Callbacks of a `session_map`. All are called concurrently from any thread and must be
-/// thread-safe.
-template <class Key, class Value>
-struct session_map_hooks {
-    /// Called exactly once per entry that leaves the map, before the value is destroyed, never
-    /// under a shard lock or the entry's own lock (see the header for what the removing thread
-    /// may hold). Must not throw (the map calls it from noexcept code); the key is already
-    /// gone, so a lookup of it simply misses.
-    std::function<void(const Key&, Value&, evict_reason)> on_evict;
-    /// Rule 1, "inconsistent state": true evicts the entry (reason `orphan`). Checked under
-    /// the entry's shared lock every `check_interval`, after the user rules' value checks; if
-    /// it throws the entry is kept.
-    std::function<bool(const Key&, const Value&)> inconsistent;
-    /// Further rules, checked after the built-in ones.
-    std::vector<orphan_rule<Key, Value>> rules;
-};
 
 /// Where `with`/`with_shared` take the last-active time from.
 enum class touch_time : std::uint8_t {
@@ -348,89 +223,10 @@ struct session_map_stats {
     }
 };
 
-namespace detail {
-
-// wyhash-style mix: spreads weak hashes (std::hash of integers is the identity) over all
-// 64 bits, since shards use the top bits and the table the low ones.
-[[nodiscard]] inline std::uint64_t session_mix(std::uint64_t x) noexcept {
-    __extension__ using u128 = unsigned __int128;
-    const u128 r = static_cast<u128>(x) * 0x9E3779B97F4A7C15ULL;
-    return static_cast<std::uint64_t>(r >> 64) ^ static_cast<std::uint64_t>(r);
-}
-
-[[nodiscard]] inline std::int64_t session_add_sat(std::int64_t t, duration d) noexcept {
-    const std::int64_t c = d.count();
-    if (c >= std::numeric_limits<std::int64_t>::max() - t) return std::numeric_limits<std::int64_t>::max();
-    return t + c;
-}
-
-// The cost word of an entry: the cost in bytes in the low 60 bits, four flags above.
-// Set once the entry is unlinked: its cost is no longer in the shard's total.
-inline constexpr std::uint64_t session_detached_bit = std::uint64_t{1} << 63;
-inline constexpr std::uint64_t session_no_evict_bit = std::uint64_t{1} << 62;
-inline constexpr std::uint64_t session_ended_bit = std::uint64_t{1} << 61;
-// Set by the sweep on an entry whose value check found it busy: evaluate it when next reached.
-inline constexpr std::uint64_t session_recheck_bit = std::uint64_t{1} << 60;
-inline constexpr std::uint64_t session_cost_mask = session_recheck_bit - 1;
-
-// The cost part of a cost word.
-[[nodiscard]] inline std::int64_t session_cost_of(std::uint64_t word) noexcept {
-    return static_cast<std::int64_t>(word & session_cost_mask);
-}
-// A requested cost as stored: negative counts as 0, and it saturates at 2^60 - 1 bytes.
-[[nodiscard]] inline std::uint64_t session_cost_bits(std::int64_t bytes) noexcept {
-    if (bytes <= 0) return 0;
-    const auto b = static_cast<std::uint64_t>(bytes);
-    return b > session_cost_mask ? session_cost_mask : b;
-}
-inline constexpr std::int64_t session_never = std::numeric_limits<std::int64_t>::max();
-// The coarse time of a map that has not been ticked yet: touches read the clock instead.
-inline constexpr std::int64_t session_unticked = std::numeric_limits<std::int64_t>::min();
-
-// One entry. Hot fields (touched by every `with`) first, then key and value, then the fields
-// only structure operations use. Times are nanoseconds since the clock's epoch. An ended
-// entry's end time is its `last_active`: ending counts as activity, so the grace period runs
-// from the end or from the last activity after it, and the node needs no field of its own.
-template <class Key, class Value>
-struct session_node {
-    std::atomic<std::uint32_t> state{0};       // detail::entry_state
-    std::atomic<std::uint32_t> messages{0};
-    std::atomic<std::int64_t> last_active{0};
-    alignas(Key) unsigned char key_storage[sizeof(Key)];
-    alignas(Value) unsigned char value_storage[sizeof(Value)];
-    std::int64_t created = 0;                  // written before the entry is published
-    std::atomic<std::uint64_t> cost{0};        // bytes and the flags above (session_cost_mask)
-    session_links wheel;                       // expiry wheel (after unlink: .next = reason)
-    session_links age;                         // creation order (when free: .next = free list)
-    session_links bucket;                      // cost bucket
-
-    Key& key() noexcept { return *std::launder(reinterpret_cast<Key*>(key_storage)); }
-    const Key& key() const noexcept { return *std::launder(reinterpret_cast<const Key*>(key_storage)); }
-    Value& value() noexcept { return *std::launder(reinterpret_cast<Value*>(value_storage)); }
-    std::uint32_t& free_link() noexcept { return age.next; }
-};
-
-template <class Value>
-class session_value_buffer {
-public:
-    template <class Make>
-    explicit session_value_buffer(Make& make) {
-        ::new (static_cast<void*>(m_storage)) Value(std::invoke(make));
-    }
-    session_value_buffer(const session_value_buffer&) = delete;
-    session_value_buffer& operator=(const session_value_buffer&) = delete;
-    ~session_value_buffer() { get().~Value(); }
-    Value& get() noexcept { return *std::launder(reinterpret_cast<Value*>(m_storage)); }
-
-private:
-    alignas(Value) unsigned char m_storage[sizeof(Value)];
-};
-
-} // namespace detail
-
 /// A sharded concurrent map from session keys to session values, with two-level locking,
 /// expiry, orphan rules, an incremental sweep and pressure eviction. See the file comment for
-/// the locking model, the rules and the callback guarantees.
+/// the locking model and the callback guarantees, and docs/session-map.md for the rules, the
+/// sweep and the eviction strategies.
 ///
 /// `Value` may be move-only; it must be move-constructible (a new value is built by the user's
 /// make function outside any lock and moved in under the shard lock). `Hash` and `KeyEqual`
@@ -549,7 +345,7 @@ public:
         m_shards = make_shards(m_config.shards);
         m_epoch = m_clock.now().time_since_epoch().count();
         m_resolution = m_config.sweep_resolution.count();
-        m_rng = static_cast<std::uint64_t>(m_epoch) | 1U;
+        m_lru = detail::session_lru_sampler{static_cast<std::uint64_t>(m_epoch)};
         charge_storage(static_cast<std::int64_t>(sizeof(shard) * m_config.shards));
     }
 
@@ -651,7 +447,7 @@ public:
             prefetch_neighbours(s, s.slab.at(idx));
             unlink(s, pos, idx, evict_reason::erased, v);
         }
-        finish(s, v);
+        dispose_victims(s, v);
         return true;
     }
 
@@ -875,20 +671,23 @@ public:
         while (total > target_total_cost && r.work < budget && barren < m_config.shards) {
             shard& s = m_shards[m_lru_cursor];
             m_lru_cursor = (m_lru_cursor + 1) & m_shard_mask;
-            victims v;
-            {
-                detail::session_shard_guard g{s.mutex};
-                const std::uint32_t idx = lru_victim(s, budget, r);
-                if (idx == detail::session_nil) {
-                    ++barren;
-                    continue;
-                }
-                barren = 0;
-                r.bytes += unlink(s, detail::session_nil, idx, evict_reason::lru_under_pressure, v);
-                ++r.evicted;
+            bool found = false;
+            std::int64_t removed_bytes = 0;
+            // One victim per batch: each step samples afresh.
+            remove_in_batches(s, [&](victims& v) noexcept {
+                const std::uint32_t idx =
+                    m_lru.pick(s.index, s.slab, m_config.lru_samples, budget, r.work);
+                if (idx == detail::session_nil) return false;
+                found = true;
+                removed_bytes = evict_counted(s, idx, evict_reason::lru_under_pressure, v, r);
+                return false;
+            });
+            if (!found) {
+                ++barren;
+                continue;
             }
-            finish(s, v);
-            total = (r.evicted % 64 == 0) ? total_cost() : total - v.last_bytes;
+            barren = 0;
+            total = (r.evicted % 64 == 0) ? total_cost() : total - removed_bytes;
         }
         r.complete = total <= target_total_cost;
         return r;
@@ -927,19 +726,13 @@ public:
         std::size_t removed = 0;
         for (std::size_t i = 0; i < m_config.shards; ++i) {
             shard& s = m_shards[i];
-            for (;;) {
-                victims v;
-                {
-                    detail::session_shard_guard g{s.mutex};
-                    while (!v.full() && s.age.head != detail::session_nil) {
-                        unlink(s, detail::session_nil, s.age.head, evict_reason::cleared, v);
-                        ++removed;
-                    }
+            remove_in_batches(s, [&](victims& v) noexcept {
+                while (!v.full() && s.age.head != detail::session_nil) {
+                    unlink(s, detail::session_nil, s.age.head, evict_reason::cleared, v);
+                    ++removed;
                 }
-                const bool more = v.full();
-                finish(s, v);
-                if (!more) break;
-            }
+                return v.full(); // a full batch may have left entries behind
+            });
         }
         return removed;
     }
@@ -1029,20 +822,7 @@ private:
         return std::unique_ptr<shard[], shard_deleter>{p, shard_deleter{n}};
     }
 
-    // Entries unlinked under a shard lock whose callbacks run after it is released.
-    struct victim {
-        std::uint32_t idx;
-        node* n;
-        evict_reason reason;
-    };
-    struct victims {
-        static constexpr std::size_t capacity = 32;
-        std::array<victim, capacity> items;
-        std::size_t count = 0;
-        std::int64_t last_bytes = 0;
-        std::int64_t removed_cost = 0; // taken off the shard total by `finish`
-        [[nodiscard]] bool full() const noexcept { return count == capacity; }
-    };
+    using victims = detail::session_victims<node>;
 
     template <class T>
     static void bump(std::atomic<T>& c, T by = 1) noexcept {
@@ -1052,7 +832,7 @@ private:
 
     static session_map_config validate(const session_map_config& c, const ledger* accounting) {
         auto bad = [](const char* field, const char* what) {
-            throw std::invalid_argument{std::string{"memgov::session_map_config::"} + field + ": " + what};
+            detail::throw_bad_field("session_map_config", field, what);
         };
         if (c.shards == 0 || c.shards > 65536 || !std::has_single_bit(c.shards)) {
             bad("shards", "must be a power of two in [1, 65536]");
@@ -1140,6 +920,9 @@ private:
     static time_point to_time(std::int64_t ns) noexcept { return time_point{duration{ns}}; }
 
     // ------------------------------------------------------------ metadata and rules
+    // The rule engine (deadlines, evaluation order, value checks) reads the configuration, the
+    // hooks and the entry's node, all the map's own state, under the shard lock; it stays here.
+    // docs/session-map.md states the order in which the rules are evaluated.
 
     [[nodiscard]] session_info info_of(const node& n) const noexcept {
         session_info i;
@@ -1153,7 +936,7 @@ private:
         return i;
     }
 
-    [[nodiscard]] bool enabled(duration d) const noexcept { return d != session_map_config::never; }
+    [[nodiscard]] static bool rule_enabled(duration d) noexcept { return d != session_map_config::never; }
 
     // The earliest time any rule could fire for `n`, given the entry was last checked at
     // `after` (interval rules fire at creation + k × check_interval, the first after it).
@@ -1161,12 +944,12 @@ private:
         const session_map_config& c = m_config;
         std::int64_t d = detail::session_never;
         const std::int64_t last = n.last_active.load(std::memory_order_relaxed);
-        if (enabled(c.idle_ttl)) d = std::min(d, detail::session_add_sat(last, c.idle_ttl));
-        if (enabled(c.absolute_ttl)) d = std::min(d, detail::session_add_sat(n.created, c.absolute_ttl));
-        if (ended(n) && enabled(c.ended_grace)) {
+        if (rule_enabled(c.idle_ttl)) d = std::min(d, detail::session_add_sat(last, c.idle_ttl));
+        if (rule_enabled(c.absolute_ttl)) d = std::min(d, detail::session_add_sat(n.created, c.absolute_ttl));
+        if (ended(n) && rule_enabled(c.ended_grace)) {
             d = std::min(d, detail::session_add_sat(last, c.ended_grace));
         }
-        if (enabled(c.suspicious_age) && n.messages.load(std::memory_order_relaxed) < c.suspicious_min_messages) {
+        if (rule_enabled(c.suspicious_age) && n.messages.load(std::memory_order_relaxed) < c.suspicious_min_messages) {
             d = std::min(d, std::max(detail::session_add_sat(n.created, c.suspicious_age),
                                      detail::session_add_sat(last, c.suspicious_idle)));
         }
@@ -1203,19 +986,19 @@ private:
     };
 
     // Rules 2..5 and user metadata rules, then value checks. Under the shard lock.
-    [[nodiscard]] verdict evaluate(const node& n, std::int64_t now) const noexcept {
+    [[nodiscard]] verdict evaluate_rules(const node& n, std::int64_t now) const noexcept {
         const session_map_config& c = m_config;
         const std::int64_t last = n.last_active.load(std::memory_order_relaxed);
-        if (ended(n) && enabled(c.ended_grace) && now >= detail::session_add_sat(last, c.ended_grace)) {
+        if (ended(n) && rule_enabled(c.ended_grace) && now >= detail::session_add_sat(last, c.ended_grace)) {
             return {verdict::evict, evict_reason::ended, 0};
         }
-        if (enabled(c.idle_ttl) && now >= detail::session_add_sat(last, c.idle_ttl)) {
+        if (rule_enabled(c.idle_ttl) && now >= detail::session_add_sat(last, c.idle_ttl)) {
             return {verdict::evict, evict_reason::expired_idle, 0};
         }
-        if (enabled(c.absolute_ttl) && now >= detail::session_add_sat(n.created, c.absolute_ttl)) {
+        if (rule_enabled(c.absolute_ttl) && now >= detail::session_add_sat(n.created, c.absolute_ttl)) {
             return {verdict::evict, evict_reason::expired_absolute, 0};
         }
-        if (enabled(c.suspicious_age) && n.messages.load(std::memory_order_relaxed) < c.suspicious_min_messages &&
+        if (rule_enabled(c.suspicious_age) && n.messages.load(std::memory_order_relaxed) < c.suspicious_min_messages &&
             now >= detail::session_add_sat(n.created, c.suspicious_age) &&
             now >= detail::session_add_sat(last, c.suspicious_idle)) {
             return {verdict::evict, evict_reason::suspicious, 0};
@@ -1240,7 +1023,8 @@ private:
     }
 
     // The value checks of a `confirm` verdict, in order, under the entry's shared lock: the
-    // rule found by `evaluate`, every later rule with a value check that applies, then rule 1.
+    // rule found by `evaluate_rules`, every later rule with a value check that applies, then
+    // rule 1.
     // The first that holds decides, and sets `v`'s reason; one that throws does not hold.
     [[nodiscard]] bool confirm_value(node& n, std::int64_t now, verdict& v) const noexcept {
         const Key& k = n.key();
@@ -1274,7 +1058,7 @@ private:
     }
 
     // Files `idx` under its next deadline after `after` (on the due list if that tick has passed).
-    void file(shard& s, std::uint32_t idx, node& n, std::int64_t after) noexcept {
+    void file_in_wheel(shard& s, std::uint32_t idx, node& n, std::int64_t after) noexcept {
         const std::int64_t d = next_deadline(n, after);
         if (d == detail::session_never) return;
         s.wheel.insert(idx, tick_ceil(d), wheel_links(s));
@@ -1377,11 +1161,11 @@ private:
                 s.index.insert(fp_of(h), idx);
             }
             s.age.push_back(idx, age_links(s));
-            file(s, idx, n, created);
+            file_in_wheel(s, idx, n, created);
             s.size.store(s.index.size(), std::memory_order_relaxed);
             bump(s.inserts);
         }
-        finish(s, v);
+        dispose_victims(s, v);
         return !replaced;
     }
 
@@ -1421,7 +1205,7 @@ private:
                 return false;
             (void)unlink(s, detail::session_nil, idx, evict_reason::erased, v);
         }
-        finish(s, v);
+        dispose_victims(s, v);
         return true;
     }
 
@@ -1448,7 +1232,7 @@ private:
             // Unpinned and now unreachable: no `set_cost` can run, a plain update is enough.
             c = n.cost.load(std::memory_order_relaxed);
             n.cost.store(c | detail::session_detached_bit, std::memory_order_relaxed);
-            v.items[v.count++] = victim{idx, &n, reason};
+            v.add(idx, n, reason);
         } else {
             // A callback may be in `set_cost`: whichever of us goes first decides the total.
             c = n.cost.fetch_or(detail::session_detached_bit, std::memory_order_acq_rel);
@@ -1460,18 +1244,52 @@ private:
         return cost;
     }
 
+    // Unlinks `idx`, chosen by an eviction or the sweep, into `v` and counts it in `r`.
+    // Under the shard lock. Returns its cost.
+    std::int64_t evict_counted(shard& s, std::uint32_t idx, evict_reason reason, victims& v,
+                               evict_result& r) noexcept {
+        const std::int64_t cost = unlink(s, detail::session_nil, idx, reason, v);
+        r.bytes += cost;
+        ++r.evicted;
+        return cost;
+    }
+
+    // Bulk removal from one shard, in batches: takes the shard lock, lets `select(v)` unlink
+    // at most `victims::capacity` entries into `v`, releases the lock, runs their `on_evict`
+    // and frees them (`dispose_victims`), then calls `after_batch()`; again while `select`
+    // returned true. So no callback runs under the shard lock, and the lock is never held for
+    // more than one batch of removals.
+    template <class Select, class AfterBatch>
+    void remove_in_batches(shard& s, Select&& select, AfterBatch&& after_batch) noexcept {
+        static_assert(std::is_nothrow_invocable_r_v<bool, Select&, victims&>);
+        static_assert(std::is_nothrow_invocable_v<AfterBatch&>);
+        for (bool more = true; more;) {
+            victims v;
+            {
+                detail::session_shard_guard g{s.mutex};
+                more = select(v);
+            }
+            dispose_victims(s, v);
+            after_batch();
+        }
+    }
+    template <class Select>
+    void remove_in_batches(shard& s, Select&& select) noexcept {
+        remove_in_batches(s, select, []() noexcept {});
+    }
+
     // Runs the callbacks of unlinked, unpinned entries, destroys them and frees their nodes.
     // No lock held.
-    void finish(shard& s, victims& v) noexcept {
+    void dispose_victims(shard& s, victims& v) noexcept {
         if (v.removed_cost != 0) s.total_cost.value.fetch_sub(v.removed_cost, std::memory_order_relaxed);
         if (v.count == 0) return;
-        for (std::size_t i = 0; i < v.count; ++i) destroy(*v.items[i].n, v.items[i].reason);
+        for (std::size_t i = 0; i < v.count; ++i) destroy_removed(*v.items[i].n, v.items[i].reason);
         // Give the nodes back in one push.
         for (std::size_t i = 0; i + 1 < v.count; ++i) v.items[i].n->free_link() = v.items[i + 1].idx;
         s.slab.free_chain_unlocked(v.items[0].idx, *v.items[v.count - 1].n);
     }
 
-    void destroy(node& n, evict_reason reason) noexcept {
+    void destroy_removed(node& n, evict_reason reason) noexcept {
         if (m_hooks.on_evict) m_hooks.on_evict(std::as_const(n.key()), n.value(), reason);
         charge(-detail::session_cost_of(n.cost.load(std::memory_order_acquire)));
         n.value().~Value();
@@ -1479,12 +1297,12 @@ private:
     }
 
     void finalize(shard& s, std::uint32_t idx, node& n, evict_reason reason) noexcept {
-        destroy(n, reason);
+        destroy_removed(n, reason);
         s.slab.free_unlocked(idx, n);
     }
 
     // Drops one pin (and lock units); finalizes if this was the last pin on a dead entry.
-    void release(shard& s, std::uint32_t idx, node& n, std::uint32_t units) noexcept {
+    void unpin(shard& s, std::uint32_t idx, node& n, std::uint32_t units) noexcept {
         const std::uint32_t prev = detail::entry_state::release(n.state, units);
         if ((prev & detail::entry_state::dead) != 0 && detail::entry_state::pins(prev) == 1) {
             finalize(s, idx, n, static_cast<evict_reason>(n.wheel.next));
@@ -1561,7 +1379,7 @@ private:
             node* n;
             ~guard() {
                 detail::session_pop_held();
-                m->release(*s, idx, *n, units);
+                m->unpin(*s, idx, *n, units);
             }
         } g{this, &s, idx, &n};
         detail::session_push_held(&n);
@@ -1636,7 +1454,7 @@ private:
         n.cost.fetch_or(detail::session_ended_bit, std::memory_order_relaxed);
         // The grace deadline may come before the filed one: re-file.
         if (detail::session_linked(n.wheel)) s.wheel.remove(idx, wheel_links(s));
-        file(s, idx, n, now);
+        file_in_wheel(s, idx, n, now);
     }
 
     [[nodiscard]] static bool no_evict(const node& n) noexcept {
@@ -1656,7 +1474,8 @@ private:
 
     // ------------------------------------------------------------ sweep
 
-    struct check {
+    // An entry pinned by the sweep for the value checks of a `confirm` verdict.
+    struct value_check {
         std::uint32_t idx;
         node* n;
         verdict v;
@@ -1669,32 +1488,32 @@ private:
     // those not yet due are parked until the pass ends, so no deadline passes unnoticed.
     bool sweep_shard(shard& s, std::int64_t now, std::uint64_t now_tick, std::uint64_t horizon,
                      std::size_t max_work, evict_result& r) {
-        struct unpark_on_exit {
+        struct file_parked_on_exit {
             session_map* m;
             shard* s;
             std::int64_t now;
             std::uint64_t now_tick;
-            bool* idle;
-            ~unpark_on_exit() { m->unpark(*s, now, now_tick, *idle); }
+            const bool* complete;
+            ~file_parked_on_exit() { m->file_parked(*s, now, now_tick, *complete); }
         };
-        bool done = false;
-        const unpark_on_exit unpark_guard{this, &s, now, now_tick, &done};
-        for (;;) {
-            victims v;
-            std::array<check, 16> checks;
-            std::size_t nchecks = 0;
-            bool idle = false;
-            std::uint32_t current_list = detail::session_nil;
-            bool first_in_slot = true;
-            {
-                detail::session_shard_guard g{s.mutex};
+        bool exhausted = false;
+        const file_parked_on_exit parked_guard{this, &s, now, now_tick, &exhausted};
+        // Entries whose value checks run after each batch, outside the shard lock.
+        std::array<value_check, 16> checks;
+        std::size_t nchecks = 0;
+        remove_in_batches(
+            s,
+            [&](victims& v) noexcept {
+                nchecks = 0;
+                std::uint32_t current_list = detail::session_nil;
+                bool first_in_slot = true;
                 while (!v.full() && nchecks < checks.size()) {
                     if (r.work >= max_work) break;
                     const auto e = s.wheel.next_due(horizon);
                     if (!e) {
                         s.wheel.advance_to(now_tick);
-                        idle = true;
-                        break;
+                        exhausted = true;
+                        return false;
                     }
                     if (e->list != detail::session_wheel::due_list) s.wheel.advance_to(e->deadline);
                     if (e->list != current_list) {
@@ -1733,26 +1552,22 @@ private:
                         refile_at(s, idx, d, now);
                         continue;
                     }
-                    const verdict vd = evaluate(n, now);
+                    const verdict vd = evaluate_rules(n, now);
                     if (vd.kind == verdict::evict) {
-                        r.bytes += unlink(s, detail::session_nil, idx, vd.reason, v);
-                        ++r.evicted;
+                        evict_counted(s, idx, vd.reason, v, r);
                     } else if (vd.kind == verdict::confirm) {
                         n.state.fetch_add(detail::entry_state::pin, std::memory_order_relaxed);
-                        checks[nchecks++] = check{idx, &n, vd, check::keep};
+                        checks[nchecks++] = value_check{idx, &n, vd, value_check::keep};
                     } else {
                         refile_at(s, idx, next_deadline(n, now), now);
                     }
                 }
-            }
-            finish(s, v);
-            if (nchecks > 0) confirm_checks(s, checks.data(), nchecks, now, r);
-            if (idle) {
-                done = true;
-                return true;
-            }
-            if (r.work >= max_work) return false;
-        }
+                return r.work < max_work;
+            },
+            [&]() noexcept {
+                if (nchecks > 0) run_value_checks(s, checks.data(), nchecks, now, r);
+            });
+        return exhausted;
     }
 
     // The time up to which an entry filed under wheel tick `tick` has been checked.
@@ -1777,7 +1592,7 @@ private:
     // Ends a pass over `s`: files the parked entries under their deadlines (an entry whose
     // value check found it busy, at the next tick). `complete`: the pass found nothing else
     // due, so every deadline up to `now` has been checked.
-    void unpark(shard& s, std::int64_t now, std::uint64_t now_tick, bool complete) noexcept {
+    void file_parked(shard& s, std::int64_t now, std::uint64_t now_tick, bool complete) noexcept {
         detail::session_shard_guard g{s.mutex};
         for (;;) {
             const std::uint32_t idx = s.wheel.pop(detail::session_wheel::parked_list, wheel_links(s));
@@ -1786,35 +1601,37 @@ private:
             if ((n.cost.load(std::memory_order_relaxed) & detail::session_recheck_bit) != 0) {
                 s.wheel.insert(idx, now_tick + 1, wheel_links(s));
             } else {
-                file(s, idx, n, now);
+                file_in_wheel(s, idx, n, now);
             }
         }
         if (complete) s.swept_at = now;
     }
 
-    void confirm_checks(shard& s, check* checks, std::size_t count, std::int64_t now,
-                        evict_result& r) noexcept {
+    // Runs the value checks of `checks` (trying each entry's shared lock, never waiting for it),
+    // then, under the shard lock, evicts the entries whose check held, re-files the others (a
+    // busy one to be checked again at the next tick) and drops the sweep's pins.
+    void run_value_checks(shard& s, value_check* checks, std::size_t count, std::int64_t now,
+                          evict_result& r) noexcept {
         for (std::size_t i = 0; i < count; ++i) {
-            check& c = checks[i];
+            value_check& c = checks[i];
             if (!detail::entry_state::try_lock_shared(c.n->state)) {
-                c.outcome = check::retry;
+                c.outcome = value_check::retry;
                 continue;
             }
-            c.outcome = confirm_value(*c.n, now, c.v) ? check::evict : check::keep;
+            c.outcome = confirm_value(*c.n, now, c.v) ? value_check::evict : value_check::keep;
             detail::entry_state::release(c.n->state, detail::entry_state::reader);
         }
         victims v; // stays empty: we hold a pin on every checked entry
         {
             detail::session_shard_guard g{s.mutex};
             for (std::size_t i = 0; i < count; ++i) {
-                check& c = checks[i];
+                value_check& c = checks[i];
                 node& n = *c.n;
                 if ((n.state.load(std::memory_order_relaxed) & detail::entry_state::dead) != 0) continue;
-                if (c.outcome == check::evict) {
-                    r.bytes += unlink(s, detail::session_nil, c.idx, c.v.reason, v);
-                    ++r.evicted;
+                if (c.outcome == value_check::evict) {
+                    evict_counted(s, c.idx, c.v.reason, v, r);
                 } else if (!detail::session_linked(n.wheel)) {
-                    if (c.outcome == check::retry) {
+                    if (c.outcome == value_check::retry) {
                         n.cost.fetch_or(detail::session_recheck_bit, std::memory_order_relaxed);
                         s.wheel.park(c.idx, wheel_links(s));
                     } else {
@@ -1823,40 +1640,36 @@ private:
                 }
             }
         }
-        finish(s, v);
-        for (std::size_t i = 0; i < count; ++i) release(s, checks[i].idx, *checks[i].n, detail::entry_state::pin);
+        dispose_victims(s, v);
+        for (std::size_t i = 0; i < count; ++i) unpin(s, checks[i].idx, *checks[i].n, detail::entry_state::pin);
     }
 
-    // ------------------------------------------------------------ pressure eviction helpers
+    // ------------------------------------------------------------ pressure eviction
+    // The per-shard selections of `evict_older_than` and `evict_over_cost`/`evict_largest` stay
+    // here: each walks a list of the shard (creation order, a cost bucket) and unlinks through
+    // `unlink` as it goes, so it needs the shard and the map's removal path. The LRU sampler
+    // only reads, and lives in detail/session_map_eviction.hpp.
 
     // Oldest-first in one shard. True when the shard has nothing evictable that old left.
     bool evict_old_in(shard& s, std::int64_t cutoff, std::size_t budget, evict_result& r) {
-        for (;;) {
-            victims v;
-            bool done = false;
-            {
-                detail::session_shard_guard g{s.mutex};
-                std::uint32_t idx = s.age.head;
-                while (!v.full()) {
-                    if (idx == detail::session_nil || s.slab.at(idx).created > cutoff) {
-                        done = true;
-                        break;
-                    }
-                    if (r.work >= budget) break;
-                    ++r.work;
-                    node& n = s.slab.at(idx);
-                    const std::uint32_t next = n.age.next;
-                    if (!no_evict(n)) {
-                        r.bytes += unlink(s, detail::session_nil, idx, evict_reason::age_under_pressure, v);
-                        ++r.evicted;
-                    }
-                    idx = next;
+        bool exhausted = false;
+        remove_in_batches(s, [&](victims& v) noexcept {
+            std::uint32_t idx = s.age.head;
+            while (!v.full()) {
+                if (idx == detail::session_nil || s.slab.at(idx).created > cutoff) {
+                    exhausted = true;
+                    return false;
                 }
+                if (r.work >= budget) break;
+                ++r.work;
+                node& n = s.slab.at(idx);
+                const std::uint32_t next = n.age.next;
+                if (!no_evict(n)) evict_counted(s, idx, evict_reason::age_under_pressure, v, r);
+                idx = next;
             }
-            finish(s, v);
-            if (done) return true;
-            if (r.work >= budget) return false;
-        }
+            return r.work < budget;
+        });
+        return exhausted;
     }
 
     bool evict_cost_in(shard& s, std::uint64_t limit, std::size_t budget, evict_result& r) {
@@ -1875,74 +1688,27 @@ private:
     // the bucket is exhausted.
     bool evict_bucket_in(shard& s, unsigned b, std::uint64_t limit, evict_reason reason, std::size_t n,
                          std::size_t budget, evict_result& r) {
-        for (;;) {
-            victims v;
-            bool done = false;
-            {
-                detail::session_shard_guard g{s.mutex};
-                std::uint32_t idx = s.buckets[b];
-                while (!v.full()) {
-                    if (idx == detail::session_nil) {
-                        done = true;
-                        break;
-                    }
-                    if (r.work >= budget || r.evicted >= n) break;
-                    ++r.work;
-                    node& nd = s.slab.at(idx);
-                    const std::uint32_t next = nd.bucket.next;
-                    const std::uint64_t w = nd.cost.load(std::memory_order_relaxed);
-                    if ((w & detail::session_cost_mask) > limit && (w & detail::session_no_evict_bit) == 0) {
-                        r.bytes += unlink(s, detail::session_nil, idx, reason, v);
-                        ++r.evicted;
-                    }
-                    idx = next;
+        bool exhausted = false;
+        remove_in_batches(s, [&](victims& v) noexcept {
+            std::uint32_t idx = s.buckets[b];
+            while (!v.full()) {
+                if (idx == detail::session_nil) {
+                    exhausted = true;
+                    return false;
                 }
+                if (r.work >= budget || r.evicted >= n) break;
+                ++r.work;
+                node& nd = s.slab.at(idx);
+                const std::uint32_t next = nd.bucket.next;
+                const std::uint64_t w = nd.cost.load(std::memory_order_relaxed);
+                if ((w & detail::session_cost_mask) > limit && (w & detail::session_no_evict_bit) == 0) {
+                    evict_counted(s, idx, reason, v, r);
+                }
+                idx = next;
             }
-            finish(s, v);
-            if (done) return true;
-            if (r.work >= budget || r.evicted >= n) return false;
-        }
-    }
-
-    // Samples `lru_samples` entries of `s` (all of them when it holds no more) and returns the
-    // evictable one to go first, or nil: an ended entry before any other, then the least
-    // recently active. Under the shard lock.
-    std::uint32_t lru_victim(shard& s, std::size_t budget, evict_result& r) noexcept {
-        const std::uint32_t cap = s.index.positions();
-        const std::uint32_t size = s.index.size();
-        if (size == 0) return detail::session_nil;
-        std::uint32_t best = detail::session_nil;
-        std::int64_t best_t = std::numeric_limits<std::int64_t>::max();
-        bool best_ended = false;
-        auto consider = [&](std::uint32_t idx) noexcept {
-            ++r.work;
-            const node& n = s.slab.at(idx);
-            const std::uint64_t w = n.cost.load(std::memory_order_relaxed);
-            if ((w & detail::session_no_evict_bit) != 0) return;
-            const bool e = (w & detail::session_ended_bit) != 0;
-            const std::int64_t t = n.last_active.load(std::memory_order_relaxed);
-            if (best == detail::session_nil || (e && !best_ended) || (e == best_ended && t < best_t)) {
-                best_t = t;
-                best_ended = e;
-                best = idx;
-            }
-        };
-        if (size <= m_config.lru_samples) {
-            for (std::uint32_t p = 0; p < cap && r.work < budget; ++p) {
-                const std::uint32_t idx = s.index.slot(p).idx;
-                if (idx != detail::session_nil) consider(idx);
-            }
-            return best;
-        }
-        for (std::size_t k = 0; k < m_config.lru_samples && r.work < budget; ++k) {
-            m_rng ^= m_rng << 13;
-            m_rng ^= m_rng >> 7;
-            m_rng ^= m_rng << 17;
-            std::uint32_t p = detail::session_index::scale(static_cast<std::uint32_t>(m_rng), cap);
-            while (s.index.slot(p).idx == detail::session_nil) p = s.index.next(p);
-            consider(s.index.slot(p).idx);
-        }
-        return best;
+            return r.work < budget && r.evicted < n;
+        });
+        return exhausted;
     }
 
     // ------------------------------------------------------------ members
@@ -1972,7 +1738,7 @@ private:
     std::size_t m_age_cursor = 0;
     std::size_t m_cost_cursor = 0;
     std::size_t m_lru_cursor = 0;
-    std::uint64_t m_rng = 1;
+    detail::session_lru_sampler m_lru;
 };
 
 MEMGOV_NAMESPACE_END
