@@ -53,6 +53,7 @@
 #include <memgov/detail/cgroup_numbers.hpp>
 #include <memgov/detail/cgroup_parse.hpp>
 #include <memgov/detail/psi_parse.hpp>
+#include <memgov/detail/validate.hpp>
 
 #include <cerrno>
 #include <cstdint>
@@ -274,12 +275,10 @@ public:
     /// reader is then `blind()`, with the reason. Complexity: reads mountinfo and
     /// /proc/self/cgroup once.
     explicit cgroup_reader(cgroup_config cfg = {}) : m_cfg{std::move(cfg)} {
-        if (m_cfg.root.empty() || m_cfg.root.front() != '/') {
-            throw std::invalid_argument{"memgov::cgroup_config::root: must be an absolute path"};
-        }
-        if (m_cfg.explicit_limit && *m_cfg.explicit_limit == 0) {
-            throw std::invalid_argument{"memgov::cgroup_config::explicit_limit: must be > 0"};
-        }
+        detail::require_field(!m_cfg.root.empty() && m_cfg.root.front() == '/', "cgroup_config", "root",
+                              "must be an absolute path");
+        detail::require_field(!(m_cfg.explicit_limit && *m_cfg.explicit_limit == 0), "cgroup_config",
+                              "explicit_limit", "must be > 0");
         while (m_cfg.root.size() > 1 && m_cfg.root.back() == '/') m_cfg.root.pop_back();
 #if __has_include(<unistd.h>)
         const long ps = ::sysconf(_SC_PAGESIZE);

@@ -135,15 +135,6 @@ struct health_summary {
 /// The facade. See the file comment.
 /// Thread safety: `admit` from any number of threads, lock-free; everything else from any
 /// thread (serialised internally).
-namespace detail {
-// `ratio` × `limit` in bytes, saturated to [0, 9.2e18] (below 2^63, so a headroom computed from
-// it cannot overflow): a limit read as "unlimited" may be near 2^64.
-[[nodiscard]] inline std::int64_t scaled_bytes(double ratio, std::uint64_t limit) noexcept {
-    constexpr std::int64_t top = 9'200'000'000'000'000'000;
-    return std::clamp(saturating_cast<std::int64_t>(ratio * static_cast<double>(limit)), std::int64_t{0}, top);
-}
-} // namespace detail
-
 template <clock_type Clock = steady_clock>
 class governor {
 public:
@@ -329,7 +320,11 @@ public:
         h.limit_bytes = p.limit_bytes;
         h.estimate_bytes = p.estimate_bytes;
         h.ratio = p.ratio;
-        h.headroom_bytes = detail::scaled_bytes(p.red_line, p.limit_bytes) - detail::saturating_cast<std::int64_t>(p.estimate_bytes);
+        // Both terms lie in [0, 2^63 - 1] (a limit read as "unlimited" may be near 2^64), so the
+        // difference cannot overflow.
+        const double red_bytes = std::max(0.0, p.red_line * static_cast<double>(p.limit_bytes));
+        h.headroom_bytes = detail::saturating_cast<std::int64_t>(red_bytes) -
+                           detail::saturating_cast<std::int64_t>(p.estimate_bytes);
         h.growth_bytes_per_second = p.growth_bytes_per_second;
         h.time_to_limit = p.time_to_limit;
         h.blind = p.blind;

@@ -1303,7 +1303,7 @@ private:
 
     // Drops one pin (and lock units); finalizes if this was the last pin on a dead entry.
     void unpin(shard& s, std::uint32_t idx, node& n, std::uint32_t units) noexcept {
-        const std::uint32_t prev = detail::entry_state::release(n.state, units);
+        const std::uint32_t prev = detail::entry_state::drop_units(n.state, units);
         if ((prev & detail::entry_state::dead) != 0 && detail::entry_state::pins(prev) == 1) {
             finalize(s, idx, n, static_cast<evict_reason>(n.wheel.next));
         }
@@ -1619,7 +1619,7 @@ private:
                 continue;
             }
             c.outcome = confirm_value(*c.n, now, c.v) ? value_check::evict : value_check::keep;
-            detail::entry_state::release(c.n->state, detail::entry_state::reader);
+            detail::entry_state::drop_units(c.n->state, detail::entry_state::reader);
         }
         victims v; // stays empty: we hold a pin on every checked entry
         {

@@ -478,10 +478,10 @@ TEST_CASE("governor: a poll from inside its own callbacks or a visit is counted,
 }
 
 TEST_CASE("governor: byte arithmetic saturates for limits near 2^64", "[governor]") {
-    CHECK(memgov::detail::scaled_bytes(0.95, std::numeric_limits<std::uint64_t>::max()) > 0);
-    CHECK(memgov::detail::scaled_bytes(0.95, std::numeric_limits<std::uint64_t>::max()) <
-          std::numeric_limits<std::int64_t>::max());
-    CHECK(memgov::detail::scaled_bytes(0.5, 1000) == 500);
+    // The headroom's red line in bytes: ratio × limit, saturated.
+    const double near_2_64 = static_cast<double>(std::numeric_limits<std::uint64_t>::max());
+    CHECK(memgov::detail::saturating_cast<std::int64_t>(0.95 * near_2_64) == std::numeric_limits<std::int64_t>::max());
+    CHECK(memgov::detail::saturating_cast<std::int64_t>(0.5 * 1000.0) == 500);
     CHECK(memgov::detail::saturating_cast<std::int64_t>(std::numeric_limits<std::uint64_t>::max()) ==
           std::numeric_limits<std::int64_t>::max());
 

@@ -1205,7 +1205,7 @@ TEST_CASE("session_map: the entry lock caps its shared holders instead of overfl
     CHECK_FALSE(es::pin_try_lock_shared(w));    // pinned, not locked
     CHECK(es::pins(w.load()) == 1);
     CHECK((w.load() & es::waiters) == 0);       // nothing carried into the next field
-    es::release(w, es::reader);
+    es::drop_units(w, es::reader);
     CHECK(es::try_lock_shared(w));
 }
 

@@ -147,11 +147,6 @@ inline std::uint32_t drop_units(std::atomic<std::uint32_t>& w, std::uint32_t uni
     return s;
 }
 
-// `drop_units` by its shorter name.
-inline std::uint32_t release(std::atomic<std::uint32_t>& w, std::uint32_t units) noexcept {
-    return drop_units(w, units);
-}
-
 } // namespace entry_state
 
 // Entries the calling thread holds inside `with`/`with_shared`/`inspect`, innermost last. Used
