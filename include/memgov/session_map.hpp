@@ -603,16 +603,10 @@ public:
         const std::int64_t now_ns = std::max(now.time_since_epoch().count(), m_sweep_now);
         m_sweep_now = now_ns;
         const std::uint64_t now_tick = tick_floor(now_ns);
-        for (std::size_t visited = 0; visited < m_config.shards; ++visited) {
-            shard& s = m_shards[m_sweep_cursor];
-            if (!sweep_shard(s, now_ns, now_tick, tick_ceil(now_ns), max_work, r)) {
-                m_sweep_work.fetch_add(r.work, std::memory_order_relaxed);
-                return r;
-            }
-            m_sweep_cursor = (m_sweep_cursor + 1) & m_shard_mask;
-        }
+        r.complete = each_shard_from(m_sweep_cursor, [&](shard& s) {
+            return sweep_shard(s, now_ns, now_tick, tick_ceil(now_ns), max_work, r);
+        });
         m_sweep_work.fetch_add(r.work, std::memory_order_relaxed);
-        r.complete = true;
         return r;
     }
 
@@ -632,12 +626,7 @@ public:
         const std::int64_t cutoff = a == std::numeric_limits<std::int64_t>::min()
                                         ? std::numeric_limits<std::int64_t>::max()
                                         : detail::saturating_add(now_ns(), -a);
-        for (std::size_t visited = 0; visited < m_config.shards; ++visited) {
-            shard& s = m_shards[m_age_cursor];
-            if (!evict_old_in(s, cutoff, budget, r)) return r;
-            m_age_cursor = (m_age_cursor + 1) & m_shard_mask;
-        }
-        r.complete = true;
+        r.complete = each_shard_from(m_age_cursor, [&](shard& s) { return evict_old_in(s, cutoff, budget, r); });
         return r;
     }
 
@@ -649,12 +638,7 @@ public:
         evict_result r;
         if (!turn) return r; // called from a callback of this thread's own eviction
         const std::uint64_t limit = bytes < 0 ? 0 : static_cast<std::uint64_t>(bytes);
-        for (std::size_t visited = 0; visited < m_config.shards; ++visited) {
-            shard& s = m_shards[m_cost_cursor];
-            if (!evict_cost_in(s, limit, budget, r)) return r;
-            m_cost_cursor = (m_cost_cursor + 1) & m_shard_mask;
-        }
-        r.complete = true;
+        r.complete = each_shard_from(m_cost_cursor, [&](shard& s) { return evict_cost_in(s, limit, budget, r); });
         return r;
     }
 
@@ -1709,6 +1693,18 @@ private:
             return r.work < budget && r.evicted < n;
         });
         return exhausted;
+    }
+
+    // Calls `step(shard)` for every shard once, round robin from `cursor`, until a step returns
+    // false (its budget ran out: `cursor` stays on that shard, so the next call resumes there).
+    // Returns true when every shard was stepped through.
+    template <class Step>
+    bool each_shard_from(std::size_t& cursor, Step&& step) {
+        for (std::size_t visited = 0; visited < m_config.shards; ++visited) {
+            if (!step(m_shards[cursor])) return false;
+            cursor = (cursor + 1) & m_shard_mask;
+        }
+        return true;
     }
 
     // ------------------------------------------------------------ members

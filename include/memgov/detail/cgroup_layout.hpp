@@ -199,18 +199,18 @@ inline void cg_find_layout(const std::string& root, cgroup_layout& layout, std::
     const std::string mountinfo_path = cg_under_root(root, "/proc/self/mountinfo");
     const std::string cgroup_path = cg_under_root(root, "/proc/self/cgroup");
     cg_file_error err;
-    const auto mountinfo = cg_read_file(mountinfo_path, err, cg_mountinfo_cap);
-    if (!mountinfo) {
-        layout.notes.push_back("cannot read " + mountinfo_path + ": " + cg_file_error_text(err) +
-                               "; no memory cgroup");
+    // Without either file there is no memory cgroup to find: say why and set `ec`.
+    const auto unreadable = [&](const std::string& path) {
+        layout.notes.push_back("cannot read " + path + ": " + cg_file_error_text(err) + "; no memory cgroup");
         ec = std::error_code{err.err != 0 ? err.err : EINVAL, std::generic_category()};
-        return;
-    }
+    };
+    const auto note_malformed = [&](std::size_t lines, const std::string& path) {
+        if (lines != 0) layout.notes.push_back("skipped " + std::to_string(lines) + " malformed line(s) in " + path);
+    };
+    const auto mountinfo = cg_read_file(mountinfo_path, err, cg_mountinfo_cap);
+    if (!mountinfo) return unreadable(mountinfo_path);
     const cg_mountinfo mi = cg_parse_mountinfo(*mountinfo);
-    if (mi.malformed_lines != 0) {
-        layout.notes.push_back("skipped " + std::to_string(mi.malformed_lines) +
-                               " malformed line(s) in " + mountinfo_path);
-    }
+    note_malformed(mi.malformed_lines, mountinfo_path);
     bool any_v1 = false, any_v2 = false, v1_memory = false;
     for (const auto& m : mi.mounts) {
         any_v1 = any_v1 || !m.v2;
@@ -226,17 +226,9 @@ inline void cg_find_layout(const std::string& root, cgroup_layout& layout, std::
         return;
     }
     const auto cgroup_text = cg_read_file(cgroup_path, err);
-    if (!cgroup_text) {
-        layout.notes.push_back("cannot read " + cgroup_path + ": " + cg_file_error_text(err) +
-                               "; no memory cgroup");
-        ec = std::error_code{err.err != 0 ? err.err : EINVAL, std::generic_category()};
-        return;
-    }
+    if (!cgroup_text) return unreadable(cgroup_path);
     const cg_membership mb = cg_parse_proc_cgroup(*cgroup_text);
-    if (mb.malformed_lines != 0) {
-        layout.notes.push_back("skipped " + std::to_string(mb.malformed_lines) +
-                               " malformed line(s) in " + cgroup_path);
-    }
+    note_malformed(mb.malformed_lines, cgroup_path);
 
     // The unified hierarchy's directory (for memory.pressure, and v2 memory).
     const cg_mount* v2_mount = nullptr;
