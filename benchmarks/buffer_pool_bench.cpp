@@ -87,8 +87,7 @@ constexpr std::size_t fresh_ops = 16384; // operations timed in a fresh process
 // (the first class starts at 1 KiB).
 const std::vector<std::size_t>& mixed_sizes() {
     static const std::vector<std::size_t> sizes = [] {
-        constexpr std::array<std::size_t, 6> bounds{1 * KiB - 1, 4 * KiB, 16 * KiB, 64 * KiB,
-                                                    256 * KiB, 1 * MiB};
+        constexpr std::array<std::size_t, 6> bounds{1 * KiB - 1, 4 * KiB, 16 * KiB, 64 * KiB, 256 * KiB, 1 * MiB};
         std::mt19937_64 rng{42};
         std::vector<std::size_t> out(size_count);
         for (auto& s : out) {
@@ -144,8 +143,7 @@ const mimalloc_api& mimalloc() {
         }
         a.malloc = reinterpret_cast<void* (*)(std::size_t)>(::dlsym(h, "mi_malloc"));
         a.free = reinterpret_cast<void (*)(void*)>(::dlsym(h, "mi_free"));
-        a.is_in_heap_region =
-            reinterpret_cast<bool (*)(const void*)>(::dlsym(h, "mi_is_in_heap_region"));
+        a.is_in_heap_region = reinterpret_cast<bool (*)(const void*)>(::dlsym(h, "mi_is_in_heap_region"));
         if (a.malloc == nullptr || a.free == nullptr || a.is_in_heap_region == nullptr) {
             a.skip_reason = "mimalloc symbols missing";
             return a;
@@ -224,9 +222,7 @@ struct pmr_impl {
 struct floor_impl {
     using heap = glibc_heap;
     using handle = raw_item;
-    static raw_item acquire(std::size_t n) noexcept {
-        return {baseline::tls_stack_pool::acquire(n), n};
-    }
+    static raw_item acquire(std::size_t n) noexcept { return {baseline::tls_stack_pool::acquire(n), n}; }
     static void release(raw_item& h) noexcept {
         if (h.p != nullptr) baseline::tls_stack_pool::release(h.p, h.n);
         h.p = nullptr;
@@ -386,8 +382,7 @@ template <class Impl>
 class p2_loop {
 public:
     explicit p2_loop(Impl& impl)
-        : m_impl{impl}, m_sizes{mixed_sizes().data()},
-          m_queue{std::make_unique<spsc_queue<typename Impl::handle>>()},
+        : m_impl{impl}, m_sizes{mixed_sizes().data()}, m_queue{std::make_unique<spsc_queue<typename Impl::handle>>()},
           m_consumer{[this] { consume(); }} {}
     p2_loop(const p2_loop&) = delete;
     p2_loop& operator=(const p2_loop&) = delete;
@@ -457,8 +452,7 @@ double thread_cpu_seconds() noexcept {
 }
 
 double wall_seconds() noexcept {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
-        .count();
+    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 // Runs in the child: `fresh_ops` operations of pattern P ("P1" or "P2") on a new Impl, with
@@ -558,13 +552,11 @@ constexpr std::size_t spike_small = 512; // x 1 MiB
 constexpr std::size_t spike_large = 128; // x 4 MiB
 constexpr std::size_t steady_ops = 100000;
 
-void report_p3(benchmark::State& state, std::size_t baseline, std::size_t peak,
-               std::size_t after) {
+void report_p3(benchmark::State& state, std::size_t baseline, std::size_t peak, std::size_t after) {
     state.counters["baseline_MiB"] = static_cast<double>(baseline) / MiB;
     state.counters["peak_MiB"] = static_cast<double>(peak) / MiB;
     state.counters["after_trim_MiB"] = static_cast<double>(after) / MiB;
-    state.counters["after_over_baseline"] =
-        static_cast<double>(after) / static_cast<double>(baseline);
+    state.counters["after_over_baseline"] = static_cast<double>(after) / static_cast<double>(baseline);
 }
 
 void P3_grow_once(benchmark::State& state) {

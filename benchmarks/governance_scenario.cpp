@@ -76,12 +76,12 @@ namespace {
 using clock_type = std::chrono::steady_clock;
 using namespace std::chrono_literals;
 
-constexpr std::size_t frame_bytes = 640;                      // 20 ms of 16 kHz 16-bit mono
-constexpr std::size_t chunk_bytes = 8192;                     // the window's chunk (a pool class)
-constexpr std::size_t state_bytes = 64 * 1024;                // a session's decoder state
-constexpr std::size_t regular_window = 20 * 50 * frame_bytes; // 20 s of audio
+constexpr std::size_t frame_bytes = 640;                                           // 20 ms of 16 kHz 16-bit mono
+constexpr std::size_t chunk_bytes = 8192;                                          // the window's chunk (a pool class)
+constexpr std::size_t state_bytes = 64 * 1024;                                     // a session's decoder state
+constexpr std::size_t regular_window = 20 * 50 * frame_bytes;                      // 20 s of audio
 constexpr std::size_t giant_window = 30 * 1024 * 1024 / frame_bytes * frame_bytes; // ~30 MiB
-constexpr std::size_t declared_regular = state_bytes + 64 * 1024; // state + 2 s of audio
+constexpr std::size_t declared_regular = state_bytes + 64 * 1024;                  // state + 2 s of audio
 
 // ------------------------------------------------------------------------------- options
 
@@ -159,9 +159,7 @@ class downstream {
 public:
     downstream(std::size_t bound, double bytes_per_s) : m_bound{bound}, m_rate{bytes_per_s} {}
 
-    [[nodiscard]] bool has_room() const noexcept {
-        return m_inflight.load(std::memory_order_relaxed) < m_bound;
-    }
+    [[nodiscard]] bool has_room() const noexcept { return m_inflight.load(std::memory_order_relaxed) < m_bound; }
     void push(cls c, memgov::window_chunk&& ch) {
         const std::size_t n = ch.size();
         std::lock_guard lock{m_mutex};
@@ -169,9 +167,7 @@ public:
         m_inflight.fetch_add(n, std::memory_order_relaxed);
     }
     void set_down(bool down) noexcept { m_down.store(down, std::memory_order_relaxed); }
-    [[nodiscard]] std::size_t inflight() const noexcept {
-        return m_inflight.load(std::memory_order_relaxed);
-    }
+    [[nodiscard]] std::size_t inflight() const noexcept { return m_inflight.load(std::memory_order_relaxed); }
 
     // Delivers up to `dt` worth of bandwidth. Returns the bytes delivered.
     std::size_t deliver(std::chrono::duration<double> dt) {
@@ -180,8 +176,7 @@ public:
         std::deque<item> done;
         {
             std::lock_guard lock{m_mutex};
-            while (!m_queue.empty() &&
-                   m_credit >= static_cast<double>(m_queue.front().chunk.size())) {
+            while (!m_queue.empty() && m_credit >= static_cast<double>(m_queue.front().chunk.size())) {
                 m_credit -= static_cast<double>(m_queue.front().chunk.size());
                 done.push_back(std::move(m_queue.front()));
                 m_queue.pop_front();
@@ -222,9 +217,7 @@ struct session {
     std::uint64_t dropped_seen = 0; // the window's dropped_bytes already counted
 
     // The map's cost: what the session holds (decoder state and window chunks).
-    [[nodiscard]] std::size_t held_bytes() const noexcept {
-        return state_bytes + window.held_bytes();
-    }
+    [[nodiscard]] std::size_t held_bytes() const noexcept { return state_bytes + window.held_bytes(); }
 
     // Brings the budget to what the session holds and counts what the window's cap dropped.
     void settle() noexcept {
@@ -234,8 +227,8 @@ struct session {
         charged = held;
         const std::uint64_t d = window.stats().dropped_bytes;
         if (d != dropped_seen) {
-            g_count[static_cast<std::size_t>(c)]
-                .bytes_dropped[static_cast<std::size_t>(drop::window_cap)] += d - dropped_seen;
+            g_count[static_cast<std::size_t>(c)].bytes_dropped[static_cast<std::size_t>(drop::window_cap)] +=
+                d - dropped_seen;
             dropped_seen = d;
         }
     }
@@ -310,8 +303,7 @@ std::optional<cgroup_reading> read_cgroup(const std::string& dir) {
     if (dir.empty()) return std::nullopt;
     const bool v1 = dir.find("/sys/fs/cgroup/memory") == 0;
     const auto usage = read_u64(dir + (v1 ? "/memory.usage_in_bytes" : "/memory.current"));
-    const auto inactive =
-        stat_value(dir + "/memory.stat", v1 ? "total_inactive_file" : "inactive_file");
+    const auto inactive = stat_value(dir + "/memory.stat", v1 ? "total_inactive_file" : "inactive_file");
     if (!usage || !inactive) return std::nullopt;
     return cgroup_reading{*usage, *usage > *inactive ? *usage - *inactive : 0};
 }
@@ -367,14 +359,11 @@ int run_child(const options& o) {
     }
 
     std::atomic<std::uint64_t> level_changes{0};
-    auto sub =
-        gov.monitor().subscribe([&](const memgov::level_change&) { level_changes.fetch_add(1); });
+    auto sub = gov.monitor().subscribe([&](const memgov::level_change&) { level_changes.fetch_add(1); });
     gov.start();
 
     const auto start = clock_type::now();
-    const auto elapsed = [&] {
-        return std::chrono::duration<double>(clock_type::now() - start).count();
-    };
+    const auto elapsed = [&] { return std::chrono::duration<double>(clock_type::now() - start).count(); };
     std::atomic<bool> stop_threads{false};
 
     // The downstream's thread.
@@ -402,9 +391,7 @@ int run_child(const options& o) {
             std::free(const_cast<std::byte*>(p));
             (void)b.admit(frame_bytes);
             (void)gov.level();
-            const auto ns =
-                std::chrono::duration_cast<std::chrono::nanoseconds>(clock_type::now() - t0)
-                    .count();
+            const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(clock_type::now() - t0).count();
             if (ns > stall_max_ns.load(std::memory_order_relaxed)) stall_max_ns.store(ns);
             std::this_thread::sleep_for(1ms);
         }
@@ -444,9 +431,9 @@ int run_child(const options& o) {
             }
             if (cg && h.limit_bytes > 0) {
                 std::lock_guard lock{timeline_mutex};
-                const double err = std::abs(static_cast<double>(h.estimate_bytes) -
-                                            static_cast<double>(cg->working_set)) /
-                                   static_cast<double>(h.limit_bytes);
+                const double err =
+                    std::abs(static_cast<double>(h.estimate_bytes) - static_cast<double>(cg->working_set)) /
+                    static_cast<double>(h.limit_bytes);
                 ++est_err.samples;
                 if (err <= 0.05) ++est_err.within_5;
                 est_err.worst = std::max(est_err.worst, err);
@@ -460,15 +447,12 @@ int run_child(const options& o) {
                     elapsed(), static_cast<unsigned long long>(memgov_test::resident_bytes()),
                     static_cast<unsigned long long>(cg ? cg->usage : 0),
                     static_cast<unsigned long long>(cg ? cg->working_set : 0),
-                    static_cast<unsigned long long>(h.estimate_bytes),
-                    static_cast<unsigned long long>(h.limit_bytes),
+                    static_cast<unsigned long long>(h.estimate_bytes), static_cast<unsigned long long>(h.limit_bytes),
                     std::string{memgov::to_string(h.level)}.c_str(),
-                    static_cast<unsigned long long>(live_sessions.load()),
-                    static_cast<unsigned long long>(admitted),
+                    static_cast<unsigned long long>(live_sessions.load()), static_cast<unsigned long long>(admitted),
                     static_cast<unsigned long long>(ref_s), static_cast<unsigned long long>(ref_f),
-                    static_cast<unsigned long long>(ev), static_cast<unsigned long long>(dropped),
-                    ds.inflight(), static_cast<unsigned long long>(delivered),
-                    static_cast<unsigned long long>(level_changes.load()));
+                    static_cast<unsigned long long>(ev), static_cast<unsigned long long>(dropped), ds.inflight(),
+                    static_cast<unsigned long long>(delivered), static_cast<unsigned long long>(level_changes.load()));
                 std::fflush(f); // a run killed by the kernel keeps its timeline
             }
         }
@@ -513,8 +497,7 @@ int run_child(const options& o) {
         }
         const std::uint64_t id = next_id++;
         const bool inserted = sessions.insert(id, [&] {
-            session s{c, std::move(b),
-                      memgov::sliding_window{pool, c == cls::giant ? giant_cfg : regular_cfg},
+            session s{c, std::move(b), memgov::sliding_window{pool, c == cls::giant ? giant_cfg : regular_cfg},
                       std::make_unique<std::byte[]>(state_bytes)};
             std::fill_n(s.state.get(), state_bytes, std::byte{0x11}); // touched: resident
             s.settle();
@@ -523,10 +506,8 @@ int run_child(const options& o) {
         if (!inserted) return;
         cc.sessions_admitted.fetch_add(1);
         // An orphan stops sending 2..12 s after it starts, without ending.
-        const double stops =
-            c == cls::orphan ? t + 2.0 + unit(rng) * 10.0 : std::numeric_limits<double>::infinity();
-        drivers.push_back({id, c, stops, c == cls::giant ? o.giant_frames : 1,
-                           static_cast<std::uint32_t>(id % 10)});
+        const double stops = c == cls::orphan ? t + 2.0 + unit(rng) * 10.0 : std::numeric_limits<double>::infinity();
+        drivers.push_back({id, c, stops, c == cls::giant ? o.giant_frames : 1, static_cast<std::uint32_t>(id % 10)});
     };
 
     auto next_tick = clock_type::now();
@@ -537,8 +518,7 @@ int run_child(const options& o) {
         const double ramp = std::min(1.0, t / o.ramp_s);
         const auto regular_target = static_cast<std::size_t>(
             static_cast<double>(o.sessions_start) +
-            static_cast<double>(o.sessions_max - std::min(o.sessions_max, o.sessions_start)) *
-                ramp);
+            static_cast<double>(o.sessions_max - std::min(o.sessions_max, o.sessions_start)) * ramp);
         while (regular_started < regular_target) {
             ++regular_started;
             open_session(unit(rng) < o.orphan_share ? cls::orphan : cls::regular, t);
@@ -568,17 +548,14 @@ int run_child(const options& o) {
                     const auto c0 = clock_type::now();
                     cc.frames_generated.fetch_add(1);
                     const auto cns =
-                        std::chrono::duration_cast<std::chrono::nanoseconds>(clock_type::now() - c0)
-                            .count();
+                        std::chrono::duration_cast<std::chrono::nanoseconds>(clock_type::now() - c0).count();
                     ingress_control_max_ns = std::max<std::int64_t>(ingress_control_max_ns, cns);
                     if (cns > 1'000'000) ++ingress_control_over_1ms;
                     const auto t0 = clock_type::now();
                     const memgov::admission a = s.budget.admit(frame_bytes);
                     const auto ns =
-                        std::chrono::duration_cast<std::chrono::nanoseconds>(clock_type::now() - t0)
-                            .count();
-                    ingress_governance_max_ns =
-                        std::max<std::int64_t>(ingress_governance_max_ns, ns);
+                        std::chrono::duration_cast<std::chrono::nanoseconds>(clock_type::now() - t0).count();
+                    ingress_governance_max_ns = std::max<std::int64_t>(ingress_governance_max_ns, ns);
                     if (ns > 1'000'000) ++ingress_governance_over_1ms;
                     ++ingress_timed;
                     if (!a) {
@@ -635,8 +612,7 @@ int run_child(const options& o) {
         });
     }
     const auto drain_deadline = clock_type::now() + 30s;
-    while (ds.inflight() > 0 && clock_type::now() < drain_deadline)
-        std::this_thread::sleep_for(10ms);
+    while (ds.inflight() > 0 && clock_type::now() < drain_deadline) std::this_thread::sleep_for(10ms);
     const auto final_stats = gov.stats();
     stop_threads = true;
     delivery.join();
@@ -649,8 +625,7 @@ int run_child(const options& o) {
     const auto kv = [](const std::string& k, auto v) { fmt::print("{} {}\n", k, v); };
     kv("governed", o.governed ? 1 : 0);
     kv("limit_bytes", limit);
-    kv("limit_origin",
-       final_stats.pressure.limit_origin.empty() ? "-" : final_stats.pressure.limit_origin);
+    kv("limit_origin", final_stats.pressure.limit_origin.empty() ? "-" : final_stats.pressure.limit_origin);
     kv("seconds", generate_end);
     kv("ticks_late", ticks_late);
     kv("level_changes", level_changes.load());
@@ -662,9 +637,8 @@ int run_child(const options& o) {
     kv("ingress_governance_over_1ms", ingress_governance_over_1ms);
     kv("ingress_control_over_1ms", ingress_control_over_1ms);
     kv("estimate_samples", est_err.samples);
-    kv("estimate_within_5pct", est_err.samples == 0 ? 0.0
-                                                    : static_cast<double>(est_err.within_5) /
-                                                          static_cast<double>(est_err.samples));
+    kv("estimate_within_5pct",
+       est_err.samples == 0 ? 0.0 : static_cast<double>(est_err.within_5) / static_cast<double>(est_err.samples));
     kv("estimate_worst_pct", est_err.worst * 100.0);
     kv("peak_working_set", peak_ws);
     kv("heap_trims", final_stats.evictor.heap_trims);
@@ -684,8 +658,7 @@ int run_child(const options& o) {
         kv(p + ".sessions_admitted", c.sessions_admitted.load());
         for (std::size_t r = 1; r < memgov::admit_reason_count; ++r) {
             if (c.sessions_refused[r].load() != 0) {
-                kv(p + ".sessions_refused." +
-                       std::string{memgov::to_string(static_cast<memgov::admit_reason>(r))},
+                kv(p + ".sessions_refused." + std::string{memgov::to_string(static_cast<memgov::admit_reason>(r))},
                    c.sessions_refused[r].load());
             }
         }
@@ -694,8 +667,7 @@ int run_child(const options& o) {
         kv(p + ".goodput", gen == 0 ? 1.0 : static_cast<double>(acc) / static_cast<double>(gen));
         for (std::size_t r = 1; r < memgov::admit_reason_count; ++r) {
             if (c.frames_refused[r].load() != 0) {
-                kv(p + ".frames_refused." +
-                       std::string{memgov::to_string(static_cast<memgov::admit_reason>(r))},
+                kv(p + ".frames_refused." + std::string{memgov::to_string(static_cast<memgov::admit_reason>(r))},
                    c.frames_refused[r].load());
             }
         }
@@ -705,19 +677,17 @@ int run_child(const options& o) {
         }
         for (std::size_t r = 0; r < memgov::evict_reason_count; ++r) {
             if (c.evicted[r].load() != 0) {
-                kv(p + ".evicted." +
-                       std::string{memgov::to_string(static_cast<memgov::evict_reason>(r))},
+                kv(p + ".evicted." + std::string{memgov::to_string(static_cast<memgov::evict_reason>(r))},
                    c.evicted[r].load());
             }
         }
-        kv(p + ".pressure_evicted_while_over_quota_lived",
-           c.evicted_pressure_while_overquota_lived.load());
+        kv(p + ".pressure_evicted_while_over_quota_lived", c.evicted_pressure_while_overquota_lived.load());
         const bool frames_ok = gen == acc + ref;
         const bool bytes_ok = acc * frame_bytes == del + dropped;
         if (!frames_ok || !bytes_ok) {
             identity = false;
-            kv(p + ".identity_off_by_bytes", static_cast<std::int64_t>(acc * frame_bytes) -
-                                                 static_cast<std::int64_t>(del + dropped));
+            kv(p + ".identity_off_by_bytes",
+               static_cast<std::int64_t>(acc * frame_bytes) - static_cast<std::int64_t>(del + dropped));
         }
     }
     kv("identity", identity ? "ok" : "off");
@@ -740,11 +710,8 @@ std::string self_path() {
 }
 
 std::vector<std::string> child_args(const options& o, bool governed, const std::string& csv) {
-    std::vector<std::string> a{self_path(), "--child",
-                               fmt::format("--governed={}", governed ? 1 : 0), "--csv", csv};
-    const auto add = [&](const char* name, auto v) {
-        a.push_back(fmt::format("--{}={}", name, v));
-    };
+    std::vector<std::string> a{self_path(), "--child", fmt::format("--governed={}", governed ? 1 : 0), "--csv", csv};
+    const auto add = [&](const char* name, auto v) { a.push_back(fmt::format("--{}={}", name, v)); };
     add("seconds", o.seconds);
     add("sessions-start", o.sessions_start);
     add("sessions-max", o.sessions_max);
@@ -779,8 +746,7 @@ int run_all(const options& o) {
     ::sigaction(SIGTERM, &sa, nullptr);
     std::vector<run_result> results;
     (void)std::system(fmt::format("mkdir -p '{}'", o.out).c_str());
-    const auto timeout =
-        std::chrono::milliseconds{static_cast<std::int64_t>((o.seconds + 45) * 1000)};
+    const auto timeout = std::chrono::milliseconds{static_cast<std::int64_t>((o.seconds + 45) * 1000)};
     for (const std::size_t mib : o.limits_mib) {
         for (const auto& v : o.variants) {
             const bool governed = v == "on";
@@ -798,16 +764,14 @@ int run_all(const options& o) {
             } else {
                 // No writable cgroup: the limit override, and no kernel to kill anyone.
                 r.where = "limit override (" + cg.skip_reason() + ")";
-                ::setenv("MEMGOV_MEMORY_LIMIT",
-                         std::to_string(static_cast<std::uint64_t>(mib) << 20).c_str(), 1);
+                ::setenv("MEMGOV_MEMORY_LIMIT", std::to_string(static_cast<std::uint64_t>(mib) << 20).c_str(), 1);
                 std::string cmd;
                 for (const auto& a : child_args(o, governed, csv)) cmd += "'" + a + "' ";
                 std::FILE* p = ::popen(cmd.c_str(), "r");
                 if (p != nullptr) {
                     std::array<char, 4096> buf{};
                     std::size_t n = 0;
-                    while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0)
-                        r.run.output.append(buf.data(), n);
+                    while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) r.run.output.append(buf.data(), n);
                     const int st = ::pclose(p);
                     r.run.status = st;
                     r.run.started = true;
@@ -830,12 +794,11 @@ int run_all(const options& o) {
 
     // The table.
     std::string md;
-    md +=
-        "| limit | governor | where | outcome | OOM kills | peak % of limit | well-behaved goodput "
-        "(regular, burst) | well-behaved shed | giants refused + shed | sessions refused "
-        "(regular+burst) | evicted: well-behaved while an over-quota lived / all | level changes "
-        "(/min) | estimate within 5% / worst | stall max ms (probe / admit / control) | calls over "
-        "1 ms (admit / control) | identity |\n";
+    md += "| limit | governor | where | outcome | OOM kills | peak % of limit | well-behaved goodput "
+          "(regular, burst) | well-behaved shed | giants refused + shed | sessions refused "
+          "(regular+burst) | evicted: well-behaved while an over-quota lived / all | level changes "
+          "(/min) | estimate within 5% / worst | stall max ms (probe / admit / control) | calls over "
+          "1 ms (admit / control) | identity |\n";
     md += "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
     bool ok = true;
     for (const auto& r : results) {
@@ -851,29 +814,25 @@ int run_all(const options& o) {
                                                          : "failed";
         if (!r.run.exited_ok()) {
             // When: the timeline's last row (it is flushed every 100 ms).
-            std::ifstream csv{fmt::format("{}/scenario-{}mib-{}.csv", o.out, r.limit_mib,
-                                          r.governed ? "on" : "off")};
+            std::ifstream csv{fmt::format("{}/scenario-{}mib-{}.csv", o.out, r.limit_mib, r.governed ? "on" : "off")};
             std::string line;
             std::string last;
             while (std::getline(csv, line)) last = line;
-            if (!last.empty() && last[0] != 't')
-                outcome += " at " + last.substr(0, last.find(',')) + " s";
+            if (!last.empty() && last[0] != 't') outcome += " at " + last.substr(0, last.find(',')) + " s";
         }
         const double limit = static_cast<double>(static_cast<std::uint64_t>(r.limit_mib) << 20);
         const auto pct = [](double a, double b) {
             return b == 0 ? std::string{"-"} : fmt::format("{:.1f}%", 100.0 * a / b);
         };
         const double wb_acc = num("regular.frames_accepted") + num("burst.frames_accepted");
-        const double wb_shed =
-            num("regular.frames_dropped.shed") + num("burst.frames_dropped.shed");
+        const double wb_shed = num("regular.frames_dropped.shed") + num("burst.frames_dropped.shed");
         const double g_gen = num("giant.frames_generated");
-        const double g_lost =
-            g_gen - num("giant.frames_accepted") + num("giant.frames_dropped.shed") +
-            num("giant.frames_dropped.evicted") + num("giant.frames_dropped.window_cap");
+        const double g_lost = g_gen - num("giant.frames_accepted") + num("giant.frames_dropped.shed") +
+                              num("giant.frames_dropped.evicted") + num("giant.frames_dropped.window_cap");
         double evicted_all = 0;
         for (const auto& [k, v] : kv) {
-            if (k.find(".evicted.") != std::string::npos &&
-                k.find("cleared") == std::string::npos && k.find("expired") == std::string::npos) {
+            if (k.find(".evicted.") != std::string::npos && k.find("cleared") == std::string::npos &&
+                k.find("expired") == std::string::npos) {
                 evicted_all += std::strtod(v.c_str(), nullptr);
             }
         }
@@ -881,27 +840,23 @@ int run_all(const options& o) {
         md += fmt::format(
             "| {} MiB | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} "
             "|\n",
-            r.limit_mib, r.governed ? "on" : "off", r.where, outcome,
-            r.oom_kills ? std::to_string(*r.oom_kills) : "-",
+            r.limit_mib, r.governed ? "on" : "off", r.where, outcome, r.oom_kills ? std::to_string(*r.oom_kills) : "-",
             r.peak ? fmt::format("{:.1f}%", static_cast<double>(*r.peak) * 100.0 / limit) : "-",
-            cell(fmt::format("{} / {}",
-                             pct(num("regular.frames_accepted"), num("regular.frames_generated")),
+            cell(fmt::format("{} / {}", pct(num("regular.frames_accepted"), num("regular.frames_generated")),
                              pct(num("burst.frames_accepted"), num("burst.frames_generated")))),
             cell(pct(wb_shed, wb_acc)), cell(pct(g_lost, g_gen)),
-            cell(fmt::format("{}",
-                             num("regular.sessions_tried") - num("regular.sessions_admitted") +
-                                 num("burst.sessions_tried") - num("burst.sessions_admitted"))),
+            cell(fmt::format("{}", num("regular.sessions_tried") - num("regular.sessions_admitted") +
+                                       num("burst.sessions_tried") - num("burst.sessions_admitted"))),
             cell(fmt::format("{} / {}",
                              num("regular.pressure_evicted_while_over_quota_lived") +
                                  num("burst.pressure_evicted_while_over_quota_lived"),
                              evicted_all)),
             cell(fmt::format("{} ({:.1f})", num("level_changes"), num("level_changes_per_min"))),
-            cell(fmt::format("{:.1f}% / {:.1f}%", num("estimate_within_5pct") * 100.0,
-                             num("estimate_worst_pct"))),
-            cell(fmt::format("{:.2f} / {:.2f} / {:.2f}", num("stall_probe_max_ms"),
-                             num("ingress_governance_max_ms"), num("ingress_control_max_ms"))),
-            cell(fmt::format("{} / {} of {}", num("ingress_governance_over_1ms"),
-                             num("ingress_control_over_1ms"), num("ingress_timed_calls"))),
+            cell(fmt::format("{:.1f}% / {:.1f}%", num("estimate_within_5pct") * 100.0, num("estimate_worst_pct"))),
+            cell(fmt::format("{:.2f} / {:.2f} / {:.2f}", num("stall_probe_max_ms"), num("ingress_governance_max_ms"),
+                             num("ingress_control_max_ms"))),
+            cell(fmt::format("{} / {} of {}", num("ingress_governance_over_1ms"), num("ingress_control_over_1ms"),
+                             num("ingress_timed_calls"))),
             cell(kv.count("identity") ? kv.at("identity") : "-"));
         if (r.governed && (!r.run.exited_ok() || !has || kv.at("identity") != "ok")) ok = false;
     }
@@ -936,12 +891,10 @@ int main(int argc, char** argv) {
     app.add_option("--burst-at-s", o.burst_at_s, "When the burst arrives");
     app.add_option("--giants", o.giants, "Sessions that push as fast as they can and keep it all");
     app.add_option("--giant-at-s", o.giant_at_s, "When the giants arrive");
-    app.add_option("--giant-frames", o.giant_frames, "Frames per 20 ms a giant pushes")
-        ->check(CLI::Range(1, 10000));
+    app.add_option("--giant-frames", o.giant_frames, "Frames per 20 ms a giant pushes")->check(CLI::Range(1, 10000));
     app.add_option("--outage-at-s", o.outage_at_s, "When the downstream goes down");
     app.add_option("--outage-s", o.outage_s, "For how long");
-    app.add_option("--inflight-mib", o.inflight_mib, "The downstream queue's bound")
-        ->check(CLI::Range(1, 4096));
+    app.add_option("--inflight-mib", o.inflight_mib, "The downstream queue's bound")->check(CLI::Range(1, 4096));
     app.add_option("--bandwidth-mib-s", o.bandwidth_mib_s, "The downstream's bandwidth")
         ->check(CLI::Range(0.1, 100000.0));
     app.add_option("--seed", o.seed, "Random seed");

@@ -58,8 +58,7 @@ void atomic_reserve(benchmark::State& state) {
     std::int64_t admitted = 0;
     for (auto _ : state) {
         // Reserve, and give back when the work is done (as a byte semaphore does).
-        const bool ok = g_atomic_budget.fetch_sub(cost, std::memory_order_acq_rel) >=
-                        static_cast<std::int64_t>(cost);
+        const bool ok = g_atomic_budget.fetch_sub(cost, std::memory_order_acq_rel) >= static_cast<std::int64_t>(cost);
         admitted += ok ? 1 : 0;
         g_atomic_budget.fetch_add(cost, std::memory_order_acq_rel);
         benchmark::DoNotOptimize(admitted);

@@ -61,9 +61,7 @@ struct message {
         topic.clear();
         payload.clear();
     }
-    [[nodiscard]] std::size_t retained_bytes() const noexcept {
-        return topic.capacity() + payload.capacity();
-    }
+    [[nodiscard]] std::size_t retained_bytes() const noexcept { return topic.capacity() + payload.capacity(); }
 };
 static_assert(sizeof(message) >= 256 + 56);
 
@@ -295,8 +293,8 @@ void memgov_pool(benchmark::State& state) {
         use(*p, i);
         ++i;
     }
-    state.counters["faults_per_op"] = benchmark::Counter(
-        static_cast<double>(page_faults() - faults), benchmark::Counter::kAvgIterations);
+    state.counters["faults_per_op"] =
+        benchmark::Counter(static_cast<double>(page_faults() - faults), benchmark::Counter::kAvgIterations);
     ring.clear();
     state.counters["reuse_rate"] = pool.stats().reuse_rate();
     state.SetItemsProcessed(state.iterations());
@@ -318,8 +316,8 @@ void make_unique_warm(benchmark::State& state) {
     }
     std::vector<std::unique_ptr<T>> ring(n);
     std::size_t i = 0;
-    churn(ring, warm_iterations, i, [] { return std::make_unique<T>(); },
-          [](std::unique_ptr<T>& p) { p.reset(); });
+    churn(
+        ring, warm_iterations, i, [] { return std::make_unique<T>(); }, [](std::unique_ptr<T>& p) { p.reset(); });
     const long faults = page_faults();
     const std::size_t mask = n - 1;
     for (auto _ : state) {
@@ -329,8 +327,8 @@ void make_unique_warm(benchmark::State& state) {
         use(*p, i);
         ++i;
     }
-    state.counters["faults_per_op"] = benchmark::Counter(
-        static_cast<double>(page_faults() - faults), benchmark::Counter::kAvgIterations);
+    state.counters["faults_per_op"] =
+        benchmark::Counter(static_cast<double>(page_faults() - faults), benchmark::Counter::kAvgIterations);
     state.SetItemsProcessed(state.iterations());
 }
 
@@ -343,7 +341,8 @@ void floor_list(benchmark::State& state) {
     auto put = [](T*& p) {
         if (p != nullptr) list::release(p);
     };
-    churn(ring, warm_iterations, i, [] { return list::acquire(); }, put);
+    churn(
+        ring, warm_iterations, i, [] { return list::acquire(); }, put);
     const long faults = page_faults();
     const std::size_t mask = n - 1;
     for (auto _ : state) {
@@ -353,8 +352,8 @@ void floor_list(benchmark::State& state) {
         use(*p, i);
         ++i;
     }
-    state.counters["faults_per_op"] = benchmark::Counter(
-        static_cast<double>(page_faults() - faults), benchmark::Counter::kAvgIterations);
+    state.counters["faults_per_op"] =
+        benchmark::Counter(static_cast<double>(page_faults() - faults), benchmark::Counter::kAvgIterations);
     for (T*& p : ring) put(p);
     list::drain();
     state.SetItemsProcessed(state.iterations());
@@ -363,12 +362,12 @@ void floor_list(benchmark::State& state) {
 template <class T>
 void register_small_peers(const char* object) {
     const std::string o{object};
-    benchmark::RegisterBenchmark(("memgov/" + o).c_str(), memgov_pool<T>)
-        ->ArgName("inflight")->Arg(1)->Arg(64);
+    benchmark::RegisterBenchmark(("memgov/" + o).c_str(), memgov_pool<T>)->ArgName("inflight")->Arg(1)->Arg(64);
     benchmark::RegisterBenchmark(("make_unique/" + o).c_str(), make_unique_warm<T>)
-        ->ArgName("inflight")->Arg(1)->Arg(64);
-    benchmark::RegisterBenchmark(("floor_tls_list/" + o).c_str(), floor_list<T>)
-        ->ArgName("inflight")->Arg(1)->Arg(64);
+        ->ArgName("inflight")
+        ->Arg(1)
+        ->Arg(64);
+    benchmark::RegisterBenchmark(("floor_tls_list/" + o).c_str(), floor_list<T>)->ArgName("inflight")->Arg(1)->Arg(64);
 }
 
 } // namespace

@@ -98,8 +98,9 @@ const std::vector<std::uint64_t>& keys() {
 // operations the earlier runs did, and a read that misses is much cheaper than one that hits.
 template <class Read, class Upsert, class Erase, class Before = void (*)(std::size_t) noexcept,
           class Upserted = void (*)(std::size_t) noexcept>
-void run_mix(benchmark::State& state, Read&& read, Upsert&& upsert, Erase&& erase,
-             Before before = [](std::size_t) noexcept {}, Upserted upserted = [](std::size_t) noexcept {}) {
+void run_mix(
+    benchmark::State& state, Read&& read, Upsert&& upsert, Erase&& erase, Before before = [](std::size_t) noexcept {},
+    Upserted upserted = [](std::size_t) noexcept {}) {
     const auto& k = keys();
     std::uint64_t rng = 0x1234567ULL + static_cast<std::uint64_t>(state.thread_index()) * 7919ULL;
     std::size_t erased = sessions; // index of the key this thread erased last, or none
@@ -146,20 +147,20 @@ memgov::session_map<std::uint64_t, value16>& memgov_instance() {
 
 template <memgov::touch_time Touch, class Before = void (*)(std::size_t) noexcept,
           class Upserted = void (*)(std::size_t) noexcept>
-void memgov_session_map(benchmark::State& state, Before before = [](std::size_t) noexcept {},
-                        Upserted upserted = [](std::size_t) noexcept {}) {
+void memgov_session_map(
+    benchmark::State& state, Before before = [](std::size_t) noexcept {},
+    Upserted upserted = [](std::size_t) noexcept {}) {
     auto& m = memgov_instance<Touch>();
     run_mix(
         state, [&](std::uint64_t key) { m.with(key, [](value16& v) noexcept { ++v.count; }); },
         [&](std::uint64_t key) {
-            m.upsert(key, [] { return value16{}; }, [](value16& v) noexcept { v = value16{}; });
+            m.upsert(
+                key, [] { return value16{}; }, [](value16& v) noexcept { v = value16{}; });
         },
         [&](std::uint64_t key) { m.erase(key); }, before, upserted);
 }
 
-void memgov_session_map_clock(benchmark::State& state) {
-    memgov_session_map<memgov::touch_time::clock>(state);
-}
+void memgov_session_map_clock(benchmark::State& state) { memgov_session_map<memgov::touch_time::clock>(state); }
 void memgov_session_map_coarse(benchmark::State& state) {
     if (state.thread_index() == 0) memgov_instance<memgov::touch_time::coarse>().tick(memgov::steady_clock{}.now());
     memgov_session_map<memgov::touch_time::coarse>(state);
@@ -283,7 +284,10 @@ void libcuckoo_find_fn(benchmark::State& state) {
     std::uint64_t sink = 0;
     run_mix(
         state, [&](std::uint64_t key) { m.find_fn(key, [&](const value16& v) { sink += v.count; }); },
-        [&](std::uint64_t key) { m.upsert(key, [](value16& v) { v = value16{}; }, value16{}); },
+        [&](std::uint64_t key) {
+            m.upsert(
+                key, [](value16& v) { v = value16{}; }, value16{});
+        },
         [&](std::uint64_t key) { m.erase(key); });
     benchmark::DoNotOptimize(sink);
 }
@@ -292,7 +296,10 @@ void libcuckoo_update_fn(benchmark::State& state) {
     auto& m = cuckoo_instance();
     run_mix(
         state, [&](std::uint64_t key) { m.update_fn(key, [](value16& v) { ++v.count; }); },
-        [&](std::uint64_t key) { m.upsert(key, [](value16& v) { v = value16{}; }, value16{}); },
+        [&](std::uint64_t key) {
+            m.upsert(
+                key, [](value16& v) { v = value16{}; }, value16{});
+        },
         [&](std::uint64_t key) { m.erase(key); });
 }
 
@@ -318,8 +325,7 @@ struct mix256 {
     std::size_t erased;
 
     mix256(std::size_t keys_used, write_mix m, int thread) noexcept
-        : n{keys_used}, mix{m}, rng{0x1234567ULL + static_cast<std::uint64_t>(thread) * 7919ULL},
-          erased{keys_used} {}
+        : n{keys_used}, mix{m}, rng{0x1234567ULL + static_cast<std::uint64_t>(thread) * 7919ULL}, erased{keys_used} {}
 
     template <class Map>
     void step(Map& m) {
@@ -422,7 +428,8 @@ struct cuckoo256 {
         });
     }
     void upsert(std::uint64_t key) {
-        map.upsert(key, [](mapped& v) { v = make(); }, make());
+        map.upsert(
+            key, [](mapped& v) { v = make(); }, make());
     }
     void erase(std::uint64_t key) { map.erase(key); }
 };
@@ -680,10 +687,7 @@ BENCHMARK_TEMPLATE(p4s, memgov256)->Name("memgov_s256")->Apply(p4s_args);
 BENCHMARK_TEMPLATE(p4s, cuckoo256<false>)->Name("libcuckoo_s256_inline")->Apply(p4s_args);
 BENCHMARK_TEMPLATE(p4s, cuckoo256<true>)->Name("libcuckoo_s256_shared_ptr")->Apply(p4s_args);
 BENCHMARK_TEMPLATE(p4s, mutex256)->Name("unordered_map_shared_mutex_s256")->Apply(p4s_args);
-BENCHMARK_TEMPLATE(scaling_10k, memgov256)
-    ->Name("memgov_scaling_10k")
-    ->Iterations(5)
-    ->Unit(benchmark::kMillisecond);
+BENCHMARK_TEMPLATE(scaling_10k, memgov256)->Name("memgov_scaling_10k")->Iterations(5)->Unit(benchmark::kMillisecond);
 BENCHMARK_TEMPLATE(scaling_10k, cuckoo256<false>)
     ->Name("libcuckoo_inline_scaling_10k")
     ->Iterations(5)

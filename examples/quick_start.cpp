@@ -8,11 +8,9 @@
 int main() {
     memgov::governor<> gov;                      // finds this process's memory limit (cgroup)
     memgov::buffer_pool pool{{}, &gov.ledger()}; // size classes, trimmed under pressure
-    memgov::session_map<int, memgov::sliding_window> sessions{
-        {}, {}, memgov::steady_clock{}, &gov.ledger()};
+    memgov::session_map<int, memgov::sliding_window> sessions{{}, {}, memgov::steady_clock{}, &gov.ledger()};
     gov.register_reclaimer(std::make_shared<memgov::buffer_pool_reclaimer>(pool));
-    gov.register_reclaimer(
-        std::make_shared<memgov::session_map_reclaimer<decltype(sessions)>>(sessions));
+    gov.register_reclaimer(std::make_shared<memgov::session_map_reclaimer<decltype(sessions)>>(sessions));
     gov.start(); // polls the cgroup, sweeps expired sessions and reclaims in the background
 
     if (gov.admit(64 * 1024, memgov::admit_kind::session)) { // admission control at ingress
@@ -23,8 +21,7 @@ int main() {
 
     const memgov::health_summary h = gov.health();
     std::printf("level %s, estimate %llu of %llu bytes\n", memgov::to_string(h.level).data(),
-                static_cast<unsigned long long>(h.estimate_bytes),
-                static_cast<unsigned long long>(h.limit_bytes));
+                static_cast<unsigned long long>(h.estimate_bytes), static_cast<unsigned long long>(h.limit_bytes));
     gov.stop(); // before the parts it reclaims from go away
 
     bool ok = sessions.size() == 1 && gov.ledger().bytes(memgov::category::windows) > 0 &&

@@ -25,19 +25,19 @@ namespace gateway {
 
 /// Everything the gateway can be told (the CLI maps one option to one field).
 struct gateway_config {
-    std::string host = "127.0.0.1";       ///< Listen address (WebSocket and HTTP).
-    std::uint16_t port = 8080;            ///< WebSocket port; 0: ephemeral.
-    std::uint16_t http_port = 8081;       ///< HTTP port; 0: ephemeral.
-    unsigned io_threads = 2;              ///< Threads running the io_context.
-    std::chrono::milliseconds chunk_period{200};  ///< How often windows go to Kafka.
-    std::size_t max_message_bytes = 65536;        ///< read_message_max: above it, 1009.
+    std::string host = "127.0.0.1";                    ///< Listen address (WebSocket and HTTP).
+    std::uint16_t port = 8080;                         ///< WebSocket port; 0: ephemeral.
+    std::uint16_t http_port = 8081;                    ///< HTTP port; 0: ephemeral.
+    unsigned io_threads = 2;                           ///< Threads running the io_context.
+    std::chrono::milliseconds chunk_period{200};       ///< How often windows go to Kafka.
+    std::size_t max_message_bytes = 65536;             ///< read_message_max: above it, 1009.
     std::chrono::milliseconds handshake_timeout{5000}; ///< WebSocket handshake / HTTP read.
     std::chrono::milliseconds idle_timeout{30000};     ///< No traffic (pings go at half of it).
     /// sliding_window chunk size. 0 (the default): what one `chunk_period` of pcm16 audio at
     /// the session's sample rate takes (6,400 B for 200 ms at 16 kHz), rounded up by the pool
     /// to its class (8 KiB), so each period's audio goes to Kafka as one message.
     std::size_t window_chunk_bytes = 0;
-    std::size_t window_cap_bytes = 256 * 1024;   ///< sliding_window hard cap per session.
+    std::size_t window_cap_bytes = 256 * 1024; ///< sliding_window hard cap per session.
     /// What a session declares at `start` (`governor::admit_session`: reserved from the
     /// admission headroom, refused over_quota above the quota). 0: automatic, two `chunk_period`s
     /// of pcm16 audio at the start's sample rate (the window filling while the previous chunk
@@ -58,18 +58,18 @@ struct gateway_config {
     std::chrono::milliseconds orphan_check_interval{5000};
     std::chrono::milliseconds shutdown_grace{3000}; ///< Wait for clients to close at shutdown.
     std::chrono::milliseconds flush_timeout{5000};  ///< Kafka flush at shutdown.
-    producer_config kafka{};                     ///< Brokers (empty: mock cluster), topic, bounds.
-    mock_faults faults{};                        ///< Mock cluster faults (none by default).
-    bool quiet = false;                          ///< No log lines (tests).
+    producer_config kafka{};                        ///< Brokers (empty: mock cluster), topic, bounds.
+    mock_faults faults{};                           ///< Mock cluster faults (none by default).
+    bool quiet = false;                             ///< No log lines (tests).
 };
 
 /// What the gateway did, for the shutdown report and tests.
 struct gateway_stats {
-    std::uint64_t connections = 0;         ///< Accepted TCP connections on the WS port.
+    std::uint64_t connections = 0; ///< Accepted TCP connections on the WS port.
     std::uint64_t active_connections = 0;
     std::uint64_t sessions_started = 0;
-    std::uint64_t sessions_ended = 0;      ///< Ended by an `end` message.
-    std::uint64_t frames = 0;              ///< Audio frames appended.
+    std::uint64_t sessions_ended = 0; ///< Ended by an `end` message.
+    std::uint64_t frames = 0;         ///< Audio frames appended.
     std::uint64_t frame_bytes = 0;
     /// Every audio frame the gateway read on a started session (appended, refused, lost after
     /// eviction or out of memory, discarded after close). After shutdown:
@@ -79,7 +79,7 @@ struct gateway_stats {
     /// Frames refused by their session's budget, by `admit_reason` name (over_quota, heavy,
     /// paced); also counted as the losses `refused_work:<reason>` (bytes, frames).
     std::map<std::string, loss_count> refused_work;
-    std::uint64_t refusal_notices = 0;           ///< `refused` notices sent to clients.
+    std::uint64_t refusal_notices = 0;            ///< `refused` notices sent to clients.
     std::uint64_t refusal_notices_suppressed = 0; ///< Not sent: the client's queue was full.
     /// Session budgets: bytes charged (admitted frames, and the unused buffer capacity of partly
     /// filled chunks produced to Kafka), and released by cause. After shutdown
@@ -87,9 +87,9 @@ struct gateway_stats {
     std::uint64_t budget_charged_bytes = 0;
     std::uint64_t budget_released_window_bytes = 0;       ///< Dropped by the window cap.
     std::uint64_t budget_released_not_appended_bytes = 0; ///< After eviction, out of memory.
-    std::uint64_t refused_sessions = 0;    ///< Closed 1013 at admission.
-    std::uint64_t evicted_sessions = 0;    ///< Closed 4001.
-    std::uint64_t closes_sent[6] = {};     ///< 1000, 1001, 1007, 1008, 1009, 1013 (see close_index).
+    std::uint64_t refused_sessions = 0;                   ///< Closed 1013 at admission.
+    std::uint64_t evicted_sessions = 0;                   ///< Closed 4001.
+    std::uint64_t closes_sent[6] = {};                    ///< 1000, 1001, 1007, 1008, 1009, 1013 (see close_index).
     /// Sessions whose connection dropped without a WebSocket close: left in the map as
     /// orphans for the sweep (`session_removals_total{reason="orphan"}` counts their removal).
     std::uint64_t orphaned_sessions = 0;
@@ -121,8 +121,8 @@ public:
     /// Idempotent. Returns the final statistics.
     gateway_stats shutdown();
 
-    [[nodiscard]] std::uint16_t port() const noexcept;      ///< The bound WebSocket port.
-    [[nodiscard]] std::uint16_t http_port() const noexcept; ///< The bound HTTP port.
+    [[nodiscard]] std::uint16_t port() const noexcept;           ///< The bound WebSocket port.
+    [[nodiscard]] std::uint16_t http_port() const noexcept;      ///< The bound HTTP port.
     [[nodiscard]] const std::string& bootstrap() const noexcept; ///< Kafka bootstrap servers.
     [[nodiscard]] const std::string& topic() const noexcept;
     [[nodiscard]] bool mock_kafka() const noexcept;

@@ -78,8 +78,7 @@ struct kafka_producer::impl {
             }
         }
         if (self->cfg.ledger != nullptr) {
-            self->cfg.ledger->release(memgov::category::kafka_inflight,
-                                      static_cast<std::int64_t>(f->bytes));
+            self->cfg.ledger->release(memgov::category::kafka_inflight, static_cast<std::int64_t>(f->bytes));
         }
         self->release(f->budget, f->charged);
         self->inflight.fetch_sub(1, std::memory_order_relaxed);
@@ -177,9 +176,8 @@ bool kafka_producer::mock_push_produce_errors(int count, int error) {
     return true;
 }
 
-bool kafka_producer::produce(std::string_view key, memgov::window_chunk&& chunk,
-                             std::uint64_t seq, std::uint64_t offset,
-                             std::shared_ptr<memgov::session_budget> budget,
+bool kafka_producer::produce(std::string_view key, memgov::window_chunk&& chunk, std::uint64_t seq,
+                             std::uint64_t offset, std::shared_ptr<memgov::session_budget> budget,
                              std::size_t extra_charged) noexcept {
     const std::size_t n = chunk.size();
     in_flight* f = nullptr;
@@ -188,7 +186,10 @@ bool kafka_producer::produce(std::string_view key, memgov::window_chunk&& chunk,
         f = new in_flight{std::move(chunk), n, std::move(budget), n + extra_charged};
     } catch (...) {
         m->release(budget, n + extra_charged); // the allocation failed before anything was moved
-        try { m->loss("produce:out_of_memory", n, 1); } catch (...) {}
+        try {
+            m->loss("produce:out_of_memory", n, 1);
+        } catch (...) {
+        }
         return false;
     }
     h = rd_kafka_headers_new(3);
@@ -203,8 +204,7 @@ bool kafka_producer::produce(std::string_view key, memgov::window_chunk&& chunk,
     }
     m->inflight.fetch_add(1, std::memory_order_relaxed);
     const rd_kafka_resp_err_t err = rd_kafka_producev(
-        m->rk, RD_KAFKA_V_TOPIC(m->cfg.topic.c_str()),
-        RD_KAFKA_V_KEY(const_cast<char*>(key.data()), key.size()),
+        m->rk, RD_KAFKA_V_TOPIC(m->cfg.topic.c_str()), RD_KAFKA_V_KEY(const_cast<char*>(key.data()), key.size()),
         RD_KAFKA_V_VALUE(const_cast<std::byte*>(data.data()), data.size()),
         RD_KAFKA_V_MSGFLAGS(0), // no F_COPY, no F_FREE: the chunk owns the bytes
         RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE(f), RD_KAFKA_V_END);
@@ -216,7 +216,10 @@ bool kafka_producer::produce(std::string_view key, memgov::window_chunk&& chunk,
         }
         m->release(f->budget, f->charged);
         delete f;
-        try { m->loss(std::string{"produce:"} + rd_kafka_err2name(err), n, 1); } catch (...) {}
+        try {
+            m->loss(std::string{"produce:"} + rd_kafka_err2name(err), n, 1);
+        } catch (...) {
+        }
         return false;
     }
     m->produced_messages.fetch_add(1, std::memory_order_relaxed);
@@ -255,8 +258,8 @@ producer_stats kafka_producer::stats() const {
 }
 
 void run_mock_faults(kafka_producer& producer, const mock_faults& f, const std::stop_token& st,
-                     const std::function<void(const std::string&)>& log,
-                     std::atomic<std::uint64_t>* outages, std::atomic<std::uint64_t>* pushed_errors) {
+                     const std::function<void(const std::string&)>& log, std::atomic<std::uint64_t>* outages,
+                     std::atomic<std::uint64_t>* pushed_errors) {
     const auto t0 = std::chrono::steady_clock::now();
     std::mutex mu;
     std::condition_variable_any cv;
@@ -276,8 +279,7 @@ void run_mock_faults(kafka_producer& producer, const mock_faults& f, const std::
         steps.push_back({*f.broker_down_at + f.broker_down_for, step::kind::up});
     }
     if (f.produce_errors > 0) steps.push_back({f.produce_errors_at, step::kind::errors});
-    std::stable_sort(steps.begin(), steps.end(),
-                     [](const step& a, const step& b) { return a.at < b.at; });
+    std::stable_sort(steps.begin(), steps.end(), [](const step& a, const step& b) { return a.at < b.at; });
     bool down = false;
     try {
         for (const step& s : steps) {
@@ -296,8 +298,8 @@ void run_mock_faults(kafka_producer& producer, const mock_faults& f, const std::
                 if (pushed_errors != nullptr) {
                     pushed_errors->fetch_add(static_cast<std::uint64_t>(f.produce_errors), std::memory_order_relaxed);
                 }
-                log(fmt::format("mock fault: the next {} produce requests fail with error {}",
-                                f.produce_errors, f.produce_error));
+                log(fmt::format("mock fault: the next {} produce requests fail with error {}", f.produce_errors,
+                                f.produce_error));
             }
         }
         if (down) (void)producer.mock_set_brokers_down(f.broker_ids, false); // stopped mid-outage

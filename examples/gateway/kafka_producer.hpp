@@ -47,9 +47,7 @@ struct mock_faults {
     std::chrono::milliseconds produce_errors_at{0};
 
     /// Whether any fault is configured.
-    [[nodiscard]] bool any() const noexcept {
-        return broker_down_at.has_value() || produce_errors > 0;
-    }
+    [[nodiscard]] bool any() const noexcept { return broker_down_at.has_value() || produce_errors > 0; }
 };
 
 /// Producer settings.
@@ -74,11 +72,11 @@ struct loss_count {
 
 /// A copy of the producer's counters.
 struct producer_stats {
-    std::uint64_t produced_messages = 0;  ///< Accepted by librdkafka.
+    std::uint64_t produced_messages = 0; ///< Accepted by librdkafka.
     std::uint64_t produced_bytes = 0;
     std::uint64_t delivered_messages = 0; ///< Acknowledged by the cluster.
     std::uint64_t delivered_bytes = 0;
-    std::uint64_t inflight_messages = 0;  ///< Produced, no delivery report yet.
+    std::uint64_t inflight_messages = 0; ///< Produced, no delivery report yet.
     /// Bytes given back to session budgets: by delivery reports (delivered or failed) and by
     /// produces that failed. Each chunk's bytes are released exactly once.
     std::uint64_t budget_released_bytes = 0;
@@ -120,9 +118,8 @@ public:
     /// `extra_charged`: bytes charged to `budget` beyond the chunk's own (the unused capacity of
     /// a partly filled chunk's buffer, which is memory the message holds all the same), released
     /// with them.
-    bool produce(std::string_view key, memgov::window_chunk&& chunk, std::uint64_t seq,
-                 std::uint64_t offset, std::shared_ptr<memgov::session_budget> budget = {},
-                 std::size_t extra_charged = 0) noexcept;
+    bool produce(std::string_view key, memgov::window_chunk&& chunk, std::uint64_t seq, std::uint64_t offset,
+                 std::shared_ptr<memgov::session_budget> budget = {}, std::size_t extra_charged = 0) noexcept;
 
     /// Counts a loss that happened before the producer (in the gateway).
     void count_loss(std::string_view reason, std::uint64_t bytes, std::uint64_t messages = 1);
@@ -158,8 +155,7 @@ private:
 /// requested. A stop during an outage brings the brokers back up first. `outages` and `errors`
 /// (may be null) count the outages started and the produce errors pushed.
 void run_mock_faults(kafka_producer& producer, const mock_faults& faults, const std::stop_token& stop,
-                     const std::function<void(const std::string&)>& log,
-                     std::atomic<std::uint64_t>* outages = nullptr,
+                     const std::function<void(const std::string&)>& log, std::atomic<std::uint64_t>* outages = nullptr,
                      std::atomic<std::uint64_t>* errors = nullptr);
 
 } // namespace gateway

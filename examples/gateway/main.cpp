@@ -21,11 +21,16 @@ std::uint64_t parse_bytes(const std::string& s) {
     const unsigned long long v = std::stoull(s, &used);
     std::uint64_t mul = 1;
     const std::string rest = s.substr(used);
-    if (rest == "K" || rest == "k" || rest == "KiB") mul = 1ULL << 10;
-    else if (rest == "M" || rest == "m" || rest == "MiB") mul = 1ULL << 20;
-    else if (rest == "G" || rest == "g" || rest == "GiB") mul = 1ULL << 30;
-    else if (rest == "T" || rest == "t" || rest == "TiB") mul = 1ULL << 40;
-    else if (!rest.empty()) throw std::invalid_argument{"bad suffix"};
+    if (rest == "K" || rest == "k" || rest == "KiB")
+        mul = 1ULL << 10;
+    else if (rest == "M" || rest == "m" || rest == "MiB")
+        mul = 1ULL << 20;
+    else if (rest == "G" || rest == "g" || rest == "GiB")
+        mul = 1ULL << 30;
+    else if (rest == "T" || rest == "t" || rest == "TiB")
+        mul = 1ULL << 40;
+    else if (!rest.empty())
+        throw std::invalid_argument{"bad suffix"};
     if (v == 0) throw std::invalid_argument{"zero"};
     return v * mul;
 }
@@ -50,12 +55,11 @@ int run_mock_only(const gateway::gateway_config& cfg, const std::string& bootstr
         };
         std::jthread faults;
         if (cfg.faults.any()) {
-            faults = std::jthread{[&](const std::stop_token& st) {
-                gateway::run_mock_faults(cluster, cfg.faults, st, say);
-            }};
+            faults = std::jthread{
+                [&](const std::stop_token& st) { gateway::run_mock_faults(cluster, cfg.faults, st, say); }};
         }
-        fmt::print(stderr, "gateway: Kafka mock cluster only, at {} (topic {}, {} partitions)\n",
-                   cluster.bootstrap(), cluster.topic(), cfg.kafka.partitions);
+        fmt::print(stderr, "gateway: Kafka mock cluster only, at {} (topic {}, {} partitions)\n", cluster.bootstrap(),
+                   cluster.topic(), cfg.kafka.partitions);
         if (!bootstrap_file.empty()) write_bootstrap(bootstrap_file, cluster.bootstrap(), 0, 0);
         int sig = 0;
         sigwait(&set, &sig);
@@ -108,10 +112,9 @@ int main(int argc, char** argv) {
     app.add_option("--chunk-ms", chunk_ms, "How often windows are produced to Kafka")->check(CLI::Range(1, 60000));
     app.add_option("--max-message-bytes", cfg.max_message_bytes, "Largest WebSocket message (above: close 1009)")
         ->check(CLI::Range(std::size_t{16}, std::size_t{64} << 20));
-    app.add_option(
-           "--window-chunk-bytes", cfg.window_chunk_bytes,
-           "sliding_window chunk size; 0: one --chunk-ms of pcm16 audio at the session's sample "
-           "rate (6400 B at 16 kHz and 200 ms, an 8 KiB pool class): one Kafka message per chunk")
+    app.add_option("--window-chunk-bytes", cfg.window_chunk_bytes,
+                   "sliding_window chunk size; 0: one --chunk-ms of pcm16 audio at the session's sample "
+                   "rate (6400 B at 16 kHz and 200 ms, an 8 KiB pool class): one Kafka message per chunk")
         ->check(CLI::Range(std::size_t{0}, std::size_t{1} << 20));
     app.add_option("--window-cap-bytes", cfg.window_cap_bytes, "sliding_window cap per session")
         ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 30));
@@ -130,7 +133,8 @@ int main(int argc, char** argv) {
         ->check(CLI::Range(1, 86400));
     app.add_option("--session-idle-ttl-s", session_idle_s, "Sessions idle this long are evicted (4001 expired_idle)")
         ->check(CLI::Range(1U, 604800U));
-    app.add_option("--session-max-age-s", session_max_age_s, "Sessions older than this are evicted (4001 expired_absolute)")
+    app.add_option("--session-max-age-s", session_max_age_s,
+                   "Sessions older than this are evicted (4001 expired_absolute)")
         ->check(CLI::Range(1U, 604800U));
     unsigned orphan_check_ms = 5000;
     app.add_option("--orphan-check-ms", orphan_check_ms,
@@ -149,49 +153,41 @@ int main(int argc, char** argv) {
     // Faults for the mock cluster (never with --brokers).
     double down_at_s = 0, down_for_s = 0, errors_at_s = 0;
     std::string produce_error = "retriable";
-    auto* down_at =
-        app.add_option("--mock-broker-down-at-s", down_at_s,
-                       "Mock cluster fault: take brokers down this many seconds after start")
-            ->check(CLI::Range(0.0, 86400.0));
-    auto* down_for =
-        app.add_option("--mock-broker-down-for-s", down_for_s,
-                       "Mock cluster fault: ...for this many seconds, then bring them back up")
-            ->check(CLI::Range(0.001, 86400.0));
-    auto* down_ids =
-        app.add_option(
-               "--mock-broker-ids", cfg.faults.broker_ids,
-               "Mock cluster fault: which brokers go down (comma-separated ids 1..3; default all)")
-            ->delimiter(',')
-            ->check(CLI::Range(1, cfg.kafka.mock_brokers));
+    auto* down_at = app.add_option("--mock-broker-down-at-s", down_at_s,
+                                   "Mock cluster fault: take brokers down this many seconds after start")
+                        ->check(CLI::Range(0.0, 86400.0));
+    auto* down_for = app.add_option("--mock-broker-down-for-s", down_for_s,
+                                    "Mock cluster fault: ...for this many seconds, then bring them back up")
+                         ->check(CLI::Range(0.001, 86400.0));
+    auto* down_ids = app.add_option("--mock-broker-ids", cfg.faults.broker_ids,
+                                    "Mock cluster fault: which brokers go down (comma-separated ids 1..3; default all)")
+                         ->delimiter(',')
+                         ->check(CLI::Range(1, cfg.kafka.mock_brokers));
     auto* errors = app.add_option("--mock-produce-errors", cfg.faults.produce_errors,
                                   "Mock cluster fault: the next N produce requests fail")
                        ->check(CLI::Range(1, 1000000));
-    auto* error_kind =
-        app.add_option("--mock-produce-error", produce_error,
-                       "...with: retriable (NOT_ENOUGH_REPLICAS, retried), non-retriable "
-                       "(INVALID_RECORD, the messages fail), or a Kafka error code 1..200")
-            ->check([](const std::string& v) {
-                if (v == "retriable" || v == "non-retriable") return std::string{};
-                try {
-                    std::size_t used = 0;
-                    const int c = std::stoi(v, &used);
-                    if (used == v.size() && c >= 1 && c <= 200) return std::string{};
-                } catch (...) {
-                }
-                return std::string{"must be retriable, non-retriable or an error code 1..200"};
-            });
-    auto* errors_at =
-        app.add_option(
-               "--mock-produce-errors-at-s", errors_at_s,
-               "Mock cluster fault: when to inject the produce errors (seconds after start)")
-            ->check(CLI::Range(0.0, 86400.0));
+    auto* error_kind = app.add_option("--mock-produce-error", produce_error,
+                                      "...with: retriable (NOT_ENOUGH_REPLICAS, retried), non-retriable "
+                                      "(INVALID_RECORD, the messages fail), or a Kafka error code 1..200")
+                           ->check([](const std::string& v) {
+                               if (v == "retriable" || v == "non-retriable") return std::string{};
+                               try {
+                                   std::size_t used = 0;
+                                   const int c = std::stoi(v, &used);
+                                   if (used == v.size() && c >= 1 && c <= 200) return std::string{};
+                               } catch (...) {
+                               }
+                               return std::string{"must be retriable, non-retriable or an error code 1..200"};
+                           });
+    auto* errors_at = app.add_option("--mock-produce-errors-at-s", errors_at_s,
+                                     "Mock cluster fault: when to inject the produce errors (seconds after start)")
+                          ->check(CLI::Range(0.0, 86400.0));
     down_for->needs(down_at);
     down_at->needs(down_for);
     down_ids->needs(down_at);
     error_kind->needs(errors);
     errors_at->needs(errors);
-    for (auto* o : {down_at, down_for, down_ids, errors, error_kind, errors_at})
-        o->excludes("--brokers");
+    for (auto* o : {down_at, down_for, down_ids, errors, error_kind, errors_at}) o->excludes("--brokers");
     app.add_option("--bootstrap-file", bootstrap_file,
                    "Once ready, write three lines to this file: the Kafka bootstrap address, the "
                    "WebSocket port and the HTTP port (both 0 with --kafka-mock-only)");

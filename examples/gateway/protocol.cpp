@@ -12,8 +12,8 @@ namespace {
 bool valid_session_id(std::string_view id) {
     if (id.empty() || id.size() > 128) return false;
     return std::all_of(id.begin(), id.end(), [](char c) {
-        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-               c == '.' || c == '_' || c == ':' || c == '-';
+        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+               c == ':' || c == '-';
     });
 }
 
@@ -70,9 +70,8 @@ std::string ack_start(const start_message& s, unsigned chunk_ms, std::size_t max
         .dump();
 }
 
-std::string ack_end(std::string_view session_id, std::uint64_t frames, std::uint64_t bytes,
-                    std::uint64_t dropped_bytes, std::uint64_t refused_frames,
-                    std::uint64_t refused_bytes) {
+std::string ack_end(std::string_view session_id, std::uint64_t frames, std::uint64_t bytes, std::uint64_t dropped_bytes,
+                    std::uint64_t refused_frames, std::uint64_t refused_bytes) {
     return nlohmann::json{{"type", "ack"},
                           {"of", "end"},
                           {"session_id", session_id},
@@ -84,14 +83,10 @@ std::string ack_end(std::string_view session_id, std::uint64_t frames, std::uint
         .dump();
 }
 
-std::string refused_notice(std::string_view session_id, std::uint64_t first_frame,
-                           std::uint64_t frames, std::uint64_t bytes, std::string_view reason) {
-    return nlohmann::json{{"type", "refused"},
-                          {"session_id", session_id},
-                          {"first_frame", first_frame},
-                          {"frames", frames},
-                          {"bytes", bytes},
-                          {"reason", reason}}
+std::string refused_notice(std::string_view session_id, std::uint64_t first_frame, std::uint64_t frames,
+                           std::uint64_t bytes, std::string_view reason) {
+    return nlohmann::json{{"type", "refused"}, {"session_id", session_id}, {"first_frame", first_frame},
+                          {"frames", frames},  {"bytes", bytes},           {"reason", reason}}
         .dump();
 }
 

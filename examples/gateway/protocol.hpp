@@ -55,22 +55,20 @@ struct protocol_error {
 [[nodiscard]] std::variant<control_message, protocol_error> parse_control(std::string_view text);
 
 /// `{"type":"ack","of":"start","session_id":...,"chunk_ms":...,"max_message_bytes":...}`.
-[[nodiscard]] std::string ack_start(const start_message& s, unsigned chunk_ms,
-                                    std::size_t max_message_bytes);
+[[nodiscard]] std::string ack_start(const start_message& s, unsigned chunk_ms, std::size_t max_message_bytes);
 /// `{"type":"ack","of":"end","session_id":...,"frames":...,"bytes":...,"dropped_bytes":...,
 /// "refused_frames":...,"refused_bytes":...}`: frames and bytes admitted, bytes the window cap
 /// dropped, frames and bytes refused (the sum of the session's `refused` notices).
-[[nodiscard]] std::string ack_end(std::string_view session_id, std::uint64_t frames,
-                                  std::uint64_t bytes, std::uint64_t dropped_bytes,
-                                  std::uint64_t refused_frames = 0, std::uint64_t refused_bytes = 0);
+[[nodiscard]] std::string ack_end(std::string_view session_id, std::uint64_t frames, std::uint64_t bytes,
+                                  std::uint64_t dropped_bytes, std::uint64_t refused_frames = 0,
+                                  std::uint64_t refused_bytes = 0);
 
 /// A run of consecutive audio frames refused for one reason: frames `first_frame` ..
 /// `first_frame + frames - 1` (numbered from 0 in the order the session sent its binary
 /// frames), `bytes` in all, `reason` an `admit_reason` name (`over_quota`, `heavy`, `paced`).
 /// `{"type":"refused","session_id":...,"first_frame":...,"frames":...,"bytes":...,"reason":...}`.
-[[nodiscard]] std::string refused_notice(std::string_view session_id, std::uint64_t first_frame,
-                                         std::uint64_t frames, std::uint64_t bytes,
-                                         std::string_view reason);
+[[nodiscard]] std::string refused_notice(std::string_view session_id, std::uint64_t first_frame, std::uint64_t frames,
+                                         std::uint64_t bytes, std::string_view reason);
 
 /// A close reason fits a control frame (125 bytes minus the 2-byte code): cut to 123 bytes at a
 /// UTF-8 boundary.

@@ -39,9 +39,9 @@ namespace websocket = beast::websocket;
 namespace net = boost::asio;
 using tcp = net::ip::tcp;
 
-constexpr std::array<std::uint16_t, 6> counted_closes{close_code::normal, close_code::going_away,
+constexpr std::array<std::uint16_t, 6> counted_closes{close_code::normal,          close_code::going_away,
                                                       close_code::invalid_payload, close_code::policy,
-                                                      close_code::too_big, close_code::try_again_later};
+                                                      close_code::too_big,         close_code::try_again_later};
 std::size_t close_index(std::uint16_t code) {
     for (std::size_t i = 0; i < counted_closes.size(); ++i) {
         if (counted_closes[i] == code) return i;
@@ -79,24 +79,21 @@ public:
             net::buffer_copy(net::buffer(f), buffers);
             const auto code = static_cast<std::uint16_t>((f[2] << 8U) | f[3]);
             if (f[0] == 0x88 && f[1] == 2) m_failed = true;
-            if (f[0] == 0x88 && f[1] == 2 &&
-                (code == close_code::invalid_payload || code == close_code::too_big)) {
+            if (f[0] == 0x88 && f[1] == 2 && (code == close_code::invalid_payload || code == close_code::too_big)) {
                 const std::string reason =
                     close_reason(code == close_code::invalid_payload
                                      ? std::string{"text message is not valid UTF-8"}
-                                     : fmt::format("message over max_message_bytes ({} bytes)",
-                                                   m_max_message_bytes));
-                m_close.assign({static_cast<char>(0x88), static_cast<char>(2 + reason.size()),
-                                static_cast<char>(f[2]), static_cast<char>(f[3])});
+                                     : fmt::format("message over max_message_bytes ({} bytes)", m_max_message_bytes));
+                m_close.assign({static_cast<char>(0x88), static_cast<char>(2 + reason.size()), static_cast<char>(f[2]),
+                                static_cast<char>(f[3])});
                 m_close += reason;
                 // The WebSocket stream asked for its 4 bytes: it is told they were written.
                 auto ex = net::get_associated_executor(handler, m_next.get_executor());
-                net::async_write(
-                    m_next, net::buffer(m_close),
-                    net::bind_executor(ex, [h = std::forward<WriteHandler>(handler)](
-                                               beast::error_code ec, std::size_t) mutable {
-                        std::move(h)(ec, ec ? std::size_t{0} : std::size_t{4});
-                    }));
+                net::async_write(m_next, net::buffer(m_close),
+                                 net::bind_executor(ex, [h = std::forward<WriteHandler>(handler)](beast::error_code ec,
+                                                                                                  std::size_t) mutable {
+                                     std::move(h)(ec, ec ? std::size_t{0} : std::size_t{4});
+                                 }));
                 return;
             }
         }
@@ -133,12 +130,12 @@ struct gw_session {
     // it dies, returning what is left of its reservation, when the last of them does). Charged
     // with what the window holds and what is in flight to Kafka.
     std::shared_ptr<memgov::session_budget> budget;
-    std::uint64_t next_seq = 0;        // Kafka message number within the session
+    std::uint64_t next_seq = 0; // Kafka message number within the session
     // Bytes of the client's stream that are not in the window's stream (refused frames): the
     // Kafka `offset` header is the window's offset plus these. The window is drained before
     // this grows, so every byte it holds was appended after the last refusal.
     std::uint64_t skipped_bytes = 0;
-    std::uint64_t dropped_bytes = 0;   // dropped by the window cap (counted window_overflow)
+    std::uint64_t dropped_bytes = 0; // dropped by the window cap (counted window_overflow)
     // The session's cost follows its window (memgov::value_cost finds this).
     [[nodiscard]] std::size_t held_bytes() const noexcept { return window.held_bytes(); }
 };
@@ -176,8 +173,8 @@ struct server::impl {
     bool shut = false;
     gateway_stats final_stats{};
 
-    std::atomic<std::uint64_t> connections{0}, active{0}, started{0}, ended{0}, frames{0},
-        frame_bytes{0}, refused{0}, evicted{0}, orphaned{0};
+    std::atomic<std::uint64_t> connections{0}, active{0}, started{0}, ended{0}, frames{0}, frame_bytes{0}, refused{0},
+        evicted{0}, orphaned{0};
     std::atomic<std::uint64_t> next_connection_id{1};
     std::atomic<std::uint64_t> mock_outages{0}, mock_errors{0};
     std::atomic<std::uint64_t> shed_periods{0}; // chunk periods in which a session shed (over its share)
@@ -222,8 +219,7 @@ struct server::impl {
     // still holds the whole buffer while it is in flight, so the unused capacity is charged to
     // the budget too and released with the chunk. Budgets, and the fair shares measured on
     // them, then count the memory in flight, not just the audio in it.
-    void drain(const std::string& key, gw_session& s, memgov::take_mode mode,
-               bool charge_capacity = true) noexcept {
+    void drain(const std::string& key, gw_session& s, memgov::take_mode mode, bool charge_capacity = true) noexcept {
         std::array<memgov::window_chunk, 8> chunks;
         for (;;) {
             const memgov::sliding_window_stats st = s.window.stats();
@@ -233,15 +229,12 @@ struct server::impl {
             for (std::size_t i = 0; i < k; ++i) {
                 const std::size_t n = chunks[i].size();
                 const std::size_t slack =
-                    charge_capacity && s.budget != nullptr && n < s.window.chunk_size()
-                        ? s.window.chunk_size() - n
-                        : 0;
+                    charge_capacity && s.budget != nullptr && n < s.window.chunk_size() ? s.window.chunk_size() - n : 0;
                 if (slack > 0) {
                     s.budget->charge(slack);
                     charged.fetch_add(slack, std::memory_order_relaxed);
                 }
-                (void)producer.produce(key, std::move(chunks[i]), s.next_seq++, offset, s.budget,
-                                       slack);
+                (void)producer.produce(key, std::move(chunks[i]), s.next_seq++, offset, s.budget, slack);
                 chunks[i] = {};
                 offset += n;
             }
@@ -273,8 +266,7 @@ struct server::impl {
 
     // A session's window: chunks sized to one chunk period of its audio unless configured
     // (the pool rounds up to its class, 8 KiB for 6,400 B), so a period is one Kafka message.
-    [[nodiscard]] memgov::sliding_window_config
-    window_config(const start_message& st) const noexcept {
+    [[nodiscard]] memgov::sliding_window_config window_config(const start_message& st) const noexcept {
         memgov::sliding_window_config w = window_cfg;
         if (cfg.window_chunk_bytes == 0) {
             w.chunk_size = static_cast<std::size_t>(
@@ -345,9 +337,7 @@ private:
     void read_request() {
         beast::get_lowest_layer(m_ws).expires_after(m_g.cfg.handshake_timeout);
         http::async_read(m_ws.next_layer(), m_buf, m_req,
-                         [self = shared_from_this()](beast::error_code ec, std::size_t) {
-                             self->on_request(ec);
-                         });
+                         [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_request(ec); });
     }
 
     void on_request(beast::error_code ec) {
@@ -362,13 +352,11 @@ private:
             res->body() = "memgov gateway: WebSocket endpoint is ws://HOST:PORT/v1/stream\n";
             res->keep_alive(false);
             res->prepare_payload();
-            http::async_write(m_ws.next_layer(), *res,
-                              [self = shared_from_this(), res](beast::error_code, std::size_t) {
-                                  beast::error_code ignored;
-                                  beast::get_lowest_layer(self->m_ws)
-                                      .socket()
-                                      .shutdown(tcp::socket::shutdown_send, ignored);
-                              });
+            http::async_write(
+                m_ws.next_layer(), *res, [self = shared_from_this(), res](beast::error_code, std::size_t) {
+                    beast::error_code ignored;
+                    beast::get_lowest_layer(self->m_ws).socket().shutdown(tcp::socket::shutdown_send, ignored);
+                });
             return;
         }
         beast::get_lowest_layer(m_ws).expires_never();
@@ -378,9 +366,8 @@ private:
         t.keep_alive_pings = true;
         m_ws.set_option(t);
         m_ws.read_message_max(m_g.cfg.max_message_bytes);
-        m_ws.set_option(websocket::stream_base::decorator([](websocket::response_type& res) {
-            res.set(http::field::server, "memgov-gateway");
-        }));
+        m_ws.set_option(websocket::stream_base::decorator(
+            [](websocket::response_type& res) { res.set(http::field::server, "memgov-gateway"); }));
         m_ws.async_accept(m_req, [self = shared_from_this()](beast::error_code e) { self->on_accept(e); });
     }
 
@@ -398,9 +385,7 @@ private:
     }
 
     void do_read() {
-        m_ws.async_read(m_buf, [self = shared_from_this()](beast::error_code ec, std::size_t) {
-            self->on_read(ec);
-        });
+        m_ws.async_read(m_buf, [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_read(ec); });
     }
 
     void on_read(beast::error_code ec) {
@@ -452,8 +437,8 @@ private:
                 m_budget = std::make_shared<memgov::session_budget>(std::move(budget));
                 const memgov::sliding_window_config wc = m_g.window_config(msg.start);
                 inserted = m_g.sessions.insert(m_sid, [&] {
-                    return gw_session{memgov::sliding_window{m_g.pool, wc, &m_g.gov.ledger()},
-                                      weak_from_this(), m_id, m_budget};
+                    return gw_session{memgov::sliding_window{m_g.pool, wc, &m_g.gov.ledger()}, weak_from_this(), m_id,
+                                      m_budget};
                 });
             } catch (const std::exception& ex) {
                 m_budget.reset();
@@ -468,8 +453,8 @@ private:
             m_started = true;
             m_in_map = true;
             m_g.started.fetch_add(1, std::memory_order_relaxed);
-            send_text(ack_start(msg.start, static_cast<unsigned>(m_g.cfg.chunk_period.count()),
-                                m_g.cfg.max_message_bytes));
+            send_text(
+                ack_start(msg.start, static_cast<unsigned>(m_g.cfg.chunk_period.count()), m_g.cfg.max_message_bytes));
             arm_tick();
             return;
         }
@@ -701,9 +686,8 @@ private:
             // failure Beast closed with 1002/1007/1009 (the read's error may then be the
             // teardown's, a reset, so each is looked at): the session goes now.
             const bool websocket_end =
-                ec.category() == websocket::make_error_code(websocket::error::closed).category() ||
-                m_closing || m_ws.reason().code != websocket::close_code::none ||
-                m_ws.next_layer().failed_with_close();
+                ec.category() == websocket::make_error_code(websocket::error::closed).category() || m_closing ||
+                m_ws.reason().code != websocket::close_code::none || m_ws.next_layer().failed_with_close();
             if (websocket_end) {
                 (void)erase_own(); // on_evict(erased) produces what the window holds
             } else {
@@ -738,8 +722,7 @@ private:
     // Removes this connection's own entry, never a newer session that reuses the id.
     bool erase_own() noexcept {
         try {
-            return m_g.sessions.erase_if(m_sid,
-                                         [this](const gw_session& s) { return s.owner == m_id; });
+            return m_g.sessions.erase_if(m_sid, [this](const gw_session& s) { return s.owner == m_id; });
         } catch (...) { // erase_if throws only what the predicate throws (nothing) or on re-entry
             return false;
         }
@@ -870,8 +853,7 @@ memgov::buffer_pool_config make_pool_config() {
 } // namespace
 
 server::impl::impl(gateway_config c)
-    : cfg{std::move(c)}, gov{make_governor_config(cfg)}, pool{make_pool_config(), &gov.ledger()},
-      producer{[&] {
+    : cfg{std::move(c)}, gov{make_governor_config(cfg)}, pool{make_pool_config(), &gov.ledger()}, producer{[&] {
           producer_config k = cfg.kafka;
           k.ledger = &gov.ledger();
           return k;
@@ -886,14 +868,11 @@ server::impl::impl(gateway_config c)
                    };
                    // A session whose connection is gone (a TCP drop without a WebSocket
                    // close leaves it in the map) is an orphan: the sweep removes it.
-                   h.inconsistent = [](const std::string&, const gw_session& s) {
-                       return s.conn.expired();
-                   };
+                   h.inconsistent = [](const std::string&, const gw_session& s) { return s.conn.expired(); };
                    return h;
                }(),
                memgov::steady_clock{}, &gov.ledger()},
-      ws_acceptor{net::make_strand(ioc)}, http_acceptor{net::make_strand(ioc)},
-      housekeeping{net::make_strand(ioc)} {
+      ws_acceptor{net::make_strand(ioc)}, http_acceptor{net::make_strand(ioc)}, housekeeping{net::make_strand(ioc)} {
     if (cfg.io_threads == 0) throw std::invalid_argument{"gateway: io_threads must be > 0"};
     if (cfg.chunk_period.count() <= 0) throw std::invalid_argument{"gateway: chunk_ms must be > 0"};
     if (cfg.faults.any() && !producer.mock()) {
@@ -904,8 +883,8 @@ server::impl::impl(gateway_config c)
     }
     for (const int b : cfg.faults.broker_ids) {
         if (b < 1 || b > cfg.kafka.mock_brokers) {
-            throw std::invalid_argument{fmt::format("gateway: mock broker id {} is not in 1..{}", b,
-                                                    cfg.kafka.mock_brokers)};
+            throw std::invalid_argument{
+                fmt::format("gateway: mock broker id {} is not in 1..{}", b, cfg.kafka.mock_brokers)};
         }
     }
     // A window that cannot be built is a configuration error: find it now, not per session.
@@ -915,8 +894,7 @@ server::impl::impl(gateway_config c)
     gov.register_reclaimer(pool_reclaimer);
     gov.register_reclaimer(map_reclaimer);
     level_sub = gov.monitor().subscribe([this](const memgov::level_change& ch) {
-        log("level {} -> {} ({}, {:.1f}% of {} bytes)", ch.from, ch.to, ch.cause, ch.ratio * 100.0,
-            ch.limit_bytes);
+        log("level {} -> {} ({}, {:.1f}% of {} bytes)", ch.from, ch.to, ch.cause, ch.ratio * 100.0, ch.limit_bytes);
     });
 }
 
@@ -935,8 +913,8 @@ void server::impl::on_evict(const std::string& key, gw_session& s, memgov::evict
 }
 
 void server::impl::run_faults(const std::stop_token& st) {
-    run_mock_faults(producer, cfg.faults, st, [this](const std::string& line) { log("{}", line); },
-                    &mock_outages, &mock_errors);
+    run_mock_faults(
+        producer, cfg.faults, st, [this](const std::string& line) { log("{}", line); }, &mock_outages, &mock_errors);
 }
 
 void server::impl::start_accept_ws() {
@@ -1033,8 +1011,8 @@ std::string server::impl::metrics_text() {
              static_cast<double>(s.frame_bytes));
     g.sample("frames_received_total", "Audio frames read on started sessions (appended, refused or lost)",
              metric_type::counter, {}, static_cast<double>(s.received_frames));
-    g.sample("frame_bytes_received_total", "Audio bytes read on started sessions", metric_type::counter,
-             {}, static_cast<double>(s.received_bytes));
+    g.sample("frame_bytes_received_total", "Audio bytes read on started sessions", metric_type::counter, {},
+             static_cast<double>(s.received_bytes));
     for (std::size_t i = 0; i < memgov::admit_reason_count; ++i) {
         const auto r = static_cast<memgov::admit_reason>(i);
         const bool work_reason = r == memgov::admit_reason::over_quota || r == memgov::admit_reason::heavy ||
@@ -1050,32 +1028,31 @@ std::string server::impl::metrics_text() {
              static_cast<double>(s.refusal_notices));
     g.sample("refusal_notices_suppressed_total", "refused notices not sent: the client's queue was full",
              metric_type::counter, {}, static_cast<double>(s.refusal_notices_suppressed));
-    g.sample("budget_charged_bytes_total", "Bytes charged to session budgets (admitted frames, and the unused capacity of partly filled chunks sent to Kafka)",
+    g.sample("budget_charged_bytes_total",
+             "Bytes charged to session budgets (admitted frames, and the unused capacity of partly filled chunks sent "
+             "to Kafka)",
              metric_type::counter, {}, static_cast<double>(s.budget_charged_bytes));
-    g.sample("budget_released_bytes_total", "Bytes released from session budgets, by cause",
-             metric_type::counter, {{"cause", "window_overflow"}},
-             static_cast<double>(s.budget_released_window_bytes));
-    g.sample("budget_released_bytes_total", "Bytes released from session budgets, by cause",
-             metric_type::counter, {{"cause", "not_appended"}},
-             static_cast<double>(s.budget_released_not_appended_bytes));
-    g.sample("budget_released_bytes_total", "Bytes released from session budgets, by cause",
-             metric_type::counter, {{"cause", "kafka"}}, static_cast<double>(s.kafka.budget_released_bytes));
+    g.sample("budget_released_bytes_total", "Bytes released from session budgets, by cause", metric_type::counter,
+             {{"cause", "window_overflow"}}, static_cast<double>(s.budget_released_window_bytes));
+    g.sample("budget_released_bytes_total", "Bytes released from session budgets, by cause", metric_type::counter,
+             {{"cause", "not_appended"}}, static_cast<double>(s.budget_released_not_appended_bytes));
+    g.sample("budget_released_bytes_total", "Bytes released from session budgets, by cause", metric_type::counter,
+             {{"cause", "kafka"}}, static_cast<double>(s.kafka.budget_released_bytes));
     for (std::size_t i = 0; i < counted_closes.size(); ++i) {
         const std::string code = std::to_string(counted_closes[i]);
-        g.sample("closes_total", "Close codes sent or failed with, by code", metric_type::counter,
-                 {{"code", code}}, static_cast<double>(s.closes_sent[i]));
+        g.sample("closes_total", "Close codes sent or failed with, by code", metric_type::counter, {{"code", code}},
+                 static_cast<double>(s.closes_sent[i]));
     }
-    g.sample("closes_total", "Close codes sent or failed with, by code", metric_type::counter,
-             {{"code", "4001"}}, static_cast<double>(s.evicted_sessions));
+    g.sample("closes_total", "Close codes sent or failed with, by code", metric_type::counter, {{"code", "4001"}},
+             static_cast<double>(s.evicted_sessions));
     for (std::size_t i = 0; i < evictions.size(); ++i) {
-        g.sample("session_removals_total", "Sessions that left the map, by reason",
-                 metric_type::counter, {{"reason", memgov::to_string(static_cast<memgov::evict_reason>(i))}},
+        g.sample("session_removals_total", "Sessions that left the map, by reason", metric_type::counter,
+                 {{"reason", memgov::to_string(static_cast<memgov::evict_reason>(i))}},
                  static_cast<double>(evictions[i].load()));
     }
-    g.sample(
-        "sessions_orphaned_total",
-        "Sessions left in the map by a TCP drop without a WebSocket close (the sweep removes them)",
-        metric_type::counter, {}, static_cast<double>(s.orphaned_sessions));
+    g.sample("sessions_orphaned_total",
+             "Sessions left in the map by a TCP drop without a WebSocket close (the sweep removes them)",
+             metric_type::counter, {}, static_cast<double>(s.orphaned_sessions));
     g.sample("shed_periods_total",
              "Chunk periods in which a session over its fair share shed its oldest audio instead "
              "of producing it (its bytes: lost_bytes_total{reason=\"shed_over_share\"})",
@@ -1083,25 +1060,24 @@ std::string server::impl::metrics_text() {
     if (producer.mock()) {
         g.sample("mock_broker_outages_total", "Mock cluster broker outages begun (fault injection)",
                  metric_type::counter, {}, static_cast<double>(s.mock_broker_outages));
-        g.sample("mock_produce_errors_total",
-                 "Produce errors pushed into the mock cluster (fault injection)",
+        g.sample("mock_produce_errors_total", "Produce errors pushed into the mock cluster (fault injection)",
                  metric_type::counter, {}, static_cast<double>(s.mock_produce_errors));
     }
-    g.sample("kafka_produced_messages_total", "Messages accepted by the producer",
-             metric_type::counter, {}, static_cast<double>(s.kafka.produced_messages));
-    g.sample("kafka_produced_bytes_total", "Bytes accepted by the producer", metric_type::counter,
-             {}, static_cast<double>(s.kafka.produced_bytes));
-    g.sample("kafka_delivered_messages_total", "Messages acknowledged by Kafka",
-             metric_type::counter, {}, static_cast<double>(s.kafka.delivered_messages));
-    g.sample("kafka_delivered_bytes_total", "Bytes acknowledged by Kafka", metric_type::counter,
-             {}, static_cast<double>(s.kafka.delivered_bytes));
-    g.sample("kafka_inflight_messages", "Messages produced and not yet reported",
-             metric_type::gauge, {}, static_cast<double>(s.kafka.inflight_messages));
+    g.sample("kafka_produced_messages_total", "Messages accepted by the producer", metric_type::counter, {},
+             static_cast<double>(s.kafka.produced_messages));
+    g.sample("kafka_produced_bytes_total", "Bytes accepted by the producer", metric_type::counter, {},
+             static_cast<double>(s.kafka.produced_bytes));
+    g.sample("kafka_delivered_messages_total", "Messages acknowledged by Kafka", metric_type::counter, {},
+             static_cast<double>(s.kafka.delivered_messages));
+    g.sample("kafka_delivered_bytes_total", "Bytes acknowledged by Kafka", metric_type::counter, {},
+             static_cast<double>(s.kafka.delivered_bytes));
+    g.sample("kafka_inflight_messages", "Messages produced and not yet reported", metric_type::gauge, {},
+             static_cast<double>(s.kafka.inflight_messages));
     for (const auto& [reason, n] : s.kafka.losses) {
         g.sample("lost_messages_total", "Messages (or frames) lost, by reason", metric_type::counter,
                  {{"reason", reason}}, static_cast<double>(n.messages));
-        g.sample("lost_bytes_total", "Bytes lost, by reason", metric_type::counter,
-                 {{"reason", reason}}, static_cast<double>(n.bytes));
+        g.sample("lost_bytes_total", "Bytes lost, by reason", metric_type::counter, {{"reason", reason}},
+                 static_cast<double>(n.bytes));
     }
     return w.str() + g.str();
 }
@@ -1123,8 +1099,10 @@ std::string server::impl::health_json() {
     j["blind"] = h.blind;
     if (h.blind) j["blind_reason"] = h.blind_reason;
     j["growth_bytes_per_second"] = h.growth_bytes_per_second;
-    if (h.time_to_limit) j["time_to_limit_s"] = std::chrono::duration<double>(*h.time_to_limit).count();
-    else j["time_to_limit_s"] = nullptr;
+    if (h.time_to_limit)
+        j["time_to_limit_s"] = std::chrono::duration<double>(*h.time_to_limit).count();
+    else
+        j["time_to_limit_s"] = nullptr;
     j["rejections_last_minute"] = h.rejections_last_minute;
     j["evictions_last_minute"] = h.evictions_last_minute;
     j["sessions"] = sessions.size();
@@ -1214,8 +1192,8 @@ void server::start() {
             }
         });
     }
-    m->log("listening on ws://{}:{}/v1/stream, http://{}:{}/metrics, {} I/O threads",
-           m->cfg.host, m->ws_port, m->cfg.host, m->bound_http_port, m->cfg.io_threads);
+    m->log("listening on ws://{}:{}/v1/stream, http://{}:{}/metrics, {} I/O threads", m->cfg.host, m->ws_port,
+           m->cfg.host, m->bound_http_port, m->cfg.io_threads);
     m->log("{}", limit_line());
 }
 
@@ -1269,8 +1247,8 @@ gateway_stats server::shutdown() {
         return s;
     }();
     const auto& k = m->final_stats.kafka;
-    m->log("shutdown: {} messages ({} bytes) produced, {} delivered, {} purged at shutdown",
-           k.produced_messages, k.produced_bytes, k.delivered_messages, m->final_stats.purged_at_shutdown);
+    m->log("shutdown: {} messages ({} bytes) produced, {} delivered, {} purged at shutdown", k.produced_messages,
+           k.produced_bytes, k.delivered_messages, m->final_stats.purged_at_shutdown);
     if (k.losses.empty()) m->log("shutdown: nothing lost");
     for (const auto& [reason, n] : k.losses) {
         m->log("shutdown: undelivered {:<28} {:>8} messages {:>12} bytes", reason, n.messages, n.bytes);

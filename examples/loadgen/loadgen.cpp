@@ -20,9 +20,9 @@
 
 #include <algorithm>
 #include <condition_variable>
-#include <stop_token>
 #include <optional>
 #include <random>
+#include <stop_token>
 #include <thread>
 
 namespace loadgen {
@@ -36,8 +36,7 @@ using tcp = net::ip::tcp;
 using detail::session_track;
 
 struct run_state {
-    run_state(const config& c, tcp::endpoint ep, std::size_t fb)
-        : cfg{c}, endpoint{ep}, frame_bytes{fb} {}
+    run_state(const config& c, tcp::endpoint ep, std::size_t fb) : cfg{c}, endpoint{ep}, frame_bytes{fb} {}
     const config& cfg;
     tcp::endpoint endpoint;
     std::size_t frame_bytes;
@@ -98,8 +97,8 @@ private:
     }
 
     void send_start() {
-        m_text = fmt::format(R"({{"type":"start","session_id":"{}","sample_rate":{},"codec":"pcm16"}})",
-                             m_t.key, m_rs.cfg.sample_rate);
+        m_text = fmt::format(R"({{"type":"start","session_id":"{}","sample_rate":{},"codec":"pcm16"}})", m_t.key,
+                             m_rs.cfg.sample_rate);
         m_ws.text(true);
         m_ws.async_write(net::buffer(m_text), [self = shared_from_this()](beast::error_code ec, std::size_t) {
             if (ec) return self->fail("start", ec);
@@ -110,9 +109,7 @@ private:
     void read() {
         if (m_reading) return;
         m_reading = true;
-        m_ws.async_read(m_rbuf, [self = shared_from_this()](beast::error_code ec, std::size_t) {
-            self->on_read(ec);
-        });
+        m_ws.async_read(m_rbuf, [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_read(ec); });
     }
 
     void on_read(beast::error_code ec) {
@@ -179,8 +176,8 @@ private:
     void next_frame() {
         if (m_closed) return;
         if (m_plan.orphan && m_seq == m_plan.drop_after) return drop();
-        const bool out_of_time = m_plan.max_stream.count() > 0 &&
-                                 std::chrono::steady_clock::now() - m_t0 >= m_plan.max_stream;
+        const bool out_of_time =
+            m_plan.max_stream.count() > 0 && std::chrono::steady_clock::now() - m_t0 >= m_plan.max_stream;
         if (m_seq == m_t.send_ns.size() || out_of_time) return send_end();
         if (m_plan.interval.count() == 0) return send_frame(); // a giant: no pacing
         m_timer.expires_at(m_t0 + m_plan.interval * static_cast<long>(m_seq));
@@ -195,24 +192,22 @@ private:
         m_t.send_ns[m_seq].store(now, std::memory_order_release);
         detail::fill_frame(m_frame, m_t.index, m_seq, now);
         m_ws.binary(true);
-        m_ws.async_write(net::buffer(m_frame),
-                         [self = shared_from_this()](beast::error_code e, std::size_t) {
-                             // The read side sees the close or the error; a slow reader must start
-                             // reading for it.
-                             if (e) return self->read();
-                             ++self->m_seq;
-                             self->m_t.sent.store(self->m_seq, std::memory_order_release);
-                             self->next_frame();
-                         });
+        m_ws.async_write(net::buffer(m_frame), [self = shared_from_this()](beast::error_code e, std::size_t) {
+            // The read side sees the close or the error; a slow reader must start
+            // reading for it.
+            if (e) return self->read();
+            ++self->m_seq;
+            self->m_t.sent.store(self->m_seq, std::memory_order_release);
+            self->next_frame();
+        });
     }
 
     void send_end() {
         m_text = R"({"type":"end"})";
         m_ws.text(true);
-        m_ws.async_write(
-            net::buffer(m_text), [self = shared_from_this()](beast::error_code, std::size_t) {
-                self->read(); // a slow reader reads from here on; for the others a read is pending
-            });
+        m_ws.async_write(net::buffer(m_text), [self = shared_from_this()](beast::error_code, std::size_t) {
+            self->read(); // a slow reader reads from here on; for the others a read is pending
+        });
     }
 
     // An orphan: a FIN without a WebSocket close frame. The read still pending sees what the
@@ -302,20 +297,17 @@ result run(const config& cfg) {
         throw std::invalid_argument{"loadgen: long_duration must be at least one frame"};
     }
     const std::size_t frame_bytes = static_cast<std::size_t>(cfg.sample_rate) * 2 * cfg.frame_ms / 1000;
-    const std::size_t frames = cfg.frames != 0 ? cfg.frames
-                                               : static_cast<std::size_t>(cfg.duration.count() / cfg.frame_ms);
-    const std::size_t long_frames =
-        static_cast<std::size_t>(cfg.long_duration.count() / cfg.frame_ms);
+    const std::size_t frames =
+        cfg.frames != 0 ? cfg.frames : static_cast<std::size_t>(cfg.duration.count() / cfg.frame_ms);
+    const std::size_t long_frames = static_cast<std::size_t>(cfg.long_duration.count() / cfg.frame_ms);
     std::string prefix = cfg.prefix;
     if (prefix.empty()) prefix = fmt::format("lg-{:08x}", std::random_device{}());
     const std::uint64_t seed =
-        cfg.seed != 0 ? cfg.seed
-                      : (std::uint64_t{std::random_device{}()} << 32 | std::random_device{}());
+        cfg.seed != 0 ? cfg.seed : (std::uint64_t{std::random_device{}()} << 32 | std::random_device{}());
     std::mt19937_64 rng{seed};
 
     const auto pace = [&](double speed) {
-        return std::chrono::nanoseconds{
-            static_cast<std::int64_t>(static_cast<double>(cfg.frame_ms) * 1e6 / speed)};
+        return std::chrono::nanoseconds{static_cast<std::int64_t>(static_cast<double>(cfg.frame_ms) * 1e6 / speed)};
     };
     const auto spread = [&](unsigned k, unsigned n) { // k-th of n sessions started over the ramp
         return n > 1 ? std::chrono::duration_cast<std::chrono::milliseconds>(cfg.ramp * k / n)
@@ -327,8 +319,8 @@ result run(const config& cfg) {
     std::vector<session_plan> plans;
     const auto add = [&](session_class c, std::size_t n_frames, session_plan plan) {
         const auto i = static_cast<std::uint32_t>(st.sessions.size());
-        st.sessions.push_back(std::make_unique<session_track>(fmt::format("{}-{}", prefix, i), i,
-                                                              n_frames, frame_bytes, c));
+        st.sessions.push_back(
+            std::make_unique<session_track>(fmt::format("{}-{}", prefix, i), i, n_frames, frame_bytes, c));
         st.by_key.emplace(st.sessions.back()->key, st.sessions.back().get());
         plans.push_back(plan);
     };
@@ -371,8 +363,7 @@ result run(const config& cfg) {
     for (std::size_t i = 0; i < st.sessions.size(); ++i) {
         const session_plan& p = plans[i];
         const auto n = static_cast<long>(st.sessions[i]->send_ns.size());
-        longest =
-            std::max(longest, p.delay + (p.interval.count() == 0 ? p.max_stream : p.interval * n));
+        longest = std::max(longest, p.delay + (p.interval.count() == 0 ? p.max_stream : p.interval * n));
     }
     const auto t_start = std::chrono::steady_clock::now();
     for (std::size_t i = 0; i < st.sessions.size(); ++i) {
@@ -395,7 +386,8 @@ result run(const config& cfg) {
         }
         std::sort(lat.begin(), lat.end());
         const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
-        fmt::print(stderr, "loadgen: {:6.1f}s {:<7} sessions={:<5} sent={:<9} delivered={:<9} p50={:.1f}ms p99={:.1f}ms\n",
+        fmt::print(stderr,
+                   "loadgen: {:6.1f}s {:<7} sessions={:<5} sent={:<9} delivered={:<9} p50={:.1f}ms p99={:.1f}ms\n",
                    secs, phase, rs.active.load(), sent_total(), st.delivered.load(), percentile(lat, 0.5),
                    percentile(lat, 0.99));
     };
@@ -472,8 +464,7 @@ result run(const config& cfg) {
         // Refusals the end ack counts and no notice named (notices suppressed for a client that
         // left them unread): that many of the gaps are counted as such.
         std::uint64_t unnoticed =
-            s.acked_refused_frames > 0 &&
-                    static_cast<std::uint64_t>(s.acked_refused_frames) > noticed
+            s.acked_refused_frames > 0 && static_cast<std::uint64_t>(s.acked_refused_frames) > noticed
                 ? static_cast<std::uint64_t>(s.acked_refused_frames) - noticed
                 : 0;
         const auto lose = [&](const std::string& why) {

@@ -41,21 +41,21 @@ struct config {
     std::string host = "127.0.0.1";
     std::uint16_t port = 8080;
     std::string path = "/v1/stream";
-    std::string brokers;              ///< Kafka bootstrap; empty: no read-back (losses unknown).
+    std::string brokers; ///< Kafka bootstrap; empty: no read-back (losses unknown).
     std::string topic = "audio";
-    unsigned sessions = 10;           ///< Steady sessions (orphans included).
-    unsigned frames = 0;              ///< Frames per session; 0: from `duration`.
+    unsigned sessions = 10; ///< Steady sessions (orphans included).
+    unsigned frames = 0;    ///< Frames per session; 0: from `duration`.
     std::chrono::milliseconds duration{10000};
-    std::chrono::milliseconds ramp{1000};        ///< Sessions start evenly over this.
+    std::chrono::milliseconds ramp{1000}; ///< Sessions start evenly over this.
     int sample_rate = 16000;
-    unsigned frame_ms = 20;                      ///< 640 bytes at 16 kHz.
+    unsigned frame_ms = 20; ///< 640 bytes at 16 kHz.
     /// Send this many times faster than real time (frames every frame_ms / speed): a client
     /// that streams past its session quota. Must be > 0.
     double speed = 1.0;
     std::chrono::milliseconds drain_timeout{15000}; ///< Wait for the last frames in Kafka.
-    std::string prefix;               ///< Session id prefix; empty: "lg-<random>".
+    std::string prefix;                             ///< Session id prefix; empty: "lg-<random>".
     unsigned io_threads = 2;
-    bool progress = true;             ///< One line a second on stderr.
+    bool progress = true; ///< One line a second on stderr.
     /// Read Kafka from the partitions' beginning instead of their end at start (needed when
     /// frames may be produced before the consumer has its position, e.g. brokers down at start;
     /// other runs' sessions are skipped by key, so give each run its own prefix).
@@ -75,7 +75,7 @@ struct config {
     double orphan_share = 0.0;
     unsigned long_sessions = 0;                       ///< Long sessions, started over the ramp.
     std::chrono::milliseconds long_duration{3600000}; ///< Audio per long session.
-    double long_speed = 100.0; ///< Long sessions' pace (times real time), > 0.
+    double long_speed = 100.0;                        ///< Long sessions' pace (times real time), > 0.
     /// Slow readers, started over the ramp: after the start ack they do not read until they have
     /// sent their last frame and `end` (or a write failed); then they read to the close.
     unsigned slow_sessions = 0;
@@ -106,11 +106,11 @@ struct class_result {
 /// What happened.
 struct result {
     std::uint64_t sessions = 0;
-    std::uint64_t sessions_completed = 0;   ///< Ended with an end ack and close 1000.
+    std::uint64_t sessions_completed = 0;     ///< Ended with an end ack and close 1000.
     std::map<int, std::uint64_t> close_codes; ///< Close code seen per session (-1: none/error).
     std::uint64_t sent_frames = 0;
     std::uint64_t sent_bytes = 0;
-    std::uint64_t delivered_frames = 0;     ///< Read back byte-exact.
+    std::uint64_t delivered_frames = 0; ///< Read back byte-exact.
     std::uint64_t delivered_bytes = 0;
     /// Frames sent and not delivered, by reason: "refused_<reason>" (the gateway refused the
     /// frame and said so in a `refused` notice: refused_over_quota, refused_heavy,
@@ -121,7 +121,7 @@ struct result {
     /// orphan's frame not read back), "missing" (not read back within drain_timeout),
     /// "no_readback" (no brokers).
     std::map<std::string, std::uint64_t> losses;
-    std::uint64_t refusal_notices = 0;      ///< `refused` notices received.
+    std::uint64_t refusal_notices = 0; ///< `refused` notices received.
     /// Sessions whose end ack's `refused_frames` differs from the frames their notices named
     /// (0 unless the gateway refused something silently, or suppressed notices).
     std::uint64_t refusal_mismatches = 0;
@@ -132,12 +132,12 @@ struct result {
     /// frames are counted as lost above.
     std::uint64_t missing_messages = 0;
     std::uint64_t duplicate_messages = 0;
-    std::map<std::string, std::uint64_t> consumer_errors; ///< Read-back errors by librdkafka name.
-    std::uint64_t kafka_messages = 0;       ///< Messages of this run read back.
+    std::map<std::string, std::uint64_t> consumer_errors;   ///< Read-back errors by librdkafka name.
+    std::uint64_t kafka_messages = 0;                       ///< Messages of this run read back.
     double p50_ms = 0, p99_ms = 0, p999_ms = 0, max_ms = 0; ///< Send → read back.
     double seconds = 0;
-    std::vector<std::string> errors;        ///< Connection errors (first few).
-    std::uint64_t seed = 0;                 ///< The seed used.
+    std::vector<std::string> errors; ///< Connection errors (first few).
+    std::uint64_t seed = 0;          ///< The seed used.
     /// Per session class, for the classes the run had.
     std::map<std::string, class_result> classes;
 
@@ -170,11 +170,11 @@ struct probe_message {
     std::string data;
 };
 struct probe_result {
-    bool connected = false;          ///< The WebSocket handshake succeeded.
-    int close_code = -1;             ///< The server's close code (-1: none).
+    bool connected = false; ///< The WebSocket handshake succeeded.
+    int close_code = -1;    ///< The server's close code (-1: none).
     std::string close_reason;
-    std::vector<std::string> texts;  ///< Text messages received.
-    std::string error;               ///< What failed, if anything.
+    std::vector<std::string> texts; ///< Text messages received.
+    std::string error;              ///< What failed, if anything.
 };
 /// Connects to ws://host:port/target, sends `msgs` in order, then reads until the server
 /// closes or `timeout` passes.

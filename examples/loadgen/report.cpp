@@ -16,21 +16,20 @@ std::string summary_table(const result& r) {
     }
     std::string codes;
     for (const auto& [k, v] : r.close_codes) codes += fmt::format(" {}={}", k, v);
-    const double pct = r.sent_frames == 0 ? 0.0 : 100.0 * static_cast<double>(r.delivered_frames) /
-                                                      static_cast<double>(r.sent_frames);
+    const double pct =
+        r.sent_frames == 0 ? 0.0 : 100.0 * static_cast<double>(r.delivered_frames) / static_cast<double>(r.sent_frames);
     std::string s;
     s += fmt::format("loadgen summary: {} sessions in {:.1f} s\n", r.sessions, r.seconds);
     s += fmt::format("  {:<18} {:>10} frames {:>12} bytes\n", "sent", r.sent_frames, r.sent_bytes);
-    s += fmt::format("  {:<18} {:>10} frames {:>12} bytes  ({:.2f}%, byte-exact)\n", "delivered",
-                     r.delivered_frames, r.delivered_bytes, pct);
+    s += fmt::format("  {:<18} {:>10} frames {:>12} bytes  ({:.2f}%, byte-exact)\n", "delivered", r.delivered_frames,
+                     r.delivered_bytes, pct);
     s += fmt::format("  {:<18} {:>10} frames {}\n", "lost", lost, reasons.empty() ? "" : " by reason:" + reasons);
     s += fmt::format("  {:<18} p50 {:.1f} ms  p99 {:.1f} ms  p999 {:.1f} ms  max {:.1f} ms (send to Kafka read-back)\n",
                      "latency", r.p50_ms, r.p99_ms, r.p999_ms, r.max_ms);
     s += fmt::format("  {:<18} {} completed; close codes:{}\n", "sessions", r.sessions_completed, codes);
-    s += fmt::format(
-        "  {:<18} {} messages read back, {} missing (seq numbers never read back), {} out of order, "
-        "{} duplicates\n",
-        "kafka", r.kafka_messages, r.missing_messages, r.order_violations, r.duplicate_messages);
+    s += fmt::format("  {:<18} {} messages read back, {} missing (seq numbers never read back), {} out of order, "
+                     "{} duplicates\n",
+                     "kafka", r.kafka_messages, r.missing_messages, r.order_violations, r.duplicate_messages);
     if (!r.consumer_errors.empty()) {
         std::string errs;
         for (const auto& [k, v] : r.consumer_errors) errs += fmt::format(" {}={}", k, v);
@@ -41,16 +40,14 @@ std::string summary_table(const result& r) {
                          r.refusal_notices, r.refusal_mismatches);
     }
     if (!r.classes.empty()) {
-        s += fmt::format("  by session class:\n  {:<7} {:>8} {:>8} {:>8} {:>10} {:>10} {:>6}  {}\n",
-                         "class", "sessions", "admitted", "refused", "sent", "delivered", "equal",
-                         "lost / refused / closes");
+        s += fmt::format("  by session class:\n  {:<7} {:>8} {:>8} {:>8} {:>10} {:>10} {:>6}  {}\n", "class",
+                         "sessions", "admitted", "refused", "sent", "delivered", "equal", "lost / refused / closes");
     }
     for (const auto& [name, c] : r.classes) {
         std::uint64_t refused = 0;
         for (const auto& [code, n] : c.refused) refused += n;
-        s += fmt::format("  {:<7} {:>8} {:>8} {:>8} {:>10} {:>10} {:>6}\n", name, c.sessions,
-                         c.admitted, refused, c.sent_frames, c.delivered_frames,
-                         c.balanced() ? "yes" : "NO");
+        s += fmt::format("  {:<7} {:>8} {:>8} {:>8} {:>10} {:>10} {:>6}\n", name, c.sessions, c.admitted, refused,
+                         c.sent_frames, c.delivered_frames, c.balanced() ? "yes" : "NO");
         std::string class_lost;
         for (const auto& [k, v] : c.losses) class_lost += fmt::format(" {}={}", k, v);
         if (!class_lost.empty()) s += fmt::format("  {:<7} lost:{}\n", "", class_lost);

@@ -28,28 +28,27 @@ inline void fill_frame(std::span<std::byte> out, std::uint32_t index, std::uint6
     std::memcpy(head + 8, &seq, 8);
     std::memcpy(head + 16, &send_ns, 8);
     for (std::size_t i = 0; i < out.size(); ++i) {
-        out[i] = i < header_bytes ? head[i]
-                                  : static_cast<std::byte>((index * 131U + seq * 31U + i * 7U) & 0xFFU);
+        out[i] = i < header_bytes ? head[i] : static_cast<std::byte>((index * 131U + seq * 31U + i * 7U) & 0xFFU);
     }
 }
 
 struct session_track {
     session_track(std::string k, std::uint32_t i, std::size_t frames, std::size_t frame_bytes,
                   session_class c = session_class::steady)
-        : key{std::move(k)}, index{i}, cls{c}, send_ns(frames), refused(frames, 0), good(frames, 0),
-          bad(frames, false), gap(frames, false), fb{frame_bytes} {}
+        : key{std::move(k)}, index{i}, cls{c}, send_ns(frames), refused(frames, 0), good(frames, 0), bad(frames, false),
+          gap(frames, false), fb{frame_bytes} {}
 
     std::string key;
     std::uint32_t index;
     session_class cls;
     // Written by the sender (before the frame goes out), read by the verifier.
     std::vector<std::atomic<std::uint64_t>> send_ns;
-    std::atomic<std::uint64_t> sent{0};    // frames whose write completed
+    std::atomic<std::uint64_t> sent{0}; // frames whose write completed
     std::atomic<bool> done{false};
     std::atomic<int> close_code{-1};
-    std::atomic<bool> completed{false};    // end acked and closed 1000
-    std::atomic<bool> admitted{false};     // the start ack came
-    std::atomic<bool> dropped{false};      // an orphan that dropped its TCP connection
+    std::atomic<bool> completed{false}; // end acked and closed 1000
+    std::atomic<bool> admitted{false};  // the start ack came
+    std::atomic<bool> dropped{false};   // an orphan that dropped its TCP connection
     std::mutex reason_mutex;
     std::string close_reason;
 
@@ -92,8 +91,7 @@ struct shared_state {
 class verifier {
 public:
     /// Reads from each partition's end as it is at construction, or from its beginning.
-    verifier(shared_state& st, const std::string& brokers, const std::string& topic,
-             bool from_beginning);
+    verifier(shared_state& st, const std::string& brokers, const std::string& topic, bool from_beginning);
     ~verifier();
     verifier(const verifier&) = delete;
     verifier& operator=(const verifier&) = delete;

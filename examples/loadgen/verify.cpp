@@ -14,9 +14,9 @@
 namespace loadgen::detail {
 
 std::uint64_t now_ns() noexcept {
-    return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                          std::chrono::steady_clock::now().time_since_epoch())
-                                          .count());
+    return static_cast<std::uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+            .count());
 }
 
 namespace {
@@ -111,8 +111,7 @@ struct verifier::impl {
             st.order_violations.fetch_add(1, std::memory_order_relaxed);
             return;
         }
-        if (seq > t.next_seq)
-            st.missing_messages.fetch_add(seq - t.next_seq, std::memory_order_relaxed);
+        if (seq > t.next_seq) st.missing_messages.fetch_add(seq - t.next_seq, std::memory_order_relaxed);
         const std::size_t fb = t.fb;
         const std::size_t frames = t.send_ns.size();
         for (std::uint64_t p = t.next_offset; p < offset; ++p) { // bytes the gateway dropped
@@ -148,8 +147,7 @@ struct verifier::impl {
     }
 };
 
-verifier::verifier(shared_state& st, const std::string& brokers, const std::string& topic,
-                   bool from_beginning)
+verifier::verifier(shared_state& st, const std::string& brokers, const std::string& topic, bool from_beginning)
     : m{std::make_unique<impl>(st)} {
     if (st.frame_bytes > 4096) throw std::runtime_error{"loadgen: frames above 4096 bytes are not verified"};
     rd_kafka_conf_t* conf = rd_kafka_conf_new();
@@ -196,8 +194,7 @@ verifier::verifier(shared_state& st, const std::string& brokers, const std::stri
     for (int p = 0; p < parts; ++p) {
         std::int64_t lo = 0, hi = RD_KAFKA_OFFSET_BEGINNING;
         if (!from_beginning &&
-            rd_kafka_query_watermark_offsets(m->rk, topic.c_str(), p, &lo, &hi, 5000) !=
-                RD_KAFKA_RESP_ERR_NO_ERROR) {
+            rd_kafka_query_watermark_offsets(m->rk, topic.c_str(), p, &lo, &hi, 5000) != RD_KAFKA_RESP_ERR_NO_ERROR) {
             hi = RD_KAFKA_OFFSET_BEGINNING;
         }
         rd_kafka_topic_partition_list_add(list, topic.c_str(), p)->offset = hi;

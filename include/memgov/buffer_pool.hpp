@@ -158,25 +158,25 @@ struct buffer_pool_class_stats {
     std::size_t harmful_bytes = 0;
     /// Harmful capacity handed out since construction (capacity handed out minus bytes asked).
     std::uint64_t harmful_bytes_total = 0;
-    std::size_t depot_cap_bytes = 0;       ///< The depot's byte cap at the current pressure.
-    std::size_t thread_cache_cap = 0;      ///< Buffers each thread may cache at this pressure.
+    std::size_t depot_cap_bytes = 0;  ///< The depot's byte cap at the current pressure.
+    std::size_t thread_cache_cap = 0; ///< Buffers each thread may cache at this pressure.
 };
 
 /// Statistics of a whole pool.
 struct buffer_pool_stats {
-    std::vector<buffer_pool_class_stats> classes; ///< One entry per size class, in size order.
-    std::uint64_t oversize_acquisitions = 0;      ///< Requests larger than the largest class.
-    std::uint64_t oversize_releases = 0;          ///< Oversize buffers given back (and freed).
-    std::size_t oversize_in_use_bytes = 0;        ///< Bytes of oversize buffers out now.
-    std::uint64_t trim_calls = 0;                 ///< Calls of `trim`.
-    std::uint64_t trimmed_bytes = 0;              ///< Bytes freed by trims and cap cuts.
-    std::size_t in_use_bytes = 0;                 ///< Pooled and oversize bytes out now.
-    std::size_t idle_bytes = 0;                   ///< Depots and thread caches.
-    std::size_t depot_bytes = 0;                  ///< Depots only (what `trim` can free now).
-    std::size_t thread_cache_bytes = 0;           ///< Thread caches only.
-    std::size_t harmful_bytes = 0;                ///< Harmful capacity of the buffers out now.
-    std::uint64_t harmful_bytes_total = 0;        ///< Harmful capacity handed out in total.
-    std::size_t thread_caches = 0;                ///< Thread caches owned by live threads.
+    std::vector<buffer_pool_class_stats> classes;     ///< One entry per size class, in size order.
+    std::uint64_t oversize_acquisitions = 0;          ///< Requests larger than the largest class.
+    std::uint64_t oversize_releases = 0;              ///< Oversize buffers given back (and freed).
+    std::size_t oversize_in_use_bytes = 0;            ///< Bytes of oversize buffers out now.
+    std::uint64_t trim_calls = 0;                     ///< Calls of `trim`.
+    std::uint64_t trimmed_bytes = 0;                  ///< Bytes freed by trims and cap cuts.
+    std::size_t in_use_bytes = 0;                     ///< Pooled and oversize bytes out now.
+    std::size_t idle_bytes = 0;                       ///< Depots and thread caches.
+    std::size_t depot_bytes = 0;                      ///< Depots only (what `trim` can free now).
+    std::size_t thread_cache_bytes = 0;               ///< Thread caches only.
+    std::size_t harmful_bytes = 0;                    ///< Harmful capacity of the buffers out now.
+    std::uint64_t harmful_bytes_total = 0;            ///< Harmful capacity handed out in total.
+    std::size_t thread_caches = 0;                    ///< Thread caches owned by live threads.
     pressure_level pressure = pressure_level::normal; ///< The pressure the caps follow.
 };
 
@@ -200,9 +200,10 @@ public:
     /// An empty buffer.
     buffer() noexcept = default;
     buffer(buffer&& o) noexcept
-        : m_pool{std::exchange(o.m_pool, nullptr)}, m_data{std::exchange(o.m_data, nullptr)},
-          m_size{std::exchange(o.m_size, 0)}, m_capacity{std::exchange(o.m_capacity, 0)},
-          m_requested{o.m_requested}, m_class{o.m_class}, m_origin{o.m_origin} {}
+        : m_pool{std::exchange(o.m_pool, nullptr)}, m_data{std::exchange(o.m_data, nullptr)}, m_size{std::exchange(
+                                                                                                  o.m_size, 0)},
+          m_capacity{std::exchange(o.m_capacity, 0)}, m_requested{o.m_requested}, m_class{o.m_class}, m_origin{
+                                                                                                          o.m_origin} {}
     buffer& operator=(buffer&& o) noexcept {
         if (this != &o) {
             reset();
@@ -234,9 +235,7 @@ public:
     /// True when the buffer holds memory.
     [[nodiscard]] explicit operator bool() const noexcept { return m_pool != nullptr; }
     /// True for a buffer from a size class (false for oversize and empty buffers).
-    [[nodiscard]] bool pooled() const noexcept {
-        return m_pool != nullptr && m_class != oversize_class;
-    }
+    [[nodiscard]] bool pooled() const noexcept { return m_pool != nullptr && m_class != oversize_class; }
     /// The bytes in use, `[data(), data() + size())`.
     [[nodiscard]] std::span<std::byte> span() noexcept { return {m_data, m_size}; }
     /// The bytes in use, `[data(), data() + size())`.
@@ -248,8 +247,7 @@ public:
     /// otherwise. Contents up to the smaller size are kept. Complexity: O(1).
     void resize(std::size_t n) {
         if (n > m_capacity) {
-            throw std::length_error{"memgov::buffer::resize: " + std::to_string(n) +
-                                    " bytes exceed the capacity of " +
+            throw std::length_error{"memgov::buffer::resize: " + std::to_string(n) + " bytes exceed the capacity of " +
                                     std::to_string(m_capacity)};
         }
         m_size = n;
@@ -267,10 +265,9 @@ private:
     friend class detail::buffer_pool_state;
     static constexpr std::uint32_t oversize_class = 0xffffffffu;
 
-    buffer(detail::buffer_pool_state* pool, std::byte* data, std::size_t n, std::size_t capacity,
-           std::uint32_t cls, std::uint32_t origin) noexcept
-        : m_pool{pool}, m_data{data}, m_size{n}, m_capacity{capacity}, m_requested{n},
-          m_class{cls}, m_origin{origin} {}
+    buffer(detail::buffer_pool_state* pool, std::byte* data, std::size_t n, std::size_t capacity, std::uint32_t cls,
+           std::uint32_t origin) noexcept
+        : m_pool{pool}, m_data{data}, m_size{n}, m_capacity{capacity}, m_requested{n}, m_class{cls}, m_origin{origin} {}
 
     detail::buffer_pool_state* m_pool = nullptr;
     std::byte* m_data = nullptr;
@@ -352,18 +349,15 @@ public:
     static constexpr std::size_t transfer_max = 64;
     static constexpr std::uint32_t oversize_class = 0xffffffffu;
 
-    buffer_pool_state(const buffer_pool_config& cfg, ledger* l,
-                      std::unique_ptr<buffer_pool_clock_base> clock)
-        : m_id{next_instance_id()}, m_map{cfg.size_classes},
-          m_fast_class{make_fast_classes(m_map)}, m_ledger{l},
-          m_alignment{cfg.alignment},
-          m_upstream{cfg.upstream != nullptr ? cfg.upstream : std::pmr::new_delete_resource()},
+    buffer_pool_state(const buffer_pool_config& cfg, ledger* l, std::unique_ptr<buffer_pool_clock_base> clock)
+        : m_id{next_instance_id()}, m_map{cfg.size_classes}, m_fast_class{make_fast_classes(m_map)}, m_ledger{l},
+          m_alignment{cfg.alignment}, m_upstream{cfg.upstream != nullptr ? cfg.upstream
+                                                                         : std::pmr::new_delete_resource()},
           m_release_pages{cfg.release_pages}, m_page_size{buffer_pool_page_size()},
           m_ledger_batch{l == nullptr ? std::numeric_limits<std::int64_t>::max()
-                                      : static_cast<std::int64_t>(std::min<std::size_t>(
-                                            cfg.ledger_batch_bytes, std::size_t{1} << 62))},
-          m_clock{std::move(clock)}, m_factors{cfg.pressure_factors},
-          m_depot_bytes{cfg.depot_bytes} {
+                                      : static_cast<std::int64_t>(
+                                            std::min<std::size_t>(cfg.ledger_batch_bytes, std::size_t{1} << 62))},
+          m_clock{std::move(clock)}, m_factors{cfg.pressure_factors}, m_depot_bytes{cfg.depot_bytes} {
         const std::size_t n = m_map.count();
         m_depots = std::make_unique<buffer_pool_depot[]>(n);
         m_shared = std::make_unique<buffer_pool_class_counters[]>(n);
@@ -392,8 +386,7 @@ public:
     void close() noexcept {
         std::lock_guard lock{m_mutex};
         // By contract no buffer is out and no thread uses the pool any more.
-        MEMGOV_ASSERT(in_use_buffers_locked() == 0,
-                      "buffer_pool destroyed while buffers are still out");
+        MEMGOV_ASSERT(in_use_buffers_locked() == 0, "buffer_pool destroyed while buffers are still out");
         std::array<std::byte*, transfer_max> batch{};
         for (auto& tc : m_caches) {
             flush_ledger(*tc);
@@ -500,9 +493,7 @@ public:
         m_epoch.fetch_add(1, std::memory_order_release);
     }
 
-    [[nodiscard]] pressure_level pressure() const noexcept {
-        return m_level.load(std::memory_order_relaxed);
-    }
+    [[nodiscard]] pressure_level pressure() const noexcept { return m_level.load(std::memory_order_relaxed); }
 
     void flush_thread_cache() noexcept {
         if (buffer_pool_thread_cache* tc = local_cache(false)) flush_all(*tc);
@@ -543,9 +534,8 @@ public:
             }
             cs.acquisitions = cs.thread_cache_hits + cs.depot_hits + cs.misses;
             const std::uint64_t released = cs.local_releases + cs.remote_releases;
-            cs.in_use_bytes = cs.acquisitions > released
-                                  ? static_cast<std::size_t>(cs.acquisitions - released) * size
-                                  : 0;
+            cs.in_use_bytes =
+                cs.acquisitions > released ? static_cast<std::size_t>(cs.acquisitions - released) * size : 0;
             cs.trimmed_buffers = m_depots[c].trimmed.load(std::memory_order_relaxed);
             cs.trimmed_bytes = cs.trimmed_buffers * size;
             cs.overflow_frees = m_depots[c].overflow_frees.load(std::memory_order_relaxed);
@@ -603,8 +593,8 @@ public:
             release_oversize(static_cast<std::byte*>(p), bytes, m_alignment);
             return;
         }
-        take_back(static_cast<std::byte*>(p), m_map.size_of(c), bytes,
-                  static_cast<std::uint32_t>(c), buffer_pool_no_origin);
+        take_back(static_cast<std::byte*>(p), m_map.size_of(c), bytes, static_cast<std::uint32_t>(c),
+                  buffer_pool_no_origin);
     }
 
     // ---- thread exit ------------------------------------------------------------------------
@@ -647,8 +637,8 @@ private:
         return buffer{this, p, n, cap, static_cast<std::uint32_t>(c), tc->index};
     }
 
-    MEMGOV_NOINLINE void take_back_general(std::byte* p, std::size_t cap, std::size_t requested,
-                                           std::uint32_t cls, std::uint32_t origin) noexcept {
+    MEMGOV_NOINLINE void take_back_general(std::byte* p, std::size_t cap, std::size_t requested, std::uint32_t cls,
+                                           std::uint32_t origin) noexcept {
         if (cls == oversize_class) {
             release_oversize(p, cap, m_alignment);
             return;
@@ -770,8 +760,7 @@ private:
     }
 
     template <bool MayAllocate>
-    MEMGOV_NOINLINE buffer refill(buffer_pool_thread_cache& tc, std::size_t c,
-                                  std::size_t n) noexcept(!MayAllocate) {
+    MEMGOV_NOINLINE buffer refill(buffer_pool_thread_cache& tc, std::size_t c, std::size_t n) noexcept(!MayAllocate) {
         buffer_pool_cache_class& cc = tc.classes[c];
         const std::size_t cap = m_map.size_of(c);
         std::byte* p = nullptr;
@@ -804,8 +793,8 @@ private:
     }
 
     // The cache is full: move its oldest half to the depot, then keep the new one.
-    MEMGOV_NOINLINE void spill(buffer_pool_thread_cache& tc, buffer_pool_cache_class& cc,
-                               std::size_t c, std::byte* p) noexcept {
+    MEMGOV_NOINLINE void spill(buffer_pool_thread_cache& tc, buffer_pool_cache_class& cc, std::size_t c,
+                               std::byte* p) noexcept {
         flush_ledger(tc); // before any buffer leaves: frees are charged as idle
         if (cc.cap == 0) {
             push_to_depot(c, &p, 1);
@@ -899,8 +888,8 @@ private:
             for (;;) {
                 const std::size_t idle = idle_bytes();
                 if (idle <= target || r.buffers >= max_buffers || r.bytes >= start) return r;
-                const std::size_t want = std::min({transfer_max, (idle - target + size - 1) / size,
-                                                   max_buffers - r.buffers});
+                const std::size_t want =
+                    std::min({transfer_max, (idle - target + size - 1) / size, max_buffers - r.buffers});
                 const std::size_t k = m_depots[c].pop_oldest(batch.data(), want, time_point::max());
                 if (k == 0) break; // this class is empty: the next smaller one
                 free_idle(c, batch.data(), k, true);
@@ -959,15 +948,14 @@ private:
     [[nodiscard]] std::int64_t in_use_buffers_locked() const noexcept {
         std::int64_t out = 0;
         auto add = [&](const buffer_pool_class_counters& k) {
-            out += k.cache_hits.get() + k.depot_hits.get() + k.misses.get() -
-                   k.local_releases.get() - k.remote_releases.get();
+            out += k.cache_hits.get() + k.depot_hits.get() + k.misses.get() - k.local_releases.get() -
+                   k.remote_releases.get();
         };
         for (std::size_t c = 0; c < m_map.count(); ++c) {
             add(m_shared[c]);
             for (const auto& tc : m_caches) add(tc->classes[c].counters);
         }
-        return out + static_cast<std::int64_t>(m_oversize.acquisitions.load() -
-                                               m_oversize.releases.load());
+        return out + static_cast<std::int64_t>(m_oversize.acquisitions.load() - m_oversize.releases.load());
     }
 
     static void add_counters(buffer_pool_class_stats& cs, const buffer_pool_class_counters& k) {
@@ -990,17 +978,18 @@ private:
 
     // The pool used most recently is found first.
     MEMGOV_NOINLINE buffer_pool_thread_cache* local_cache_slow(bool may_claim) noexcept {
-        return mru_lookup(t_buffer_pool_tls, m_id, [&]() noexcept {
-                   buffer_pool_thread_cache* c = find_or_claim(may_claim);
-                   return buffer_pool_tls_entry{c != nullptr ? m_id : 0, c};
-               }).cache;
+        return mru_lookup(t_buffer_pool_tls, m_id,
+                          [&]() noexcept {
+                              buffer_pool_thread_cache* c = find_or_claim(may_claim);
+                              return buffer_pool_tls_entry{c != nullptr ? m_id : 0, c};
+                          })
+            .cache;
     }
 
     // This thread's cache for the pool: the one it holds, or (with `may_claim`) a claimed one.
     buffer_pool_thread_cache* find_or_claim(bool may_claim) noexcept {
         if (!may_claim) return buffer_pool_thread_claims::find(m_id);
-        return buffer_pool_thread_claims::find_or_claim(m_id, weak_from_this(),
-                                                        [this] { return adopt_cache(); });
+        return buffer_pool_thread_claims::find_or_claim(m_id, weak_from_this(), [this] { return adopt_cache(); });
     }
 
     buffer_pool_thread_cache* adopt_cache() {
@@ -1081,10 +1070,7 @@ private:
     buffer_pool_oversize_counters m_oversize;
 };
 
-inline void buffer_pool_claims::give_back(buffer_pool_state& s,
-                                          buffer_pool_thread_cache* tc) noexcept {
-    s.retire(tc);
-}
+inline void buffer_pool_claims::give_back(buffer_pool_state& s, buffer_pool_thread_cache* tc) noexcept { s.retire(tc); }
 
 /// The pool seen as a `std::pmr::memory_resource`.
 class buffer_pool_memory_resource final : public std::pmr::memory_resource {
@@ -1092,15 +1078,11 @@ public:
     explicit buffer_pool_memory_resource(buffer_pool_state* s) noexcept : m_state{s} {}
 
 private:
-    void* do_allocate(std::size_t bytes, std::size_t align) override {
-        return m_state->allocate_raw(bytes, align);
-    }
+    void* do_allocate(std::size_t bytes, std::size_t align) override { return m_state->allocate_raw(bytes, align); }
     void do_deallocate(void* p, std::size_t bytes, std::size_t align) override {
         m_state->deallocate_raw(p, bytes, align);
     }
-    [[nodiscard]] bool do_is_equal(const std::pmr::memory_resource& o) const noexcept override {
-        return this == &o;
-    }
+    [[nodiscard]] bool do_is_equal(const std::pmr::memory_resource& o) const noexcept override { return this == &o; }
     buffer_pool_state* m_state;
 };
 
@@ -1129,11 +1111,10 @@ public:
     /// stamps the time buffers become idle in a depot; it is read only off the hot path.
     /// Throws `std::invalid_argument` naming the bad field, or `std::bad_alloc`.
     template <clock_type Clock = steady_clock>
-    explicit buffer_pool(const buffer_pool_config& config = {}, ledger* l = nullptr,
-                         Clock clock = Clock{})
-        : m_config{validated(config)},
-          m_state{std::make_shared<detail::buffer_pool_state>(
-              m_config, l, std::make_unique<detail::buffer_pool_clock<Clock>>(std::move(clock)))},
+    explicit buffer_pool(const buffer_pool_config& config = {}, ledger* l = nullptr, Clock clock = Clock{})
+        : m_config{validated(config)}, m_state{std::make_shared<detail::buffer_pool_state>(
+                                           m_config, l,
+                                           std::make_unique<detail::buffer_pool_clock<Clock>>(std::move(clock)))},
           m_resource{m_state.get()} {}
 
     buffer_pool(const buffer_pool&) = delete;
@@ -1164,9 +1145,7 @@ public:
     /// into the depots first; other threads' caches are asked to flush on their next pool
     /// operation (see the file comment). Freed buffers' pages are released to the kernel.
     /// Complexity: O(buffers freed + classes × threads).
-    std::size_t trim(std::size_t target_idle_bytes = 0) noexcept {
-        return m_state->trim(target_idle_bytes);
-    }
+    std::size_t trim(std::size_t target_idle_bytes = 0) noexcept { return m_state->trim(target_idle_bytes); }
 
     /// A trim with bounded work: frees idle depot buffers, the largest class first (the oldest
     /// first within a class), until the depots hold at most `target_idle_bytes` or
@@ -1214,29 +1193,17 @@ public:
     [[nodiscard]] buffer_pool_stats stats() const { return m_state->stats(); }
 
     /// Number of size classes.
-    [[nodiscard]] std::size_t size_class_count() const noexcept {
-        return m_state->classes().count();
-    }
+    [[nodiscard]] std::size_t size_class_count() const noexcept { return m_state->classes().count(); }
     /// The size of class `i` (precondition: `i < size_class_count()`).
-    [[nodiscard]] std::size_t size_class(std::size_t i) const noexcept {
-        return m_state->classes().size_of(i);
-    }
+    [[nodiscard]] std::size_t size_class(std::size_t i) const noexcept { return m_state->classes().size_of(i); }
     /// The class a request of `n` bytes is served from, or `size_class_count()` if oversize.
-    [[nodiscard]] std::size_t size_class_for(std::size_t n) const noexcept {
-        return m_state->classes().index_for(n);
-    }
+    [[nodiscard]] std::size_t size_class_for(std::size_t n) const noexcept { return m_state->classes().index_for(n); }
     /// The largest class size: larger requests are oversize.
-    [[nodiscard]] std::size_t max_pooled_size() const noexcept {
-        return m_state->classes().largest();
-    }
+    [[nodiscard]] std::size_t max_pooled_size() const noexcept { return m_state->classes().largest(); }
     /// The depot byte cap of class `i` at the current pressure.
-    [[nodiscard]] std::size_t depot_cap_bytes(std::size_t i) const noexcept {
-        return m_state->depot_cap_bytes(i);
-    }
+    [[nodiscard]] std::size_t depot_cap_bytes(std::size_t i) const noexcept { return m_state->depot_cap_bytes(i); }
     /// Buffers of class `i` each thread may cache at the current pressure.
-    [[nodiscard]] std::size_t thread_cache_cap(std::size_t i) const noexcept {
-        return m_state->thread_cache_cap(i);
-    }
+    [[nodiscard]] std::size_t thread_cache_cap(std::size_t i) const noexcept { return m_state->thread_cache_cap(i); }
     /// The most idle bytes one thread can hold in its cache at the current pressure.
     [[nodiscard]] std::size_t thread_cache_bound_bytes() const noexcept {
         std::size_t sum = 0;
@@ -1259,29 +1226,25 @@ private:
         require_field(!c.size_classes.empty(), cfg, "size_classes", "must not be empty");
         if (c.size_classes.size() > detail::size_class_max_count) {
             detail::throw_bad_field(cfg, "size_classes",
-                                    "at most " + std::to_string(detail::size_class_max_count) +
-                                        " classes");
+                                    "at most " + std::to_string(detail::size_class_max_count) + " classes");
         }
         require_field(c.size_classes.front() != 0, cfg, "size_classes", "sizes must be > 0");
         // Above this no allocator can serve a class, and class arithmetic must not overflow.
-        require_field(c.size_classes.back() <= buffer_pool_config::max_class_size, cfg,
-                      "size_classes", "sizes must be at most 2^42 (4 TiB)");
+        require_field(c.size_classes.back() <= buffer_pool_config::max_class_size, cfg, "size_classes",
+                      "sizes must be at most 2^42 (4 TiB)");
         for (std::size_t i = 1; i < c.size_classes.size(); ++i) {
             require_field(c.size_classes[i] > c.size_classes[i - 1], cfg, "size_classes",
                           "must be strictly increasing");
         }
-        require_field(c.thread_cache_buffers <= 1024, cfg, "thread_cache_buffers",
-                      "must be <= 1024");
+        require_field(c.thread_cache_buffers <= 1024, cfg, "thread_cache_buffers", "must be <= 1024");
         require_field(c.depot_bytes != 0, cfg, "depot_bytes", "must be > 0");
-        if (const std::size_t n = c.depot_bytes / c.size_classes.front();
-            n > buffer_pool_config::max_depot_buffers) {
+        if (const std::size_t n = c.depot_bytes / c.size_classes.front(); n > buffer_pool_config::max_depot_buffers) {
             // Each depot's ring is reserved up front: refuse rather than reserve gigabytes.
-            detail::throw_bad_field(
-                cfg, "depot_bytes",
-                "would size the depot of the " + std::to_string(c.size_classes.front()) +
-                    "-byte class for " + std::to_string(n) +
-                    " buffers; at most max_depot_buffers (" +
-                    std::to_string(buffer_pool_config::max_depot_buffers) + ") per depot");
+            detail::throw_bad_field(cfg, "depot_bytes",
+                                    "would size the depot of the " + std::to_string(c.size_classes.front()) +
+                                        "-byte class for " + std::to_string(n) +
+                                        " buffers; at most max_depot_buffers (" +
+                                        std::to_string(buffer_pool_config::max_depot_buffers) + ") per depot");
         }
         for (std::size_t i = 0; i < c.pressure_factors.size(); ++i) {
             const double f = c.pressure_factors[i];

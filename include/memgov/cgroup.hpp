@@ -96,24 +96,36 @@ enum class usage_source : std::uint8_t {
 /// The name of a limit source, e.g. "cgroup_v2_max". Thread safety: pure.
 [[nodiscard]] constexpr std::string_view to_string(limit_source s) noexcept {
     switch (s) {
-    case limit_source::unknown: return "unknown";
-    case limit_source::configuration: return "configuration";
-    case limit_source::environment: return "environment";
-    case limit_source::cgroup_v2_max: return "cgroup_v2_max";
-    case limit_source::cgroup_v2_high: return "cgroup_v2_high";
-    case limit_source::cgroup_v1_limit: return "cgroup_v1_limit";
-    case limit_source::cgroup_v1_hierarchical: return "cgroup_v1_hierarchical";
-    case limit_source::physical_memory: return "physical_memory";
+    case limit_source::unknown:
+        return "unknown";
+    case limit_source::configuration:
+        return "configuration";
+    case limit_source::environment:
+        return "environment";
+    case limit_source::cgroup_v2_max:
+        return "cgroup_v2_max";
+    case limit_source::cgroup_v2_high:
+        return "cgroup_v2_high";
+    case limit_source::cgroup_v1_limit:
+        return "cgroup_v1_limit";
+    case limit_source::cgroup_v1_hierarchical:
+        return "cgroup_v1_hierarchical";
+    case limit_source::physical_memory:
+        return "physical_memory";
     }
     return "unknown";
 }
 /// The name of a usage source, e.g. "proc_statm". Thread safety: pure.
 [[nodiscard]] constexpr std::string_view to_string(usage_source s) noexcept {
     switch (s) {
-    case usage_source::unknown: return "unknown";
-    case usage_source::cgroup_v2: return "cgroup_v2";
-    case usage_source::cgroup_v1: return "cgroup_v1";
-    case usage_source::proc_statm: return "proc_statm";
+    case usage_source::unknown:
+        return "unknown";
+    case usage_source::cgroup_v2:
+        return "cgroup_v2";
+    case usage_source::cgroup_v1:
+        return "cgroup_v1";
+    case usage_source::proc_statm:
+        return "proc_statm";
     }
     return "unknown";
 }
@@ -135,13 +147,13 @@ struct cgroup_config {
 /// One reading of the process's memory situation. Every value names its origin (a file
 /// path, "configuration" or the environment variable); empty origin = not available.
 struct memory_reading {
-    cgroup_mode mode = cgroup_mode::none;                  ///< the host's cgroup mode
+    cgroup_mode mode = cgroup_mode::none;                   ///< the host's cgroup mode
     memory_controller controller = memory_controller::none; ///< where memory is controlled
 
-    std::uint64_t limit_bytes = 0;                 ///< the effective limit
+    std::uint64_t limit_bytes = 0;                   ///< the effective limit
     limit_source limit_from = limit_source::unknown; ///< what kind of limit that is
-    std::string limit_origin;   ///< the file, "configuration" or the environment variable
-    std::string binding_cgroup; ///< the cgroup whose limit binds ("" when none does)
+    std::string limit_origin;                        ///< the file, "configuration" or the environment variable
+    std::string binding_cgroup;                      ///< the cgroup whose limit binds ("" when none does)
     /// The binding cgroup's limit, even when configuration or the environment overrides it;
     /// nullopt when no cgroup has a limit.
     std::optional<std::uint64_t> cgroup_limit_bytes{};
@@ -151,16 +163,16 @@ struct memory_reading {
     std::string usage_origin;                        ///< the file it was read from
     std::uint64_t inactive_file_bytes = 0;           ///< inactive page cache in that cgroup
     std::uint64_t working_set_bytes = 0;             ///< usage − inactive_file
-    std::string working_set_origin; ///< the memory.stat read (or statm when usage is RSS)
-    std::uint64_t rss_bytes = 0;    ///< the process's resident set from /proc/self/statm
-    std::string rss_origin;         ///< the statm file read
-    std::uint64_t physical_memory_bytes = 0; ///< MemTotal, 0 when unreadable
-    std::optional<std::uint64_t> peak_bytes{}; ///< memory.peak / max_usage_in_bytes
-    std::string peak_origin;                   ///< the file it was read from
-    std::optional<std::uint64_t> oom_kills{};  ///< memory.events / memory.oom_control oom_kill
-    std::string oom_origin;                    ///< the file it was read from
-    std::optional<psi_figures> psi{};          ///< memory pressure stall information
-    std::string psi_origin;                    ///< the file it was read from
+    std::string working_set_origin;                  ///< the memory.stat read (or statm when usage is RSS)
+    std::uint64_t rss_bytes = 0;                     ///< the process's resident set from /proc/self/statm
+    std::string rss_origin;                          ///< the statm file read
+    std::uint64_t physical_memory_bytes = 0;         ///< MemTotal, 0 when unreadable
+    std::optional<std::uint64_t> peak_bytes{};       ///< memory.peak / max_usage_in_bytes
+    std::string peak_origin;                         ///< the file it was read from
+    std::optional<std::uint64_t> oom_kills{};        ///< memory.events / memory.oom_control oom_kill
+    std::string oom_origin;                          ///< the file it was read from
+    std::optional<psi_figures> psi{};                ///< memory pressure stall information
+    std::string psi_origin;                          ///< the file it was read from
     /// Every fallback taken, in plain words with the file and the reason.
     std::vector<std::string> fallbacks;
     /// True when the reader could not see: see `cgroup_reader::blind()`. Then `blind_reason`
@@ -189,11 +201,11 @@ enum cg_fallback_bit : std::uint32_t {
     cg_fb_peak_unreadable = 1U << 9,
     cg_fb_hierarchical_above = 1U << 10,
     cg_fb_psi_system = 1U << 11,
-    cg_fb_usage_implausible = 1U << 12,   // with cg_fb_usage_unreadable: the value was not believable
-    cg_fb_rss_implausible = 1U << 13,     // with cg_fb_statm_unreadable
+    cg_fb_usage_implausible = 1U << 12,    // with cg_fb_usage_unreadable: the value was not believable
+    cg_fb_rss_implausible = 1U << 13,      // with cg_fb_statm_unreadable
     cg_fb_inactive_above_usage = 1U << 14, // working set = usage
-    cg_fb_peak_implausible = 1U << 15,    // with cg_fb_peak_unreadable
-    cg_fb_meminfo_implausible = 1U << 16, // with cg_fb_meminfo_unreadable
+    cg_fb_peak_implausible = 1U << 15,     // with cg_fb_peak_unreadable
+    cg_fb_meminfo_implausible = 1U << 16,  // with cg_fb_meminfo_unreadable
     /// The reader is blind (`cgroup_reader::blind()`): no usable reading, or it cannot see.
     cg_fb_blind = 1U << 17,
 };
@@ -277,8 +289,8 @@ public:
     explicit cgroup_reader(cgroup_config cfg = {}) : m_cfg{std::move(cfg)} {
         detail::require_field(!m_cfg.root.empty() && m_cfg.root.front() == '/', "cgroup_config", "root",
                               "must be an absolute path");
-        detail::require_field(!(m_cfg.explicit_limit && *m_cfg.explicit_limit == 0), "cgroup_config",
-                              "explicit_limit", "must be > 0");
+        detail::require_field(!(m_cfg.explicit_limit && *m_cfg.explicit_limit == 0), "cgroup_config", "explicit_limit",
+                              "must be > 0");
         while (m_cfg.root.size() > 1 && m_cfg.root.back() == '/') m_cfg.root.pop_back();
 #if __has_include(<unistd.h>)
         const long ps = ::sysconf(_SC_PAGESIZE);
@@ -319,16 +331,18 @@ public:
         if (!m_blind_reason.empty()) m_layout.notes.push_back(m_blind_reason);
         detail::cg_find_layout(m_cfg.root, m_layout, ec);
         if (ec && m_blind_reason.empty()) {
-            m_blind_reason = m_layout.notes.empty() ? std::string{"cannot read the process's cgroups"}
-                                                    : m_layout.notes.back();
+            m_blind_reason =
+                m_layout.notes.empty() ? std::string{"cannot read the process's cgroups"} : m_layout.notes.back();
             m_blind_reason += "; the reader cannot tell which cgroup limit applies";
         }
         read_environment();
         open_files();
         m_no_usage_reason = "no usage can be read (no readable usage file of a limited cgroup, "
-                            "and no resident set in " + m_statm.path() + ")";
+                            "and no resident set in " +
+                            m_statm.path() + ")";
         m_no_limit_reason = "no limit can be read (no cgroup limit, no configured or environment "
-                            "limit, and no MemTotal in " + m_meminfo.path() + ")";
+                            "limit, and no MemTotal in " +
+                            m_meminfo.path() + ")";
     }
 
     /// True when the reader cannot see what it needs: the configured root is missing or not a
@@ -400,18 +414,27 @@ public:
         if (s.binding >= 0) r.binding_cgroup = m_layout.levels[idx(s.binding)].cgroup;
         if (s.has_cgroup_limit) r.cgroup_limit_bytes = s.cgroup_limit;
         switch (s.limit_from) {
-        case limit_source::configuration: r.limit_origin = "configuration"; break;
-        case limit_source::environment: r.limit_origin = m_cfg.limit_env; break;
+        case limit_source::configuration:
+            r.limit_origin = "configuration";
+            break;
+        case limit_source::environment:
+            r.limit_origin = m_cfg.limit_env;
+            break;
         case limit_source::cgroup_v2_max:
         case limit_source::cgroup_v1_limit:
             r.limit_origin = m_files[idx(s.binding)].limit.path();
             break;
-        case limit_source::cgroup_v2_high: r.limit_origin = m_files[idx(s.binding)].high.path(); break;
+        case limit_source::cgroup_v2_high:
+            r.limit_origin = m_files[idx(s.binding)].high.path();
+            break;
         case limit_source::cgroup_v1_hierarchical:
             r.limit_origin = m_files.front().stat.path();
             break;
-        case limit_source::physical_memory: r.limit_origin = m_meminfo.path(); break;
-        case limit_source::unknown: break;
+        case limit_source::physical_memory:
+            r.limit_origin = m_meminfo.path();
+            break;
+        case limit_source::unknown:
+            break;
         }
         r.usage_bytes = s.usage;
         r.usage_from = s.usage_from;
@@ -420,8 +443,10 @@ public:
             r.working_set_origin = m_statm.path();
         } else if (s.usage_from != usage_source::unknown) {
             r.usage_origin = m_files[idx(s.binding)].usage.path();
-            if (s.working_set_from_stat) r.working_set_origin = m_files[idx(s.binding)].stat.path();
-            else r.working_set_origin = r.usage_origin;
+            if (s.working_set_from_stat)
+                r.working_set_origin = m_files[idx(s.binding)].stat.path();
+            else
+                r.working_set_origin = r.usage_origin;
         }
         r.inactive_file_bytes = s.inactive_file;
         r.working_set_bytes = s.working_set;
@@ -444,9 +469,9 @@ public:
         // Why anything fell back; blindness first.
         if ((s.fallbacks & detail::cg_fb_blind) != 0) {
             r.blind = true;
-            r.blind_reason = !m_blind_reason.empty()               ? m_blind_reason
+            r.blind_reason = !m_blind_reason.empty()                 ? m_blind_reason
                              : s.usage_from == usage_source::unknown ? m_no_usage_reason
-                                                                   : m_no_limit_reason;
+                                                                     : m_no_limit_reason;
             r.fallbacks.push_back("the reader is blind: " + r.blind_reason);
         }
         for (const auto& n : m_layout.notes) r.fallbacks.push_back(n);
@@ -455,11 +480,9 @@ public:
         if (has(detail::cg_fb_limit_unreadable)) {
             for (const auto& f : m_files) {
                 if (f.limit_state == detail::cg_limit_state::malformed)
-                    r.fallbacks.push_back("ignored limit " + f.limit.path() + ": " +
-                                          detail::cg_reason(f.limit));
+                    r.fallbacks.push_back("ignored limit " + f.limit.path() + ": " + detail::cg_reason(f.limit));
                 if (f.high_state == detail::cg_limit_state::malformed)
-                    r.fallbacks.push_back("ignored limit " + f.high.path() + ": " +
-                                          detail::cg_reason(f.high));
+                    r.fallbacks.push_back("ignored limit " + f.high.path() + ": " + detail::cg_reason(f.high));
             }
             if (!m_files.empty() && m_files.front().limit_state == detail::cg_limit_state::absent)
                 r.fallbacks.push_back("no limit file " + m_files.front().limit.path() + ": " +
@@ -468,8 +491,8 @@ public:
         if (has(detail::cg_fb_hierarchical_above)) {
             r.fallbacks.push_back("the limit is set above the visible cgroup tree "
                                   "(hierarchical_memory_limit in " +
-                                  m_files.front().stat.path() + "); usage is read from " +
-                                  r.binding_cgroup + ", the highest visible cgroup");
+                                  m_files.front().stat.path() + "); usage is read from " + r.binding_cgroup +
+                                  ", the highest visible cgroup");
         }
         if (has(detail::cg_fb_no_cgroup_limit)) {
             // "Unlimited" only when every limit file said so: one that could not be read (a
@@ -490,8 +513,7 @@ public:
             } else if (unreadable.empty()) {
                 why = "every level from " + m_layout.levels.front().cgroup + " up is unlimited";
             } else {
-                why = "no readable limit from " + m_layout.levels.front().cgroup +
-                      " up; unreadable: " + unreadable;
+                why = "no readable limit from " + m_layout.levels.front().cgroup + " up; unreadable: " + unreadable;
             }
             r.fallbacks.push_back("no cgroup limit (" + why + "): limit from " + m_meminfo.path() +
                                   ", usage is the RSS from " + m_statm.path());
@@ -499,16 +521,14 @@ public:
         if (has(detail::cg_fb_usage_unreadable) && s.binding >= 0) {
             const auto& f = m_files[idx(s.binding)].usage;
             r.fallbacks.push_back("cannot read usage " + f.path() + ": " +
-                                  (has(detail::cg_fb_usage_implausible)
-                                       ? detail::cg_implausible_text(s.rejected_usage)
-                                       : detail::cg_reason(f)) +
+                                  (has(detail::cg_fb_usage_implausible) ? detail::cg_implausible_text(s.rejected_usage)
+                                                                        : detail::cg_reason(f)) +
                                   "; usage is the RSS from " + m_statm.path());
         }
         if (has(detail::cg_fb_stat_unreadable) && s.stats_level >= 0) {
             const auto& f = m_files[idx(s.stats_level)].stat;
             r.fallbacks.push_back("cannot read " + std::string{v2 ? "inactive_file" : "total_inactive_file"} +
-                                  " from " + f.path() + ": " + detail::cg_reason(f) +
-                                  "; working set = usage");
+                                  " from " + f.path() + ": " + detail::cg_reason(f) + "; working set = usage");
         }
         if (has(detail::cg_fb_inactive_above_usage) && s.stats_level >= 0) {
             r.fallbacks.push_back("inactive_file " + std::to_string(s.inactive_file) + " in " +
@@ -516,12 +536,12 @@ public:
                                   std::to_string(s.usage) + "; working set = usage");
         }
         if (has(detail::cg_fb_statm_unreadable)) {
-            r.fallbacks.push_back("cannot read " + m_statm.path() + ": " +
-                                  (has(detail::cg_fb_rss_implausible)
-                                       ? "implausible resident set of " +
-                                             std::to_string(s.rejected_rss_pages) + " pages"
-                                       : detail::cg_reason(m_statm)) +
-                                  "; RSS unknown");
+            r.fallbacks.push_back(
+                "cannot read " + m_statm.path() + ": " +
+                (has(detail::cg_fb_rss_implausible)
+                     ? "implausible resident set of " + std::to_string(s.rejected_rss_pages) + " pages"
+                     : detail::cg_reason(m_statm)) +
+                "; RSS unknown");
         }
         if (has(detail::cg_fb_meminfo_unreadable)) {
             r.fallbacks.push_back("cannot read MemTotal from " + m_meminfo.path() + ": " +
@@ -532,12 +552,11 @@ public:
         }
         if (has(detail::cg_fb_psi_system)) {
             r.fallbacks.push_back("cannot read PSI from " + m_psi_cgroup.path() + ": " +
-                                  detail::cg_reason(m_psi_cgroup) + "; PSI from " +
-                                  m_psi_proc.path());
+                                  detail::cg_reason(m_psi_cgroup) + "; PSI from " + m_psi_proc.path());
         }
         if (has(detail::cg_fb_psi_unreadable)) {
-            r.fallbacks.push_back("cannot read PSI from " + m_psi_proc.path() + ": " +
-                                  detail::cg_reason(m_psi_proc) + "; no PSI");
+            r.fallbacks.push_back("cannot read PSI from " + m_psi_proc.path() + ": " + detail::cg_reason(m_psi_proc) +
+                                  "; no PSI");
         }
         if (has(detail::cg_fb_oom_unreadable) && s.stats_level >= 0) {
             const auto& f = m_files[idx(s.stats_level)].events;
@@ -546,16 +565,15 @@ public:
         if (has(detail::cg_fb_peak_unreadable) && s.stats_level >= 0) {
             const auto& f = m_files[idx(s.stats_level)].peak;
             r.fallbacks.push_back("cannot read peak usage from " + f.path() + ": " +
-                                  (has(detail::cg_fb_peak_implausible)
-                                       ? detail::cg_implausible_text(s.rejected_peak)
-                                       : detail::cg_reason(f)));
+                                  (has(detail::cg_fb_peak_implausible) ? detail::cg_implausible_text(s.rejected_peak)
+                                                                       : detail::cg_reason(f)));
         }
         if (s.limit_from == limit_source::configuration && s.has_cgroup_limit) {
             r.fallbacks.push_back("the configured limit overrides the cgroup limit of " +
                                   std::to_string(s.cgroup_limit) + " bytes");
         } else if (s.limit_from == limit_source::environment && s.has_cgroup_limit) {
-            r.fallbacks.push_back(m_cfg.limit_env + " overrides the cgroup limit of " +
-                                  std::to_string(s.cgroup_limit) + " bytes");
+            r.fallbacks.push_back(m_cfg.limit_env + " overrides the cgroup limit of " + std::to_string(s.cgroup_limit) +
+                                  " bytes");
         }
         return r;
     }
@@ -565,18 +583,14 @@ public:
     /// The validated configuration.
     [[nodiscard]] const cgroup_config& config() const noexcept { return m_cfg; }
     /// The limit from the environment variable, if it was set and valid at the last (re)load.
-    [[nodiscard]] std::optional<std::uint64_t> environment_limit() const noexcept {
-        return m_env_limit;
-    }
+    [[nodiscard]] std::optional<std::uint64_t> environment_limit() const noexcept { return m_env_limit; }
     /// The directory of the binding cgroup's files for `sample.binding`, or "" (for tools and
     /// benchmarks that want to read the same files themselves).
     [[nodiscard]] std::string usage_file(const detail::cg_sample& s) const {
         return s.binding >= 0 ? m_files[idx(s.binding)].usage.path() : std::string{};
     }
     /// The path of `p` (absolute, as the process sees it) under the configured root.
-    [[nodiscard]] std::string under_root(std::string_view p) const {
-        return detail::cg_under_root(m_cfg.root, p);
-    }
+    [[nodiscard]] std::string under_root(std::string_view p) const { return detail::cg_under_root(m_cfg.root, p); }
 
 private:
     static std::size_t idx(int i) noexcept { return static_cast<std::size_t>(i); }
@@ -612,8 +626,7 @@ private:
         }
         m_psi_cgroup = detail::cg_file{}; // also forgets the path: the layout may have lost v2
         if (!m_layout.v2_directory.empty()) {
-            m_psi_cgroup.open(
-                under_root(detail::cg_join(m_layout.v2_directory, "memory.pressure")));
+            m_psi_cgroup.open(under_root(detail::cg_join(m_layout.v2_directory, "memory.pressure")));
         }
         m_psi_proc.open(under_root("/proc/pressure/memory"));
     }
@@ -751,8 +764,7 @@ private:
             }
             if (f.limit_state == detail::cg_limit_state::malformed ||
                 f.high_state == detail::cg_limit_state::malformed ||
-                (i == 0 && f.limit_state == detail::cg_limit_state::absent &&
-                 m_layout.levels.size() > 1)) {
+                (i == 0 && f.limit_state == detail::cg_limit_state::absent && m_layout.levels.size() > 1)) {
                 s.fallbacks |= detail::cg_fb_limit_unreadable;
             }
             if (!limited) continue;
@@ -764,8 +776,7 @@ private:
             const std::int64_t headroom =
                 static_cast<std::int64_t>(lim > INT64_MAX ? INT64_MAX : lim) -
                 (usage_ok ? static_cast<std::int64_t>(usage > INT64_MAX ? INT64_MAX : usage) : 0);
-            if (!best || headroom < best_headroom ||
-                (headroom == best_headroom && lim < best_limit)) {
+            if (!best || headroom < best_headroom || (headroom == best_headroom && lim < best_limit)) {
                 best = true;
                 best_headroom = headroom;
                 best_limit = lim;

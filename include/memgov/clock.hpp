@@ -29,7 +29,8 @@ using duration = std::chrono::steady_clock::duration;
 /// `memgov::time_point`, and is safe to call from any thread.
 template <class C>
 concept clock_type = std::copy_constructible<C> && requires(const C& c) {
-    { c.now() } noexcept -> std::same_as<time_point>;
+    { c.now() }
+    noexcept->std::same_as<time_point>;
 };
 
 /// The default clock: `std::chrono::steady_clock` (CLOCK_MONOTONIC through the vDSO on Linux,
@@ -65,8 +66,7 @@ public:
     void set(time_point t) noexcept {
         std::int64_t cur = m_ns->load(std::memory_order_acquire);
         const std::int64_t want = t.time_since_epoch().count();
-        while (want > cur &&
-               !m_ns->compare_exchange_weak(cur, want, std::memory_order_acq_rel)) {
+        while (want > cur && !m_ns->compare_exchange_weak(cur, want, std::memory_order_acq_rel)) {
         }
     }
 

@@ -50,13 +50,12 @@
 #if !defined(NDEBUG) || defined(MEMGOV_ENABLE_ASSERTS)
 #include <cstdio>
 #include <cstdlib>
-#define MEMGOV_ASSERT(cond, msg)                                                                   \
-    do {                                                                                           \
-        if (MEMGOV_UNLIKELY(!(cond))) {                                                            \
-            std::fprintf(stderr, "memgov: assertion failed: %s (%s) at %s:%d\n", msg, #cond,       \
-                         __FILE__, __LINE__);                                                      \
-            std::abort();                                                                          \
-        }                                                                                          \
+#define MEMGOV_ASSERT(cond, msg)                                                                                       \
+    do {                                                                                                               \
+        if (MEMGOV_UNLIKELY(!(cond))) {                                                                                \
+            std::fprintf(stderr, "memgov: assertion failed: %s (%s) at %s:%d\n", msg, #cond, __FILE__, __LINE__);      \
+            std::abort();                                                                                              \
+        }                                                                                                              \
     } while (false)
 #define MEMGOV_ASSERTS_ENABLED 1
 #else

@@ -122,14 +122,22 @@ inline constexpr std::size_t reclaim_action_count = 8;
 /// The action's name ("trim_pools", ...). Thread safety: pure.
 [[nodiscard]] constexpr std::string_view to_string(reclaim_action a) noexcept {
     switch (a) {
-    case reclaim_action::trim_pools: return "trim_pools";
-    case reclaim_action::sweep_expired: return "sweep_expired";
-    case reclaim_action::trim_heap: return "trim_heap";
-    case reclaim_action::evict_by_age: return "evict_by_age";
-    case reclaim_action::evict_over_cost: return "evict_over_cost";
-    case reclaim_action::evict_lru: return "evict_lru";
-    case reclaim_action::evict_largest: return "evict_largest";
-    case reclaim_action::custom: return "custom";
+    case reclaim_action::trim_pools:
+        return "trim_pools";
+    case reclaim_action::sweep_expired:
+        return "sweep_expired";
+    case reclaim_action::trim_heap:
+        return "trim_heap";
+    case reclaim_action::evict_by_age:
+        return "evict_by_age";
+    case reclaim_action::evict_over_cost:
+        return "evict_over_cost";
+    case reclaim_action::evict_lru:
+        return "evict_lru";
+    case reclaim_action::evict_largest:
+        return "evict_largest";
+    case reclaim_action::custom:
+        return "custom";
     }
     return "unknown";
 }
@@ -149,7 +157,7 @@ struct reclaim_request {
     /// `evictor_config::largest_min_share`), so equal, ordinary sessions are left to age and
     /// LRU.
     std::size_t largest_floor = 0;
-    time_point now{};             ///< The step's time.
+    time_point now{}; ///< The step's time.
     /// custom: the action's name (as in `evictor_config::custom_actions`; the view lives as
     /// long as the evictor). Empty for the built-in actions.
     std::string_view name{};
@@ -210,10 +218,10 @@ public:
     /// `custom_actions` (a Kafka producer's "shed_queued_work", say: `req.action` is `custom`,
     /// `req.name` the name). Throws `std::invalid_argument` if `name` is empty, `fn` is empty
     /// or an action is out of range.
-    function_reclaimer(std::string name, std::vector<reclaim_action> actions, reclaim_fn fn,
-                       estimate_fn estimate = {}, std::vector<std::string> custom_actions = {})
-        : m_name{std::move(name)}, m_fn{std::move(fn)}, m_estimate{std::move(estimate)},
-          m_custom{std::move(custom_actions)} {
+    function_reclaimer(std::string name, std::vector<reclaim_action> actions, reclaim_fn fn, estimate_fn estimate = {},
+                       std::vector<std::string> custom_actions = {})
+        : m_name{std::move(name)}, m_fn{std::move(fn)}, m_estimate{std::move(estimate)}, m_custom{std::move(
+                                                                                             custom_actions)} {
         if (m_name.empty()) throw std::invalid_argument{"memgov::function_reclaimer: name is empty"};
         if (!m_fn) throw std::invalid_argument{"memgov::function_reclaimer: reclaim function is empty"};
         for (auto a : actions) {
@@ -295,9 +303,8 @@ struct evictor_config {
     std::array<std::vector<policy_entry>, pressure_level_count> ladder = default_ladder();
     /// Age ladder for evict_by_age, by rising usage ratio (default: 94% → 400 s,
     /// 96% → 200 s, 98% → 100 s). Below the first step nothing is evicted by age.
-    std::vector<age_step> age_ladder = {{0.94, std::chrono::seconds{400}},
-                                        {0.96, std::chrono::seconds{200}},
-                                        {0.98, std::chrono::seconds{100}}};
+    std::vector<age_step> age_ladder = {
+        {0.94, std::chrono::seconds{400}}, {0.96, std::chrono::seconds{200}}, {0.98, std::chrono::seconds{100}}};
     /// evict_over_cost: sessions costing more than this are evicted (seed: 30 MiB); when the
     /// step's view carries a smaller per-session quota (`pressure_view::session_quota_bytes`),
     /// that quota.
@@ -319,27 +326,23 @@ struct evictor_config {
     bool dry_run = false;
 
     /// The default policy table (docs/governor.md explains each row).
-    [[nodiscard]] static std::array<std::vector<policy_entry>, pressure_level_count>
-    default_ladder() {
+    [[nodiscard]] static std::array<std::vector<policy_entry>, pressure_level_count> default_ladder() {
         using a = reclaim_action;
         std::array<std::vector<policy_entry>, pressure_level_count> t;
         t[to_index(pressure_level::normal)] = {{a::sweep_expired, 256, true}};
         t[to_index(pressure_level::elevated)] = {
             {a::trim_pools, 256, false}, {a::sweep_expired, 256, false}, {a::trim_heap, 0, false}};
-        t[to_index(pressure_level::high)] = {{a::trim_pools, 1024, false},
-                                             {a::sweep_expired, 1024, false},
-                                             {a::trim_heap, 0, false}};
+        t[to_index(pressure_level::high)] = {
+            {a::trim_pools, 1024, false}, {a::sweep_expired, 1024, false}, {a::trim_heap, 0, false}};
         // Under pressure the cause goes first: sessions over the cost cap (always), then the
         // largest, before age and LRU reach the well-behaved ones. Trims keep their places.
-        t[to_index(pressure_level::critical)] = {
-            {a::evict_over_cost, 64, true},  {a::trim_pools, 4096, false},
-            {a::sweep_expired, 1024, false}, {a::evict_largest, 16, false},
-            {a::evict_by_age, 64, false},    {a::trim_heap, 0, false}};
-        t[to_index(pressure_level::emergency)] = {
-            {a::evict_over_cost, 64, true},  {a::trim_pools, 65536, false},
-            {a::sweep_expired, 4096, false}, {a::evict_largest, 16, false},
-            {a::evict_by_age, 256, false},   {a::evict_lru, 256, false},
-            {a::trim_heap, 0, false}};
+        t[to_index(pressure_level::critical)] = {{a::evict_over_cost, 64, true},  {a::trim_pools, 4096, false},
+                                                 {a::sweep_expired, 1024, false}, {a::evict_largest, 16, false},
+                                                 {a::evict_by_age, 64, false},    {a::trim_heap, 0, false}};
+        t[to_index(pressure_level::emergency)] = {{a::evict_over_cost, 64, true},  {a::trim_pools, 65536, false},
+                                                  {a::sweep_expired, 4096, false}, {a::evict_largest, 16, false},
+                                                  {a::evict_by_age, 256, false},   {a::evict_lru, 256, false},
+                                                  {a::trim_heap, 0, false}};
         return t;
     }
 };
@@ -358,11 +361,11 @@ struct pressure_view {
 
 /// Counters for one (level, action) cell.
 struct action_counters {
-    std::uint64_t runs = 0;      ///< Times the action ran (on at least one reclaimer).
+    std::uint64_t runs = 0; ///< Times the action ran (on at least one reclaimer).
     /// Bytes it freed. For trim_heap: counted when the trim completes on the trimmer's
     /// thread, in the cell of the level whose step requested it.
     std::uint64_t bytes = 0;
-    std::uint64_t items = 0;     ///< Items it removed.
+    std::uint64_t items = 0; ///< Items it removed.
     /// Runs that freed nothing (feedback passed on). For trim_heap: requests deferred or
     /// coalesced, and trims that completed having given nothing back.
     std::uint64_t empty = 0;
@@ -394,9 +397,9 @@ struct reclaimer_stats {
 /// What one step did.
 struct step_report {
     pressure_level level = pressure_level::normal;
-    std::size_t wanted = 0;    ///< Bytes the step wanted freed.
-    std::size_t freed = 0;     ///< Bytes freed (0 in dry run).
-    std::size_t items = 0;     ///< Items removed (0 in dry run).
+    std::size_t wanted = 0; ///< Bytes the step wanted freed.
+    std::size_t freed = 0;  ///< Bytes freed (0 in dry run).
+    std::size_t items = 0;  ///< Items removed (0 in dry run).
     std::size_t actions_run = 0;
     bool dry_run = false;
 };
@@ -405,13 +408,13 @@ struct step_report {
 struct evictor_stats {
     std::array<std::array<action_counters, reclaim_action_count>, pressure_level_count> cells{};
     std::array<std::uint64_t, pressure_level_count> steps{}; ///< Steps taken at each level.
-    std::uint64_t heap_trims = 0;           ///< Heap trims completed (malloc_trim calls made).
-    std::uint64_t heap_trims_deferred = 0;  ///< Trims skipped by the back-off.
+    std::uint64_t heap_trims = 0;                            ///< Heap trims completed (malloc_trim calls made).
+    std::uint64_t heap_trims_deferred = 0;                   ///< Trims skipped by the back-off.
     /// Trims the back-off allowed while one still ran on the trimmer's thread (folded into it).
     std::uint64_t heap_trims_coalesced = 0;
-    std::uint64_t heap_trimmed_bytes = 0;   ///< RSS given back by completed heap trims.
-    duration heap_interval{};               ///< The back-off's current interval.
-    bool heap_trim_running = false;         ///< A requested heap trim has not completed yet.
+    std::uint64_t heap_trimmed_bytes = 0; ///< RSS given back by completed heap trims.
+    duration heap_interval{};             ///< The back-off's current interval.
+    bool heap_trim_running = false;       ///< A requested heap trim has not completed yet.
     /// `add`, `remove` and `set_level` calls made from inside a callback or a visit, whose
     /// effect was deferred to the end of the step or visit.
     std::uint64_t deferred_changes = 0;
@@ -476,9 +479,9 @@ enum class heap_trim_request : std::uint8_t {
 
 /// A trim that completed, as told to the completion function of a `heap_trimmer`.
 struct heap_trim_done {
-    std::size_t bytes = 0;  ///< The RSS it gave back (RSS before − after, 0 if it grew).
-    std::size_t tag = 0;    ///< The tag given to `request` (the evictor passes the level).
-    duration interval{};    ///< The back-off's interval after this trim.
+    std::size_t bytes = 0; ///< The RSS it gave back (RSS before − after, 0 if it grew).
+    std::size_t tag = 0;   ///< The tag given to `request` (the evictor passes the level).
+    duration interval{};   ///< The back-off's interval after this trim.
 };
 
 /// Returns freed heap to the OS with a gentle back-off: at most one
@@ -514,16 +517,14 @@ public:
 
     /// Throws `std::invalid_argument` naming a bad field of `cfg`. Starts no thread.
     explicit heap_trimmer(heap_trim_config cfg, trim_fn trim = {}, rss_fn rss = {}, done_fn done = {})
-        : m_cfg{cfg}, m_trim{std::move(trim)}, m_rss{std::move(rss)}, m_done{std::move(done)},
-          m_interval{cfg.min_interval} {
-        detail::require_field(cfg.min_interval > duration::zero() &&
-                                  cfg.min_interval <= longest_period,
+        : m_cfg{cfg}, m_trim{std::move(trim)}, m_rss{std::move(rss)}, m_done{std::move(done)}, m_interval{
+                                                                                                   cfg.min_interval} {
+        detail::require_field(cfg.min_interval > duration::zero() && cfg.min_interval <= longest_period,
                               "heap_trim_config", "min_interval", "must be in (0, longest_period]");
-        detail::require_field(
-            cfg.max_interval >= cfg.min_interval && cfg.max_interval <= longest_period,
-            "heap_trim_config", "max_interval", "must be in [min_interval, longest_period]");
-        detail::require_field(cfg.backoff_factor >= 1.0 && cfg.backoff_factor <= 1000.0,
-                              "heap_trim_config", "backoff_factor", "must be in [1, 1000]");
+        detail::require_field(cfg.max_interval >= cfg.min_interval && cfg.max_interval <= longest_period,
+                              "heap_trim_config", "max_interval", "must be in [min_interval, longest_period]");
+        detail::require_field(cfg.backoff_factor >= 1.0 && cfg.backoff_factor <= 1000.0, "heap_trim_config",
+                              "backoff_factor", "must be in [1, 1000]");
         if (!m_trim) {
             m_trim = [] {
 #if MEMGOV_HAS_MALLOC_TRIM
@@ -712,17 +713,17 @@ private:
     rss_fn m_rss;
     done_fn m_done;
 
-    mutable std::mutex m_mutex; // guards everything below but m_thread's start and join
+    mutable std::mutex m_mutex;     // guards everything below but m_thread's start and join
     std::condition_variable m_wake; // the trimmer's thread: a trim is queued, or stop
     std::condition_variable m_idle; // wait(): the trimmer became idle
     duration m_interval;
     time_point m_next{};
-    time_point m_job_at{};   // when the trim in flight was requested
+    time_point m_job_at{}; // when the trim in flight was requested
     std::size_t m_job_tag = 0;
     bool m_job_grows = false;
-    bool m_started = false;  // a trim has begun before (the back-off is in force)
-    bool m_busy = false;     // a trim is queued or running, or its completion is being told
-    bool m_queued = false;   // a trim waits for the trimmer's thread
+    bool m_started = false; // a trim has begun before (the back-off is in force)
+    bool m_busy = false;    // a trim is queued or running, or its completion is being told
+    bool m_queued = false;  // a trim waits for the trimmer's thread
     bool m_stop = false;
     bool m_thread_failed = false;
     std::uint64_t m_trims = 0;
@@ -786,11 +787,9 @@ public:
     /// `trim` and `rss` replace `malloc_trim(0)` and the RSS reading (tests, other allocators).
     /// The heap trims run on the heap trimmer's own thread, started on the first trim a step
     /// requests (never with `heap.enabled` false or in dry run) and joined by the destructor.
-    explicit evictor(evictor_config cfg = {}, heap_trimmer::trim_fn trim = {},
-                     heap_trimmer::rss_fn rss = {})
-        : m_cfg{validate(std::move(cfg))},
-          m_heap{m_cfg.heap, std::move(trim), std::move(rss),
-                 [this](const heap_trim_done& d) { heap_trim_completed(d); }} {
+    explicit evictor(evictor_config cfg = {}, heap_trimmer::trim_fn trim = {}, heap_trimmer::rss_fn rss = {})
+        : m_cfg{validate(std::move(cfg))}, m_heap{m_cfg.heap, std::move(trim), std::move(rss),
+                                                  [this](const heap_trim_done& d) { heap_trim_completed(d); }} {
         m_heap_interval = m_heap.interval();
         for (std::size_t li = 0; li < pressure_level_count; ++li) {
             for (const policy_entry& e : m_cfg.ladder[li]) {
@@ -899,8 +898,7 @@ public:
             count_deferral();
             return;
         }
-        if (m_level.load(std::memory_order_acquire) == l &&
-            m_pending_count.load(std::memory_order_acquire) == 0) {
+        if (m_level.load(std::memory_order_acquire) == l && m_pending_count.load(std::memory_order_acquire) == 0) {
             return;
         }
         std::lock_guard lock{m_mutex};
@@ -1015,9 +1013,8 @@ public:
             set_level_locked(level);
 
             const double limit = static_cast<double>(view.limit_bytes);
-            const double target_ratio = level == pressure_level::emergency
-                                            ? view.red_line - m_cfg.emergency_margin
-                                            : view.exit_ratio;
+            const double target_ratio =
+                level == pressure_level::emergency ? view.red_line - m_cfg.emergency_margin : view.exit_ratio;
             const double target = std::max(0.0, target_ratio) * limit;
             const double est = static_cast<double>(view.estimate_bytes);
             // At normal nothing is wanted: only the row's (always) expiry sweep runs.
@@ -1041,7 +1038,8 @@ public:
                 req.budget = e.budget;
                 req.max_age = age_limit(ratio);
                 req.cost_cap = cost_cap;
-                req.largest_floor = detail::saturating_cast<std::size_t>(static_cast<double>(cost_cap) * m_cfg.largest_min_share);
+                req.largest_floor =
+                    detail::saturating_cast<std::size_t>(static_cast<double>(cost_cap) * m_cfg.largest_min_share);
                 req.now = now;
                 if (e.action == reclaim_action::evict_by_age && req.max_age.count() == 0) continue;
                 run(li, req, m_entry_custom[li][ei], rep);
@@ -1107,8 +1105,7 @@ private:
     // Whether `r` counts as registered once the pending changes are applied. Under
     // m_pending_mutex; the caller holds the step mutex or the list lock, so the list is stable.
     [[nodiscard]] bool registered_after_pending(const reclaimer* r) const noexcept {
-        bool in = std::any_of(m_reclaimers.begin(), m_reclaimers.end(),
-                              [&](const auto& p) { return p.get() == r; });
+        bool in = std::any_of(m_reclaimers.begin(), m_reclaimers.end(), [&](const auto& p) { return p.get() == r; });
         for (const auto& op : m_pending) {
             if (op.r.get() == r) in = op.add;
         }
@@ -1247,8 +1244,7 @@ private:
     static std::size_t custom_index(const evictor_config& cfg, std::string_view name) noexcept {
         if (name.empty()) return no_custom;
         const auto it = std::find(cfg.custom_actions.begin(), cfg.custom_actions.end(), name);
-        return it == cfg.custom_actions.end() ? no_custom
-                                              : static_cast<std::size_t>(it - cfg.custom_actions.begin());
+        return it == cfg.custom_actions.end() ? no_custom : static_cast<std::size_t>(it - cfg.custom_actions.begin());
     }
 
     // The counters of `r`'s name, created (with every cell the step may touch) if it is new;
@@ -1302,15 +1298,15 @@ private:
         for (const auto& s : cfg.age_ladder) {
             require_field(s.usage_ratio > prev && s.usage_ratio <= 1.5, type, "age_ladder",
                           "usage ratios must be > 0, rise and be <= 1.5");
-            require_field(s.max_age > duration::zero() && s.max_age <= longest_period, type,
-                          "age_ladder", "max_age must be in (0, longest_period]");
+            require_field(s.max_age > duration::zero() && s.max_age <= longest_period, type, "age_ladder",
+                          "max_age must be in (0, longest_period]");
             prev = s.usage_ratio;
         }
         require_field(cfg.session_cost_cap != 0, type, "session_cost_cap", "must be > 0");
-        require_field(cfg.largest_min_share >= 0.0 && cfg.largest_min_share <= 1.0, type,
-                      "largest_min_share", "must be in [0, 1]");
-        require_field(cfg.emergency_margin >= 0.0 && cfg.emergency_margin < 1.0, type,
-                      "emergency_margin", "must be in [0, 1)");
+        require_field(cfg.largest_min_share >= 0.0 && cfg.largest_min_share <= 1.0, type, "largest_min_share",
+                      "must be in [0, 1]");
+        require_field(cfg.emergency_margin >= 0.0 && cfg.emergency_margin < 1.0, type, "emergency_margin",
+                      "must be in [0, 1)");
         for (std::size_t i = 0; i < cfg.custom_actions.size(); ++i) {
             const std::string& n = cfg.custom_actions[i];
             if (!valid_custom_name(n)) {
@@ -1319,18 +1315,17 @@ private:
                                     "' must be 1 to 64 characters of [a-z0-9_], start with a "
                                     "letter and not be a built-in action's name");
             }
-            if (std::find(cfg.custom_actions.begin(), cfg.custom_actions.begin() +
-                                                          static_cast<std::ptrdiff_t>(i), n) !=
+            if (std::find(cfg.custom_actions.begin(), cfg.custom_actions.begin() + static_cast<std::ptrdiff_t>(i), n) !=
                 cfg.custom_actions.begin() + static_cast<std::ptrdiff_t>(i)) {
                 throw_bad_field(type, "custom_actions", "'" + n + "' is declared twice");
             }
         }
         for (const auto& row : cfg.ladder) {
             for (const auto& e : row) {
-                require_field(static_cast<std::size_t>(e.action) < reclaim_action_count, type,
-                              "ladder", "unknown action");
-                require_field(e.budget != 0 || e.action == reclaim_action::trim_heap, type,
-                              "ladder", "budget must be > 0");
+                require_field(static_cast<std::size_t>(e.action) < reclaim_action_count, type, "ladder",
+                              "unknown action");
+                require_field(e.budget != 0 || e.action == reclaim_action::trim_heap, type, "ladder",
+                              "budget must be > 0");
                 if (e.action == reclaim_action::custom && custom_index(cfg, e.name) == no_custom) {
                     throw_bad_field(type, "ladder",
                                     "custom action '" + e.name.substr(0, 64) +
@@ -1338,8 +1333,8 @@ private:
                 }
                 if (e.action != reclaim_action::custom && !e.name.empty()) {
                     throw_bad_field(type, "ladder",
-                                    "only a custom entry has a name ('" + e.name.substr(0, 64) +
-                                        "' on " + std::string{to_string(e.action)} + ")");
+                                    "only a custom entry has a name ('" + e.name.substr(0, 64) + "' on " +
+                                        std::string{to_string(e.action)} + ")");
                 }
             }
         }
@@ -1415,8 +1410,10 @@ private:
     // One more (or one fewer) registered reclaimer uses the counters `slot`.
     void count_registration(std::size_t slot, bool added) noexcept {
         std::lock_guard counters{m_stats_mutex};
-        if (added) ++m_rec_registered[slot];
-        else --m_rec_registered[slot];
+        if (added)
+            ++m_rec_registered[slot];
+        else
+            --m_rec_registered[slot];
     }
 
     static void count_run(reclaimer_action_counters& c, const reclaim_result& one) noexcept {
@@ -1429,8 +1426,8 @@ private:
     // thread could not start), with no evictor lock held but this leaf.
     void heap_trim_completed(const heap_trim_done& d) noexcept {
         std::lock_guard counters{m_stats_mutex};
-        action_counters& c = m_cells[std::min(d.tag, pressure_level_count - 1)]
-                                    [static_cast<std::size_t>(reclaim_action::trim_heap)];
+        action_counters& c =
+            m_cells[std::min(d.tag, pressure_level_count - 1)][static_cast<std::size_t>(reclaim_action::trim_heap)];
         c.bytes += d.bytes;
         if (d.bytes == 0) ++c.empty;
         ++m_heap_trims;
@@ -1439,10 +1436,10 @@ private:
     }
 
     evictor_config m_cfg;
-    mutable std::mutex m_mutex;       // the step mutex: serialises steps and on_level rounds
-    mutable std::shared_mutex m_list; // the list: exclusive to change it, shared to visit it
+    mutable std::mutex m_mutex;                           // the step mutex: serialises steps and on_level rounds
+    mutable std::shared_mutex m_list;                     // the list: exclusive to change it, shared to visit it
     std::vector<std::shared_ptr<reclaimer>> m_reclaimers; // changed under both locks
-    std::vector<std::size_t> m_slots; // m_slots[i]: m_reclaimers[i]'s counters; changed with it
+    std::vector<std::size_t> m_slots;                     // m_slots[i]: m_reclaimers[i]'s counters; changed with it
     // For each level's row, each entry's index into m_cfg.custom_actions (custom entries).
     std::array<std::vector<std::size_t>, pressure_level_count> m_entry_custom;
     std::atomic<pressure_level> m_level{pressure_level::normal}; // last told; written under m_mutex

@@ -37,8 +37,8 @@ inline constexpr bool fmt_one_of = (std::is_same_v<E, Es> || ...);
 // The enumerations `fmt.hpp` formats: those with a `to_string`.
 template <class E>
 concept fmt_named_enum =
-    fmt_one_of<E, pressure_level, cgroup_mode, memory_controller, limit_source, usage_source,
-               pressure_cause, reclaim_action, admit_kind, admit_reason, evict_reason, grant_result>;
+    fmt_one_of<E, pressure_level, cgroup_mode, memory_controller, limit_source, usage_source, pressure_cause,
+               reclaim_action, admit_kind, admit_reason, evict_reason, grant_result>;
 } // namespace detail
 MEMGOV_NAMESPACE_END
 
@@ -75,8 +75,8 @@ struct fmt::formatter<memgov::health_summary> {
         } else {
             out = fmt::format_to(out, "none");
         }
-        out = fmt::format_to(out, " rejections_last_minute={} evictions_last_minute={}",
-                             h.rejections_last_minute, h.evictions_last_minute);
+        out = fmt::format_to(out, " rejections_last_minute={} evictions_last_minute={}", h.rejections_last_minute,
+                             h.evictions_last_minute);
         for (const auto& r : h.reuse_rates) out = fmt::format_to(out, " reuse.{}={:.3f}", r.name, r.reuse_rate);
         if (h.blind) out = fmt::format_to(out, " blind=true blind_reason={:?}", h.blind_reason);
         return out;

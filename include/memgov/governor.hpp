@@ -141,18 +141,16 @@ public:
     /// Validates `cfg` (throws `std::invalid_argument` naming the field), builds the ledger,
     /// the monitor (which takes a first sample) and the evictor. `trim` and `rss` replace
     /// `malloc_trim(0)` and the RSS reading of the heap trimmer (tests, other allocators).
-    explicit governor(governor_config cfg = {}, Clock clock = Clock{},
-                      heap_trimmer::trim_fn trim = {}, heap_trimmer::rss_fn rss = {})
-        : m_cfg{validate(std::move(cfg))}, m_clock{std::move(clock)},
-          m_monitor{m_cfg.monitor, &m_ledger, m_clock},
+    explicit governor(governor_config cfg = {}, Clock clock = Clock{}, heap_trimmer::trim_fn trim = {},
+                      heap_trimmer::rss_fn rss = {})
+        : m_cfg{validate(std::move(cfg))}, m_clock{std::move(clock)}, m_monitor{m_cfg.monitor, &m_ledger, m_clock},
           m_evictor{with_dry_run(m_cfg.evictor, m_cfg.dry_run), std::move(trim), std::move(rss)},
           m_admission{std::make_shared<detail::admission_state>(m_cfg.admission, m_cfg.dry_run)} {
         const auto s = m_monitor.snapshot();
         update_gates(s.level, s.estimate_bytes, s.limit_bytes);
         m_evictor.set_level(s.level); // what a reclaimer registered before the first poll hears
-        m_subscription = m_monitor.subscribe([this](const level_change& c) {
-            update_gates(c.to, c.estimate_bytes, c.limit_bytes);
-        });
+        m_subscription =
+            m_monitor.subscribe([this](const level_change& c) { update_gates(c.to, c.estimate_bytes, c.limit_bytes); });
     }
 
     governor(const governor&) = delete;
@@ -244,7 +242,7 @@ public:
         // Inside a visit or a step on this thread: polling could wait for that visit.
         if (MEMGOV_UNLIKELY(m_evictor.in_callback())) return ignored_poll();
         const detail::owned_mutex::guard turn{m_poll_turn};
-        if (!turn) return ignored_poll(); // from a callback this thread's poll is running
+        if (!turn) return ignored_poll();             // from a callback this thread's poll is running
         const std::uint64_t polls = record_poll(now); // the counts as they stand before it acts
         const pressure_level lvl = m_monitor.poll(now);
         const std::uint64_t est = m_monitor.estimate_bytes();
@@ -302,8 +300,9 @@ public:
         s.evictor = m_evictor.stats();
         s.admission = admission_counts();
         s.ledger = m_ledger.snapshot();
-        m_evictor.for_each_reclaimer(
-            [&](const reclaimer& r) { s.reclaimers.push_back({std::string{r.name()}, r.reuse_rate()}); });
+        m_evictor.for_each_reclaimer([&](const reclaimer& r) {
+            s.reclaimers.push_back({std::string{r.name()}, r.reuse_rate()});
+        });
         std::lock_guard lock{m_report_mutex};
         s.polls = m_polls;
         s.steps = m_steps;
@@ -323,8 +322,8 @@ public:
         // Both terms lie in [0, 2^63 - 1] (a limit read as "unlimited" may be near 2^64), so the
         // difference cannot overflow.
         const double red_bytes = std::max(0.0, p.red_line * static_cast<double>(p.limit_bytes));
-        h.headroom_bytes = detail::saturating_cast<std::int64_t>(red_bytes) -
-                           detail::saturating_cast<std::int64_t>(p.estimate_bytes);
+        h.headroom_bytes =
+            detail::saturating_cast<std::int64_t>(red_bytes) - detail::saturating_cast<std::int64_t>(p.estimate_bytes);
         h.growth_bytes_per_second = p.growth_bytes_per_second;
         h.time_to_limit = p.time_to_limit;
         h.blind = p.blind;
@@ -360,35 +359,30 @@ public:
             sink.sample(name, help, metric_type::gauge, {}, v);
         };
         g("limit_bytes", "The binding memory limit", static_cast<double>(p.limit_bytes));
-        g("usage_bytes", "Usage of the binding cgroup at the last sample",
-          static_cast<double>(p.usage_bytes));
+        g("usage_bytes", "Usage of the binding cgroup at the last sample", static_cast<double>(p.usage_bytes));
         g("working_set_bytes", "Usage minus inactive file cache at the last sample",
           static_cast<double>(p.working_set_bytes));
-        g("rss_bytes", "The process's resident set at the last sample",
-          static_cast<double>(p.rss_bytes));
+        g("rss_bytes", "The process's resident set at the last sample", static_cast<double>(p.rss_bytes));
         g("estimate_bytes", "Working set plus what the ledger moved since the last sample",
           static_cast<double>(p.estimate_bytes));
         g("usage_ratio", "Estimate over limit", p.ratio);
-        g("red_line_ratio", "The red line (critical threshold) as a share of the limit",
-          p.red_line);
-        g("growth_bytes_per_second", "Smoothed growth rate of the working set",
-          p.growth_bytes_per_second);
+        g("red_line_ratio", "The red line (critical threshold) as a share of the limit", p.red_line);
+        g("growth_bytes_per_second", "Smoothed growth rate of the working set", p.growth_bytes_per_second);
         g("time_to_limit_seconds", "Forecast time to the limit (+Inf when not growing)",
           p.time_to_limit ? std::chrono::duration<double>(*p.time_to_limit).count()
                           : std::numeric_limits<double>::infinity());
         for (std::size_t li = 0; li < pressure_level_count; ++li) {
             const auto l = static_cast<pressure_level>(li);
-            sink.sample("pressure_level", "1 for the current pressure level, 0 for the others",
-                        metric_type::gauge, {{"level", to_string(l)}}, l == p.level ? 1.0 : 0.0);
+            sink.sample("pressure_level", "1 for the current pressure level, 0 for the others", metric_type::gauge,
+                        {{"level", to_string(l)}}, l == p.level ? 1.0 : 0.0);
         }
         if (p.psi) {
             const auto psi = [&](std::string_view kind, const psi_line& l) {
-                sink.sample("psi_avg10_percent", "PSI memory stall share over 10 s",
-                            metric_type::gauge, {{"kind", kind}}, l.avg10);
-                sink.sample("psi_avg60_percent", "PSI memory stall share over 60 s",
-                            metric_type::gauge, {{"kind", kind}}, l.avg60);
-                sink.sample("psi_stall_seconds_total", "PSI memory stall time",
-                            metric_type::counter, {{"kind", kind}},
+                sink.sample("psi_avg10_percent", "PSI memory stall share over 10 s", metric_type::gauge,
+                            {{"kind", kind}}, l.avg10);
+                sink.sample("psi_avg60_percent", "PSI memory stall share over 60 s", metric_type::gauge,
+                            {{"kind", kind}}, l.avg60);
+                sink.sample("psi_stall_seconds_total", "PSI memory stall time", metric_type::counter, {{"kind", kind}},
                             static_cast<double>(l.total_us) / 1e6);
             };
             psi("some", p.psi->some);
@@ -398,8 +392,8 @@ public:
                     metric_type::counter, {}, static_cast<double>(p.oom_kills_since_start));
         sink.sample("samples_total", "Successful monitor samples", metric_type::counter, {},
                     static_cast<double>(p.sample_count));
-        sink.sample("sample_failures_total", "Monitor samples with no limit or usage",
-                    metric_type::counter, {}, static_cast<double>(p.sample_failures));
+        sink.sample("sample_failures_total", "Monitor samples with no limit or usage", metric_type::counter, {},
+                    static_cast<double>(p.sample_failures));
         g("monitor_blind", "1 while the monitor cannot read the limit or the usage (it fails open)",
           p.blind ? 1.0 : 0.0);
         g("sample_age_seconds", "Age of the last successful sample",
@@ -407,26 +401,20 @@ public:
 
         for (std::size_t k = 0; k < admit_kind_count; ++k) {
             const auto kind = to_string(static_cast<admit_kind>(k));
-            sink.sample("admissions_total", "Admissions granted, by kind", metric_type::counter,
-                        {{"kind", kind}}, static_cast<double>(s.admission.admitted[k]));
-            sink.sample("admitted_bytes_total",
-                        "Bytes admitted, by kind (sessions: declared cost; work: its bytes)",
-                        metric_type::counter, {{"kind", kind}},
-                        static_cast<double>(s.admission.admitted_bytes[k]));
+            sink.sample("admissions_total", "Admissions granted, by kind", metric_type::counter, {{"kind", kind}},
+                        static_cast<double>(s.admission.admitted[k]));
+            sink.sample("admitted_bytes_total", "Bytes admitted, by kind (sessions: declared cost; work: its bytes)",
+                        metric_type::counter, {{"kind", kind}}, static_cast<double>(s.admission.admitted_bytes[k]));
             for (std::size_t r = 1; r < admit_reason_count; ++r) {
                 const auto reason = to_string(static_cast<admit_reason>(r));
-                sink.sample("rejections_total", "Admissions refused, by kind and reason",
-                            metric_type::counter, {{"kind", kind}, {"reason", reason}},
-                            static_cast<double>(s.admission.refused[k][r]));
-                sink.sample("rejected_bytes_total", "Bytes refused, by kind and reason",
-                            metric_type::counter, {{"kind", kind}, {"reason", reason}},
-                            static_cast<double>(s.admission.refused_bytes[k][r]));
-                sink.sample("dry_run_rejections_total",
-                            "Admissions that would have been refused (dry run)",
+                sink.sample("rejections_total", "Admissions refused, by kind and reason", metric_type::counter,
+                            {{"kind", kind}, {"reason", reason}}, static_cast<double>(s.admission.refused[k][r]));
+                sink.sample("rejected_bytes_total", "Bytes refused, by kind and reason", metric_type::counter,
+                            {{"kind", kind}, {"reason", reason}}, static_cast<double>(s.admission.refused_bytes[k][r]));
+                sink.sample("dry_run_rejections_total", "Admissions that would have been refused (dry run)",
                             metric_type::counter, {{"kind", kind}, {"reason", reason}},
                             static_cast<double>(s.admission.dry_refused[k][r]));
-                sink.sample("dry_run_rejected_bytes_total",
-                            "Bytes that would have been refused (dry run)",
+                sink.sample("dry_run_rejected_bytes_total", "Bytes that would have been refused (dry run)",
                             metric_type::counter, {{"kind", kind}, {"reason", reason}},
                             static_cast<double>(s.admission.dry_refused_bytes[k][r]));
             }
@@ -441,24 +429,20 @@ public:
           static_cast<double>(s.admission.session_quota_bytes));
         g("session_heavy_bytes", "Held bytes above which a session is heavy at the current level",
           static_cast<double>(s.admission.heavy_bytes));
-        g("session_share_bytes",
-          "A live session's fair share at the current level (shed above it)",
+        g("session_share_bytes", "A live session's fair share at the current level (shed above it)",
           static_cast<double>(s.admission.session_share_bytes));
-        g("sessions_admission_open", "1 while new sessions are admitted",
-          s.admission.sessions_open ? 1.0 : 0.0);
+        g("sessions_admission_open", "1 while new sessions are admitted", s.admission.sessions_open ? 1.0 : 0.0);
         g("work_admission_open", "1 while new work is admitted", s.admission.work_open ? 1.0 : 0.0);
-        sink.sample("polls_total", "Governor polls", metric_type::counter, {},
-                    static_cast<double>(s.polls));
-        sink.sample("ignored_polls_total",
-                    "Polls called from inside the governor's own callbacks (they did nothing)",
+        sink.sample("polls_total", "Governor polls", metric_type::counter, {}, static_cast<double>(s.polls));
+        sink.sample("ignored_polls_total", "Polls called from inside the governor's own callbacks (they did nothing)",
                     metric_type::counter, {}, static_cast<double>(s.ignored_polls));
         memgov::collect(sink, m_ledger);
         memgov::collect(sink, s.evictor);
         m_evictor.for_each_reclaimer([&](const reclaimer& r) {
             r.collect(sink);
             if (r.reuse_rate() >= 0.0) {
-                sink.sample("reuse_ratio", "Share of requests served by reuse, by reclaimer",
-                            metric_type::gauge, {{"reclaimer", r.name()}}, r.reuse_rate());
+                sink.sample("reuse_ratio", "Share of requests served by reuse, by reclaimer", metric_type::gauge,
+                            {{"reclaimer", r.name()}}, r.reuse_rate());
             }
         });
     }
@@ -472,10 +456,10 @@ private:
 
     static governor_config validate(governor_config c) {
         detail::validate(c.admission);
-        detail::require_field(c.poll_period > duration::zero() && c.poll_period <= longest_period,
-                              "governor_config", "poll_period", "must be in (0, longest_period]");
-        detail::require_field(c.step_period >= duration::zero() && c.step_period <= longest_period,
-                              "governor_config", "step_period", "must be in [0, longest_period]");
+        detail::require_field(c.poll_period > duration::zero() && c.poll_period <= longest_period, "governor_config",
+                              "poll_period", "must be in (0, longest_period]");
+        detail::require_field(c.step_period >= duration::zero() && c.step_period <= longest_period, "governor_config",
+                              "step_period", "must be in [0, longest_period]");
         return c;
     }
 
@@ -486,9 +470,8 @@ private:
 
     static std::uint64_t evictions(const evictor_stats& s) noexcept {
         std::uint64_t n = 0;
-        for (auto a : {reclaim_action::sweep_expired, reclaim_action::evict_by_age,
-                       reclaim_action::evict_over_cost, reclaim_action::evict_largest,
-                       reclaim_action::evict_lru}) {
+        for (auto a : {reclaim_action::sweep_expired, reclaim_action::evict_by_age, reclaim_action::evict_over_cost,
+                       reclaim_action::evict_largest, reclaim_action::evict_lru}) {
             n += s.total(a).items;
         }
         return n;
@@ -517,13 +500,18 @@ private:
         for (std::size_t k = 0; k < admit_kind_count; ++k) {
             admit_reason reason = admit_reason::admitted;
             if (a.enabled) {
-                if (lvl >= a.refuse_all_at) reason = admit_reason::all_closed;
-                else if (k == 0 && lvl >= a.close_sessions_at) reason = admit_reason::sessions_closed;
-                else if (headroom < 0) reason = admit_reason::no_headroom;
+                if (lvl >= a.refuse_all_at)
+                    reason = admit_reason::all_closed;
+                else if (k == 0 && lvl >= a.close_sessions_at)
+                    reason = admit_reason::sessions_closed;
+                else if (headroom < 0)
+                    reason = admit_reason::no_headroom;
             }
             std::int64_t allow = std::numeric_limits<std::int64_t>::max();
-            if (reason != admit_reason::admitted) allow = -1;
-            else if (a.enabled) allow = headroom;
+            if (reason != admit_reason::admitted)
+                allow = -1;
+            else if (a.enabled)
+                allow = headroom;
             m_reason[k].store(static_cast<std::uint8_t>(reason), std::memory_order_relaxed);
             m_allow[k].store(allow, std::memory_order_relaxed);
         }

@@ -73,8 +73,8 @@ MEMGOV_NAMESPACE_BEGIN
 /// A byte-accounting category. The built-in ones are named here; user-defined categories are
 /// made by `ledger::define` and take the indices from `category::first_user` on.
 enum class category : std::uint8_t {
-    pool_idle = 0,      ///< Idle buffers kept by buffer pools (depots and thread caches).
-    pool_in_use = 1,    ///< Pooled buffers handed out and not yet returned.
+    pool_idle = 0,       ///< Idle buffers kept by buffer pools (depots and thread caches).
+    pool_in_use = 1,     ///< Pooled buffers handed out and not yet returned.
     sessions = 2,        ///< Byte cost of live sessions in session maps (attribution).
     windows = 3,         ///< Bytes held by sliding windows (attribution).
     objects = 4,         ///< Object pools' storage (slot blocks, caches) and their objects' heap.
@@ -150,8 +150,7 @@ struct ledger_state {
     void for_each_slot(Fn&& fn) const noexcept {
         const std::size_t n = slot_count.load(std::memory_order_acquire);
         for (std::size_t i = 0; i < n; ++i) {
-            const ledger_slot_block* b =
-                blocks[i / ledger_slots_per_block].load(std::memory_order_acquire);
+            const ledger_slot_block* b = blocks[i / ledger_slots_per_block].load(std::memory_order_acquire);
             fn(b->slots[i % ledger_slots_per_block]);
         }
         fn(overflow);
@@ -200,8 +199,7 @@ public:
     /// Categories a ledger can hold, built-in and user-defined together.
     static constexpr std::size_t max_categories = detail::ledger_max_categories;
     /// Threads that get a private slot; more than this share one atomically updated slot.
-    static constexpr std::size_t max_slots =
-        detail::ledger_slots_per_block * detail::ledger_max_blocks;
+    static constexpr std::size_t max_slots = detail::ledger_slots_per_block * detail::ledger_max_blocks;
 
     /// An empty ledger with the built-in categories defined. Throws `std::bad_alloc` only.
     ledger() : m_state{std::make_shared<detail::ledger_state>()}, m_id{detail::next_instance_id()} {
@@ -239,14 +237,14 @@ public:
             }
         }
         if (n >= max_categories) {
-            throw std::invalid_argument{"memgov::ledger::define: all " +
-                                        std::to_string(max_categories) +
-                                        " categories are taken; cannot define '" +
-                                        std::string{name} + "'"};
+            throw std::invalid_argument{"memgov::ledger::define: all " + std::to_string(max_categories) +
+                                        " categories are taken; cannot define '" + std::string{name} + "'"};
         }
         m_state->names[n] = std::string{name};
-        if (counted) m_state->counted_mask.fetch_or(1U << n, std::memory_order_acq_rel);
-        else m_state->counted_mask.fetch_and(~(1U << n), std::memory_order_acq_rel);
+        if (counted)
+            m_state->counted_mask.fetch_or(1U << n, std::memory_order_acq_rel);
+        else
+            m_state->counted_mask.fetch_and(~(1U << n), std::memory_order_acq_rel);
         m_state->category_count.store(n + 1, std::memory_order_release);
         return static_cast<category>(n);
     }
@@ -256,18 +254,19 @@ public:
     void set_counted(category c, bool counted) {
         const auto i = static_cast<std::size_t>(c);
         if (i >= category_count()) {
-            throw std::invalid_argument{"memgov::ledger::set_counted: category " +
-                                        std::to_string(i) + " is not defined"};
+            throw std::invalid_argument{"memgov::ledger::set_counted: category " + std::to_string(i) +
+                                        " is not defined"};
         }
-        if (counted) m_state->counted_mask.fetch_or(1U << i, std::memory_order_acq_rel);
-        else m_state->counted_mask.fetch_and(~(1U << i), std::memory_order_acq_rel);
+        if (counted)
+            m_state->counted_mask.fetch_or(1U << i, std::memory_order_acq_rel);
+        else
+            m_state->counted_mask.fetch_and(~(1U << i), std::memory_order_acq_rel);
     }
 
     /// True if `c` is counted in `total()`. Thread safety: safe. Complexity: O(1).
     [[nodiscard]] bool counted(category c) const noexcept {
         const auto i = static_cast<std::size_t>(c);
-        return i < max_categories &&
-               ((m_state->counted_mask.load(std::memory_order_acquire) >> i) & 1U) != 0;
+        return i < max_categories && ((m_state->counted_mask.load(std::memory_order_acquire) >> i) & 1U) != 0;
     }
 
     /// The category named `name`, if defined. Thread safety: safe. Complexity: O(categories).
@@ -295,9 +294,7 @@ public:
     /// True if `c` is a built-in category or one made by `define`. Parts that take a category
     /// in their configuration check it with this at construction.
     /// Thread safety: safe. Complexity: O(1).
-    [[nodiscard]] bool defined(category c) const noexcept {
-        return static_cast<std::size_t>(c) < category_count();
-    }
+    [[nodiscard]] bool defined(category c) const noexcept { return static_cast<std::size_t>(c) < category_count(); }
 
     /// Adds `bytes` (which may be negative) to category `c`.
     /// A category index past `max_categories` is ignored (and asserts in debug builds).
@@ -311,8 +308,7 @@ public:
         auto& counter = e.slot->bytes[i];
         if (MEMGOV_LIKELY(!e.shared)) {
             // Only this thread writes this counter: a plain read-modify-write is exact.
-            counter.store(counter.load(std::memory_order_relaxed) + bytes,
-                          std::memory_order_relaxed);
+            counter.store(counter.load(std::memory_order_relaxed) + bytes, std::memory_order_relaxed);
         } else {
             counter.fetch_add(bytes, std::memory_order_relaxed);
         }
@@ -327,9 +323,8 @@ public:
         const auto i = static_cast<std::size_t>(c);
         if (i >= max_categories) return 0;
         std::int64_t sum = 0;
-        m_state->for_each_slot([&](const detail::ledger_slot& s) {
-            sum += s.bytes[i].load(std::memory_order_relaxed);
-        });
+        m_state->for_each_slot(
+            [&](const detail::ledger_slot& s) { sum += s.bytes[i].load(std::memory_order_relaxed); });
         return sum;
     }
 
@@ -393,8 +388,8 @@ private:
     }
 
     detail::ledger_cache_entry claim() const noexcept {
-        detail::ledger_slot* s = detail::ledger_thread_claims::find_or_claim(
-            m_id, m_state, [this] { return m_state->acquire_slot(); });
+        detail::ledger_slot* s =
+            detail::ledger_thread_claims::find_or_claim(m_id, m_state, [this] { return m_state->acquire_slot(); });
         if (s == nullptr) return {m_id, &m_state->overflow, true};
         return {m_id, s, false};
     }
@@ -411,13 +406,12 @@ class [[nodiscard]] charge_token {
 public:
     charge_token() noexcept = default;
     /// Charges `bytes` to `c` in `l`.
-    charge_token(ledger& l, category c, std::int64_t bytes) noexcept
-        : m_ledger{&l}, m_category{c}, m_bytes{bytes} {
+    charge_token(ledger& l, category c, std::int64_t bytes) noexcept : m_ledger{&l}, m_category{c}, m_bytes{bytes} {
         l.charge(c, bytes);
     }
     charge_token(charge_token&& o) noexcept
-        : m_ledger{std::exchange(o.m_ledger, nullptr)}, m_category{o.m_category},
-          m_bytes{std::exchange(o.m_bytes, 0)} {}
+        : m_ledger{std::exchange(o.m_ledger, nullptr)}, m_category{o.m_category}, m_bytes{std::exchange(o.m_bytes, 0)} {
+    }
     charge_token& operator=(charge_token&& o) noexcept {
         if (this != &o) {
             release();

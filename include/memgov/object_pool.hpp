@@ -58,7 +58,8 @@ MEMGOV_NAMESPACE_BEGIN
 /// inner capacity (`clear()` rather than `shrink_to_fit()`) is the point of pooling.
 template <class T>
 concept resettable = requires(T& t) {
-    { t.reset() } noexcept;
+    { t.reset() }
+    noexcept;
 };
 
 /// A type that reports the heap capacity it keeps alive beyond `sizeof(T)` (string and vector
@@ -66,7 +67,8 @@ concept resettable = requires(T& t) {
 /// `object_pool_config::max_retained_bytes` with it.
 template <class T>
 concept reports_retained_bytes = requires(const T& t) {
-    { t.retained_bytes() } noexcept -> std::convertible_to<std::size_t>;
+    { t.retained_bytes() }
+    noexcept->std::convertible_to<std::size_t>;
 };
 
 /// The default reset policy of `object_pool`: calls `t.reset()`.
@@ -158,14 +160,14 @@ struct object_pool_stats {
     /// Bytes (sizeof(T) + retained) of the objects trim destroyed. Only the retained part
     /// goes back to the heap (and leaves the ledger); the slots stay in the pool's blocks.
     std::uint64_t trimmed_bytes = 0;
-    std::uint64_t trim_calls = 0;    ///< Calls to trim.
+    std::uint64_t trim_calls = 0;              ///< Calls to trim.
     std::array<std::uint64_t, 2> promotions{}; ///< young→mid, mid→old.
     std::array<std::uint64_t, 2> demotions{};  ///< mid→young, old→mid.
-    std::uint64_t oversize_drops = 0; ///< Released objects destroyed for `max_retained_bytes`.
-    std::uint64_t stale_handles = 0;  ///< Stale handles passed to `get()`.
-    std::uint64_t retired_slots = 0;  ///< Slots retired because their generation ran out.
-    std::size_t leased_objects = 0;   ///< Objects currently leased.
-    std::size_t idle_objects = 0;     ///< Idle objects (thread caches and depot).
+    std::uint64_t oversize_drops = 0;          ///< Released objects destroyed for `max_retained_bytes`.
+    std::uint64_t stale_handles = 0;           ///< Stale handles passed to `get()`.
+    std::uint64_t retired_slots = 0;           ///< Slots retired because their generation ran out.
+    std::size_t leased_objects = 0;            ///< Objects currently leased.
+    std::size_t idle_objects = 0;              ///< Idle objects (thread caches and depot).
     std::array<std::size_t, 3> idle_by_tier{}; ///< Idle objects per tier.
     /// Bytes held by constructed objects: `sizeof(T)` + retained bytes each, leased or idle.
     /// The `sizeof(T)` part lies in the slot blocks (`slot_bytes`), the retained part is the
@@ -184,8 +186,7 @@ struct object_pool_stats {
 
     /// `reuses / acquisitions`, 0 before the first acquisition.
     [[nodiscard]] double reuse_rate() const noexcept {
-        return acquisitions == 0 ? 0.0
-                                 : static_cast<double>(reuses) / static_cast<double>(acquisitions);
+        return acquisitions == 0 ? 0.0 : static_cast<double>(reuses) / static_cast<double>(acquisitions);
     }
 };
 
@@ -203,7 +204,8 @@ struct object_pool_trim_result {
 namespace detail {
 template <class Reset, class T>
 concept reset_reports_retained = requires(const Reset& r, const T& t) {
-    { r.retained_bytes(t) } noexcept -> std::convertible_to<std::size_t>;
+    { r.retained_bytes(t) }
+    noexcept->std::convertible_to<std::size_t>;
 };
 } // namespace detail
 
@@ -217,8 +219,7 @@ concept reset_reports_retained = requires(const Reset& r, const T& t) {
 /// lease may be released on another thread than the one that acquired it. The pool must
 /// outlive its leases, and must not be destroyed while other threads use it.
 template <class T, clock_type Clock = steady_clock, class Reset = member_reset>
-    requires std::default_initializable<T> && std::is_nothrow_destructible_v<T> &&
-             std::is_nothrow_invocable_v<Reset&, T&>
+requires std::default_initializable<T> && std::is_nothrow_destructible_v<T> && std::is_nothrow_invocable_v<Reset&, T&>
 class object_pool {
     struct slot : detail::object_slot_header {
         // Set when the slot is made; a lease is then one pointer (two would be copied as one
@@ -274,9 +275,7 @@ public:
         /// The object (the lease must not be empty).
         [[nodiscard]] T* operator->() const noexcept { return m_slot->object(); }
         /// The object, or nullptr for an empty lease.
-        [[nodiscard]] T* get() const noexcept {
-            return m_slot != nullptr ? m_slot->object() : nullptr;
-        }
+        [[nodiscard]] T* get() const noexcept { return m_slot != nullptr ? m_slot->object() : nullptr; }
         /// True unless empty.
         [[nodiscard]] explicit operator bool() const noexcept { return m_slot != nullptr; }
 
@@ -296,8 +295,8 @@ public:
     /// A pool with `cfg`, charging `ledger` (if not null; it must outlive the pool), reading
     /// time from `clock` and resetting released objects with `reset`. Allocates no slots yet.
     /// Throws `std::invalid_argument` naming the bad field of `cfg`, or `std::bad_alloc`.
-    explicit object_pool(object_pool_config cfg = {}, ledger* ledger = nullptr,
-                         Clock clock = Clock{}, Reset reset = Reset{})
+    explicit object_pool(object_pool_config cfg = {}, ledger* ledger = nullptr, Clock clock = Clock{},
+                         Reset reset = Reset{})
         : m_clock{std::move(clock)}, m_reset{std::move(reset)} {
         validate(cfg, ledger);
         m_cfg = cfg;
@@ -339,8 +338,7 @@ public:
             slot* s = slot_at(static_cast<std::uint32_t>(i));
             MEMGOV_ASSERT(s->state != detail::object_slot_state::leased,
                           "object_pool destroyed while an object is leased");
-            if (s->state == detail::object_slot_state::idle ||
-                s->state == detail::object_slot_state::leased) {
+            if (s->state == detail::object_slot_state::idle || s->state == detail::object_slot_state::leased) {
                 bytes += static_cast<std::int64_t>(s->charged);
                 s->object()->~T();
             }
@@ -349,7 +347,7 @@ public:
         for (std::size_t b = 0; b < max_blocks; ++b) {
             if (slot* blk = m_blocks[b].load(std::memory_order_relaxed)) {
                 // Unsized: sized deallocation is off by default in some compilers (clang < 19).
-                ::operator delete(static_cast<void*>(blk), std::align_val_t{alignof(slot)});
+                ::operator delete (static_cast<void*>(blk), std::align_val_t{alignof(slot)});
             }
         }
     }
@@ -405,16 +403,12 @@ public:
         return s->object();
     }
     /// `get` for a const pool.
-    [[nodiscard]] const T* get(object_handle h) const noexcept {
-        return const_cast<object_pool*>(this)->get(h);
-    }
+    [[nodiscard]] const T* get(object_handle h) const noexcept { return const_cast<object_pool*>(this)->get(h); }
 
     /// True if `h` still refers to a leased object. Unlike `get`, a stale handle is neither
     /// counted nor asserted: this is the question to ask when staleness is expected.
     /// Thread safety: any thread. Complexity: O(1).
-    [[nodiscard]] bool is_live(object_handle h) const noexcept {
-        return h && live_slot(h) != nullptr;
-    }
+    [[nodiscard]] bool is_live(object_handle h) const noexcept { return h && live_slot(h) != nullptr; }
 
     /// Ages idle objects and frees those that outlived their tier (see docs/object-pool.md for
     /// the exact rules), at most `max_objects` of them. At `pressure_level::emergency` frees
@@ -423,8 +417,7 @@ public:
     /// a thread in the middle of an acquire or release is waited for (a few instructions).
     /// Thread safety: any thread. Complexity: O(idle objects + threads). Never throws.
     object_pool_trim_result trim(time_point now,
-                                 std::size_t max_objects = std::numeric_limits<std::size_t>::max())
-        noexcept {
+                                 std::size_t max_objects = std::numeric_limits<std::size_t>::max()) noexcept {
         const detail::object_pool_trim_collect done = m_core->collect_trim(now, max_objects);
         for (auto* s = done.victims; s != nullptr; s = s->next) static_cast<slot*>(s)->object()->~T();
         m_core->finish_trim(done);
@@ -435,13 +428,9 @@ public:
 
     /// Sets the pressure level that the next trims apply. Thread safety: any thread (one atomic
     /// store). Complexity: O(1). A level past `emergency` is taken as `emergency`.
-    void set_pressure(pressure_level l) noexcept {
-        m_core->level.store(clamp_level(l), std::memory_order_relaxed);
-    }
+    void set_pressure(pressure_level l) noexcept { m_core->level.store(clamp_level(l), std::memory_order_relaxed); }
     /// The pressure level last set. Thread safety: any thread. Complexity: O(1).
-    [[nodiscard]] pressure_level pressure() const noexcept {
-        return m_core->level.load(std::memory_order_relaxed);
-    }
+    [[nodiscard]] pressure_level pressure() const noexcept { return m_core->level.load(std::memory_order_relaxed); }
 
     /// Bytes held by idle objects (`sizeof(T)` + retained each): what a full trim could free.
     /// Lock-free; exact when no other thread is using the pool, otherwise a close estimate.
@@ -492,8 +481,7 @@ public:
             });
         }
         st.idle_objects = st.idle_by_tier[0] + st.idle_by_tier[1] + st.idle_by_tier[2];
-        st.leased_objects =
-            constructed > st.idle_objects ? static_cast<std::size_t>(constructed - st.idle_objects) : 0;
+        st.leased_objects = constructed > st.idle_objects ? static_cast<std::size_t>(constructed - st.idle_objects) : 0;
         st.retained_bytes = charged > 0 ? static_cast<std::size_t>(charged) : 0;
         st.idle_bytes = idle_bytes > 0 ? static_cast<std::size_t>(idle_bytes) : 0;
         const std::size_t n = m_slot_count.load(std::memory_order_acquire);
@@ -532,33 +520,26 @@ private:
         require_field(c.block_objects != 0 && std::has_single_bit(c.block_objects) &&
                           c.block_objects <= (std::size_t{1} << 20),
                       cfg, "block_objects", "must be a power of two between 1 and 2^20");
-        require_field(c.max_objects != 0 && c.max_objects < object_handle::null_index, cfg,
-                      "max_objects", "must be > 0 and < 2^32 - 1");
-        require_field(c.thread_cache_objects <= 65536, cfg, "thread_cache_objects",
-                      "must be <= 65536");
+        require_field(c.max_objects != 0 && c.max_objects < object_handle::null_index, cfg, "max_objects",
+                      "must be > 0 and < 2^32 - 1");
+        require_field(c.thread_cache_objects <= 65536, cfg, "thread_cache_objects", "must be <= 65536");
         require_field(c.young_lifetime > duration::zero(), cfg, "young_lifetime", "must be > 0");
-        require_field(c.mid_lifetime >= c.young_lifetime, cfg, "mid_lifetime",
-                      "must be >= young_lifetime");
-        require_field(c.old_lifetime >= c.mid_lifetime, cfg, "old_lifetime",
-                      "must be >= mid_lifetime");
+        require_field(c.mid_lifetime >= c.young_lifetime, cfg, "mid_lifetime", "must be >= young_lifetime");
+        require_field(c.old_lifetime >= c.mid_lifetime, cfg, "old_lifetime", "must be >= mid_lifetime");
         require_field(c.reuses_to_promote != 0, cfg, "reuses_to_promote", "must be > 0");
         for (std::size_t i = 0; i < c.lifetime_divisor.size(); ++i) {
-            require_field(c.lifetime_divisor[i] != 0, cfg, "lifetime_divisor",
-                          "entries must be >= 1");
-            require_field(i == 0 || c.lifetime_divisor[i] >= c.lifetime_divisor[i - 1], cfg,
-                          "lifetime_divisor", "entries must be non-decreasing");
+            require_field(c.lifetime_divisor[i] != 0, cfg, "lifetime_divisor", "entries must be >= 1");
+            require_field(i == 0 || c.lifetime_divisor[i] >= c.lifetime_divisor[i - 1], cfg, "lifetime_divisor",
+                          "entries must be non-decreasing");
         }
-        require_field(c.generation_limit != 0 &&
-                          c.generation_limit < detail::object_pool_retired_generation,
-                      cfg, "generation_limit", "must be >= 1 and <= 2^32 - 2");
-        require_field(c.on_stale_handle <= stale_handle_policy::abort, cfg, "on_stale_handle",
-                      "unknown policy");
-        require_field(c.old_lifetime <= longest_period, cfg, "old_lifetime",
-                      "must be at most longest_period (a year)");
+        require_field(c.generation_limit != 0 && c.generation_limit < detail::object_pool_retired_generation, cfg,
+                      "generation_limit", "must be >= 1 and <= 2^32 - 2");
+        require_field(c.on_stale_handle <= stale_handle_policy::abort, cfg, "on_stale_handle", "unknown policy");
+        require_field(c.old_lifetime <= longest_period, cfg, "old_lifetime", "must be at most longest_period (a year)");
         // A category the ledger does not define would hide the pool's bytes from the totals.
-        require_field(accounting != nullptr ? accounting->defined(c.ledger_category)
-                                            : static_cast<std::size_t>(c.ledger_category) <
-                                                  memgov::ledger::max_categories,
+        require_field(accounting != nullptr
+                          ? accounting->defined(c.ledger_category)
+                          : static_cast<std::size_t>(c.ledger_category) < memgov::ledger::max_categories,
                       cfg, "ledger_category", "must be a category the ledger defines");
     }
 
@@ -584,14 +565,16 @@ private:
     MEMGOV_COLD void on_stale(object_handle h) const noexcept {
         m_core->counters.stale.fetch_add(1, std::memory_order_relaxed);
         switch (m_cfg.on_stale_handle) {
-        case stale_handle_policy::count: return;
+        case stale_handle_policy::count:
+            return;
         case stale_handle_policy::debug_assert:
 #if MEMGOV_ASSERTS_ENABLED
             break;
 #else
             return;
 #endif
-        case stale_handle_policy::abort: break;
+        case stale_handle_policy::abort:
+            break;
         }
         std::fprintf(stderr,
                      "memgov: object_pool::get: stale handle {index %u, generation %u}: the "
@@ -629,8 +612,8 @@ private:
         if (auto* e = m_core->empty.pop_front()) return static_cast<slot*>(e);
         const std::size_t n = m_slot_count.load(std::memory_order_relaxed);
         if (n >= m_cfg.max_objects) {
-            throw std::length_error{"memgov::object_pool::acquire: max_objects (" +
-                                    std::to_string(m_cfg.max_objects) + ") slots in use"};
+            throw std::length_error{"memgov::object_pool::acquire: max_objects (" + std::to_string(m_cfg.max_objects) +
+                                    ") slots in use"};
         }
         const auto i = static_cast<std::uint32_t>(n);
         const std::uint32_t q = i >> m_block_shift;
@@ -640,8 +623,7 @@ private:
         if (blk == nullptr) {
             // Uninitialized memory: a slot is constructed when first handed out, so a large
             // block costs only the pages actually used.
-            blk = static_cast<slot*>(::operator new(block_size(b) * sizeof(slot),
-                                                    std::align_val_t{alignof(slot)}));
+            blk = static_cast<slot*>(::operator new (block_size(b) * sizeof(slot), std::align_val_t{alignof(slot)}));
             m_blocks[b].store(blk, std::memory_order_release);
             m_core->add_storage(block_size(b) * sizeof(slot));
         }
@@ -654,8 +636,7 @@ private:
 
     // Whether the pool follows what objects retain beyond `sizeof(T)`; if not, `charged` stays 0
     // and the release path skips that arithmetic.
-    static constexpr bool tracks_retained =
-        detail::reset_reports_retained<Reset, T> || reports_retained_bytes<T>;
+    static constexpr bool tracks_retained = detail::reset_reports_retained<Reset, T> || reports_retained_bytes<T>;
 
     [[gnu::always_inline]] void release_slot(slot* s) noexcept {
         MEMGOV_ASSERT(s->state == detail::object_slot_state::leased, "released slot not leased");

@@ -30,19 +30,22 @@ inline constexpr std::size_t pressure_level_count = 5;
 /// Thread safety: pure. Complexity: O(1).
 [[nodiscard]] constexpr std::string_view to_string(pressure_level l) noexcept {
     switch (l) {
-    case pressure_level::normal: return "normal";
-    case pressure_level::elevated: return "elevated";
-    case pressure_level::high: return "high";
-    case pressure_level::critical: return "critical";
-    case pressure_level::emergency: return "emergency";
+    case pressure_level::normal:
+        return "normal";
+    case pressure_level::elevated:
+        return "elevated";
+    case pressure_level::high:
+        return "high";
+    case pressure_level::critical:
+        return "critical";
+    case pressure_level::emergency:
+        return "emergency";
     }
     return "unknown";
 }
 
 /// The level as an index in [0, pressure_level_count).
-[[nodiscard]] constexpr std::size_t to_index(pressure_level l) noexcept {
-    return static_cast<std::size_t>(l);
-}
+[[nodiscard]] constexpr std::size_t to_index(pressure_level l) noexcept { return static_cast<std::size_t>(l); }
 
 /// `l`, or `emergency` for a value past it (an enum value no level has), so per-level tables
 /// indexed by `to_index` are never overrun. The evictor and the pools pass every level they are

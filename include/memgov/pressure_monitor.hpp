@@ -95,8 +95,8 @@ struct level_threshold {
 /// The red line: the ratio at which admission closes (the critical level), by limit size.
 /// Small containers are more conservative: a fixed share of a small limit is little headroom.
 struct red_line_rule {
-    double small_limit_ratio = 0.85; ///< for limits up to `small_limit_bytes`
-    double large_limit_ratio = 0.92; ///< for larger limits
+    double small_limit_ratio = 0.85;                          ///< for limits up to `small_limit_bytes`
+    double large_limit_ratio = 0.92;                          ///< for larger limits
     std::uint64_t small_limit_bytes = std::uint64_t{4} << 30; ///< 4 GiB
 
     /// The red line for `limit` bytes. Thread safety: pure. Complexity: O(1).
@@ -197,10 +197,14 @@ enum class pressure_cause : std::uint8_t {
 /// The name of a cause ("ratio", "forecast", "psi", "recovery"). Thread safety: pure.
 [[nodiscard]] constexpr std::string_view to_string(pressure_cause c) noexcept {
     switch (c) {
-    case pressure_cause::ratio: return "ratio";
-    case pressure_cause::forecast: return "forecast";
-    case pressure_cause::psi: return "psi";
-    case pressure_cause::recovery: return "recovery";
+    case pressure_cause::ratio:
+        return "ratio";
+    case pressure_cause::forecast:
+        return "forecast";
+    case pressure_cause::psi:
+        return "psi";
+    case pressure_cause::recovery:
+        return "recovery";
     }
     return "unknown";
 }
@@ -219,36 +223,36 @@ struct level_change {
 
 /// Everything the monitor knows, at one instant.
 struct pressure_snapshot {
-    std::uint64_t limit_bytes = 0;                 ///< the effective limit
-    limit_source limit_from = limit_source::unknown; ///< what kind of limit
-    std::string limit_origin;                      ///< file / "configuration" / variable
-    std::string binding_cgroup;                    ///< the cgroup whose limit binds, or ""
-    std::uint64_t usage_bytes = 0;                 ///< usage at the last sample
-    usage_source usage_from = usage_source::unknown; ///< where the usage came from
-    std::uint64_t working_set_bytes = 0;           ///< usage − inactive_file at the last sample
-    std::uint64_t rss_bytes = 0;                   ///< the process's RSS at the last sample
-    std::uint64_t estimate_bytes = 0;              ///< working set + ledger moves since
-    std::int64_t ledger_delta_bytes = 0;           ///< the ledger's move since the last sample
-    double ratio = 0;                              ///< estimate / limit (+inf for a 0 limit)
-    double red_line = 0;                           ///< the red line for this limit
-    pressure_level level = pressure_level::normal; ///< the current level
-    std::array<level_threshold, 4> thresholds{};   ///< absolute thresholds for this limit
-    double growth_bytes_per_second = 0;            ///< EWMA of the working set's growth
-    std::optional<duration> time_to_limit{};       ///< at that growth; nullopt if not growing
-    std::optional<psi_figures> psi{};              ///< PSI at the last sample
-    std::string psi_origin;                        ///< where PSI came from
+    std::uint64_t limit_bytes = 0;                         ///< the effective limit
+    limit_source limit_from = limit_source::unknown;       ///< what kind of limit
+    std::string limit_origin;                              ///< file / "configuration" / variable
+    std::string binding_cgroup;                            ///< the cgroup whose limit binds, or ""
+    std::uint64_t usage_bytes = 0;                         ///< usage at the last sample
+    usage_source usage_from = usage_source::unknown;       ///< where the usage came from
+    std::uint64_t working_set_bytes = 0;                   ///< usage − inactive_file at the last sample
+    std::uint64_t rss_bytes = 0;                           ///< the process's RSS at the last sample
+    std::uint64_t estimate_bytes = 0;                      ///< working set + ledger moves since
+    std::int64_t ledger_delta_bytes = 0;                   ///< the ledger's move since the last sample
+    double ratio = 0;                                      ///< estimate / limit (+inf for a 0 limit)
+    double red_line = 0;                                   ///< the red line for this limit
+    pressure_level level = pressure_level::normal;         ///< the current level
+    std::array<level_threshold, 4> thresholds{};           ///< absolute thresholds for this limit
+    double growth_bytes_per_second = 0;                    ///< EWMA of the working set's growth
+    std::optional<duration> time_to_limit{};               ///< at that growth; nullopt if not growing
+    std::optional<psi_figures> psi{};                      ///< PSI at the last sample
+    std::string psi_origin;                                ///< where PSI came from
     psi_watch_state psi_watch = psi_watch_state::disabled; ///< trigger state
-    std::string psi_watch_path;                    ///< the watched file
-    std::string psi_watch_reason;                  ///< why the watch is disabled or polling
-    std::uint64_t psi_events = 0;                  ///< triggers seen
-    std::optional<std::uint64_t> oom_kills{};      ///< the binding cgroup's OOM-kill counter
-    std::uint64_t oom_kills_since_start = 0;       ///< its increase since the monitor started
-    std::optional<std::uint64_t> peak_bytes{};     ///< peak usage of the binding cgroup
-    std::uint64_t sample_count = 0;                ///< successful samples
-    std::uint64_t sample_failures = 0;             ///< samples with no limit or no usage
-    time_point last_sample{};                      ///< when the last successful sample was taken
-    duration sample_age{};                         ///< now − last_sample
-    std::vector<std::string> fallbacks;            ///< every fallback, with the reason
+    std::string psi_watch_path;                            ///< the watched file
+    std::string psi_watch_reason;                          ///< why the watch is disabled or polling
+    std::uint64_t psi_events = 0;                          ///< triggers seen
+    std::optional<std::uint64_t> oom_kills{};              ///< the binding cgroup's OOM-kill counter
+    std::uint64_t oom_kills_since_start = 0;               ///< its increase since the monitor started
+    std::optional<std::uint64_t> peak_bytes{};             ///< peak usage of the binding cgroup
+    std::uint64_t sample_count = 0;                        ///< successful samples
+    std::uint64_t sample_failures = 0;                     ///< samples with no limit or no usage
+    time_point last_sample{};                              ///< when the last successful sample was taken
+    duration sample_age{};                                 ///< now − last_sample
+    std::vector<std::string> fallbacks;                    ///< every fallback, with the reason
     /// True when the monitor cannot see the memory it governs: no limit or no usage could be
     /// read at the last sample (a missing cgroup root, unreadable /proc files). A blind monitor
     /// fails open: the level stays where it was (normal from the start) and admission has no
@@ -360,8 +364,7 @@ private:
 class [[nodiscard]] pressure_subscription {
 public:
     pressure_subscription() noexcept = default;
-    pressure_subscription(std::shared_ptr<detail::pm_registry> r,
-                          std::shared_ptr<detail::pm_subscriber> s) noexcept
+    pressure_subscription(std::shared_ptr<detail::pm_registry> r, std::shared_ptr<detail::pm_subscriber> s) noexcept
         : m_registry{std::move(r)}, m_subscriber{std::move(s)} {}
     pressure_subscription(pressure_subscription&&) noexcept = default;
     pressure_subscription& operator=(pressure_subscription&& o) noexcept {
@@ -402,8 +405,8 @@ public:
     /// Throws `std::invalid_argument` naming the bad field, and `std::bad_alloc`. Unreadable
     /// files never throw: they become fallbacks (see `snapshot().fallbacks`).
     explicit pressure_monitor(pressure_monitor_config cfg = {}, ledger* l = nullptr, Clock clock = Clock{})
-        : m_cfg{validate(std::move(cfg))}, m_ledger{l}, m_clock{std::move(clock)},
-          m_reader{m_cfg.cgroup}, m_registry{std::make_shared<detail::pm_registry>()} {
+        : m_cfg{validate(std::move(cfg))}, m_ledger{l}, m_clock{std::move(clock)}, m_reader{m_cfg.cgroup},
+          m_registry{std::make_shared<detail::pm_registry>()} {
         setup_watch();
         sample(m_clock.now());
         m_oom_at_start = m_sample.has_oom ? m_sample.oom_kills : 0;
@@ -418,9 +421,7 @@ public:
 
     /// The current level. One relaxed-acquire atomic load; no lock, no system call.
     /// Thread safety: any thread. Complexity: O(1).
-    [[nodiscard]] pressure_level level() const noexcept {
-        return m_level.load(std::memory_order_acquire);
-    }
+    [[nodiscard]] pressure_level level() const noexcept { return m_level.load(std::memory_order_acquire); }
 
     /// The estimate now: the last sample's working set plus what the ledger moved since.
     /// Thread safety: any thread. Complexity: O(ledger threads); no system call.
@@ -458,8 +459,8 @@ public:
         std::optional<level_change> change;
         {
             std::lock_guard lock{m_mutex};
-            const bool due = m_sample_count + m_sample_failures == 0 ||
-                             now - m_last_attempt >= m_cfg.sample_period || m_force_sample;
+            const bool due = m_sample_count + m_sample_failures == 0 || now - m_last_attempt >= m_cfg.sample_period ||
+                             m_force_sample;
             if (due) {
                 change = sample_locked(now);
             } else {
@@ -590,8 +591,7 @@ private:
         const auto period = [&](const char* field, duration d, bool zero_ok) {
             if (d < duration::zero() || (!zero_ok && d == duration::zero()) || d > longest_period) {
                 throw_bad_field(cfg, field,
-                                zero_ok ? "must be in [0, longest_period]"
-                                        : "must be in (0, longest_period]");
+                                zero_ok ? "must be in [0, longest_period]" : "must be in (0, longest_period]");
             }
         };
         period("sample_period", c.sample_period, false);
@@ -603,8 +603,7 @@ private:
             throw_bad_field(cfg, "forecast_exit_margin", "must be in [0, 100]");
         }
         period("psi_hold", c.psi_hold, true);
-        if (to_index(c.psi_level) >= pressure_level_count)
-            throw_bad_field(cfg, "psi_level", "unknown level");
+        if (to_index(c.psi_level) >= pressure_level_count) throw_bad_field(cfg, "psi_level", "unknown level");
         if (c.forecast_ceiling > pressure_level::critical) {
             throw_bad_field(cfg, "forecast_ceiling", "must be at most critical");
         }
@@ -613,38 +612,32 @@ private:
             throw_bad_field(cfg, "red_line.small_limit_ratio", "must be in (0, 1]");
         if (!ratio_ok(c.red_line.large_limit_ratio))
             throw_bad_field(cfg, "red_line.large_limit_ratio", "must be in (0, 1]");
-        if (c.red_line.small_limit_bytes == 0)
-            throw_bad_field(cfg, "red_line.small_limit_bytes", "must be > 0");
+        if (c.red_line.small_limit_bytes == 0) throw_bad_field(cfg, "red_line.small_limit_bytes", "must be > 0");
         // Check the thresholds as they apply, for both red lines.
         for (const double red : {c.red_line.small_limit_ratio, c.red_line.large_limit_ratio}) {
             const double base = c.thresholds_relative ? red : 0.0;
             for (std::size_t i = 0; i < c.thresholds.size(); ++i) {
                 const auto& t = c.thresholds[i];
                 const std::string name = "thresholds[" + std::to_string(i) + "]";
-                if (!(std::isfinite(t.enter) && std::isfinite(t.exit)))
-                    throw_bad_field(cfg, name, "must be finite");
+                if (!(std::isfinite(t.enter) && std::isfinite(t.exit))) throw_bad_field(cfg, name, "must be finite");
                 if (base + t.enter <= 0.0 || base + t.enter > 2.0)
                     throw_bad_field(cfg, name + ".enter", "must give a ratio in (0, 2]");
                 // An exit ratio of 0, or one usage never falls below (1e-300), could never be
                 // crossed from above: the level would stay forever.
                 if (!(base + t.exit >= pressure_monitor_config::min_exit_ratio)) {
-                    throw_bad_field(cfg, name + ".exit",
-                                    "must give a ratio >= min_exit_ratio (0.01)");
+                    throw_bad_field(cfg, name + ".exit", "must give a ratio >= min_exit_ratio (0.01)");
                 }
-                if (!(t.exit < t.enter))
-                    throw_bad_field(cfg, name + ".exit", "must be below enter");
+                if (!(t.exit < t.enter)) throw_bad_field(cfg, name + ".exit", "must be below enter");
                 if (t.dwell < duration::zero() || t.dwell > longest_period) {
                     throw_bad_field(cfg, name + ".dwell", "must be in [0, longest_period]");
                 }
                 if (i > 0 && !(t.enter > c.thresholds[i - 1].enter))
-                    throw_bad_field(cfg, name + ".enter",
-                                    "must be above the previous level's enter");
+                    throw_bad_field(cfg, name + ".enter", "must be above the previous level's enter");
             }
         }
         if (!c.psi_trigger.empty() && !detail::psi_parse_trigger(c.psi_trigger)) {
-            throw_bad_field(
-                cfg, "psi_trigger",
-                "must be \"some|full <stall us> <window us>\" with 0 < window, stall <= window");
+            throw_bad_field(cfg, "psi_trigger",
+                            "must be \"some|full <stall us> <window us>\" with 0 < window, stall <= window");
         }
         return c;
     }
@@ -739,8 +732,8 @@ private:
         // or working set down alone), which the kernel's figure shows at once.
         std::int64_t best = base;
         for (std::size_t i = 1; i < m_calibrations_used; ++i) {
-            const auto& c = m_calibrations[(m_calibration_next + m_calibrations.size() - 1 - i) %
-                                           m_calibrations.size()];
+            const auto& c =
+                m_calibrations[(m_calibration_next + m_calibrations.size() - 1 - i) % m_calibrations.size()];
             if (now - c.at > m_cfg.calibration_window) break; // older ones are older still
             const std::int64_t in_flight = ledger_now > c.ledger ? rise(c.ledger, ledger_now) : 0;
             best = std::max(best, std::min(c.base, detail::saturating_add(base, in_flight)));
@@ -831,8 +824,7 @@ private:
         if (next != pressure_level::emergency) {
             const double enter = m_thresholds[to_index(next)].enter;
             const double bytes = std::ceil(enter * static_cast<double>(m_limit));
-            rise = bytes >= 1.8e19 ? std::numeric_limits<std::uint64_t>::max()
-                                   : static_cast<std::uint64_t>(bytes);
+            rise = bytes >= 1.8e19 ? std::numeric_limits<std::uint64_t>::max() : static_cast<std::uint64_t>(bytes);
         }
         m_rise_bytes.store(rise, std::memory_order_release);
         if (next != cur || signal >= cur || hold_level >= cur) m_justified_at = now;

@@ -19,15 +19,15 @@
 #include <memgov/pressure_level.hpp>
 
 #include <charconv>
-#include <initializer_list>
-#include <stdexcept>
-#include <utility>
 #include <cmath>
 #include <cstddef>
+#include <initializer_list>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <system_error>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 MEMGOV_NAMESPACE_BEGIN
@@ -52,8 +52,7 @@ public:
         }
         family& f = m_families[it->second];
         if (f.type != type) {
-            throw std::invalid_argument{"memgov::prometheus_writer: metric '" + full +
-                                        "' given with two types"};
+            throw std::invalid_argument{"memgov::prometheus_writer: metric '" + full + "' given with two types"};
         }
         std::string line = full;
         if (labels.size() != 0) {
@@ -106,30 +105,35 @@ private:
     };
 
     static void check_name(std::string_view n, const char* what) {
-        auto ok_first = [](char c) {
-            return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
-        };
+        auto ok_first = [](char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_'; };
         auto ok_rest = [&](char c) { return ok_first(c) || (c >= '0' && c <= '9'); };
         bool ok = !n.empty() && ok_first(n.front());
         for (char c : n) ok = ok && ok_rest(c);
         if (!ok) {
-            throw std::invalid_argument{std::string{"memgov::prometheus_writer: invalid "} + what +
-                                        " '" + std::string{n} + "'"};
+            throw std::invalid_argument{std::string{"memgov::prometheus_writer: invalid "} + what + " '" +
+                                        std::string{n} + "'"};
         }
     }
     static void append_escaped(std::string& out, std::string_view v) {
         for (char c : v) {
-            if (c == '\\') out += "\\\\";
-            else if (c == '"') out += "\\\"";
-            else if (c == '\n') out += "\\n";
-            else out += c;
+            if (c == '\\')
+                out += "\\\\";
+            else if (c == '"')
+                out += "\\\"";
+            else if (c == '\n')
+                out += "\\n";
+            else
+                out += c;
         }
     }
     static void append_help(std::string& out, std::string_view v) {
         for (char c : v) {
-            if (c == '\\') out += "\\\\";
-            else if (c == '\n') out += "\\n";
-            else out += c;
+            if (c == '\\')
+                out += "\\\\";
+            else if (c == '\n')
+                out += "\\n";
+            else
+                out += c;
         }
     }
     static void append_value(std::string& out, double v) {
@@ -158,8 +162,8 @@ inline void collect(metric_sink& sink, const ledger& l) {
         sink.sample("ledger_bytes", "Bytes charged to the ledger, by category", metric_type::gauge,
                     {{"category", c.name}}, static_cast<double>(c.bytes));
     }
-    sink.sample("ledger_total_bytes", "Bytes charged to the ledger over all categories",
-                metric_type::gauge, {}, static_cast<double>(s.total));
+    sink.sample("ledger_total_bytes", "Bytes charged to the ledger over all categories", metric_type::gauge, {},
+                static_cast<double>(s.total));
 }
 
 /// Writes an evictor's counters by level and action, the heap trimmer's, and each reclaimer's
@@ -168,30 +172,25 @@ inline void collect(metric_sink& sink, const ledger& l) {
 inline void collect(metric_sink& sink, const evictor_stats& s) {
     for (std::size_t li = 0; li < pressure_level_count; ++li) {
         const auto level = to_string(static_cast<pressure_level>(li));
-        sink.sample("evictor_steps_total", "Evictor steps taken, by pressure level",
-                    metric_type::counter, {{"level", level}}, static_cast<double>(s.steps[li]));
+        sink.sample("evictor_steps_total", "Evictor steps taken, by pressure level", metric_type::counter,
+                    {{"level", level}}, static_cast<double>(s.steps[li]));
     }
     for (std::size_t li = 0; li < pressure_level_count; ++li) {
         const auto level = to_string(static_cast<pressure_level>(li));
         for (std::size_t ai = 0; ai < reclaim_action_count; ++ai) {
             const auto& c = s.cells[li][ai];
             const auto action = to_string(static_cast<reclaim_action>(ai));
-            sink.sample("evictor_actions_total", "Reclaim actions run, by level and action",
-                        metric_type::counter, {{"level", level}, {"action", action}},
-                        static_cast<double>(c.runs));
-            sink.sample("evictor_freed_bytes_total", "Bytes freed by reclaim actions",
-                        metric_type::counter, {{"level", level}, {"action", action}},
-                        static_cast<double>(c.bytes));
-            sink.sample("evictor_freed_items_total", "Items removed by reclaim actions",
-                        metric_type::counter, {{"level", level}, {"action", action}},
-                        static_cast<double>(c.items));
+            sink.sample("evictor_actions_total", "Reclaim actions run, by level and action", metric_type::counter,
+                        {{"level", level}, {"action", action}}, static_cast<double>(c.runs));
+            sink.sample("evictor_freed_bytes_total", "Bytes freed by reclaim actions", metric_type::counter,
+                        {{"level", level}, {"action", action}}, static_cast<double>(c.bytes));
+            sink.sample("evictor_freed_items_total", "Items removed by reclaim actions", metric_type::counter,
+                        {{"level", level}, {"action", action}}, static_cast<double>(c.items));
             sink.sample("evictor_empty_actions_total",
-                        "Reclaim actions that freed nothing (the next action ran at once)",
-                        metric_type::counter, {{"level", level}, {"action", action}},
-                        static_cast<double>(c.empty));
-            sink.sample("evictor_dry_run_actions_total", "Actions counted but not run (dry run)",
-                        metric_type::counter, {{"level", level}, {"action", action}},
-                        static_cast<double>(c.dry_runs));
+                        "Reclaim actions that freed nothing (the next action ran at once)", metric_type::counter,
+                        {{"level", level}, {"action", action}}, static_cast<double>(c.empty));
+            sink.sample("evictor_dry_run_actions_total", "Actions counted but not run (dry run)", metric_type::counter,
+                        {{"level", level}, {"action", action}}, static_cast<double>(c.dry_runs));
         }
     }
     // Per reclaimer: only the actions it answers; the custom actions by their own names (the
@@ -199,9 +198,8 @@ inline void collect(metric_sink& sink, const evictor_stats& s) {
     for (const auto& r : s.reclaimers) {
         const auto write = [&](std::string_view action, const reclaimer_action_counters& c) {
             if (!c.handled) return;
-            sink.sample("evictor_reclaimer_runs_total", "Reclaim calls, by reclaimer and action",
-                        metric_type::counter, {{"reclaimer", r.name}, {"action", action}},
-                        static_cast<double>(c.runs));
+            sink.sample("evictor_reclaimer_runs_total", "Reclaim calls, by reclaimer and action", metric_type::counter,
+                        {{"reclaimer", r.name}, {"action", action}}, static_cast<double>(c.runs));
             sink.sample("evictor_reclaimer_freed_bytes_total", "Bytes freed, by reclaimer and action",
                         metric_type::counter, {{"reclaimer", r.name}, {"action", action}},
                         static_cast<double>(c.bytes));
@@ -217,10 +215,10 @@ inline void collect(metric_sink& sink, const evictor_stats& s) {
             write(s.custom_actions[ci], r.custom[ci]);
         }
     }
-    sink.sample("heap_trims_total", "Heap trims completed (on the heap trimmer's thread)",
-                metric_type::counter, {}, static_cast<double>(s.heap_trims));
-    sink.sample("heap_trims_coalesced_total", "Heap trims asked for while one was running",
-                metric_type::counter, {}, static_cast<double>(s.heap_trims_coalesced));
+    sink.sample("heap_trims_total", "Heap trims completed (on the heap trimmer's thread)", metric_type::counter, {},
+                static_cast<double>(s.heap_trims));
+    sink.sample("heap_trims_coalesced_total", "Heap trims asked for while one was running", metric_type::counter, {},
+                static_cast<double>(s.heap_trims_coalesced));
     sink.sample("heap_trim_running", "1 while a heap trim runs", metric_type::gauge, {},
                 s.heap_trim_running ? 1.0 : 0.0);
     sink.sample("evictor_deferred_changes_total",
@@ -228,13 +226,12 @@ inline void collect(metric_sink& sink, const evictor_stats& s) {
                 metric_type::counter, {}, static_cast<double>(s.deferred_changes));
     sink.sample("evictor_ignored_steps_total", "Steps called from inside a step, which do nothing",
                 metric_type::counter, {}, static_cast<double>(s.ignored_steps));
-    sink.sample("evictor_out_of_range_levels_total",
-                "Levels past emergency given to the evictor, taken as emergency",
+    sink.sample("evictor_out_of_range_levels_total", "Levels past emergency given to the evictor, taken as emergency",
                 metric_type::counter, {}, static_cast<double>(s.out_of_range_levels));
-    sink.sample("heap_trims_deferred_total", "Heap trims skipped by the back-off",
-                metric_type::counter, {}, static_cast<double>(s.heap_trims_deferred));
-    sink.sample("heap_trimmed_bytes_total", "Resident bytes given back by heap trims",
-                metric_type::counter, {}, static_cast<double>(s.heap_trimmed_bytes));
+    sink.sample("heap_trims_deferred_total", "Heap trims skipped by the back-off", metric_type::counter, {},
+                static_cast<double>(s.heap_trims_deferred));
+    sink.sample("heap_trimmed_bytes_total", "Resident bytes given back by heap trims", metric_type::counter, {},
+                static_cast<double>(s.heap_trimmed_bytes));
 }
 
 MEMGOV_NAMESPACE_END

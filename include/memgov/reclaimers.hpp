@@ -9,7 +9,7 @@
 /// |---|---|---|
 /// | `buffer_pool_reclaimer` | `memgov/reclaimers/buffer_pool.hpp` | trim_pools |
 /// | `object_pool_reclaimer<Pool>` | `memgov/reclaimers/object_pool.hpp` | trim_pools |
-/// | `session_map_reclaimer<Map>` | `memgov/reclaimers/session_map.hpp` | sweep_expired, evict_by_age, evict_over_cost, evict_largest, evict_lru |
+/// | `session_map_reclaimer<Map>` | `memgov/reclaimers/session_map.hpp` | sweep_expired, evict_* |
 ///
 /// What each does is described in its header. An adapter holds a reference: the part must
 /// outlive its registration, so unregister the adapter (`governor::unregister_reclaimer`,

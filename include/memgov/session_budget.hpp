@@ -81,13 +81,20 @@ inline constexpr std::size_t admit_reason_count = 7;
 /// See `to_string(admit_kind)`.
 [[nodiscard]] constexpr std::string_view to_string(admit_reason r) noexcept {
     switch (r) {
-    case admit_reason::admitted: return "admitted";
-    case admit_reason::sessions_closed: return "sessions_closed";
-    case admit_reason::all_closed: return "all_closed";
-    case admit_reason::no_headroom: return "no_headroom";
-    case admit_reason::over_quota: return "over_quota";
-    case admit_reason::heavy: return "heavy";
-    case admit_reason::paced: return "paced";
+    case admit_reason::admitted:
+        return "admitted";
+    case admit_reason::sessions_closed:
+        return "sessions_closed";
+    case admit_reason::all_closed:
+        return "all_closed";
+    case admit_reason::no_headroom:
+        return "no_headroom";
+    case admit_reason::over_quota:
+        return "over_quota";
+    case admit_reason::heavy:
+        return "heavy";
+    case admit_reason::paced:
+        return "paced";
     }
     return "unknown";
 }
@@ -96,9 +103,7 @@ inline constexpr std::size_t admit_reason_count = 7;
 struct admission {
     admit_reason reason = admit_reason::admitted;
     /// True when admitted.
-    [[nodiscard]] explicit operator bool() const noexcept {
-        return reason == admit_reason::admitted;
-    }
+    [[nodiscard]] explicit operator bool() const noexcept { return reason == admit_reason::admitted; }
 };
 
 /// Admission control at ingress. Tables indexed by `pressure_level` (normal .. emergency).
@@ -219,16 +224,14 @@ inline constexpr std::int64_t unlimited_bytes = std::int64_t{1} << 60;
 /// Throws `std::invalid_argument` naming the first bad field of `a`.
 inline void validate(const admission_config& a) {
     constexpr std::string_view cfg = "admission_config";
-    require_field(a.ceiling_ratio > 0.0 && a.ceiling_ratio <= 1.0, cfg, "ceiling_ratio",
-                  "must be in (0, 1]");
+    require_field(a.ceiling_ratio > 0.0 && a.ceiling_ratio <= 1.0, cfg, "ceiling_ratio", "must be in (0, 1]");
     require_field(a.close_sessions_at <= pressure_level::emergency, cfg, "close_sessions_at",
                   "must be a level (normal .. emergency)");
     require_field(a.refuse_all_at <= pressure_level::emergency, cfg, "refuse_all_at",
                   "must be a level (normal .. emergency)");
-    require_field(a.refuse_all_at >= a.close_sessions_at, cfg, "refuse_all_at",
-                  "must not be below close_sessions_at");
-    require_field(a.session_quota_bytes != 0 && a.session_quota_bytes <= (std::size_t{1} << 60),
-                  cfg, "session_quota_bytes", "must be in [1, 2^60]");
+    require_field(a.refuse_all_at >= a.close_sessions_at, cfg, "refuse_all_at", "must not be below close_sessions_at");
+    require_field(a.session_quota_bytes != 0 && a.session_quota_bytes <= (std::size_t{1} << 60), cfg,
+                  "session_quota_bytes", "must be in [1, 2^60]");
     require_field(a.session_quota_limit_share > 0.0 && a.session_quota_limit_share <= 1.0, cfg,
                   "session_quota_limit_share", "must be in (0, 1]");
     for (std::size_t l = 0; l < pressure_level_count; ++l) {
@@ -237,8 +240,7 @@ inline void validate(const admission_config& a) {
         require_field(!(l > 0 && a.quota_factor[l] > a.quota_factor[l - 1]), cfg, "quota_factor",
                       "must not rise with the level");
     }
-    require_field(a.heavy_share > 0.0 && a.heavy_share <= 1.0, cfg, "heavy_share",
-                  "must be in (0, 1]");
+    require_field(a.heavy_share > 0.0 && a.heavy_share <= 1.0, cfg, "heavy_share", "must be in (0, 1]");
     for (std::size_t l = 0; l < pressure_level_count; ++l) {
         require_field(a.heavy_refusal[l] >= 0.0 && a.heavy_refusal[l] <= 1.0, cfg, "heavy_refusal",
                       "every share must be in [0, 1]");
@@ -252,9 +254,8 @@ inline void validate(const admission_config& a) {
                       "must not be above heavy_refusal at the same level");
         require_field(a.fair_share[l] >= 0.0 && a.fair_share[l] <= 1.0, cfg, "fair_share",
                       "every share must be in [0, 1]");
-        require_field(
-            !(l > 0 && a.fair_share[l - 1] > 0.0 && a.fair_share[l] > a.fair_share[l - 1]), cfg,
-            "fair_share", "must not rise with the level where it is set");
+        require_field(!(l > 0 && a.fair_share[l - 1] > 0.0 && a.fair_share[l] > a.fair_share[l - 1]), cfg, "fair_share",
+                      "must not rise with the level where it is set");
     }
 }
 
@@ -263,8 +264,7 @@ inline void validate(const admission_config& a) {
 /// update (`update`, serialised by the governor), read by every admission.
 class admission_state {
 public:
-    admission_state(const admission_config& cfg, bool dry_run)
-        : m_cfg{cfg}, m_dry_run{dry_run} {
+    admission_state(const admission_config& cfg, bool dry_run) : m_cfg{cfg}, m_dry_run{dry_run} {
         for (std::size_t k = 0; k < admit_kind_count; ++k) {
             const std::string kind{to_string(static_cast<admit_kind>(k))};
             m_calls[k] = m_counts.define("admitted_" + kind);
@@ -299,8 +299,10 @@ public:
 
         const std::size_t li = to_index(std::min(lvl, pressure_level::emergency));
         admit_reason gate = admit_reason::admitted;
-        if (a.enabled && lvl >= a.refuse_all_at) gate = admit_reason::all_closed;
-        else if (a.enabled && lvl >= a.close_sessions_at) gate = admit_reason::sessions_closed;
+        if (a.enabled && lvl >= a.refuse_all_at)
+            gate = admit_reason::all_closed;
+        else if (a.enabled && lvl >= a.close_sessions_at)
+            gate = admit_reason::sessions_closed;
         m_session_gate.store(static_cast<std::uint8_t>(gate), std::memory_order_relaxed);
 
         double q = static_cast<double>(a.session_quota_bytes);
@@ -440,8 +442,7 @@ private:
     counter_table m_dry_refused_bytes{};
 };
 
-[[nodiscard]] session_budget admit_session(const std::shared_ptr<admission_state>& s,
-                                           std::size_t declared) noexcept;
+[[nodiscard]] session_budget admit_session(const std::shared_ptr<admission_state>& s, std::size_t declared) noexcept;
 
 } // namespace detail
 
@@ -531,8 +532,7 @@ public:
     /// observers). Thread safety: any thread, concurrently with the others. Complexity: O(1).
     void release(std::size_t bytes) noexcept {
         if (MEMGOV_UNLIKELY(m_state == nullptr)) return;
-        [[maybe_unused]] const std::int64_t old =
-            m_held.fetch_sub(detail::to_bytes(bytes), std::memory_order_relaxed);
+        [[maybe_unused]] const std::int64_t old = m_held.fetch_sub(detail::to_bytes(bytes), std::memory_order_relaxed);
         MEMGOV_ASSERT(old >= detail::to_bytes(bytes), "session_budget: released more than charged");
     }
 
@@ -575,8 +575,7 @@ public:
     /// (0 for an empty budget). Thread safety: any thread.
     [[nodiscard]] std::size_t share_bytes() const noexcept {
         if (m_state == nullptr) return 0;
-        return static_cast<std::size_t>(
-            std::min(m_state->share(), m_share_cap.load(std::memory_order_relaxed)));
+        return static_cast<std::size_t>(std::min(m_state->share(), m_share_cap.load(std::memory_order_relaxed)));
     }
     /// True when the session holds more than its fair share (`share_bytes`) now: it should
     /// shed its oldest data (see `admission_config::fair_share`). Not a refusal. With
@@ -602,19 +601,25 @@ public:
         return m_state != nullptr && m_held.load(std::memory_order_relaxed) > m_state->quota();
     }
     /// This session's admitted and refused work (calls and bytes). Thread safety: any thread.
-    [[nodiscard]] std::uint64_t admitted_calls() const noexcept { return m_admitted_calls.load(std::memory_order_relaxed); }
-    [[nodiscard]] std::uint64_t admitted_bytes() const noexcept { return m_admitted_bytes.load(std::memory_order_relaxed); }
-    [[nodiscard]] std::uint64_t refused_calls() const noexcept { return m_refused_calls.load(std::memory_order_relaxed); }
-    [[nodiscard]] std::uint64_t refused_bytes() const noexcept { return m_refused_bytes.load(std::memory_order_relaxed); }
+    [[nodiscard]] std::uint64_t admitted_calls() const noexcept {
+        return m_admitted_calls.load(std::memory_order_relaxed);
+    }
+    [[nodiscard]] std::uint64_t admitted_bytes() const noexcept {
+        return m_admitted_bytes.load(std::memory_order_relaxed);
+    }
+    [[nodiscard]] std::uint64_t refused_calls() const noexcept {
+        return m_refused_calls.load(std::memory_order_relaxed);
+    }
+    [[nodiscard]] std::uint64_t refused_bytes() const noexcept {
+        return m_refused_bytes.load(std::memory_order_relaxed);
+    }
 
 private:
-    friend session_budget detail::admit_session(const std::shared_ptr<detail::admission_state>&,
-                                                std::size_t) noexcept;
+    friend session_budget detail::admit_session(const std::shared_ptr<detail::admission_state>&, std::size_t) noexcept;
 
-    session_budget(std::shared_ptr<detail::admission_state> s, std::int64_t reservation,
-                   std::size_t declared, std::uint64_t number) noexcept
-        : m_state{std::move(s)}, m_refusal{admit_reason::admitted}, m_declared{declared},
-          m_reservation{reservation},
+    session_budget(std::shared_ptr<detail::admission_state> s, std::int64_t reservation, std::size_t declared,
+                   std::uint64_t number) noexcept
+        : m_state{std::move(s)}, m_refusal{admit_reason::admitted}, m_declared{declared}, m_reservation{reservation},
           // Each session starts its pacing at its own phase (golden-ratio spacing of the
           // session numbers), so sessions that send one frame each are paced as a crowd too.
           m_pace{(number * 0x9E3779B97F4A7C15ULL) >> 48} {}

@@ -112,24 +112,24 @@ struct session_map_config {
     /// A duration that disables a rule.
     static constexpr duration never = duration::max();
 
-    std::size_t shards = 64;                                   ///< Power of two, 1..65536.
-    duration idle_ttl = std::chrono::minutes{10};              ///< Rule 3.
-    duration absolute_ttl = std::chrono::hours{1};             ///< Rule 4.
-    duration ended_grace = std::chrono::seconds{60};           ///< Rule 2 (0: at the next sweep).
-    duration suspicious_age = std::chrono::minutes{20};        ///< Rule 5: at least this old,
-    duration suspicious_idle = std::chrono::minutes{10};       ///< idle at least this long,
-    std::uint32_t suspicious_min_messages = 3;                 ///< and fewer messages than this.
-    duration check_interval = std::chrono::seconds{60};        ///< Rule 1 and rules without `earliest`.
-    duration sweep_resolution = std::chrono::milliseconds{1};  ///< The expiry wheel's tick.
-    std::size_t lru_samples = 16;                              ///< Entries sampled per LRU step, 1..1024.
-    touch_time touch = touch_time::clock;                      ///< See `touch_time`.
-    category ledger_category = category::sessions;             ///< Where costs are charged.
-    category storage_category = category::session_storage;     ///< Where the map's own storage is charged.
+    std::size_t shards = 64;                                  ///< Power of two, 1..65536.
+    duration idle_ttl = std::chrono::minutes{10};             ///< Rule 3.
+    duration absolute_ttl = std::chrono::hours{1};            ///< Rule 4.
+    duration ended_grace = std::chrono::seconds{60};          ///< Rule 2 (0: at the next sweep).
+    duration suspicious_age = std::chrono::minutes{20};       ///< Rule 5: at least this old,
+    duration suspicious_idle = std::chrono::minutes{10};      ///< idle at least this long,
+    std::uint32_t suspicious_min_messages = 3;                ///< and fewer messages than this.
+    duration check_interval = std::chrono::seconds{60};       ///< Rule 1 and rules without `earliest`.
+    duration sweep_resolution = std::chrono::milliseconds{1}; ///< The expiry wheel's tick.
+    std::size_t lru_samples = 16;                             ///< Entries sampled per LRU step, 1..1024.
+    touch_time touch = touch_time::clock;                     ///< See `touch_time`.
+    category ledger_category = category::sessions;            ///< Where costs are charged.
+    category storage_category = category::session_storage;    ///< Where the map's own storage is charged.
 };
 
 /// Metadata to give a new entry at insertion, so that it is never visible without it.
 struct session_options {
-    bool no_evict = false;  ///< Exempt from pressure eviction from the start.
+    bool no_evict = false; ///< Exempt from pressure eviction from the start.
     /// Initial cost in bytes (negative counts as 0; saturates at 2^60 - 1). With a cost policy
     /// (see `value_cost`), 0 means "the policy's cost of the new value".
     std::int64_t cost = 0;
@@ -154,8 +154,8 @@ template <class V>
     return static_cast<std::int64_t>(session_cost(v));
 }
 template <class V>
-[[nodiscard]] constexpr std::int64_t of(const V& v) noexcept(noexcept(v.held_bytes()))
-    requires(!by_function<V> && by_held_bytes<V>) {
+[[nodiscard]] constexpr std::int64_t of(const V& v) noexcept(noexcept(v.held_bytes())) requires(!by_function<V> &&
+                                                                                                by_held_bytes<V>) {
     const std::size_t b = v.held_bytes();
     constexpr auto top = static_cast<std::size_t>(std::numeric_limits<std::int64_t>::max());
     return static_cast<std::int64_t>(b > top ? top : b);
@@ -177,7 +177,7 @@ struct value_cost {
 
     /// The cost of `v` in bytes.
     template <class V>
-        requires applies_to<V>
+    requires applies_to<V>
     [[nodiscard]] constexpr std::int64_t operator()(const V& v) const
         noexcept(noexcept(detail::session_cost_lookup::of(v))) {
         return detail::session_cost_lookup::of(v);
@@ -199,14 +199,14 @@ struct evict_result {
 
 /// A snapshot of a map's counters (each read atomically, not all at one instant).
 struct session_map_stats {
-    std::size_t size = 0;              ///< Entries in the map.
-    std::int64_t total_cost = 0;       ///< Sum of their costs.
-    std::uint64_t hits = 0;            ///< Lookups by `with`/`with_shared`/`inspect`/`set_cost` that found.
-    std::uint64_t misses = 0;          ///< ... that did not.
-    std::uint64_t inserts = 0;         ///< Entries inserted (including replacements).
+    std::size_t size = 0;        ///< Entries in the map.
+    std::int64_t total_cost = 0; ///< Sum of their costs.
+    std::uint64_t hits = 0;      ///< Lookups by `with`/`with_shared`/`inspect`/`set_cost` that found.
+    std::uint64_t misses = 0;    ///< ... that did not.
+    std::uint64_t inserts = 0;   ///< Entries inserted (including replacements).
     std::array<std::uint64_t, evict_reason_count> evictions{}; ///< Removals by reason.
-    std::uint64_t sweep_work = 0;      ///< Entries examined by sweeps.
-    std::uint64_t pinned_at_eviction = 0; ///< Removals that found the entry pinned.
+    std::uint64_t sweep_work = 0;                              ///< Entries examined by sweeps.
+    std::uint64_t pinned_at_eviction = 0;                      ///< Removals that found the entry pinned.
     /// The map's own heap (not counting costs): its shards, node slabs and the vectors that
     /// hold them, and its lookup tables. What `storage_category` is charged.
     std::size_t structure_bytes = 0;
@@ -263,10 +263,10 @@ public:
     static_assert(!cost_follows_value || std::is_nothrow_invocable_r_v<std::int64_t, const Cost&, const Value&>,
                   "memgov::session_map: the Cost policy must be noexcept and return bytes as an integer");
 
-    using key_type = Key;                                  ///< The key type.
-    using mapped_type = Value;                             ///< The value type.
-    using hooks_type = session_map_hooks<Key, Value>;      ///< Callbacks.
-    using rule_type = orphan_rule<Key, Value>;             ///< A user orphan rule.
+    using key_type = Key;                             ///< The key type.
+    using mapped_type = Value;                        ///< The value type.
+    using hooks_type = session_map_hooks<Key, Value>; ///< Callbacks.
+    using rule_type = orphan_rule<Key, Value>;        ///< A user orphan rule.
 
     /// The entry a callback is running on. Valid only inside that callback; never store it.
     /// `with` passes a mutable one, `with_shared` and `inspect` a const one.
@@ -317,7 +317,8 @@ public:
             : m_map{m}, m_shard{s}, m_idx{idx}, m_node{n} {}
         // The exclusive callback is over: the cost follows the value unless it was set.
         void follow_value() noexcept {
-            if (!m_cost_set) m_map->set_cost_of(*m_shard, m_idx, *m_node, m_map->m_cost(std::as_const(m_node->value())));
+            if (!m_cost_set)
+                m_map->set_cost_of(*m_shard, m_idx, *m_node, m_map->m_cost(std::as_const(m_node->value())));
         }
         session_map* m_map;
         shard* m_shard;
@@ -421,8 +422,9 @@ public:
     /// Throws what `make` or `update` throw, `std::bad_alloc`, `std::logic_error` on re-entry.
     /// Thread safety: safe from any thread. Complexity: O(1) amortized.
     template <class Make, class Update>
-        requires(!std::is_same_v<std::remove_cvref_t<Update>, session_options>)
-    bool upsert(const Key& key, Make&& make, Update&& update, session_options options = {}) {
+    requires(!std::is_same_v<std::remove_cvref_t<Update>, session_options>) bool upsert(const Key& key, Make&& make,
+                                                                                        Update&& update,
+                                                                                        session_options options = {}) {
         const std::uint64_t h = hash_of(key);
         for (;;) {
             if (access<mode::write>(key, update)) return false;
@@ -517,9 +519,7 @@ public:
     }
 
     /// Whether `key` is present. Thread safety: safe from any thread. Complexity: O(1).
-    [[nodiscard]] bool contains(const Key& key) const noexcept {
-        return contains_hashed(key, hash_of(key));
-    }
+    [[nodiscard]] bool contains(const Key& key) const noexcept { return contains_hashed(key, hash_of(key)); }
 
     /// A copy of `key`'s metadata, if present. Does not count as activity.
     /// Thread safety: safe from any thread. Complexity: O(1).
@@ -603,9 +603,8 @@ public:
         const std::int64_t now_ns = std::max(now.time_since_epoch().count(), m_sweep_now);
         m_sweep_now = now_ns;
         const std::uint64_t now_tick = tick_floor(now_ns);
-        r.complete = each_shard_from(m_sweep_cursor, [&](shard& s) {
-            return sweep_shard(s, now_ns, now_tick, tick_ceil(now_ns), max_work, r);
-        });
+        r.complete = each_shard_from(
+            m_sweep_cursor, [&](shard& s) { return sweep_shard(s, now_ns, now_tick, tick_ceil(now_ns), max_work, r); });
         m_sweep_work.fetch_add(r.work, std::memory_order_relaxed);
         return r;
     }
@@ -659,8 +658,7 @@ public:
             std::int64_t removed_bytes = 0;
             // One victim per batch: each step samples afresh.
             remove_in_batches(s, [&](victims& v) noexcept {
-                const std::uint32_t idx =
-                    m_lru.pick(s.index, s.slab, m_config.lru_samples, budget, r.work);
+                const std::uint32_t idx = m_lru.pick(s.index, s.slab, m_config.lru_samples, budget, r.work);
                 if (idx == detail::session_nil) return false;
                 found = true;
                 removed_bytes = evict_counted(s, idx, evict_reason::lru_under_pressure, v, r);
@@ -695,8 +693,8 @@ public:
             for (std::size_t i = 0; i < m_config.shards && r.evicted < n && r.work < budget; ++i) {
                 shard& s = m_shards[i];
                 if ((s.bucket_mask.load(std::memory_order_relaxed) & bit) == 0) continue;
-                evict_bucket_in(s, static_cast<unsigned>(b), min_cost, evict_reason::largest_under_pressure,
-                                n, budget, r);
+                evict_bucket_in(s, static_cast<unsigned>(b), min_cost, evict_reason::largest_under_pressure, n, budget,
+                                r);
             }
         }
         r.complete = r.evicted >= n;
@@ -851,9 +849,7 @@ private:
     [[nodiscard]] shard& shard_of(std::uint64_t h) const noexcept {
         return m_shards[static_cast<std::size_t>(h >> 40) & m_shard_mask];
     }
-    [[nodiscard]] static std::uint32_t fp_of(std::uint64_t h) noexcept {
-        return static_cast<std::uint32_t>(h);
-    }
+    [[nodiscard]] static std::uint32_t fp_of(std::uint64_t h) noexcept { return static_cast<std::uint32_t>(h); }
     [[nodiscard]] std::uint32_t find_pos(shard& s, std::uint64_t h, const Key& key) const noexcept {
         return s.index.find(fp_of(h), [&](std::uint32_t idx) noexcept {
             const node& n = s.slab.at(idx);
@@ -897,7 +893,8 @@ private:
         return static_cast<std::uint64_t>(d / m_resolution + (d % m_resolution != 0 ? 1 : 0));
     }
     [[nodiscard]] std::int64_t tick_start_ns(std::uint64_t tick) const noexcept {
-        const auto max_ticks = static_cast<std::uint64_t>((std::numeric_limits<std::int64_t>::max() - m_epoch) / m_resolution);
+        const auto max_ticks =
+            static_cast<std::uint64_t>((std::numeric_limits<std::int64_t>::max() - m_epoch) / m_resolution);
         if (tick >= max_ticks) return detail::session_never;
         return m_epoch + static_cast<std::int64_t>(tick) * m_resolution;
     }
@@ -1126,8 +1123,7 @@ private:
             n.last_active.store(created, std::memory_order_relaxed);
             n.created = created;
             const std::uint64_t cost = detail::session_cost_bits(options.cost);
-            n.cost.store(cost | (options.no_evict ? detail::session_no_evict_bit : 0),
-                         std::memory_order_relaxed);
+            n.cost.store(cost | (options.no_evict ? detail::session_no_evict_bit : 0), std::memory_order_relaxed);
             n.wheel = {};
             n.age = {};
             n.bucket = {};
@@ -1185,8 +1181,7 @@ private:
         victims v;
         {
             detail::session_shard_guard g{s.mutex};
-            if ((n.state.load(std::memory_order_relaxed) & detail::entry_state::dead) != 0)
-                return false;
+            if ((n.state.load(std::memory_order_relaxed) & detail::entry_state::dead) != 0) return false;
             (void)unlink(s, detail::session_nil, idx, evict_reason::erased, v);
         }
         dispose_victims(s, v);
@@ -1196,8 +1191,8 @@ private:
     // Unlinks `idx` from everything and marks it dead. Under the shard lock. Returns its cost.
     // `pos` is its table slot if known (else looked up); `in_index` false when the caller has
     // already taken it out of the table.
-    std::int64_t unlink(shard& s, std::uint32_t pos, std::uint32_t idx, evict_reason reason,
-                        victims& v, bool in_index = true) noexcept {
+    std::int64_t unlink(shard& s, std::uint32_t pos, std::uint32_t idx, evict_reason reason, victims& v,
+                        bool in_index = true) noexcept {
         node& n = s.slab.at(idx);
         if (in_index) {
             if (pos == detail::session_nil) pos = s.index.find_index(fp_of(hash_of(n.key())), idx);
@@ -1230,8 +1225,7 @@ private:
 
     // Unlinks `idx`, chosen by an eviction or the sweep, into `v` and counts it in `r`.
     // Under the shard lock. Returns its cost.
-    std::int64_t evict_counted(shard& s, std::uint32_t idx, evict_reason reason, victims& v,
-                               evict_result& r) noexcept {
+    std::int64_t evict_counted(shard& s, std::uint32_t idx, evict_reason reason, victims& v, evict_result& r) noexcept {
         const std::int64_t cost = unlink(s, detail::session_nil, idx, reason, v);
         r.bytes += cost;
         ++r.evicted;
@@ -1398,8 +1392,8 @@ private:
         const std::uint64_t want = detail::session_cost_bits(bytes);
         std::uint64_t cur = n.cost.load(std::memory_order_relaxed);
         if ((cur & detail::session_cost_mask) == want) return;
-        while (!n.cost.compare_exchange_weak(cur, want | (cur & ~detail::session_cost_mask),
-                                             std::memory_order_acq_rel, std::memory_order_relaxed)) {
+        while (!n.cost.compare_exchange_weak(cur, want | (cur & ~detail::session_cost_mask), std::memory_order_acq_rel,
+                                             std::memory_order_relaxed)) {
         }
         const std::uint64_t old = cur & detail::session_cost_mask;
         const std::int64_t delta = static_cast<std::int64_t>(want) - static_cast<std::int64_t>(old);
@@ -1470,8 +1464,8 @@ private:
     // Every list filed at or before `horizon`, the first tick at or after `now`, is processed:
     // when `now` falls inside a tick, that tick's entries are checked against `now` itself, and
     // those not yet due are parked until the pass ends, so no deadline passes unnoticed.
-    bool sweep_shard(shard& s, std::int64_t now, std::uint64_t now_tick, std::uint64_t horizon,
-                     std::size_t max_work, evict_result& r) {
+    bool sweep_shard(shard& s, std::int64_t now, std::uint64_t now_tick, std::uint64_t horizon, std::size_t max_work,
+                     evict_result& r) {
         struct file_parked_on_exit {
             session_map* m;
             shard* s;
@@ -1660,8 +1654,8 @@ private:
         const unsigned low = std::max(1U, bucket_of(limit));
         for (unsigned b = 64; b-- > low;) {
             if ((s.bucket_mask.load(std::memory_order_relaxed) & (std::uint64_t{1} << b)) == 0) continue;
-            if (!evict_bucket_in(s, b, limit, evict_reason::over_cost, std::numeric_limits<std::size_t>::max(),
-                                 budget, r)) {
+            if (!evict_bucket_in(s, b, limit, evict_reason::over_cost, std::numeric_limits<std::size_t>::max(), budget,
+                                 r)) {
                 return false;
             }
         }

@@ -93,9 +93,8 @@ public:
     explicit window_quota(const window_quota_config& config = {}) : m_config{config} {
         constexpr std::string_view cfg = "window_quota_config";
         detail::require_field(config.total_bytes != 0, cfg, "total_bytes", "must be > 0");
-        detail::require_field(config.max_grant_bytes != 0 &&
-                                  config.max_grant_bytes <= config.total_bytes,
-                              cfg, "max_grant_bytes", "must be > 0 and <= total_bytes");
+        detail::require_field(config.max_grant_bytes != 0 && config.max_grant_bytes <= config.total_bytes, cfg,
+                              "max_grant_bytes", "must be > 0 and <= total_bytes");
     }
     window_quota(const window_quota&) = delete;
     window_quota& operator=(const window_quota&) = delete;
@@ -108,13 +107,9 @@ public:
     /// The most one window may hold granted.
     [[nodiscard]] std::size_t max_grant_bytes() const noexcept { return m_config.max_grant_bytes; }
     /// Bytes granted now.
-    [[nodiscard]] std::size_t granted_bytes() const noexcept {
-        return m_granted.load(std::memory_order_relaxed);
-    }
+    [[nodiscard]] std::size_t granted_bytes() const noexcept { return m_granted.load(std::memory_order_relaxed); }
     /// Bytes that can still be granted.
-    [[nodiscard]] std::size_t available_bytes() const noexcept {
-        return m_config.total_bytes - granted_bytes();
-    }
+    [[nodiscard]] std::size_t available_bytes() const noexcept { return m_config.total_bytes - granted_bytes(); }
     /// A copy of the counters (each read atomically).
     [[nodiscard]] window_quota_stats stats() const noexcept {
         window_quota_stats s;
@@ -140,8 +135,7 @@ private:
         } while (!m_granted.compare_exchange_weak(cur, cur + bytes, std::memory_order_relaxed));
         const std::size_t now = cur + bytes;
         std::size_t peak = m_peak.load(std::memory_order_relaxed);
-        while (now > peak &&
-               !m_peak.compare_exchange_weak(peak, now, std::memory_order_relaxed)) {
+        while (now > peak && !m_peak.compare_exchange_weak(peak, now, std::memory_order_relaxed)) {
         }
         m_grants.fetch_add(1, std::memory_order_relaxed);
         return true;
@@ -171,10 +165,14 @@ enum class grant_result : std::uint8_t {
 /// The result's name ("granted", ...). Thread safety: pure.
 [[nodiscard]] constexpr std::string_view to_string(grant_result r) noexcept {
     switch (r) {
-    case grant_result::granted: return "granted";
-    case grant_result::quota_exhausted: return "quota_exhausted";
-    case grant_result::over_window_limit: return "over_window_limit";
-    case grant_result::other_quota: return "other_quota";
+    case grant_result::granted:
+        return "granted";
+    case grant_result::quota_exhausted:
+        return "quota_exhausted";
+    case grant_result::over_window_limit:
+        return "over_window_limit";
+    case grant_result::other_quota:
+        return "other_quota";
     }
     return "unknown";
 }
@@ -191,9 +189,7 @@ struct window_chunk {
         return buf.span().subspan(std::min(offset, buf.size()));
     }
     /// Bytes of data.
-    [[nodiscard]] std::size_t size() const noexcept {
-        return buf.size() > offset ? buf.size() - offset : 0;
-    }
+    [[nodiscard]] std::size_t size() const noexcept { return buf.size() > offset ? buf.size() - offset : 0; }
 };
 
 /// Which chunks `take_chunks` may hand out.
@@ -204,20 +200,20 @@ enum class take_mode : std::uint8_t {
 
 /// Counters and sizes of one window.
 struct sliding_window_stats {
-    std::size_t size_bytes = 0;        ///< Bytes of data held.
-    std::size_t held_bytes = 0;        ///< Memory held: chunks × chunk capacity.
-    std::size_t chunks = 0;            ///< Chunks held.
-    std::size_t cap_bytes = 0;         ///< The cap now (base + granted).
-    std::size_t base_cap_bytes = 0;    ///< The configured cap.
-    std::size_t granted_bytes = 0;     ///< Extra cap granted from a quota.
+    std::size_t size_bytes = 0;     ///< Bytes of data held.
+    std::size_t held_bytes = 0;     ///< Memory held: chunks × chunk capacity.
+    std::size_t chunks = 0;         ///< Chunks held.
+    std::size_t cap_bytes = 0;      ///< The cap now (base + granted).
+    std::size_t base_cap_bytes = 0; ///< The configured cap.
+    std::size_t granted_bytes = 0;  ///< Extra cap granted from a quota.
     /// Bytes given to `append` (of a call that threw: only those written or dropped), so that
     /// `appended == size + dropped + consumed + taken` always holds.
     std::uint64_t appended_bytes = 0;
-    std::uint64_t dropped_bytes = 0;   ///< Bytes dropped by the cap (oldest first).
-    std::uint64_t drop_events = 0;     ///< Writes (or grant returns) that dropped bytes.
-    std::uint64_t consumed_bytes = 0;  ///< Bytes removed by `consume` and `read`.
-    std::uint64_t taken_bytes = 0;     ///< Bytes handed out by `take_chunks`.
-    std::uint64_t taken_chunks = 0;    ///< Chunks handed out by `take_chunks`.
+    std::uint64_t dropped_bytes = 0;  ///< Bytes dropped by the cap (oldest first).
+    std::uint64_t drop_events = 0;    ///< Writes (or grant returns) that dropped bytes.
+    std::uint64_t consumed_bytes = 0; ///< Bytes removed by `consume` and `read`.
+    std::uint64_t taken_bytes = 0;    ///< Bytes handed out by `take_chunks`.
+    std::uint64_t taken_chunks = 0;   ///< Chunks handed out by `take_chunks`.
 };
 
 /// What one `sliding_window::append` did: its share of the window's `appended_bytes` and
@@ -238,10 +234,9 @@ struct append_result {
 class sliding_window {
 public:
     /// An empty window. Throws `std::invalid_argument` naming a bad field.
-    explicit sliding_window(buffer_pool& pool, const sliding_window_config& config = {},
-                            ledger* l = nullptr)
-        : m_pool{&pool}, m_ledger{l}, m_chunk_size{config.chunk_size},
-          m_base_cap{config.cap_bytes}, m_fraction{config.drop_fraction} {
+    explicit sliding_window(buffer_pool& pool, const sliding_window_config& config = {}, ledger* l = nullptr)
+        : m_pool{&pool}, m_ledger{l}, m_chunk_size{config.chunk_size}, m_base_cap{config.cap_bytes},
+          m_fraction{config.drop_fraction} {
         constexpr std::string_view cfg = "sliding_window_config";
         if (config.chunk_size == 0 || config.chunk_size > pool.max_pooled_size()) {
             detail::throw_bad_field(cfg, "chunk_size",
@@ -249,8 +244,8 @@ public:
                                         std::to_string(pool.max_pooled_size()) + ")");
         }
         detail::require_field(config.cap_bytes != 0, cfg, "cap_bytes", "must be > 0");
-        detail::require_field(config.drop_fraction > 0.0 && config.drop_fraction <= 1.0, cfg,
-                              "drop_fraction", "must be in (0, 1]");
+        detail::require_field(config.drop_fraction > 0.0 && config.drop_fraction <= 1.0, cfg, "drop_fraction",
+                              "must be in (0, 1]");
         // A whole class per chunk: filling only part of it would hold capacity never used.
         m_chunk_size = pool.size_class(pool.size_class_for(config.chunk_size));
         set_cap(m_base_cap);
@@ -261,8 +256,8 @@ public:
     /// Takes over `o`'s data, grant, charge and statistics; `o` is left empty, with zero
     /// statistics and its base cap. Complexity: O(1).
     sliding_window(sliding_window&& o) noexcept
-        : m_pool{o.m_pool}, m_ledger{o.m_ledger}, m_chunk_size{o.m_chunk_size},
-          m_base_cap{o.m_base_cap}, m_fraction{o.m_fraction} {
+        : m_pool{o.m_pool}, m_ledger{o.m_ledger}, m_chunk_size{o.m_chunk_size}, m_base_cap{o.m_base_cap},
+          m_fraction{o.m_fraction} {
         steal(o);
     }
     /// Releases this window's chunks and grant, then takes over `o`'s.
@@ -367,8 +362,7 @@ public:
     /// and returns how many. With `take_mode::whole_only` the newest chunk stays unless it is
     /// full. The window's size drops by the bytes taken. `out`'s previous contents are
     /// released. Complexity: O(chunks taken).
-    std::size_t take_chunks(std::span<window_chunk> out,
-                            take_mode mode = take_mode::whole_only) noexcept {
+    std::size_t take_chunks(std::span<window_chunk> out, take_mode mode = take_mode::whole_only) noexcept {
         std::size_t k = 0;
         while (k < out.size() && m_count > 0) {
             buffer& head = at(0);
@@ -459,9 +453,7 @@ public:
 
 private:
     static std::size_t saturating_add(std::size_t a, std::size_t b) noexcept {
-        return b > std::numeric_limits<std::size_t>::max() - a
-                   ? std::numeric_limits<std::size_t>::max()
-                   : a + b;
+        return b > std::numeric_limits<std::size_t>::max() - a ? std::numeric_limits<std::size_t>::max() : a + b;
     }
 
     void set_cap(std::size_t cap) noexcept {
@@ -472,9 +464,7 @@ private:
     }
 
     buffer& at(std::size_t i) noexcept { return m_ring[(m_head + i) & (m_ring_size - 1)]; }
-    const buffer& at(std::size_t i) const noexcept {
-        return m_ring[(m_head + i) & (m_ring_size - 1)];
-    }
+    const buffer& at(std::size_t i) const noexcept { return m_ring[(m_head + i) & (m_ring_size - 1)]; }
 
     std::span<const std::byte> segment(std::size_t i) const noexcept {
         const buffer& b = at(i);

@@ -15,8 +15,8 @@
 #define MEMGOV_DETAIL_NS(major, minor) MEMGOV_DETAIL_NS_IMPL(major, minor)
 
 /// The version as a string, "major.minor.patch".
-#define MEMGOV_VERSION                                                                             \
-    MEMGOV_DETAIL_STR(MEMGOV_VERSION_MAJOR)                                                        \
+#define MEMGOV_VERSION                                                                                                 \
+    MEMGOV_DETAIL_STR(MEMGOV_VERSION_MAJOR)                                                                            \
     "." MEMGOV_DETAIL_STR(MEMGOV_VERSION_MINOR) "." MEMGOV_DETAIL_STR(MEMGOV_VERSION_PATCH)
 
 /// The inline namespace that carries the ABI version (`v0_1` for 0.1.x). Two incompatible
@@ -25,12 +25,12 @@
 #define MEMGOV_ABI_NAMESPACE MEMGOV_DETAIL_NS(MEMGOV_VERSION_MAJOR, MEMGOV_VERSION_MINOR)
 
 /// Opens `namespace memgov { inline namespace vX_Y {`.
-#define MEMGOV_NAMESPACE_BEGIN                                                                     \
-    namespace memgov {                                                                             \
+#define MEMGOV_NAMESPACE_BEGIN                                                                                         \
+    namespace memgov {                                                                                                 \
     inline namespace MEMGOV_ABI_NAMESPACE {
 /// Closes what MEMGOV_NAMESPACE_BEGIN opened.
-#define MEMGOV_NAMESPACE_END                                                                       \
-    }                                                                                              \
+#define MEMGOV_NAMESPACE_END                                                                                           \
+    }                                                                                                                  \
     }
 
 MEMGOV_NAMESPACE_BEGIN
@@ -41,8 +41,7 @@ struct version_info {
     int patch;
 };
 /// The version this header was compiled with.
-inline constexpr version_info version{MEMGOV_VERSION_MAJOR, MEMGOV_VERSION_MINOR,
-                                      MEMGOV_VERSION_PATCH};
+inline constexpr version_info version{MEMGOV_VERSION_MAJOR, MEMGOV_VERSION_MINOR, MEMGOV_VERSION_PATCH};
 /// The version as "major.minor.patch".
 inline constexpr const char* version_string = MEMGOV_VERSION;
 MEMGOV_NAMESPACE_END

@@ -81,12 +81,8 @@ struct pause {
 
 void* operator new(std::size_t n) { return heap_count::allocate(n, alignof(std::max_align_t)); }
 void* operator new[](std::size_t n) { return heap_count::allocate(n, alignof(std::max_align_t)); }
-void* operator new(std::size_t n, std::align_val_t a) {
-    return heap_count::allocate(n, static_cast<std::size_t>(a));
-}
-void* operator new[](std::size_t n, std::align_val_t a) {
-    return heap_count::allocate(n, static_cast<std::size_t>(a));
-}
+void* operator new(std::size_t n, std::align_val_t a) { return heap_count::allocate(n, static_cast<std::size_t>(a)); }
+void* operator new[](std::size_t n, std::align_val_t a) { return heap_count::allocate(n, static_cast<std::size_t>(a)); }
 void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
     try {
         return heap_count::allocate(n, alignof(std::max_align_t));
@@ -127,12 +123,8 @@ void operator delete(void* p, std::size_t, std::align_val_t) noexcept { heap_cou
 void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { heap_count::release(p); }
 void operator delete(void* p, const std::nothrow_t&) noexcept { heap_count::release(p); }
 void operator delete[](void* p, const std::nothrow_t&) noexcept { heap_count::release(p); }
-void operator delete(void* p, std::align_val_t, const std::nothrow_t&) noexcept {
-    heap_count::release(p);
-}
-void operator delete[](void* p, std::align_val_t, const std::nothrow_t&) noexcept {
-    heap_count::release(p);
-}
+void operator delete(void* p, std::align_val_t, const std::nothrow_t&) noexcept { heap_count::release(p); }
+void operator delete[](void* p, std::align_val_t, const std::nothrow_t&) noexcept { heap_count::release(p); }
 
 using namespace std::chrono_literals;
 using memgov::admit_kind;
@@ -167,9 +159,7 @@ private:
         m_deallocs.fetch_add(1);
         std::pmr::new_delete_resource()->deallocate(p, n, align);
     }
-    [[nodiscard]] bool do_is_equal(const std::pmr::memory_resource& o) const noexcept override {
-        return this == &o;
-    }
+    [[nodiscard]] bool do_is_equal(const std::pmr::memory_resource& o) const noexcept override { return this == &o; }
     std::atomic<std::int64_t> m_outstanding{0};
     std::atomic<std::uint64_t> m_allocs{0};
     std::atomic<std::uint64_t> m_deallocs{0};
@@ -223,8 +213,7 @@ struct service {
     std::int64_t objects_heap_bytes = 0;
     std::uint64_t limit = GiB;
 
-    explicit service(memgov::touch_time touch = memgov::touch_time::clock,
-                     std::uint64_t limit_bytes = GiB)
+    explicit service(memgov::touch_time touch = memgov::touch_time::clock, std::uint64_t limit_bytes = GiB)
         : limit{limit_bytes} {
         tree.set_limit("/app", limit);
         set_usage(0.50);
@@ -233,7 +222,8 @@ struct service {
         cfg.monitor.use_systemd_pressure_env = false;
         cfg.monitor.forecast_horizon = 0s; // the levels follow the usage ratio alone
         cfg.evictor.session_cost_cap = 2 * MiB;
-        gov = std::make_unique<gov_t>(cfg, clock, [] {}, [] { return std::size_t{0}; });
+        gov = std::make_unique<gov_t>(
+            cfg, clock, [] {}, [] { return std::size_t{0}; });
 
         memgov::buffer_pool_config pc;
         pc.upstream = &upstream;
@@ -247,8 +237,7 @@ struct service {
             const heap_count::scope counted;
             objects = std::make_unique<objects_t>(memgov::object_pool_config{}, &gov->ledger(), clock);
             // The pool object itself is the application's; its shared state is the pool's.
-            objects_heap_bytes += heap_count::live.load() - before -
-                                  static_cast<std::int64_t>(sizeof(objects_t));
+            objects_heap_bytes += heap_count::live.load() - before - static_cast<std::int64_t>(sizeof(objects_t));
         }
 
         memgov::session_map_config mc;
@@ -276,8 +265,7 @@ struct service {
             // memory, not storage the map allocates, so they must not be in this count.
             sessions = std::make_unique<map_t>(mc, std::move(hooks), clock, &gov->ledger());
             // The map object itself is the application's, not storage the map manages.
-            map_heap_bytes +=
-                heap_count::live.load() - before - static_cast<std::int64_t>(sizeof(map_t));
+            map_heap_bytes += heap_count::live.load() - before - static_cast<std::int64_t>(sizeof(map_t));
         }
 
         pool_reclaimer = std::make_shared<memgov::buffer_pool_reclaimer>(*pool);
@@ -352,9 +340,8 @@ struct service {
         sessions->for_each_info([&](const int& id, const memgov::session_info&) { ids.push_back(id); });
         std::int64_t sum = 0;
         for (const int id : ids) {
-            sessions->with_shared(id, [&](const memgov::sliding_window& w) {
-                sum += static_cast<std::int64_t>(w.held_bytes());
-            });
+            sessions->with_shared(
+                id, [&](const memgov::sliding_window& w) { sum += static_cast<std::int64_t>(w.held_bytes()); });
         }
         return sum;
     }
@@ -443,8 +430,7 @@ TEST_CASE("composition: rise, reclaim, fall and recovery of a governed service",
     CHECK(svc.pool->stats().classes.front().thread_cache_hits - hits_before == 1000);
 }
 
-TEST_CASE("composition: orphans expire at normal with nothing but the governor running",
-          "[composition]") {
+TEST_CASE("composition: orphans expire at normal with nothing but the governor running", "[composition]") {
     for (const auto touch : {memgov::touch_time::clock, memgov::touch_time::coarse}) {
         CAPTURE(touch == memgov::touch_time::clock ? "clock" : "coarse");
         service svc{touch};
@@ -463,7 +449,7 @@ TEST_CASE("composition: orphans expire at normal with nothing but the governor r
             REQUIRE(svc.gov->level() == pressure_level::normal);
         }
         svc.run_for(opened + 5min - 250ms - svc.clock.now(), 250ms); // to just before idle_ttl
-        CHECK(svc.sockets.count(evict_reason::expired_idle) == 0); // not one early
+        CHECK(svc.sockets.count(evict_reason::expired_idle) == 0);   // not one early
         // Idle for idle_ttl: gone within one step period of it (the governor's sweep).
         while (svc.clock.now() - opened < 5min + svc.gov->config().step_period + 250ms) {
             svc.run_for(250ms, 250ms);
@@ -476,8 +462,7 @@ TEST_CASE("composition: orphans expire at normal with nothing but the governor r
     }
 }
 
-TEST_CASE("composition: reclaimers registered and removed mid-episode hear the current level",
-          "[composition]") {
+TEST_CASE("composition: reclaimers registered and removed mid-episode hear the current level", "[composition]") {
     service svc;
     REQUIRE(svc.open(1, 512 * KiB, 320 * KiB));
     svc.set_usage(0.86);
@@ -517,8 +502,7 @@ TEST_CASE("composition: reclaimers registered and removed mid-episode hear the c
     REQUIRE(svc.gov->unregister_reclaimer(*after));
 }
 
-TEST_CASE("composition: pressure eviction frees the windows' bytes in the README's setup",
-          "[composition]") {
+TEST_CASE("composition: pressure eviction frees the windows' bytes in the README's setup", "[composition]") {
     service svc;
     for (int id = 0; id < 100; ++id) REQUIRE(svc.open(id, 512 * KiB, 320 * KiB));
     const std::int64_t held = svc.window_bytes();
@@ -540,8 +524,7 @@ TEST_CASE("composition: pressure eviction frees the windows' bytes in the README
 // The same setup where the cgroup's usage is the rest of the process plus what memgov holds
 // (`other + ledger.total()`), as in a real service: eviction gives back the windows' bytes, the
 // usage follows, and the ladder stops at its target instead of evicting everyone.
-TEST_CASE("composition: emergency eviction in the README's setup stops at the target",
-          "[composition]") {
+TEST_CASE("composition: emergency eviction in the README's setup stops at the target", "[composition]") {
     service svc{memgov::touch_time::clock, 128 * MiB};
     for (int id = 0; id < 100; ++id) REQUIRE(svc.open(id, 512 * KiB, 320 * KiB));
     REQUIRE(svc.sessions->total_cost() == svc.window_bytes()); // costs from the windows
@@ -587,9 +570,8 @@ TEST_CASE("composition: the ledger counts what is held, once", "[composition]") 
     std::vector<memgov::window_chunk> in_flight(40);
     std::size_t taken = 0;
     for (int id = 0; id < 10; ++id) {
-        svc.sessions->with(id, [&](memgov::sliding_window& w) {
-            taken += w.take_chunks(std::span{in_flight}.subspan(taken, 4));
-        });
+        svc.sessions->with(
+            id, [&](memgov::sliding_window& w) { taken += w.take_chunks(std::span{in_flight}.subspan(taken, 4)); });
     }
     REQUIRE(taken == 40);
     std::int64_t in_flight_bytes = 0;
@@ -624,16 +606,13 @@ TEST_CASE("composition: the ledger counts what is held, once", "[composition]") 
     REQUIRE(svc.map_heap_bytes > 0);
     const memgov::ledger& ledger = svc.gov->ledger();
     const auto bytes = [&](memgov::category c) { return ledger.bytes(c); };
-    const std::int64_t pool_bytes =
-        bytes(memgov::category::pool_idle) + bytes(memgov::category::pool_in_use);
-    INFO("map heap " << svc.map_heap_bytes << ", charged "
-                     << bytes(memgov::category::session_storage) << "; object pool heap "
-                     << object_heap << ", charged " << bytes(memgov::category::objects));
+    const std::int64_t pool_bytes = bytes(memgov::category::pool_idle) + bytes(memgov::category::pool_in_use);
+    INFO("map heap " << svc.map_heap_bytes << ", charged " << bytes(memgov::category::session_storage)
+                     << "; object pool heap " << object_heap << ", charged " << bytes(memgov::category::objects));
     // The pools' bytes are exactly what their upstream holds, counted once, whatever the
     // windows and the producer say they hold (attributions).
     CHECK(pool_bytes == svc.upstream.outstanding());
-    CHECK(ledger.total() ==
-          pool_bytes + bytes(memgov::category::session_storage) + bytes(memgov::category::objects));
+    CHECK(ledger.total() == pool_bytes + bytes(memgov::category::session_storage) + bytes(memgov::category::objects));
     // The map and the object pool are charged exactly what they allocated for themselves: the
     // map its shards, node slabs, the vectors that hold the slabs, and its tables; the object
     // pool its shared state, slot blocks (headers and objects), thread caches and their list.
@@ -647,6 +626,5 @@ TEST_CASE("composition: the ledger counts what is held, once", "[composition]") 
     svc.gov->ledger().release(memgov::category::kafka_inflight, in_flight_bytes);
     in_flight.clear();
     CHECK(ledger.total() == total);
-    CHECK(bytes(memgov::category::pool_idle) + bytes(memgov::category::pool_in_use) ==
-          svc.upstream.outstanding());
+    CHECK(bytes(memgov::category::pool_idle) + bytes(memgov::category::pool_in_use) == svc.upstream.outstanding());
 }

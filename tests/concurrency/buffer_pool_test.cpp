@@ -78,8 +78,8 @@ using memgov_test::watched_resource;
 // in the middle of handing its cache back, after it has pinned the pool's state.
 struct exit_probe {
     std::atomic<bool> armed{false};
-    std::thread::id thread;  // written by the probed thread before it sets `armed`
-    std::latch in_flush{1};  // the probed thread is inside its exit flush
+    std::thread::id thread; // written by the probed thread before it sets `armed`
+    std::latch in_flush{1}; // the probed thread is inside its exit flush
     std::mutex mutex;
     std::condition_variable cv;
     bool destroyed = false;     // the pool, its ledger and its upstream are gone
@@ -96,8 +96,7 @@ struct probe_clock {
             std::unique_lock lock{p.mutex};
             // The pool's destructor must wait for this flush: if it did not, the destruction
             // would be seen here. A bounded wait for something that must not happen.
-            p.saw_destroyed = p.cv.wait_for(lock, std::chrono::milliseconds{250},
-                                            [&] { return p.destroyed; });
+            p.saw_destroyed = p.cv.wait_for(lock, std::chrono::milliseconds{250}, [&] { return p.destroyed; });
         }
         return memgov::time_point{std::chrono::seconds{1}};
     }
@@ -109,8 +108,7 @@ static_assert(memgov::clock_type<probe_clock>);
 // Producers acquire and stamp buffers, consumers on other threads check the stamp and release
 // them, while a control thread trims, changes pressure and reads statistics. A buffer handed to
 // two owners at once would break a stamp; after join every counter must balance exactly.
-TEST_CASE("buffer_pool: cross-thread release under trim and pressure changes",
-          "[buffer_pool][concurrency]") {
+TEST_CASE("buffer_pool: cross-thread release under trim and pressure changes", "[buffer_pool][concurrency]") {
     const auto seed = std::random_device{}();
     INFO("seed " << seed);
     std::printf("buffer_pool concurrency seed %u\n", seed);
@@ -341,8 +339,7 @@ TEST_CASE("buffer_pool: a thread exit racing destruction leaves ledger and upstr
 // The same race left to the scheduler, many times: threads that used the pool exit while it is
 // destroyed. Whatever the interleaving, the ledger ends at zero before it is destroyed and the
 // upstream is never called after the pool is gone.
-TEST_CASE("buffer_pool: threads exit while the pool is destroyed, every interleaving",
-          "[buffer_pool][concurrency]") {
+TEST_CASE("buffer_pool: threads exit while the pool is destroyed, every interleaving", "[buffer_pool][concurrency]") {
     std::int64_t late = 0;
     std::int64_t bad_ledger = 0;
     for (int round = 0; round < 50; ++round) {

@@ -190,8 +190,8 @@ struct part_reclaimer final : memgov::reclaimer {
 };
 
 struct null_sink final : memgov::metric_sink {
-    void sample(std::string_view, std::string_view, memgov::metric_type,
-                std::initializer_list<memgov::metric_label>, double) override {}
+    void sample(std::string_view, std::string_view, memgov::metric_type, std::initializer_list<memgov::metric_label>,
+                double) override {}
 };
 } // namespace
 
@@ -258,10 +258,10 @@ TEST_CASE("governor: callbacks read and re-register while other threads report a
     cfg.step_period = 1ms;
     memgov::governor<> g{cfg, memgov::steady_clock{}, [] {}, [] { return std::size_t{0}; }};
     const auto noop = [](const memgov::reclaim_request&) { return memgov::reclaim_result{}; };
-    const auto churn = std::make_shared<memgov::function_reclaimer>(
-        "churn", std::vector{reclaim_action::trim_pools}, noop);
-    const auto visited = std::make_shared<memgov::function_reclaimer>(
-        "visited", std::vector{reclaim_action::trim_pools}, noop);
+    const auto churn =
+        std::make_shared<memgov::function_reclaimer>("churn", std::vector{reclaim_action::trim_pools}, noop);
+    const auto visited =
+        std::make_shared<memgov::function_reclaimer>("visited", std::vector{reclaim_action::trim_pools}, noop);
     std::atomic<std::uint64_t> inner_reads{0};
     std::atomic<std::uint64_t> f_level{0}, f_seen{0}, f_throw{0}, f_unreg{0}, f_count{0};
     const auto reader = std::make_shared<memgov::function_reclaimer>(
@@ -304,9 +304,8 @@ TEST_CASE("governor: callbacks read and re-register while other threads report a
         go.arrive_and_wait();
         while (!done.load()) {
             auto own = std::make_shared<memgov::function_reclaimer>(
-                "own", std::vector{reclaim_action::trim_pools}, [](const memgov::reclaim_request&) {
-                    return memgov::reclaim_result{};
-                });
+                "own", std::vector{reclaim_action::trim_pools},
+                [](const memgov::reclaim_request&) { return memgov::reclaim_result{}; });
             g.register_reclaimer(own);
             if (!g.unregister_reclaimer(*own)) f_unreg.fetch_add(1);
             if (own.use_count() != 1) f_count.fetch_add(1); // removed at once from outside

@@ -109,8 +109,10 @@ void run_stress(int rounds) {
                 // Every live handle resolves to this thread's object with this thread's data.
                 for (std::size_t i = 0; i < held.size(); ++i) {
                     message* m = pool->get(handles[i]);
-                    if (m != held[i].get()) bad_live.fetch_add(1);
-                    else if (m->owner != owner || m->seq != seqs[i]) bad_content.fetch_add(1);
+                    if (m != held[i].get())
+                        bad_live.fetch_add(1);
+                    else if (m->owner != owner || m->seq != seqs[i])
+                        bad_content.fetch_add(1);
                 }
                 // Release a random part, oldest first.
                 const std::size_t k = rng() % (held.size() + 1);
@@ -167,19 +169,15 @@ void run_stress(int rounds) {
 
 } // namespace
 
-TEST_CASE("object_pool: concurrent acquire/release with handle checks and a trimmer",
-          "[object_pool][concurrency]") {
+TEST_CASE("object_pool: concurrent acquire/release with handle checks and a trimmer", "[object_pool][concurrency]") {
     run_stress(3000);
 }
 
-TEST_CASE("object_pool: long concurrent stress", "[object_pool][concurrency][.][stress]") {
-    run_stress(100000);
-}
+TEST_CASE("object_pool: long concurrent stress", "[object_pool][concurrency][.][stress]") { run_stress(100000); }
 
 // Producers acquire and fill objects, consumers on other threads check and release them:
 // objects cross threads in both directions, through the depot.
-TEST_CASE("object_pool: leases released on other threads than they were acquired on",
-          "[object_pool][concurrency]") {
+TEST_CASE("object_pool: leases released on other threads than they were acquired on", "[object_pool][concurrency]") {
     object_pool_test::reset_counts();
     const std::uint32_t seed = seed_from_catch();
     CAPTURE(seed);
@@ -213,8 +211,8 @@ TEST_CASE("object_pool: leases released on other threads than they were acquired
                 lease->payload.assign(100 + rng() % 2000, 1);
                 const object_handle h = lease.handle();
                 std::lock_guard lock{m};
-                queue.push_back({std::move(lease), h, static_cast<std::uint64_t>(p + 1),
-                                 static_cast<std::uint64_t>(i)});
+                queue.push_back(
+                    {std::move(lease), h, static_cast<std::uint64_t>(p + 1), static_cast<std::uint64_t>(i)});
             }
             produced_done.fetch_add(1);
         });
@@ -267,8 +265,7 @@ TEST_CASE("object_pool: leases released on other threads than they were acquired
 
 // Threads come and go while a pool lives; their caches are parked and adopted, and the pool
 // can be destroyed while threads that used it are still running.
-TEST_CASE("object_pool: thread churn and pool destruction while user threads live",
-          "[object_pool][concurrency]") {
+TEST_CASE("object_pool: thread churn and pool destruction while user threads live", "[object_pool][concurrency]") {
     object_pool_test::reset_counts();
     for (int wave = 0; wave < 10; ++wave) {
         auto pool = std::make_unique<pool_t>(stress_config());

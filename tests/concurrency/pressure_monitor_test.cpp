@@ -173,8 +173,7 @@ TEST_CASE("pressure_monitor: subscribers come and go while levels change", "[pre
 
 // A subscriber on the sampler thread stops the monitor; other threads call start, stop and
 // running at the same time. Nothing hangs, every thread is joined, and TSan sees no race.
-TEST_CASE("pressure_monitor: start and stop race, also from a subscriber on the sampler thread",
-          "[pressure_monitor]") {
+TEST_CASE("pressure_monitor: start and stop race, also from a subscriber on the sampler thread", "[pressure_monitor]") {
     fake_cgroup_tree tree = fake_cgroup_tree::v2("/app");
     tree.set_limit("/app", GiB);
     tree.set_usage("/app", 100 * MiB);

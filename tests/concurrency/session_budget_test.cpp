@@ -40,12 +40,10 @@ memgov::governor_config on_fake_tree(memgov_test::fake_cgroup_tree& tree, std::u
 
 } // namespace
 
-TEST_CASE("session_budget: concurrent session admissions never pass the headroom",
-          "[session_budget][concurrency]") {
+TEST_CASE("session_budget: concurrent session admissions never pass the headroom", "[session_budget][concurrency]") {
     auto tree = memgov_test::fake_cgroup_tree::v2("/app");
     memgov::manual_clock clock;
-    memgov::governor<memgov::manual_clock> g{on_fake_tree(tree, GiB / 2), clock, [] {},
-                                             [] { return std::size_t{0}; }};
+    memgov::governor<memgov::manual_clock> g{on_fake_tree(tree, GiB / 2), clock, [] {}, [] { return std::size_t{0}; }};
     const std::int64_t headroom = g.admission_headroom();
     constexpr std::size_t x = 3 * MiB;
     constexpr int threads = 4;
@@ -65,8 +63,10 @@ TEST_CASE("session_budget: concurrent session admissions never pass the headroom
             start.arrive_and_wait();
             for (int i = 0; i < per_thread; ++i) {
                 auto b = g.admit_session(x);
-                if (b) mine.push_back(std::move(b));
-                else if (b.refusal() == admit_reason::no_headroom) ++refused[static_cast<std::size_t>(t)];
+                if (b)
+                    mine.push_back(std::move(b));
+                else if (b.refusal() == admit_reason::no_headroom)
+                    ++refused[static_cast<std::size_t>(t)];
             }
         });
     }
@@ -122,8 +122,10 @@ TEST_CASE("session_budget: sessions charge on their threads and release on other
             for (int i = 0; i < frames; ++i) {
                 for (int s = 0; s < sessions_per_pair; ++s) {
                     auto& b = (*budgets)[static_cast<std::size_t>(s)];
-                    if (b.try_charge(frame)) ++admitted_frames[static_cast<std::size_t>(p)];
-                    else b.charge(frame); // counted as refused, charged anyway so the releaser can pair it
+                    if (b.try_charge(frame))
+                        ++admitted_frames[static_cast<std::size_t>(p)];
+                    else
+                        b.charge(frame); // counted as refused, charged anyway so the releaser can pair it
                     peak[static_cast<std::size_t>(p)] =
                         std::max<std::uint64_t>(peak[static_cast<std::size_t>(p)], b.held_bytes());
                     (*published)[static_cast<std::size_t>(s)].fetch_add(1, std::memory_order_release);

@@ -91,8 +91,7 @@ void run_stress(int ops) {
     constexpr std::uint64_t victim_base = 1ULL << 40;
     hooks.on_evict = [&](const std::uint64_t& k, session& s, evict_reason r) {
         log.add(s, r);
-        if (k < victim_base && r != evict_reason::erased && r != evict_reason::replaced &&
-            r != evict_reason::cleared) {
+        if (k < victim_base && r != evict_reason::erased && r != evict_reason::replaced && r != evict_reason::cleared) {
             worker_evicted_by_pressure.fetch_add(1);
         }
     };
@@ -129,13 +128,15 @@ void run_stress(int ops) {
                     bool ok = true;
                     switch (rng() % 9) {
                     case 0: {
-                        const bool inserted = m.insert(key, [v] { return session{v}; }, keep);
+                        const bool inserted = m.insert(
+                            key, [v] { return session{v}; }, keep);
                         ok = inserted == !present;
                         if (inserted) model[key] = v;
                         break;
                     }
                     case 1:
-                        ok = m.upsert(key, [v] { return session{v}; }, keep) == !present;
+                        ok = m.upsert(
+                                 key, [v] { return session{v}; }, keep) == !present;
                         model[key] = v;
                         break;
                     case 2: {
@@ -248,8 +249,7 @@ void run_stress(int ops) {
         CHECK(log.duplicates.load() == 0);
         CHECK(log.while_inside.load() == 0);
         CHECK(accounting.bytes(memgov::category::sessions) == 0); // every cost given back
-        CHECK(accounting.bytes(memgov::category::session_storage) ==
-              static_cast<std::int64_t>(end.structure_bytes));
+        CHECK(accounting.bytes(memgov::category::session_storage) == static_cast<std::int64_t>(end.structure_bytes));
     }
     CHECK(accounting.bytes(memgov::category::sessions) == 0);
     CHECK(accounting.bytes(memgov::category::session_storage) == 0);
@@ -300,9 +300,15 @@ TEST_CASE("session_map: the callback count equals removals when threads race on 
                 for (int i = 0; i < ops; ++i) {
                     const std::uint64_t key = rng() % keys;
                     switch (rng() % 10) {
-                    case 0: m.erase(key); break;
-                    case 1: m.upsert(key, [] { return session{}; }); break;
-                    case 2: m.insert(key, [] { return session{}; }, {.no_evict = false, .cost = 1000}); break;
+                    case 0:
+                        m.erase(key);
+                        break;
+                    case 1:
+                        m.upsert(key, [] { return session{}; });
+                        break;
+                    case 2:
+                        m.insert(key, [] { return session{}; }, {.no_evict = false, .cost = 1000});
+                        break;
                     case 3:
                         m.with(key, [&](session& s, smap::entry& e) {
                             s.inside.fetch_add(1);
@@ -320,14 +326,22 @@ TEST_CASE("session_map: the callback count equals removals when threads race on 
                             s.inside.fetch_sub(1);
                         });
                         break;
-                    case 5: m.mark_ended(key); break;
-                    case 6: (void)m.evict_lru_until(0, 8); break;
-                    case 7: (void)m.evict_largest(2); break;
+                    case 5:
+                        m.mark_ended(key);
+                        break;
+                    case 6:
+                        (void)m.evict_lru_until(0, 8);
+                        break;
+                    case 7:
+                        (void)m.evict_largest(2);
+                        break;
                     case 8:
                         clock.advance(1ms);
                         (void)m.sweep(clock.now(), 16);
                         break;
-                    default: (void)m.evict_older_than(0ms, 4); break;
+                    default:
+                        (void)m.evict_older_than(0ms, 4);
+                        break;
                     }
                 }
             });
@@ -346,8 +360,7 @@ TEST_CASE("session_map: the callback count equals removals when threads race on 
 
 // Holders keep an entry pinned in long callbacks while another thread keeps removing it: the
 // callback of each removed session runs once, after every holder has left.
-TEST_CASE("session_map: eviction while pinned defers the callback to the last unpin",
-          "[session_map][concurrency]") {
+TEST_CASE("session_map: eviction while pinned defers the callback to the last unpin", "[session_map][concurrency]") {
     const std::uint64_t seed = seed_for("session_map pins");
     CAPTURE(seed);
     memgov::manual_clock clock;
@@ -400,8 +413,7 @@ TEST_CASE("session_map: eviction while pinned defers the callback to the last un
 // plain stores (no locked read-modify-write on the entry), and must still count every access
 // and move last-active to the latest tick given, never back. A writer and `mark_ended` race
 // with them.
-TEST_CASE("session_map: concurrent touches of one entry count every access exactly",
-          "[session_map][concurrency]") {
+TEST_CASE("session_map: concurrent touches of one entry count every access exactly", "[session_map][concurrency]") {
     const std::uint64_t seed = seed_for("session_map touches");
     CAPTURE(seed);
     memgov::manual_clock clock;

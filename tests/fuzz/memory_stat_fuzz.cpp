@@ -10,8 +10,8 @@
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     using namespace memgov::detail;
     const std::string_view text{reinterpret_cast<const char*>(data), size};
-    for (const std::string_view key : {"inactive_file", "total_inactive_file", "hierarchical_memory_limit",
-                                       "oom_kill", "anon", ""}) {
+    for (const std::string_view key :
+         {"inactive_file", "total_inactive_file", "hierarchical_memory_limit", "oom_kill", "anon", ""}) {
         const cg_lookup l = cg_find_key(text, key);
         if (l.status == cg_lookup::ok && key.empty()) __builtin_trap(); // no empty key exists
         if (l.status != cg_lookup::ok && l.value != 0) __builtin_trap();

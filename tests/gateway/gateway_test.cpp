@@ -59,8 +59,8 @@ void check_gateway_identities(const gateway::gateway_stats& s) {
         lost += n.bytes;
     }
     CHECK(s.received_bytes == s.kafka.delivered_bytes + lost);
-    CHECK(s.budget_charged_bytes == s.budget_released_window_bytes + s.budget_released_not_appended_bytes +
-                                        s.kafka.budget_released_bytes);
+    CHECK(s.budget_charged_bytes ==
+          s.budget_released_window_bytes + s.budget_released_not_appended_bytes + s.kafka.budget_released_bytes);
     for (const auto& [reason, n] : s.refused_work) {
         INFO(reason);
         REQUIRE(s.kafka.losses.count("refused_work:" + reason) == 1);
@@ -109,16 +109,15 @@ struct kafka_record {
 // message, "key<TAB>headers<TAB>payload length<LF>" followed by the raw payload. Messages of
 // one key come out in their partition's order.
 std::vector<kafka_record> kcat_read_once(const std::string& bootstrap, const std::string& topic) {
-    const auto r = run_command("timeout 30 kcat -C -q -e -o beginning -b '" + bootstrap + "' -t '" +
-                               topic + "' -f '%k\t%h\t%S\n%s' 2>/dev/null");
+    const auto r = run_command("timeout 30 kcat -C -q -e -o beginning -b '" + bootstrap + "' -t '" + topic +
+                               "' -f '%k\t%h\t%S\n%s' 2>/dev/null");
     INFO("kcat: " << r.output.substr(0, 500));
     REQUIRE(r.status == 0);
     std::vector<kafka_record> out;
     std::size_t i = 0;
     const std::string& o = r.output;
     while (i < o.size()) {
-        const std::size_t t1 = o.find('\t', i), t2 = o.find('\t', t1 + 1),
-                          nl = o.find('\n', t2 + 1);
+        const std::size_t t1 = o.find('\t', i), t2 = o.find('\t', t1 + 1), nl = o.find('\n', t2 + 1);
         REQUIRE(nl != std::string::npos);
         kafka_record rec;
         rec.key = o.substr(i, t1 - i);
@@ -141,8 +140,8 @@ std::vector<kafka_record> kcat_read_once(const std::string& bootstrap, const std
 // acknowledged), at most 5 times: kcat 1.7's `-e` can see a partition's end before it fetched.
 // With `exact`, Kafka must hold exactly those; without, it may hold more (under faults a message
 // the broker stored but never acknowledged is counted lost: the count errs on the safe side).
-std::vector<kafka_record> kcat_read(const std::string& bootstrap, const std::string& topic,
-                                    std::uint64_t expected, bool exact = true) {
+std::vector<kafka_record> kcat_read(const std::string& bootstrap, const std::string& topic, std::uint64_t expected,
+                                    bool exact = true) {
     std::vector<kafka_record> r;
     for (int attempt = 0; attempt < 5; ++attempt) {
         r = kcat_read_once(bootstrap, topic);
@@ -159,14 +158,12 @@ std::vector<kafka_record> kcat_read(const std::string& bootstrap, const std::str
 // A session's stream as Kafka holds it: the payloads of its messages concatenated, after
 // checking that they follow each other (seq 0, 1, ...; each `offset` is the previous `end`).
 // Returns false (after failing a check) if they do not.
-bool session_stream(const std::vector<kafka_record>& all, const std::string& key,
-                    std::string& out) {
+bool session_stream(const std::vector<kafka_record>& all, const std::string& key, std::string& out) {
     std::uint64_t seq = 0, offset = 0;
     for (const auto& r : all) {
         if (r.key != key) continue;
         INFO(key << " message " << seq);
-        REQUIRE((r.headers.count("seq") == 1 && r.headers.count("offset") == 1 &&
-                 r.headers.count("end") == 1));
+        REQUIRE((r.headers.count("seq") == 1 && r.headers.count("offset") == 1 && r.headers.count("end") == 1));
         if (r.headers.at("seq") != seq || r.headers.at("offset") != offset ||
             r.headers.at("end") != offset + r.payload.size()) {
             CHECK(r.headers.at("seq") == seq);
@@ -230,8 +227,7 @@ std::size_t loadgen_frames_in_order(const std::string& stream, std::size_t frame
         if (k == 0) index = ix;
         if (ix != index || seq != k) return good;
         std::string want(frame_bytes, '\0');
-        loadgen::detail::fill_frame(std::as_writable_bytes(std::span{want.data(), want.size()}),
-                                    index, seq, send_ns);
+        loadgen::detail::fill_frame(std::as_writable_bytes(std::span{want.data(), want.size()}), index, seq, send_ns);
         if (std::memcmp(want.data(), f, frame_bytes) != 0) return good;
         ++good;
     }
@@ -248,10 +244,9 @@ int silent_client(std::uint16_t port, const std::string& start, std::size_t fram
     a.sin_family = AF_INET;
     a.sin_port = htons(port);
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    const std::string upgrade =
-        "GET /v1/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-        "Sec-WebSocket-Version: 13\r\n\r\n";
+    const std::string upgrade = "GET /v1/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                                "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                                "Sec-WebSocket-Version: 13\r\n\r\n";
     std::string response;
     char buf[512];
     bool ok = ::connect(fd, reinterpret_cast<const sockaddr*>(&a), sizeof a) == 0 &&
@@ -299,12 +294,12 @@ bool eventually(Pred pred, std::chrono::milliseconds timeout) {
 TEST_CASE("gateway protocol: control messages parse or name what is wrong", "[gateway]") {
     using gateway::control_message;
     using gateway::protocol_error;
-    const auto ok = gateway::parse_control(R"({"type":"start","session_id":"a-1","sample_rate":16000,"codec":"pcm16","priority":7})");
+    const auto ok = gateway::parse_control(
+        R"({"type":"start","session_id":"a-1","sample_rate":16000,"codec":"pcm16","priority":7})");
     REQUIRE(std::holds_alternative<control_message>(ok));
     CHECK(std::get<control_message>(ok).start.session_id == "a-1");
     CHECK(std::get<control_message>(ok).start.priority == 7);
-    CHECK(std::get<control_message>(gateway::parse_control(R"({"type":"end"})")).type ==
-          control_message::kind::end);
+    CHECK(std::get<control_message>(gateway::parse_control(R"({"type":"end"})")).type == control_message::kind::end);
     const auto reason = [](std::string_view t) {
         const auto r = gateway::parse_control(t);
         return std::holds_alternative<protocol_error>(r) ? std::get<protocol_error>(r).reason : std::string{};
@@ -313,10 +308,14 @@ TEST_CASE("gateway protocol: control messages parse or name what is wrong", "[ga
     CHECK(reason("[]") == "control message must be a JSON object");
     CHECK(reason(R"({"type":"pause"})") == R"(unknown control message type "pause")");
     CHECK(reason(R"({"type":"start","sample_rate":16000,"codec":"pcm16"})").find("session_id") != std::string::npos);
-    CHECK(reason(R"({"type":"start","session_id":"a b","sample_rate":16000,"codec":"pcm16"})").find("session_id") != std::string::npos);
-    CHECK(reason(R"({"type":"start","session_id":"a","sample_rate":12345,"codec":"pcm16"})").find("sample_rate") != std::string::npos);
-    CHECK(reason(R"({"type":"start","session_id":"a","sample_rate":16000,"codec":"mp3"})").find("codec") != std::string::npos);
-    CHECK(reason(R"({"type":"start","session_id":"a","sample_rate":16000,"codec":"pcm16","priority":10})").find("priority") != std::string::npos);
+    CHECK(reason(R"({"type":"start","session_id":"a b","sample_rate":16000,"codec":"pcm16"})").find("session_id") !=
+          std::string::npos);
+    CHECK(reason(R"({"type":"start","session_id":"a","sample_rate":12345,"codec":"pcm16"})").find("sample_rate") !=
+          std::string::npos);
+    CHECK(reason(R"({"type":"start","session_id":"a","sample_rate":16000,"codec":"mp3"})").find("codec") !=
+          std::string::npos);
+    CHECK(reason(R"({"type":"start","session_id":"a","sample_rate":16000,"codec":"pcm16","priority":10})")
+              .find("priority") != std::string::npos);
     CHECK(gateway::close_reason(std::string(300, 'x')).size() == 123);
     CHECK(gateway::close_reason(std::string(122, 'x') + "\xC3\xA9").size() == 122); // not mid-character
 }
@@ -347,8 +346,7 @@ TEST_CASE("gateway: 20 sessions x 100 frames are read back from Kafka byte-exact
 
     // The same frames as kcat reads them: every session's messages in order, every frame
     // byte-exact against the load generator's pattern.
-    const auto records =
-        kcat_read(srv.bootstrap(), srv.topic(), srv.stats().kafka.delivered_messages);
+    const auto records = kcat_read(srv.bootstrap(), srv.topic(), srv.stats().kafka.delivered_messages);
     for (unsigned i = 0; i < 20; ++i) {
         const std::string key = "e2e-" + std::to_string(i);
         INFO(key);
@@ -484,7 +482,8 @@ TEST_CASE("gateway: with --governor=off the same limit only counts, and sessions
     CHECK(metrics.find("memgov_dry_run_rejections_total{kind=\"session\",reason=") != std::string::npos);
 }
 
-TEST_CASE("gateway: a session evicted by memgov is closed with 4001 and the reason, its audio still produced", "[gateway]") {
+TEST_CASE("gateway: a session evicted by memgov is closed with 4001 and the reason, its audio still produced",
+          "[gateway]") {
     auto cfg = test_config();
     cfg.session_max_age = 1s; // the session map's absolute TTL: the sweep evicts it
     gateway::server srv{cfg};
@@ -527,7 +526,7 @@ TEST_CASE("gateway: a Kafka outage loses nothing uncounted: each undelivered chu
     for (int i = 0; i < 5; ++i) msgs.push_back(binary(640));
     msgs.push_back(text(R"({"type":"end"})"));
     const auto r = probe(srv, msgs);
-    CHECK(r.close_code == 1000); // the client is not blocked by Kafka
+    CHECK(r.close_code == 1000);         // the client is not blocked by Kafka
     std::this_thread::sleep_for(2500ms); // past message.timeout.ms
     const auto s = srv.shutdown();
     std::uint64_t lost = 0;
@@ -542,7 +541,9 @@ TEST_CASE("gateway: a Kafka outage loses nothing uncounted: each undelivered chu
     check_gateway_identities(s); // failed delivery reports release the budget too
 }
 
-TEST_CASE("gateway: a session streaming past its quota is refused over_quota frame by frame, a normal one delivers everything", "[gateway][budget]") {
+TEST_CASE("gateway: a session streaming past its quota is refused over_quota frame by frame, a normal one delivers "
+          "everything",
+          "[gateway][budget]") {
     auto cfg = test_config();
     // A real-time 16 kHz session holds 32 KiB/s × (chunk_ms + Kafka ack latency): ~7 KiB on an
     // idle machine, ~40 KiB with the 1 s acks seen on a loaded one. Its bytes in flight count.
@@ -611,7 +612,8 @@ TEST_CASE("gateway: a session streaming past its quota is refused over_quota fra
     check_gateway_identities(s);
 }
 
-TEST_CASE("gateway: a window at its cap drops the oldest bytes, releases them from the budget and counts them", "[gateway][budget]") {
+TEST_CASE("gateway: a window at its cap drops the oldest bytes, releases them from the budget and counts them",
+          "[gateway][budget]") {
     auto cfg = test_config();
     cfg.window_cap_bytes = 4096;
     cfg.chunk_period = 5000ms; // nothing leaves the window before the end
@@ -640,15 +642,13 @@ TEST_CASE("gateway: 5 sessions from an independent python client are read back b
           "[gateway][e2e]") {
     const std::string python = "/usr/bin/python3";
     if (run_command(python + " -c 'import websockets' 2>&1").status != 0) {
-        return skip_test(
-            "python3-websockets is not installed for /usr/bin/python3 (scripts/packages.txt)");
+        return skip_test("python3-websockets is not installed for /usr/bin/python3 (scripts/packages.txt)");
     }
     gateway::server srv{test_config()};
     srv.start();
     const std::string url = "ws://127.0.0.1:" + std::to_string(srv.port()) + "/v1/stream";
     const auto client =
-        run_command("timeout 60 " + python + " " MEMGOV_GATEWAY_TEST_DIR "/ws_client.py " + url +
-                    " py 5 100 640");
+        run_command("timeout 60 " + python + " " MEMGOV_GATEWAY_TEST_DIR "/ws_client.py " + url + " py 5 100 640");
     INFO(client.output);
     REQUIRE(client.status == 0); // every session acked and closed 1000
     std::size_t sessions = 0;
@@ -667,8 +667,7 @@ TEST_CASE("gateway: 5 sessions from an independent python client are read back b
     CHECK(sessions == 5);
     // Everything is acknowledged by Kafka before kcat reads it.
     CHECK(eventually([&] { return srv.stats().kafka.delivered_bytes == 5 * 100 * 640; }, 10000ms));
-    const auto records =
-        kcat_read(srv.bootstrap(), srv.topic(), srv.stats().kafka.delivered_messages);
+    const auto records = kcat_read(srv.bootstrap(), srv.topic(), srv.stats().kafka.delivered_messages);
     for (int i = 0; i < 5; ++i) {
         const std::string key = "py-" + std::to_string(i);
         INFO(key);
@@ -710,8 +709,7 @@ TEST_CASE("gateway: one 200 ms chunk of 16 kHz audio is one Kafka message", "[ga
     }
 }
 
-TEST_CASE("gateway: a TCP drop without a WebSocket close leaves an orphan that the sweep removes",
-          "[gateway]") {
+TEST_CASE("gateway: a TCP drop without a WebSocket close leaves an orphan that the sweep removes", "[gateway]") {
     auto cfg = test_config();
     cfg.orphan_check_interval = 200ms;
     gateway::server srv{cfg};
@@ -722,13 +720,11 @@ TEST_CASE("gateway: a TCP drop without a WebSocket close leaves an orphan that t
     CHECK(r.close_code == -1);
     const auto removed = [&] {
         return loadgen::http_get("127.0.0.1", srv.http_port(), "/metrics")
-                   .body.find(R"(gateway_session_removals_total{reason="orphan"} 1)") !=
-               std::string::npos;
+                   .body.find(R"(gateway_session_removals_total{reason="orphan"} 1)") != std::string::npos;
     };
     CHECK(eventually(removed, 5000ms));
     const std::string metrics = loadgen::http_get("127.0.0.1", srv.http_port(), "/metrics").body;
-    CHECK(metrics.find(R"(gateway_session_removals_total{reason="erased"} 0)") !=
-          std::string::npos);
+    CHECK(metrics.find(R"(gateway_session_removals_total{reason="erased"} 0)") != std::string::npos);
     CHECK(metrics.find("gateway_sessions_orphaned_total 1") != std::string::npos);
     CHECK(metrics.find("gateway_sessions_active 0") != std::string::npos);
     const auto s = srv.shutdown();
@@ -739,9 +735,8 @@ TEST_CASE("gateway: a TCP drop without a WebSocket close leaves an orphan that t
     check_gateway_identities(s);
 }
 
-TEST_CASE(
-    "gateway: mock brokers down for 2 s: frames wait and are delivered in order, delivery resumes",
-    "[gateway][faults]") {
+TEST_CASE("gateway: mock brokers down for 2 s: frames wait and are delivered in order, delivery resumes",
+          "[gateway][faults]") {
     auto cfg = test_config();
     cfg.faults.broker_down_at = 500ms;
     cfg.faults.broker_down_for = 2000ms; // well under message.timeout.ms (30 s): retried
@@ -777,9 +772,8 @@ TEST_CASE(
     CHECK(r.order_violations == 0);
     CHECK(r.missing_messages == 0);
     CHECK(eventually([&] { return srv.stats().kafka.delivered_bytes == 600 * 640; }, 15000ms));
-    const auto records =
-        kcat_read(srv.bootstrap(), srv.topic(), srv.stats().kafka.delivered_messages,
-                  /*exact=*/false);
+    const auto records = kcat_read(srv.bootstrap(), srv.topic(), srv.stats().kafka.delivered_messages,
+                                   /*exact=*/false);
     for (int i = 0; i < 4; ++i) {
         const std::string key = "outage-" + std::to_string(i);
         INFO(key);
@@ -834,9 +828,8 @@ TEST_CASE("gateway: mock brokers down past message.timeout.ms: lost chunks are c
     lc.prefix = "resumed";
     CHECK(loadgen::run(lc).delivered_frames == 20);
     // kcat agrees: what was delivered is in order, lost messages are gaps.
-    const auto records =
-        kcat_read(srv.bootstrap(), srv.topic(), srv.stats().kafka.delivered_messages,
-                  /*exact=*/false);
+    const auto records = kcat_read(srv.bootstrap(), srv.topic(), srv.stats().kafka.delivered_messages,
+                                   /*exact=*/false);
     for (const char* key : {"timeout-0", "timeout-1"}) (void)in_order_with_gaps(records, key);
     std::string resumed;
     CHECK(session_stream(records, "resumed-0", resumed));
@@ -893,18 +886,15 @@ TEST_CASE("gateway: injected produce errors are retried, or counted by reason wh
         lc.frames = 20;
         lc.prefix = "fatal-after";
         CHECK(loadgen::run(lc).delivered_frames == 20);
-        const auto records =
-            kcat_read(srv.bootstrap(), srv.topic(), srv.stats().kafka.delivered_messages,
-                      /*exact=*/false);
+        const auto records = kcat_read(srv.bootstrap(), srv.topic(), srv.stats().kafka.delivered_messages,
+                                       /*exact=*/false);
         for (const char* key : {"fatal-0", "fatal-1"}) (void)in_order_with_gaps(records, key);
-        const std::string metrics =
-            loadgen::http_get("127.0.0.1", srv.http_port(), "/metrics").body;
+        const std::string metrics = loadgen::http_get("127.0.0.1", srv.http_port(), "/metrics").body;
         const auto pc = memgov_test::check_metrics_text(metrics); // loss labels are valid too
         INFO(pc.output);
         CHECK(pc.exit_code == 0);
         CHECK(metrics.find("gateway_mock_produce_errors_total 2") != std::string::npos);
-        CHECK(metrics.find(R"(gateway_lost_bytes_total{reason="delivery:INVALID_RECORD"})") !=
-              std::string::npos);
+        CHECK(metrics.find(R"(gateway_lost_bytes_total{reason="delivery:INVALID_RECORD"})") != std::string::npos);
         const auto s = srv.shutdown();
         std::uint64_t lost = 0;
         for (const auto& [reason, n] : s.kafka.losses) {
@@ -930,8 +920,7 @@ TEST_CASE("gateway: a silent half-open peer is timed out and its session left as
     REQUIRE(fd >= 0);
     const auto removed = [&] {
         return loadgen::http_get("127.0.0.1", srv.http_port(), "/metrics")
-                   .body.find(R"(gateway_session_removals_total{reason="orphan"} 1)") !=
-               std::string::npos;
+                   .body.find(R"(gateway_session_removals_total{reason="orphan"} 1)") != std::string::npos;
     };
     CHECK(eventually(removed, 5000ms));
     ::close(fd); // only now: the peer never closed its side
@@ -984,8 +973,7 @@ loadgen::config abuse_config(const gateway::server& srv, std::string prefix) {
 
 } // namespace
 
-TEST_CASE("loadgen: a burst and giants against the gateway balance exactly, class by class",
-          "[gateway][abuse]") {
+TEST_CASE("loadgen: a burst and giants against the gateway balance exactly, class by class", "[gateway][abuse]") {
     gateway::server srv{test_config()};
     srv.start();
     auto lc = abuse_config(srv, "abuse");
@@ -1030,8 +1018,7 @@ TEST_CASE("loadgen: a burst and giants against the gateway balance exactly, clas
     check_gateway_identities(s);
 }
 
-TEST_CASE("loadgen: orphans drop TCP without a close and the gateway's orphan check removes them",
-          "[gateway][abuse]") {
+TEST_CASE("loadgen: orphans drop TCP without a close and the gateway's orphan check removes them", "[gateway][abuse]") {
     auto cfg = test_config();
     cfg.orphan_check_interval = 200ms;
     gateway::server srv{cfg};
@@ -1060,8 +1047,7 @@ TEST_CASE("loadgen: orphans drop TCP without a close and the gateway's orphan ch
     CHECK(r.errors.empty());
     const auto removed = [&] {
         return loadgen::http_get("127.0.0.1", srv.http_port(), "/metrics")
-                   .body.find(R"(gateway_session_removals_total{reason="orphan"} 3)") !=
-               std::string::npos;
+                   .body.find(R"(gateway_session_removals_total{reason="orphan"} 3)") != std::string::npos;
     };
     CHECK(eventually(removed, 5000ms));
     const auto s = srv.shutdown();
@@ -1073,8 +1059,7 @@ TEST_CASE("loadgen: orphans drop TCP without a close and the gateway's orphan ch
     check_gateway_identities(s);
 }
 
-TEST_CASE("loadgen: long sessions at an accelerated pace and slow readers balance class by class",
-          "[gateway][abuse]") {
+TEST_CASE("loadgen: long sessions at an accelerated pace and slow readers balance class by class", "[gateway][abuse]") {
     gateway::server srv{test_config()};
     srv.start();
     auto lc = abuse_config(srv, "longslow");

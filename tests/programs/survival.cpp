@@ -82,8 +82,7 @@ int main(int argc, char** argv) {
     auto worst = memgov::pressure_level::normal;
 
     const auto start = clock::now();
-    const auto deadline = start + std::chrono::duration_cast<clock::duration>(
-                                      std::chrono::duration<double>(seconds));
+    const auto deadline = start + std::chrono::duration_cast<clock::duration>(std::chrono::duration<double>(seconds));
     auto last_poll = start;
     while (clock::now() < deadline) {
         const auto now = clock::now();
@@ -131,13 +130,13 @@ int main(int argc, char** argv) {
     std::printf("appended_mib %.1f\n", static_cast<double>(appended_bytes) / (1024.0 * 1024.0));
     std::printf("polls %llu\n", static_cast<unsigned long long>(polls));
     std::printf("worst_level %s\n", std::string{memgov::to_string(worst)}.c_str());
-    std::printf("lru_evictions %llu\n", static_cast<unsigned long long>(
-                                            st.evictor.total(memgov::reclaim_action::evict_lru).items));
+    std::printf("lru_evictions %llu\n",
+                static_cast<unsigned long long>(st.evictor.total(memgov::reclaim_action::evict_lru).items));
     std::printf("heap_trims %llu\n", static_cast<unsigned long long>(st.evictor.heap_trims));
-    std::printf("pool_trimmed_bytes %llu\n", static_cast<unsigned long long>(
-                                                 st.evictor.total(memgov::reclaim_action::trim_pools).bytes));
-    std::printf("pool_trimmed_buffers %llu\n", static_cast<unsigned long long>(
-                                                   st.evictor.total(memgov::reclaim_action::trim_pools).items));
+    std::printf("pool_trimmed_bytes %llu\n",
+                static_cast<unsigned long long>(st.evictor.total(memgov::reclaim_action::trim_pools).bytes));
+    std::printf("pool_trimmed_buffers %llu\n",
+                static_cast<unsigned long long>(st.evictor.total(memgov::reclaim_action::trim_pools).items));
     std::printf("end 1\n");
     std::fflush(stdout);
     return 0;

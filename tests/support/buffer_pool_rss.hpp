@@ -88,7 +88,7 @@ private:
     void* do_allocate(std::size_t n, std::size_t align) override {
         std::lock_guard lock{m_mutex};
         ++m_counts[n].allocations;
-        if (!m_keeps) return ::operator new(n, std::align_val_t{align});
+        if (!m_keeps) return ::operator new (n, std::align_val_t{align});
         auto& blocks = m_free[n];
         if (!blocks.empty()) {
             void* p = blocks.back();
@@ -104,14 +104,12 @@ private:
         std::lock_guard lock{m_mutex};
         ++m_counts[n].deallocations;
         if (!m_keeps) {
-            ::operator delete(p, std::align_val_t{align}); // unsized: clang 14 lacks the sized one
+            ::operator delete (p, std::align_val_t{align}); // unsized: clang 14 lacks the sized one
             return;
         }
         m_free[n].push_back(p); // stays mapped: its pages stay resident unless madvised
     }
-    [[nodiscard]] bool do_is_equal(const std::pmr::memory_resource& o) const noexcept override {
-        return this == &o;
-    }
+    [[nodiscard]] bool do_is_equal(const std::pmr::memory_resource& o) const noexcept override { return this == &o; }
 
     const bool m_keeps;
     mutable std::mutex m_mutex;

@@ -68,8 +68,7 @@ public:
 
     fake_cgroup_tree(fake_cgroup_tree&& o) noexcept
         : m_kind{o.m_kind}, m_root{std::exchange(o.m_root, {})}, m_mount_root{std::move(o.m_mount_root)},
-          m_process{std::move(o.m_process)}, m_groups{std::move(o.m_groups)},
-          m_hidden_limit{o.m_hidden_limit} {}
+          m_process{std::move(o.m_process)}, m_groups{std::move(o.m_groups)}, m_hidden_limit{o.m_hidden_limit} {}
     fake_cgroup_tree(const fake_cgroup_tree&) = delete;
     fake_cgroup_tree& operator=(const fake_cgroup_tree&) = delete;
     fake_cgroup_tree& operator=(fake_cgroup_tree&&) = delete;
@@ -149,19 +148,30 @@ public:
         if (cg != top() && cg != "/") add_cgroup(parent(cg));
         group g;
         if (is_v2()) {
-            g.stat = {{"anon", 0}, {"file", 0}, {"kernel", 0}, {"kernel_stack", 0},
-                      {"pagetables", 0}, {"sock", 0}, {"shmem", 0}, {"file_mapped", 0},
-                      {"file_dirty", 0}, {"file_writeback", 0}, {"swapcached", 0},
-                      {"inactive_anon", 0}, {"active_anon", 0}, {"inactive_file", 0},
-                      {"active_file", 0}, {"unevictable", 0}, {"slab", 0}, {"pgfault", 0}};
+            g.stat = {{"anon", 0},        {"file", 0},           {"kernel", 0},      {"kernel_stack", 0},
+                      {"pagetables", 0},  {"sock", 0},           {"shmem", 0},       {"file_mapped", 0},
+                      {"file_dirty", 0},  {"file_writeback", 0}, {"swapcached", 0},  {"inactive_anon", 0},
+                      {"active_anon", 0}, {"inactive_file", 0},  {"active_file", 0}, {"unevictable", 0},
+                      {"slab", 0},        {"pgfault", 0}};
         } else {
-            g.stat = {{"cache", 0}, {"rss", 0}, {"rss_huge", 0}, {"shmem", 0},
-                      {"mapped_file", 0}, {"inactive_anon", 0}, {"active_anon", 0},
-                      {"inactive_file", 0}, {"active_file", 0}, {"unevictable", 0},
+            g.stat = {{"cache", 0},
+                      {"rss", 0},
+                      {"rss_huge", 0},
+                      {"shmem", 0},
+                      {"mapped_file", 0},
+                      {"inactive_anon", 0},
+                      {"active_anon", 0},
+                      {"inactive_file", 0},
+                      {"active_file", 0},
+                      {"unevictable", 0},
                       {"hierarchical_memory_limit", v1_unlimited},
-                      {"hierarchical_memsw_limit", v1_unlimited}, {"total_cache", 0},
-                      {"total_rss", 0}, {"total_inactive_anon", 0}, {"total_active_anon", 0},
-                      {"total_inactive_file", 0}, {"total_active_file", 0}};
+                      {"hierarchical_memsw_limit", v1_unlimited},
+                      {"total_cache", 0},
+                      {"total_rss", 0},
+                      {"total_inactive_anon", 0},
+                      {"total_active_anon", 0},
+                      {"total_inactive_file", 0},
+                      {"total_active_file", 0}};
         }
         m_groups.emplace(cg, std::move(g));
         const std::string d = dir(cg);
@@ -194,8 +204,7 @@ public:
         if (is_v2()) {
             write(dir(cg) + "/memory.max", bytes ? std::to_string(*bytes) + "\n" : "max\n");
         } else {
-            write(dir(cg) + "/memory.limit_in_bytes",
-                  std::to_string(bytes ? *bytes : v1_unlimited) + "\n");
+            write(dir(cg) + "/memory.limit_in_bytes", std::to_string(bytes ? *bytes : v1_unlimited) + "\n");
             rewrite_stats();
         }
     }
@@ -213,8 +222,7 @@ public:
     /// memory.current / memory.usage_in_bytes.
     void set_usage(std::string_view cgroup, std::uint64_t bytes) {
         const std::string cg = ensure(cgroup);
-        write(dir(cg) + (is_v2() ? "/memory.current" : "/memory.usage_in_bytes"),
-              std::to_string(bytes) + "\n");
+        write(dir(cg) + (is_v2() ? "/memory.current" : "/memory.usage_in_bytes"), std::to_string(bytes) + "\n");
     }
     /// Sets one memory.stat key (added at the end if new), other keys kept in their order.
     void set_stat(std::string_view cgroup, std::string_view key, std::uint64_t value) {
@@ -239,9 +247,8 @@ public:
     void set_oom_kills(std::string_view cgroup, std::uint64_t n) {
         const std::string cg = ensure(cgroup);
         if (is_v2()) {
-            write(dir(cg) + "/memory.events", "low 0\nhigh 0\nmax " + std::to_string(n) + "\noom " +
-                                                  std::to_string(n) + "\noom_kill " +
-                                                  std::to_string(n) + "\noom_group_kill 0\n");
+            write(dir(cg) + "/memory.events", "low 0\nhigh 0\nmax " + std::to_string(n) + "\noom " + std::to_string(n) +
+                                                  "\noom_kill " + std::to_string(n) + "\noom_group_kill 0\n");
         } else {
             write(dir(cg) + "/memory.oom_control",
                   "oom_kill_disable 0\nunder_oom 0\noom_kill " + std::to_string(n) + "\n");
@@ -250,8 +257,7 @@ public:
     /// Peak usage (memory.peak / memory.max_usage_in_bytes).
     void set_peak(std::string_view cgroup, std::uint64_t bytes) {
         const std::string cg = ensure(cgroup);
-        write(dir(cg) + (is_v2() ? "/memory.peak" : "/memory.max_usage_in_bytes"),
-              std::to_string(bytes) + "\n");
+        write(dir(cg) + (is_v2() ? "/memory.peak" : "/memory.max_usage_in_bytes"), std::to_string(bytes) + "\n");
     }
     /// Memory PSI, both in the process's cgroup (v2 tree) and in /proc/pressure/memory.
     void set_psi(double some_avg10, double full_avg10, std::uint64_t some_total_us = 0,
@@ -269,8 +275,8 @@ public:
     /// /proc/self/statm's resident field (bytes, rounded down to pages).
     void set_rss(std::uint64_t bytes) const {
         const std::uint64_t pages = bytes / page_size();
-        write("/proc/self/statm", std::to_string(pages + 1000) + " " + std::to_string(pages) +
-                                      " 100 10 0 " + std::to_string(pages) + " 0\n");
+        write("/proc/self/statm", std::to_string(pages + 1000) + " " + std::to_string(pages) + " 100 10 0 " +
+                                      std::to_string(pages) + " 0\n");
     }
     /// The page size statm is in (the reader multiplies by the real one).
     [[nodiscard]] static std::uint64_t page_size() noexcept {
@@ -328,16 +334,15 @@ private:
         std::snprintf(buf, sizeof buf,
                       "some avg10=%.2f avg60=%.2f avg300=%.2f total=%llu\n"
                       "full avg10=%.2f avg60=%.2f avg300=%.2f total=%llu\n",
-                      s10, s10 / 2, s10 / 4, static_cast<unsigned long long>(st), f10, f10 / 2,
-                      f10 / 4, static_cast<unsigned long long>(ft));
+                      s10, s10 / 2, s10 / 4, static_cast<unsigned long long>(st), f10, f10 / 2, f10 / 4,
+                      static_cast<unsigned long long>(ft));
         return buf;
     }
 
     [[nodiscard]] std::string mountinfo() const {
-        std::string m =
-            "22 27 0:21 / /proc rw,relatime - proc proc rw\n"
-            "23 27 0:22 / /sys rw,relatime - sysfs sysfs rw\n"
-            "27 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw,discard\n";
+        std::string m = "22 27 0:21 / /proc rw,relatime - proc proc rw\n"
+                        "23 27 0:22 / /sys rw,relatime - sysfs sysfs rw\n"
+                        "27 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw,discard\n";
         if (m_kind == kind::v2) {
             m += "31 23 0:28 " + m_mount_root +
                  " /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:9 - cgroup2 cgroup2 "
@@ -346,7 +351,9 @@ private:
         }
         m += "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755\n"
              "32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu\n"
-             "35 31 0:32 " + m_mount_root + " /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n"
+             "35 31 0:32 " +
+             m_mount_root +
+             " /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n"
              "39 31 0:36 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids\n"
              "40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd\n";
         if (m_kind == kind::hybrid) {

@@ -74,9 +74,7 @@ struct plain_reset {
         p.items.clear();
         if (calls != nullptr) ++*calls;
     }
-    [[nodiscard]] std::size_t retained_bytes(const plain& p) const noexcept {
-        return p.items.capacity() * sizeof(int);
-    }
+    [[nodiscard]] std::size_t retained_bytes(const plain& p) const noexcept { return p.items.capacity() * sizeof(int); }
 };
 
 } // namespace object_pool_test

@@ -42,16 +42,14 @@ namespace memgov_test {
 
 /// Marks the running test skipped for ctest: prints "MEMGOV_SKIP: <why>" on stdout. The caller
 /// returns at once; nothing checked before the skip may fail.
-inline void skip_test(const std::string& why) {
-    std::cout << "MEMGOV_SKIP: " << why << std::endl;
-}
+inline void skip_test(const std::string& why) { std::cout << "MEMGOV_SKIP: " << why << std::endl; }
 
 /// What a child run in a cgroup did.
 struct child_run {
-    int status = 0;          ///< waitpid status
-    bool started = false;    ///< moved into the cgroup and exec'd
-    bool timed_out = false;  ///< killed by the test after the timeout
-    std::string output;      ///< its standard output
+    int status = 0;         ///< waitpid status
+    bool started = false;   ///< moved into the cgroup and exec'd
+    bool timed_out = false; ///< killed by the test after the timeout
+    std::string output;     ///< its standard output
 
     [[nodiscard]] bool exited_ok() const { return WIFEXITED(status) && WEXITSTATUS(status) == 0; }
     [[nodiscard]] bool killed_by(int sig) const { return WIFSIGNALED(status) && WTERMSIG(status) == sig; }
@@ -177,8 +175,8 @@ public:
         ::close(go[1]);
         const auto deadline = std::chrono::steady_clock::now() + timeout;
         for (;;) {
-            const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-                deadline - std::chrono::steady_clock::now());
+            const auto left =
+                std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
             if (left.count() <= 0 || (stop != nullptr && stop->load())) {
                 ::kill(pid, SIGKILL); // our own child only, by PID
                 r.timed_out = true;

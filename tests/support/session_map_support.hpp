@@ -67,8 +67,7 @@ struct tracked_value {
 
     tracked_value() : payload{std::make_unique<std::vector<std::uint8_t>>(16)} { live.fetch_add(1); }
     explicit tracked_value(std::int64_t c) : tracked_value() { counter = c; }
-    tracked_value(tracked_value&& o) noexcept
-        : payload{std::move(o.payload)}, counter{o.counter}, inside{o.inside} {
+    tracked_value(tracked_value&& o) noexcept : payload{std::move(o.payload)}, counter{o.counter}, inside{o.inside} {
         live.fetch_add(1);
     }
     tracked_value& operator=(tracked_value&& o) noexcept {

@@ -30,9 +30,7 @@ private:
         m_outstanding.fetch_sub(static_cast<std::int64_t>(n));
         std::pmr::new_delete_resource()->deallocate(p, n, align);
     }
-    [[nodiscard]] bool do_is_equal(const std::pmr::memory_resource& o) const noexcept override {
-        return this == &o;
-    }
+    [[nodiscard]] bool do_is_equal(const std::pmr::memory_resource& o) const noexcept override { return this == &o; }
     std::atomic<bool> m_closed{false};
     std::atomic<std::int64_t> m_outstanding{0};
     std::atomic<std::int64_t> m_late{0};

@@ -120,9 +120,13 @@ TEST_CASE("buffer_pool: a bad configuration names the field", "[buffer_pool]") {
     using Catch::Contains;
     CHECK_THROWS_WITH(buffer_pool{with([](auto& c) { c.size_classes.clear(); })},
                       Contains("memgov::buffer_pool_config::size_classes"));
-    CHECK_THROWS_WITH(buffer_pool{with([](auto& c) { c.size_classes = {4096, 4096}; })},
+    CHECK_THROWS_WITH(buffer_pool{with([](auto& c) {
+                          c.size_classes = {4096, 4096};
+                      })},
                       Contains("size_classes: must be strictly increasing"));
-    CHECK_THROWS_WITH(buffer_pool{with([](auto& c) { c.size_classes = {0, 10}; })},
+    CHECK_THROWS_WITH(buffer_pool{with([](auto& c) {
+                          c.size_classes = {0, 10};
+                      })},
                       Contains("size_classes: sizes must be > 0"));
     CHECK_THROWS_WITH(buffer_pool{with([](auto& c) { c.size_classes.assign(33, 1); })},
                       Contains("size_classes: at most 32"));
@@ -132,15 +136,16 @@ TEST_CASE("buffer_pool: a bad configuration names the field", "[buffer_pool]") {
                       Contains("thread_cache_buffers"));
     CHECK_THROWS_WITH(buffer_pool{with([](auto& c) { c.pressure_factors[1] = 1.5; })},
                       Contains("pressure_factors: each must be in [0, 1]"));
-    CHECK_THROWS_WITH(buffer_pool{with([](auto& c) { c.pressure_factors = {0.5, 1, 1, 1, 1}; })},
+    CHECK_THROWS_WITH(buffer_pool{with([](auto& c) {
+                          c.pressure_factors = {0.5, 1, 1, 1, 1};
+                      })},
                       Contains("pressure_factors: must not increase"));
     CHECK_THROWS_WITH(buffer_pool{with([](auto& c) { c.alignment = 48; })},
                       Contains("alignment: must be a power of two"));
     CHECK_THROWS_AS(buffer_pool{with([](auto& c) { c.alignment = 0; })}, std::invalid_argument);
 }
 
-TEST_CASE("buffer_pool: a depot too large to reserve is refused, naming the field",
-          "[buffer_pool]") {
+TEST_CASE("buffer_pool: a depot too large to reserve is refused, naming the field", "[buffer_pool]") {
     using Catch::Contains;
     constexpr std::size_t most = buffer_pool_config::max_depot_buffers;
     STATIC_REQUIRE(most == std::size_t{1} << 22);
@@ -149,8 +154,7 @@ TEST_CASE("buffer_pool: a depot too large to reserve is refused, naming the fiel
     // 1 TiB of 4 KiB buffers would reserve a 4 GiB ring up front.
     c.depot_bytes = std::size_t{1} << 40;
     CHECK_THROWS_WITH(buffer_pool{c}, Contains("memgov::buffer_pool_config::depot_bytes") &&
-                                          Contains("268435456 buffers") &&
-                                          Contains("max_depot_buffers (4194304)"));
+                                          Contains("268435456 buffers") && Contains("max_depot_buffers (4194304)"));
     c.depot_bytes = most * 4 * KiB + 4 * KiB; // one buffer past the limit
     CHECK_THROWS_AS(buffer_pool{c}, std::invalid_argument);
     c.depot_bytes = std::numeric_limits<std::size_t>::max();
@@ -164,8 +168,7 @@ TEST_CASE("buffer_pool: a depot too large to reserve is refused, naming the fiel
     CHECK(at_limit.depot_cap_bytes(0) == most * 4 * KiB);
 }
 
-TEST_CASE("buffer_pool: a depot cap near SIZE_MAX saturates instead of overflowing",
-          "[buffer_pool]") {
+TEST_CASE("buffer_pool: a depot cap near SIZE_MAX saturates instead of overflowing", "[buffer_pool]") {
     // depot_bytes * factor as a double rounds up to 2^64 here; converting that to an integer
     // is undefined. The caps must come out as the exact saturated values instead.
     constexpr std::size_t max = std::numeric_limits<std::size_t>::max();
@@ -239,14 +242,14 @@ TEST_CASE("buffer_pool: oversize buffers are exact and never pooled", "[buffer_p
 TEST_CASE("buffer_pool: statistics are exact on one thread", "[buffer_pool]") {
     memgov::ledger l;
     buffer_pool_config c;
-    c.thread_cache_buffers = 2; // 4 KiB class caches 2 per thread, batch 1
-    c.ledger_batch_bytes = 0;   // charge every move, so the split is exact too
+    c.thread_cache_buffers = 2;              // 4 KiB class caches 2 per thread, batch 1
+    c.ledger_batch_bytes = 0;                // charge every move, so the split is exact too
     memgov_test::counting_resource upstream; // counts what the pool really allocates and frees
     c.upstream = &upstream;
     buffer_pool pool{c, &l};
 
-    buffer a = pool.acquire(1000); // miss
-    buffer b = pool.acquire(4096); // miss
+    buffer a = pool.acquire(1000);    // miss
+    buffer b = pool.acquire(4096);    // miss
     buffer big = pool.acquire(10000); // miss, 16 KiB class
     auto s = pool.stats();
     CHECK(s.classes[0].misses == 2);
@@ -332,8 +335,7 @@ TEST_CASE("buffer_pool: statistics are exact on one thread", "[buffer_pool]") {
 // The largest accepted class (2^42) is accepted whatever the upstream can serve: classes are
 // allocated on demand, so a class the upstream cannot serve throws std::bad_alloc from acquire,
 // as documented, and charges nothing; the other classes keep working.
-TEST_CASE("buffer_pool: a class the upstream cannot serve throws bad_alloc from acquire only",
-          "[buffer_pool]") {
+TEST_CASE("buffer_pool: a class the upstream cannot serve throws bad_alloc from acquire only", "[buffer_pool]") {
     // An upstream that serves at most 1 MiB at a time (a small container, say).
     class small_upstream final : public std::pmr::memory_resource {
         void* do_allocate(std::size_t n, std::size_t align) override {
@@ -382,8 +384,7 @@ TEST_CASE("buffer_pool: try_acquire never allocates", "[buffer_pool]") {
     CHECK(s.classes[0].thread_cache_hits == 1);
 }
 
-TEST_CASE("buffer_pool: release from another thread is counted remote and reused",
-          "[buffer_pool]") {
+TEST_CASE("buffer_pool: release from another thread is counted remote and reused", "[buffer_pool]") {
     buffer_pool pool;
     buffer b = pool.acquire(5000);
     std::byte* const addr = b.data();
@@ -429,8 +430,7 @@ TEST_CASE("buffer_pool: a thread that exits gives its cache back", "[buffer_pool
 // is destroyed: the destructor frees that cache too and un-charges it, so the ledger is back to
 // zero and the upstream holds nothing once ~buffer_pool returns; the thread's later exit
 // touches neither (both are destroyed by then; the ledger on the heap, for ASan).
-TEST_CASE("buffer_pool: destroying the pool frees a live thread's cache and its charges",
-          "[buffer_pool]") {
+TEST_CASE("buffer_pool: destroying the pool frees a live thread's cache and its charges", "[buffer_pool]") {
     watched_resource upstream;
     auto l = std::make_unique<memgov::ledger>();
     buffer_pool_config c;
@@ -476,11 +476,9 @@ TEST_CASE("buffer_pool: thread caches are bounded", "[buffer_pool]") {
     CHECK(pool.thread_cache_cap(0) == 8);
     CHECK(pool.thread_cache_cap(3) == 8);
     CHECK(pool.thread_cache_cap(4) == 4);
-    CHECK(pool.thread_cache_bound_bytes() == 8 * 4 * KiB + 8 * 16 * KiB + 8 * 64 * KiB +
-                                                 8 * 256 * KiB + 4 * MiB);
+    CHECK(pool.thread_cache_bound_bytes() == 8 * 4 * KiB + 8 * 16 * KiB + 8 * 64 * KiB + 8 * 256 * KiB + 4 * MiB);
     pool.set_pressure(pressure_level::elevated);
-    CHECK(pool.thread_cache_bound_bytes() == 4 * 4 * KiB + 4 * 16 * KiB + 4 * 64 * KiB +
-                                                 4 * 256 * KiB + 2 * MiB);
+    CHECK(pool.thread_cache_bound_bytes() == 4 * 4 * KiB + 4 * 16 * KiB + 4 * 64 * KiB + 4 * 256 * KiB + 2 * MiB);
     pool.set_pressure(pressure_level::high);
     CHECK(pool.thread_cache_bound_bytes() == 2 * (4 + 16 + 64 + 256) * KiB + 1 * MiB);
     pool.set_pressure(pressure_level::critical);
@@ -549,8 +547,7 @@ TEST_CASE("buffer_pool: trim frees the oldest idle buffers first", "[buffer_pool
     }
 }
 
-TEST_CASE("buffer_pool: trim empties the caller's thread cache and asks others to flush",
-          "[buffer_pool]") {
+TEST_CASE("buffer_pool: trim empties the caller's thread cache and asks others to flush", "[buffer_pool]") {
     buffer_pool pool;
     { buffer mine = pool.acquire(100); }
     REQUIRE(pool.thread_cache_bytes() == 4096);
@@ -610,9 +607,7 @@ TEST_CASE("buffer_pool: depot and thread-cache caps follow pressure", "[buffer_p
     CHECK(pool.thread_cache_cap(k64) == 0);
     CHECK(pool.idle_bytes() == 0);
     CHECK(pool.stats().classes[k64].trimmed_buffers == 16);
-    {
-        buffer x = pool.acquire(64 * KiB);
-    }
+    { buffer x = pool.acquire(64 * KiB); }
     // Nothing is kept at critical pressure: the buffer was freed, not cached.
     CHECK(pool.thread_cache_bytes() == 0);
     CHECK(pool.idle_bytes() == 0);
@@ -645,8 +640,7 @@ TEST_CASE("buffer_pool: custom pressure factors", "[buffer_pool]") {
 // The upstream keeps every freed block mapped and resident (as an allocator that caches freed
 // memory would), so RSS can only drop through the pool's own page release: these cases fail if
 // `release_pages` does nothing, whatever glibc would do with blocks of these sizes.
-TEST_CASE("buffer_pool: trim gives memory back to the kernel (RSS from /proc/self/statm)",
-          "[buffer_pool]") {
+TEST_CASE("buffer_pool: trim gives memory back to the kernel (RSS from /proc/self/statm)", "[buffer_pool]") {
     const bool release_pages = GENERATE(true, false);
     INFO("release_pages " << release_pages);
     const std::size_t count = 64;
@@ -705,8 +699,7 @@ TEST_CASE("buffer_pool: oversize release gives memory back to the kernel", "[buf
     }
 }
 
-TEST_CASE("buffer_pool: the ledger's total is exact at once, its split lags by a bounded batch",
-          "[buffer_pool]") {
+TEST_CASE("buffer_pool: the ledger's total is exact at once, its split lags by a bounded batch", "[buffer_pool]") {
     memgov::ledger l;
     buffer_pool_config c;
     c.ledger_batch_bytes = 100 * KiB;
@@ -802,8 +795,7 @@ void fill_idle(buffer_pool& pool, memgov::manual_clock& clock, std::size_t small
     bs.clear();
 }
 
-memgov::reclaim_request trim_request(pressure_level level, std::size_t bytes_wanted,
-                                     std::size_t budget) {
+memgov::reclaim_request trim_request(pressure_level level, std::size_t bytes_wanted, std::size_t budget) {
     memgov::reclaim_request req;
     req.action = memgov::reclaim_action::trim_pools;
     req.level = level;
@@ -859,8 +851,7 @@ TEST_CASE("buffer_pool: the reclaimer frees at most budget buffers a step, large
     }
 }
 
-TEST_CASE("buffer_pool: a bounded trim frees at most max_buffers, largest class first",
-          "[buffer_pool]") {
+TEST_CASE("buffer_pool: a bounded trim frees at most max_buffers, largest class first", "[buffer_pool]") {
     STATIC_REQUIRE(noexcept(std::declval<buffer_pool&>().trim(0, 1)));
     memgov::manual_clock clock;
     memgov::ledger l;

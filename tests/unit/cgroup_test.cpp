@@ -153,15 +153,14 @@ TEST_CASE("cgroup: numbers are strict", "[cgroup]") {
 
 TEST_CASE("cgroup: mountinfo parsing handles optional fields, escapes and garbage", "[cgroup]") {
     using namespace memgov::detail;
-    const char* text =
-        "22 27 0:21 / /proc rw,relatime - proc proc rw\n"
-        "31 23 0:28 / /sys/fs/my\\040cgroup rw shared:9 master:3 propagate_from:2 unbindable - "
-        "cgroup2 cgroup2 rw,nsdelegate with spaces\n"
-        "35 31 0:32 /docker/a\\134b /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n"
-        "36 31 0:33 / /sys/fs/cgroup/memsw rw - cgroup cgroup rw,memory_extra\n"
-        "garbage line\n"
-        "1 2 3 4 5 6 7 no separator here\n"
-        "37 31 0:33 relative /x rw - cgroup cgroup rw,memory\n";
+    const char* text = "22 27 0:21 / /proc rw,relatime - proc proc rw\n"
+                       "31 23 0:28 / /sys/fs/my\\040cgroup rw shared:9 master:3 propagate_from:2 unbindable - "
+                       "cgroup2 cgroup2 rw,nsdelegate with spaces\n"
+                       "35 31 0:32 /docker/a\\134b /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n"
+                       "36 31 0:33 / /sys/fs/cgroup/memsw rw - cgroup cgroup rw,memory_extra\n"
+                       "garbage line\n"
+                       "1 2 3 4 5 6 7 no separator here\n"
+                       "37 31 0:33 relative /x rw - cgroup cgroup rw,memory\n";
     const cg_mountinfo mi = cg_parse_mountinfo(text);
     REQUIRE(mi.mounts.size() == 3);
     CHECK(mi.mounts[0].mount_point == "/sys/fs/my cgroup");
@@ -177,8 +176,8 @@ TEST_CASE("cgroup: mountinfo parsing handles optional fields, escapes and garbag
 
 TEST_CASE("cgroup: /proc/self/cgroup parsing", "[cgroup]") {
     using namespace memgov::detail;
-    const cg_membership m = cg_parse_proc_cgroup(
-        "12:cpu,cpuacct:/a\n11:blkio,memory:/svc/x:y:z\n0::/unified/path\nbad\n3:cpu\nq::/x\n");
+    const cg_membership m =
+        cg_parse_proc_cgroup("12:cpu,cpuacct:/a\n11:blkio,memory:/svc/x:y:z\n0::/unified/path\nbad\n3:cpu\nq::/x\n");
     CHECK(m.v1_memory == "/svc/x:y:z");
     CHECK(m.v2 == "/unified/path");
     CHECK(m.malformed_lines == 3);
@@ -287,8 +286,7 @@ TEST_CASE("cgroup: fixture v2 nested, the parent's lower limit binds and usage c
     CHECK(m.complete());
 }
 
-TEST_CASE("cgroup: the layout is found from mountinfo and /proc/self/cgroup, as the reader finds it",
-          "[cgroup]") {
+TEST_CASE("cgroup: the layout is found from mountinfo and /proc/self/cgroup, as the reader finds it", "[cgroup]") {
     const std::string root = fixture("v2_nested_parent_limit");
     memgov::cgroup_layout l;
     std::error_code ec;
@@ -307,8 +305,7 @@ TEST_CASE("cgroup: the layout is found from mountinfo and /proc/self/cgroup, as 
         directories.push_back(lvl.directory);
     }
     CHECK(cgroups == std::vector<std::string>{"/kubepods/pod1/ctr", "/kubepods/pod1", "/kubepods", "/"});
-    CHECK(directories == std::vector<std::string>{"/sys/fs/cgroup/kubepods/pod1/ctr",
-                                                  "/sys/fs/cgroup/kubepods/pod1",
+    CHECK(directories == std::vector<std::string>{"/sys/fs/cgroup/kubepods/pod1/ctr", "/sys/fs/cgroup/kubepods/pod1",
                                                   "/sys/fs/cgroup/kubepods", "/sys/fs/cgroup"});
     CHECK(l.notes.empty());
 
@@ -520,8 +517,7 @@ TEST_CASE("cgroup: a cgroup path that escapes the mount root means no visible cg
     c.root = fixture("v1_escape");
     c.limit_env = "";
     cgroup_reader r{c};
-    CHECK(any_contains(r.layout().notes,
-                       "the memory cgroup path /other_container escapes the mount root /container0"));
+    CHECK(any_contains(r.layout().notes, "the memory cgroup path /other_container escapes the mount root /container0"));
 }
 
 TEST_CASE("cgroup: fixture with an octal-escaped mount point and optional fields", "[cgroup]") {
@@ -699,8 +695,8 @@ TEST_CASE("cgroup: this machine's own reading is complete", "[cgroup]") {
     cgroup_reader r{c};
     std::error_code ec;
     const memory_reading m = r.read(ec);
-    INFO("mode " << memgov::to_string(m.mode) << ", controller " << memgov::to_string(m.controller)
-                 << ", limit " << m.limit_bytes << " from " << m.limit_origin << "\n"
+    INFO("mode " << memgov::to_string(m.mode) << ", controller " << memgov::to_string(m.controller) << ", limit "
+                 << m.limit_bytes << " from " << m.limit_origin << "\n"
                  << join_lines(m.fallbacks));
     CHECK_FALSE(ec);
     CHECK(m.complete());
@@ -718,8 +714,7 @@ TEST_CASE("cgroup: an implausible usage is rejected with a reason, never trusted
     for (const char* bad : {"9223372036854775808", "18446744073709551615", "4611686018427387904",
                             "107374182400" /* 100 GiB: over 4 x MemTotal (16 GiB) */}) {
         for (auto kind : {fake_cgroup_tree::kind::v1, fake_cgroup_tree::kind::v2}) {
-            auto t = kind == fake_cgroup_tree::kind::v1 ? fake_cgroup_tree::v1("/app")
-                                                        : fake_cgroup_tree::v2("/app");
+            auto t = kind == fake_cgroup_tree::kind::v1 ? fake_cgroup_tree::v1("/app") : fake_cgroup_tree::v2("/app");
             t.set_limit("/app", 512 * MiB);
             t.write(t.dir("/app") + (t.is_v2() ? "/memory.current" : "/memory.usage_in_bytes"),
                     std::string{bad} + "\n");
@@ -776,8 +771,7 @@ TEST_CASE("cgroup: a statm resident that overflows bytes is rejected, never wrap
 
 TEST_CASE("cgroup: inactive_file above usage leaves the working set at usage, with a reason", "[cgroup]") {
     for (auto kind : {fake_cgroup_tree::kind::v1, fake_cgroup_tree::kind::v2}) {
-        auto t = kind == fake_cgroup_tree::kind::v1 ? fake_cgroup_tree::v1("/app")
-                                                    : fake_cgroup_tree::v2("/app");
+        auto t = kind == fake_cgroup_tree::kind::v1 ? fake_cgroup_tree::v1("/app") : fake_cgroup_tree::v2("/app");
         t.set_limit("/app", 512 * MiB);
         t.set_usage("/app", 100 * MiB);
         t.set_inactive_file("/app", 300 * MiB);
@@ -815,8 +809,10 @@ TEST_CASE("cgroup: FIFOs and devices in place of files neither hang nor count", 
         t.set_limit("/app", 512 * MiB);
         t.set_usage("/app", 100 * MiB);
         const std::string rel = h.file[0] == '/' ? std::string{h.file} : t.dir("/app") + "/" + h.file;
-        if (h.fifo) t.make_fifo(rel);
-        else t.make_symlink(rel, "/dev/zero");
+        if (h.fifo)
+            t.make_fifo(rel);
+        else
+            t.make_symlink(rel, "/dev/zero");
         INFO(rel << (h.fifo ? " is a FIFO" : " -> /dev/zero"));
         const auto cfg = t.config();
         REQUIRE(finishes_in_child(
@@ -860,8 +856,7 @@ TEST_CASE("cgroup: an unreadable limit file is not reported as unlimited", "[cgr
         INFO(join_lines(m.fallbacks));
         CHECK(m.limit_from == memgov::limit_source::physical_memory);
         CHECK_FALSE(any_contains(m.fallbacks, "up is unlimited"));
-        CHECK(any_contains(m.fallbacks,
-                           "no cgroup limit (no readable limit from /app up; unreadable: "));
+        CHECK(any_contains(m.fallbacks, "no cgroup limit (no readable limit from /app up; unreadable: "));
         CHECK(any_contains(m.fallbacks, "memory.max): limit from "));
     }
 }
@@ -907,9 +902,8 @@ TEST_CASE("cgroup: white space around the hierarchy id still finds the v2 line",
     CHECK(cg_parse_proc_cgroup(" 4 :memory:/m\n").v1_memory == "/m");
     auto t = fake_cgroup_tree::v2("/app");
     t.set_limit("/app", 512 * MiB);
-    t.write(t.dir("/app") + "/memory.pressure",
-            "some avg10=7.00 avg60=1.00 avg300=0.50 total=777\n"
-            "full avg10=1.00 avg60=0.50 avg300=0.25 total=555\n");
+    t.write(t.dir("/app") + "/memory.pressure", "some avg10=7.00 avg60=1.00 avg300=0.50 total=777\n"
+                                                "full avg10=1.00 avg60=0.50 avg300=0.25 total=555\n");
     t.write("/proc/self/cgroup", "\t0::/app\n");
     cgroup_reader r{t.config()};
     CHECK(r.layout().controller == memory_controller::v2);
@@ -921,13 +915,12 @@ TEST_CASE("cgroup: white space around the hierarchy id still finds the v2 line",
     CHECK(m.psi->some.avg10 == Approx(7.0));
 }
 
-TEST_CASE("cgroup: a missing root, or a root that is a file, makes the reader blind, with the reason",
-          "[cgroup]") {
+TEST_CASE("cgroup: a missing root, or a root that is a file, makes the reader blind, with the reason", "[cgroup]") {
     auto t = fake_cgroup_tree::v2("/app");
     const std::string missing = t.root() + "/no-such-root";
     const std::string file = t.path("/proc/meminfo").string();
-    const std::pair<std::string, std::string> cases[] = {
-        {missing, "cannot be used: No such file or directory"}, {file, "is not a directory"}};
+    const std::pair<std::string, std::string> cases[] = {{missing, "cannot be used: No such file or directory"},
+                                                         {file, "is not a directory"}};
     for (const auto& [root, why] : cases) {
         for (const bool with_limit : {false, true}) {
             cgroup_config c;
@@ -952,8 +945,7 @@ TEST_CASE("cgroup: a missing root, or a root that is a file, makes the reader bl
     }
 }
 
-TEST_CASE("cgroup: a reader that sees is not blind; one that loses its files is, until they return",
-          "[cgroup]") {
+TEST_CASE("cgroup: a reader that sees is not blind; one that loses its files is, until they return", "[cgroup]") {
     auto t = fake_cgroup_tree::v2("/app"); // no cgroup limit: MemTotal and the RSS
     cgroup_reader r{t.config()};
     CHECK_FALSE(r.blind());
@@ -1028,8 +1020,7 @@ TEST_CASE("cgroup: an implausible MemTotal or peak is refused with a reason", "[
 TEST_CASE("cgroup: a child in a real 128 MiB memory cgroup reads its limit and working set", "[cgroup][real]") {
     const auto cg = memgov_test::real_cgroup::create(128 * MiB, "cgroup-test");
     if (!cg) return memgov_test::skip_test(cg.skip_reason());
-    const auto run = cg.run({std::string{MEMGOV_TEST_PROGRAM_DIR} + "/cgroup_child"},
-                            std::chrono::seconds{60});
+    const auto run = cg.run({std::string{MEMGOV_TEST_PROGRAM_DIR} + "/cgroup_child"}, std::chrono::seconds{60});
     if (!run.started) return memgov_test::skip_test("cannot move a process into " + cg.dir());
     const auto kv = run.values();
     INFO("child status " << run.status << ", output:\n" << run.output);
@@ -1042,8 +1033,8 @@ TEST_CASE("cgroup: a child in a real 128 MiB memory cgroup reads its limit and w
     const double ws = std::stod(kv.at("working_set"));
     const double truth = std::stod(kv.at("rss_anon")); // the child's anonymous resident memory
     const double touched = std::stod(kv.at("touched"));
-    INFO("working set " << ws << ", RssAnon " << truth << ", touched " << touched << ", usage "
-                        << kv.at("usage") << ", rss " << kv.at("rss"));
+    INFO("working set " << ws << ", RssAnon " << truth << ", touched " << touched << ", usage " << kv.at("usage")
+                        << ", rss " << kv.at("rss"));
     CHECK(touched == 64.0 * MiB);
     CHECK(std::abs(ws - truth) <= 0.05 * truth);
     CHECK(ws >= touched);

@@ -197,8 +197,8 @@ TEST_CASE("config validation: governor and admission", "[config]") {
 
 TEST_CASE("config validation: evictor", "[config]") {
     SECTION("heap back-off factor") {
-        for (const double f : {std::numeric_limits<double>::infinity(), 1e300,
-                               std::numeric_limits<double>::quiet_NaN(), 0.5}) {
+        for (const double f :
+             {std::numeric_limits<double>::infinity(), 1e300, std::numeric_limits<double>::quiet_NaN(), 0.5}) {
             memgov::evictor_config c;
             c.heap.backoff_factor = f;
             rejects([&] { memgov::evictor e{c}; }, "backoff_factor");
@@ -386,28 +386,59 @@ TEST_CASE("config validation: every constrained field of every part", "[config]"
             rig.make(c);
         };
         using P = field_probe<C>;
-        probe_all<C>(make, {
-            P{"sample_period", [](C& c) { c.sample_period = duration::zero(); }, [](C& c) { c.sample_period = 1ns; }},
-            P{"estimate_period", [](C& c) { c.estimate_period = -1ns; }, [](C& c) { c.estimate_period = year; }},
-            P{"calibration_window", [](C& c) { c.calibration_window = year + 1ns; }, [](C& c) { c.calibration_window = 0s; }},
-            P{"growth_half_life", [](C& c) { c.growth_half_life = 0s; }, [](C& c) { c.growth_half_life = year; }},
-            P{"forecast_horizon", [](C& c) { c.forecast_horizon = -1s; }, [](C& c) { c.forecast_horizon = year; }},
-            P{"forecast_exit_margin", [](C& c) { c.forecast_exit_margin = not_a_number; }, [](C& c) { c.forecast_exit_margin = 100.0; }},
-            P{"forecast_ceiling", [](C& c) { c.forecast_ceiling = pressure_level::emergency; }, [](C& c) { c.forecast_ceiling = pressure_level::critical; }},
-            P{"psi_hold", [](C& c) { c.psi_hold = -1ns; }, [](C& c) { c.psi_hold = 0s; }},
-            P{"psi_level", [](C& c) { c.psi_level = static_cast<pressure_level>(5); }, [](C& c) { c.psi_level = pressure_level::normal; }},
-            P{"psi_trigger", [](C& c) { c.psi_trigger = "some 3000000 2000000"; }, [](C& c) { c.psi_trigger = "full 2000000 2000000"; }},
-            P{"red_line.small_limit_ratio", [](C& c) { c.red_line.small_limit_ratio = 1.01; }, [](C& c) { c.red_line.small_limit_ratio = 1.0; }},
-            P{"red_line.large_limit_ratio", [](C& c) { c.red_line.large_limit_ratio = 0.0; }, [](C& c) { c.red_line.large_limit_ratio = 1.0; }},
-            P{"red_line.small_limit_bytes", [](C& c) { c.red_line.small_limit_bytes = 0; }, [](C& c) { c.red_line.small_limit_bytes = 1; }},
-            P{"thresholds[0].enter", [](C& c) { c.thresholds[0].enter = -0.85; }, [](C& c) { c.thresholds[0].enter = -0.835; c.thresholds[0].exit = -0.84; }},
-            P{"thresholds[1]", [](C& c) { c.thresholds[1].enter = not_a_number; }, [](C& c) { c.thresholds[1].enter = -0.06; }},
-            P{"thresholds[2].exit", [](C& c) { c.thresholds[2].exit = 0.0; }, [](C& c) { c.thresholds[2].exit = -0.0001; }},
-            P{"thresholds[3].dwell", [](C& c) { c.thresholds[3].dwell = year + 1ns; }, [](C& c) { c.thresholds[3].dwell = year; }},
-        });
+        probe_all<C>(
+            make,
+            {
+                P{"sample_period", [](C& c) { c.sample_period = duration::zero(); },
+                  [](C& c) { c.sample_period = 1ns; }},
+                P{"estimate_period", [](C& c) { c.estimate_period = -1ns; }, [](C& c) { c.estimate_period = year; }},
+                P{"calibration_window", [](C& c) { c.calibration_window = year + 1ns; },
+                  [](C& c) { c.calibration_window = 0s; }},
+                P{"growth_half_life", [](C& c) { c.growth_half_life = 0s; }, [](C& c) { c.growth_half_life = year; }},
+                P{"forecast_horizon", [](C& c) { c.forecast_horizon = -1s; }, [](C& c) { c.forecast_horizon = year; }},
+                P{"forecast_exit_margin", [](C& c) { c.forecast_exit_margin = not_a_number; },
+                  [](C& c) { c.forecast_exit_margin = 100.0; }},
+                P{"forecast_ceiling", [](C& c) { c.forecast_ceiling = pressure_level::emergency; },
+                  [](C& c) { c.forecast_ceiling = pressure_level::critical; }},
+                P{"psi_hold", [](C& c) { c.psi_hold = -1ns; }, [](C& c) { c.psi_hold = 0s; }},
+                P{"psi_level", [](C& c) { c.psi_level = static_cast<pressure_level>(5); },
+                  [](C& c) { c.psi_level = pressure_level::normal; }},
+                P{"psi_trigger", [](C& c) { c.psi_trigger = "some 3000000 2000000"; },
+                  [](C& c) { c.psi_trigger = "full 2000000 2000000"; }},
+                P{"red_line.small_limit_ratio", [](C& c) { c.red_line.small_limit_ratio = 1.01; },
+                  [](C& c) { c.red_line.small_limit_ratio = 1.0; }},
+                P{"red_line.large_limit_ratio", [](C& c) { c.red_line.large_limit_ratio = 0.0; },
+                  [](C& c) { c.red_line.large_limit_ratio = 1.0; }},
+                P{"red_line.small_limit_bytes", [](C& c) { c.red_line.small_limit_bytes = 0; },
+                  [](C& c) { c.red_line.small_limit_bytes = 1; }},
+                P{"thresholds[0].enter", [](C& c) { c.thresholds[0].enter = -0.85; },
+                  [](C& c) {
+                      c.thresholds[0].enter = -0.835;
+                      c.thresholds[0].exit = -0.84;
+                  }},
+                P{"thresholds[1]", [](C& c) { c.thresholds[1].enter = not_a_number; },
+                  [](C& c) { c.thresholds[1].enter = -0.06; }},
+                P{"thresholds[2].exit", [](C& c) { c.thresholds[2].exit = 0.0; },
+                  [](C& c) { c.thresholds[2].exit = -0.0001; }},
+                P{"thresholds[3].dwell", [](C& c) { c.thresholds[3].dwell = year + 1ns; },
+                  [](C& c) { c.thresholds[3].dwell = year; }},
+            });
         using G = memgov::cgroup_config;
-        rejects([&] { C c; c.cgroup.root = "relative/root"; rig.make(c); }, "root");
-        rejects([&] { C c; c.cgroup = rig.tree.config(); c.cgroup.explicit_limit = 0; rig.make(c); }, "explicit_limit");
+        rejects(
+            [&] {
+                C c;
+                c.cgroup.root = "relative/root";
+                rig.make(c);
+            },
+            "root");
+        rejects(
+            [&] {
+                C c;
+                c.cgroup = rig.tree.config();
+                c.cgroup.explicit_limit = 0;
+                rig.make(c);
+            },
+            "explicit_limit");
         C ok;
         ok.cgroup = rig.tree.config();
         ok.use_systemd_pressure_env = false;
@@ -425,89 +456,183 @@ TEST_CASE("config validation: every constrained field of every part", "[config]"
             rig.make(c);
         };
         using P = field_probe<C>;
-        probe_all<C>(make, {
-            P{"poll_period", [](C& c) { c.poll_period = 0s; }, [](C& c) { c.poll_period = 1ns; }},
-            P{"step_period", [](C& c) { c.step_period = -1ns; }, [](C& c) { c.step_period = 0s; }},
-            P{"ceiling_ratio", [](C& c) { c.admission.ceiling_ratio = 1.0001; }, [](C& c) { c.admission.ceiling_ratio = 1.0; }},
-            P{"close_sessions_at", [](C& c) { c.admission.close_sessions_at = static_cast<pressure_level>(5); },
-              [](C& c) { c.admission.close_sessions_at = pressure_level::emergency; }},
-            P{"refuse_all_at", [](C& c) { c.admission.refuse_all_at = pressure_level::high; },
-              [](C& c) { c.admission.refuse_all_at = pressure_level::critical; }},
-            P{"session_quota_bytes", [](C& c) { c.admission.session_quota_bytes = 0; },
-              [](C& c) { c.admission.session_quota_bytes = 1; }},
-            P{"session_quota_bytes", [](C& c) { c.admission.session_quota_bytes = (std::size_t{1} << 60) + 1; },
-              [](C& c) { c.admission.session_quota_bytes = std::size_t{1} << 60; }},
-            P{"session_quota_limit_share", [](C& c) { c.admission.session_quota_limit_share = 0.0; },
-              [](C& c) { c.admission.session_quota_limit_share = 1.0; }},
-            P{"session_quota_limit_share", [](C& c) { c.admission.session_quota_limit_share = 1.0001; },
-              [](C& c) { c.admission.session_quota_limit_share = 1e-9; }},
-            P{"quota_factor", [](C& c) { c.admission.quota_factor = {1.0, 1.0, 0.75, 0.5, 0.0}; },
-              [](C& c) { c.admission.quota_factor = {1.0, 1.0, 1.0, 1.0, 1.0}; }},
-            P{"quota_factor", [](C& c) { c.admission.quota_factor = {1.0, 0.5, 0.75, 0.5, 0.25}; },
-              [](C& c) { c.admission.quota_factor = {1.0, 0.5, 0.5, 0.5, 1e-9}; }},
-            P{"heavy_share", [](C& c) { c.admission.heavy_share = 0.0; }, [](C& c) { c.admission.heavy_share = 1.0; }},
-            P{"heavy_refusal", [](C& c) { c.admission.heavy_refusal = {0.0, 0.0, 0.25, 1.0, 1.0001}; },
-              [](C& c) { c.admission.heavy_refusal = {1.0, 1.0, 1.0, 1.0, 1.0}; }},
-            P{"heavy_refusal", [](C& c) { c.admission.heavy_refusal = {0.0, 0.0, 0.25, 1.0, 0.75}; },
-              [](C& c) { c.admission.heavy_refusal = {0.0, 0.0, 0.5, 0.5, 0.5}; }},
-            P{"pace_refusal", [](C& c) { c.admission.pace_refusal = {-0.1, 0.0, 0.0, 0.0, 0.5}; },
-              [](C& c) { c.admission.pace_refusal = {0.0, 0.0, 0.0, 0.0, 1.0}; }},
-            P{"pace_refusal", [](C& c) { c.admission.pace_refusal = {0.0, 0.0, 0.5, 0.5, 0.5}; },
-              [](C& c) { c.admission.pace_refusal = {0.0, 0.0, 0.25, 1.0, 1.0}; }},
-            P{"fair_share", [](C& c) { c.admission.fair_share = {0.0, 0.0, 1.0001, 0.75, 0.5}; },
-              [](C& c) { c.admission.fair_share = {1.0, 1.0, 1.0, 1.0, 1.0}; }},
-            P{"fair_share", [](C& c) { c.admission.fair_share = {0.0, 0.5, 1.0, 0.75, 0.5}; },
-              [](C& c) { c.admission.fair_share = {0.0, 0.0, 0.0, 0.0, 0.0}; }},
-        });
+        probe_all<C>(
+            make,
+            {
+                P{"poll_period", [](C& c) { c.poll_period = 0s; }, [](C& c) { c.poll_period = 1ns; }},
+                P{"step_period", [](C& c) { c.step_period = -1ns; }, [](C& c) { c.step_period = 0s; }},
+                P{"ceiling_ratio", [](C& c) { c.admission.ceiling_ratio = 1.0001; },
+                  [](C& c) { c.admission.ceiling_ratio = 1.0; }},
+                P{"close_sessions_at", [](C& c) { c.admission.close_sessions_at = static_cast<pressure_level>(5); },
+                  [](C& c) { c.admission.close_sessions_at = pressure_level::emergency; }},
+                P{"refuse_all_at", [](C& c) { c.admission.refuse_all_at = pressure_level::high; },
+                  [](C& c) { c.admission.refuse_all_at = pressure_level::critical; }},
+                P{"session_quota_bytes", [](C& c) { c.admission.session_quota_bytes = 0; },
+                  [](C& c) { c.admission.session_quota_bytes = 1; }},
+                P{"session_quota_bytes", [](C& c) { c.admission.session_quota_bytes = (std::size_t{1} << 60) + 1; },
+                  [](C& c) { c.admission.session_quota_bytes = std::size_t{1} << 60; }},
+                P{"session_quota_limit_share", [](C& c) { c.admission.session_quota_limit_share = 0.0; },
+                  [](C& c) { c.admission.session_quota_limit_share = 1.0; }},
+                P{"session_quota_limit_share", [](C& c) { c.admission.session_quota_limit_share = 1.0001; },
+                  [](C& c) { c.admission.session_quota_limit_share = 1e-9; }},
+                P{"quota_factor",
+                  [](C& c) {
+                      c.admission.quota_factor = {1.0, 1.0, 0.75, 0.5, 0.0};
+                  },
+                  [](C& c) {
+                      c.admission.quota_factor = {1.0, 1.0, 1.0, 1.0, 1.0};
+                  }},
+                P{"quota_factor",
+                  [](C& c) {
+                      c.admission.quota_factor = {1.0, 0.5, 0.75, 0.5, 0.25};
+                  },
+                  [](C& c) {
+                      c.admission.quota_factor = {1.0, 0.5, 0.5, 0.5, 1e-9};
+                  }},
+                P{"heavy_share", [](C& c) { c.admission.heavy_share = 0.0; },
+                  [](C& c) { c.admission.heavy_share = 1.0; }},
+                P{"heavy_refusal",
+                  [](C& c) {
+                      c.admission.heavy_refusal = {0.0, 0.0, 0.25, 1.0, 1.0001};
+                  },
+                  [](C& c) {
+                      c.admission.heavy_refusal = {1.0, 1.0, 1.0, 1.0, 1.0};
+                  }},
+                P{"heavy_refusal",
+                  [](C& c) {
+                      c.admission.heavy_refusal = {0.0, 0.0, 0.25, 1.0, 0.75};
+                  },
+                  [](C& c) {
+                      c.admission.heavy_refusal = {0.0, 0.0, 0.5, 0.5, 0.5};
+                  }},
+                P{"pace_refusal",
+                  [](C& c) {
+                      c.admission.pace_refusal = {-0.1, 0.0, 0.0, 0.0, 0.5};
+                  },
+                  [](C& c) {
+                      c.admission.pace_refusal = {0.0, 0.0, 0.0, 0.0, 1.0};
+                  }},
+                P{"pace_refusal",
+                  [](C& c) {
+                      c.admission.pace_refusal = {0.0, 0.0, 0.5, 0.5, 0.5};
+                  },
+                  [](C& c) {
+                      c.admission.pace_refusal = {0.0, 0.0, 0.25, 1.0, 1.0};
+                  }},
+                P{"fair_share",
+                  [](C& c) {
+                      c.admission.fair_share = {0.0, 0.0, 1.0001, 0.75, 0.5};
+                  },
+                  [](C& c) {
+                      c.admission.fair_share = {1.0, 1.0, 1.0, 1.0, 1.0};
+                  }},
+                P{"fair_share",
+                  [](C& c) {
+                      c.admission.fair_share = {0.0, 0.5, 1.0, 0.75, 0.5};
+                  },
+                  [](C& c) {
+                      c.admission.fair_share = {0.0, 0.0, 0.0, 0.0, 0.0};
+                  }},
+            });
     }
 
     SECTION("evictor_config and heap_trim_config") {
         using C = memgov::evictor_config;
         const auto make = [](const C& c) { memgov::evictor e{c, [] {}, [] { return std::size_t{0}; }}; };
         using P = field_probe<C>;
-        probe_all<C>(make, {
-            P{"session_cost_cap", [](C& c) { c.session_cost_cap = 0; }, [](C& c) { c.session_cost_cap = 1; }},
-            P{"largest_min_share", [](C& c) { c.largest_min_share = 1.5; }, [](C& c) { c.largest_min_share = 1.0; }},
-            P{"emergency_margin", [](C& c) { c.emergency_margin = 1.0; }, [](C& c) { c.emergency_margin = 0.0; }},
-            P{"age_ladder", [](C& c) { c.age_ladder = {{0.9, 10s}, {0.9, 5s}}; }, [](C& c) { c.age_ladder = {{1.5, 1ns}}; }},
-            P{"ladder", [](C& c) { c.ladder[2] = {{memgov::reclaim_action::trim_pools, 0, false}}; },
-              [](C& c) { c.ladder[2] = {{memgov::reclaim_action::trim_heap, 0, false}}; }},
-            P{"ladder", [](C& c) { c.ladder[1] = {{static_cast<memgov::reclaim_action>(memgov::reclaim_action_count), 1, false}}; },
-              [](C& c) { c.ladder[1] = {{memgov::reclaim_action::evict_lru, 1, false}}; }},
-            P{"ladder", [](C& c) { c.ladder[0] = {{memgov::reclaim_action::trim_pools, 1, false}}; },
-              [](C& c) { c.ladder[0] = {{memgov::reclaim_action::sweep_expired, 1, true}}; }},
-            P{"min_interval", [](C& c) { c.heap.min_interval = 0s; }, [](C& c) { c.heap.min_interval = 1ns; }},
-            P{"max_interval", [](C& c) { c.heap.max_interval = year + 1ns; }, [](C& c) { c.heap.max_interval = year; }},
-            P{"backoff_factor", [](C& c) { c.heap.backoff_factor = 0.999; }, [](C& c) { c.heap.backoff_factor = 1.0; }},
-            P{"custom_actions", [](C& c) { c.custom_actions = {std::string(65, 'a')}; },
-              [](C& c) { c.custom_actions = {std::string(64, 'a')}; }},
-            P{"custom_actions", [](C& c) { c.custom_actions = {"evict_lru"}; },
-              [](C& c) { c.custom_actions = {"shed_queued_work", "a"}; }},
-            P{"custom_actions", [](C& c) { c.custom_actions = {"shed", "shed"}; },
-              [](C& c) { c.custom_actions = {"shed_0", "shed_1"}; }},
-        });
+        probe_all<C>(
+            make,
+            {
+                P{"session_cost_cap", [](C& c) { c.session_cost_cap = 0; }, [](C& c) { c.session_cost_cap = 1; }},
+                P{"largest_min_share", [](C& c) { c.largest_min_share = 1.5; },
+                  [](C& c) { c.largest_min_share = 1.0; }},
+                P{"emergency_margin", [](C& c) { c.emergency_margin = 1.0; }, [](C& c) { c.emergency_margin = 0.0; }},
+                P{"age_ladder",
+                  [](C& c) {
+                      c.age_ladder = {{0.9, 10s}, {0.9, 5s}};
+                  },
+                  [](C& c) {
+                      c.age_ladder = {{1.5, 1ns}};
+                  }},
+                P{"ladder",
+                  [](C& c) {
+                      c.ladder[2] = {{memgov::reclaim_action::trim_pools, 0, false}};
+                  },
+                  [](C& c) {
+                      c.ladder[2] = {{memgov::reclaim_action::trim_heap, 0, false}};
+                  }},
+                P{"ladder",
+                  [](C& c) {
+                      c.ladder[1] = {{static_cast<memgov::reclaim_action>(memgov::reclaim_action_count), 1, false}};
+                  },
+                  [](C& c) {
+                      c.ladder[1] = {{memgov::reclaim_action::evict_lru, 1, false}};
+                  }},
+                P{"ladder",
+                  [](C& c) {
+                      c.ladder[0] = {{memgov::reclaim_action::trim_pools, 1, false}};
+                  },
+                  [](C& c) {
+                      c.ladder[0] = {{memgov::reclaim_action::sweep_expired, 1, true}};
+                  }},
+                P{"min_interval", [](C& c) { c.heap.min_interval = 0s; }, [](C& c) { c.heap.min_interval = 1ns; }},
+                P{"max_interval", [](C& c) { c.heap.max_interval = year + 1ns; },
+                  [](C& c) { c.heap.max_interval = year; }},
+                P{"backoff_factor", [](C& c) { c.heap.backoff_factor = 0.999; },
+                  [](C& c) { c.heap.backoff_factor = 1.0; }},
+                P{"custom_actions", [](C& c) { c.custom_actions = {std::string(65, 'a')}; },
+                  [](C& c) { c.custom_actions = {std::string(64, 'a')}; }},
+                P{"custom_actions", [](C& c) { c.custom_actions = {"evict_lru"}; },
+                  [](C& c) {
+                      c.custom_actions = {"shed_queued_work", "a"};
+                  }},
+                P{"custom_actions",
+                  [](C& c) {
+                      c.custom_actions = {"shed", "shed"};
+                  },
+                  [](C& c) {
+                      c.custom_actions = {"shed_0", "shed_1"};
+                  }},
+            });
     }
 
     SECTION("buffer_pool_config") {
         using C = memgov::buffer_pool_config;
         const auto make = [](const C& c) { memgov::buffer_pool p{c}; };
         using P = field_probe<C>;
-        probe_all<C>(make, {
-            P{"size_classes", [](C& c) { c.size_classes.clear(); }, [](C& c) { c.size_classes = {4}; }},
-            P{"size_classes", [](C& c) { c.size_classes = {4096, 4096}; }, [](C& c) { c.size_classes = {4096, 4097}; }},
-            P{"size_classes", [](C& c) { c.size_classes = std::vector<std::size_t>(33, 0); }, [](C& c) {
-                  c.size_classes.clear();
-                  for (std::size_t i = 0; i < 32; ++i) c.size_classes.push_back(4096 * (i + 1));
-              }},
-            P{"thread_cache_buffers", [](C& c) { c.thread_cache_buffers = 1025; }, [](C& c) { c.thread_cache_buffers = 1024; }},
-            P{"depot_bytes", [](C& c) { c.depot_bytes = 0; }, [](C& c) { c.depot_bytes = 1; }},
-            P{"depot_bytes", [](C& c) { c.depot_bytes = 4096 * (C::max_depot_buffers + 1); },
-              [](C& c) { c.depot_bytes = 4096 * C::max_depot_buffers; }},
-            P{"pressure_factors", [](C& c) { c.pressure_factors = {1.0, 0.5, 0.75, 0.0, 0.0}; },
-              [](C& c) { c.pressure_factors = {1.0, 1.0, 1.0, 1.0, 1.0}; }},
-            P{"pressure_factors", [](C& c) { c.pressure_factors[1] = not_a_number; }, [](C& c) { c.pressure_factors = {0.0, 0.0, 0.0, 0.0, 0.0}; }},
-            P{"alignment", [](C& c) { c.alignment = 48; }, [](C& c) { c.alignment = 1; }},
-        });
+        probe_all<C>(make,
+                     {
+                         P{"size_classes", [](C& c) { c.size_classes.clear(); }, [](C& c) { c.size_classes = {4}; }},
+                         P{"size_classes",
+                           [](C& c) {
+                               c.size_classes = {4096, 4096};
+                           },
+                           [](C& c) {
+                               c.size_classes = {4096, 4097};
+                           }},
+                         P{"size_classes", [](C& c) { c.size_classes = std::vector<std::size_t>(33, 0); },
+                           [](C& c) {
+                               c.size_classes.clear();
+                               for (std::size_t i = 0; i < 32; ++i) c.size_classes.push_back(4096 * (i + 1));
+                           }},
+                         P{"thread_cache_buffers", [](C& c) { c.thread_cache_buffers = 1025; },
+                           [](C& c) { c.thread_cache_buffers = 1024; }},
+                         P{"depot_bytes", [](C& c) { c.depot_bytes = 0; }, [](C& c) { c.depot_bytes = 1; }},
+                         P{"depot_bytes", [](C& c) { c.depot_bytes = 4096 * (C::max_depot_buffers + 1); },
+                           [](C& c) { c.depot_bytes = 4096 * C::max_depot_buffers; }},
+                         P{"pressure_factors",
+                           [](C& c) {
+                               c.pressure_factors = {1.0, 0.5, 0.75, 0.0, 0.0};
+                           },
+                           [](C& c) {
+                               c.pressure_factors = {1.0, 1.0, 1.0, 1.0, 1.0};
+                           }},
+                         P{"pressure_factors", [](C& c) { c.pressure_factors[1] = not_a_number; },
+                           [](C& c) {
+                               c.pressure_factors = {0.0, 0.0, 0.0, 0.0, 0.0};
+                           }},
+                         P{"alignment", [](C& c) { c.alignment = 48; }, [](C& c) { c.alignment = 1; }},
+                     });
     }
 
     SECTION("sliding_window_config and window_quota_config") {
@@ -515,20 +640,25 @@ TEST_CASE("config validation: every constrained field of every part", "[config]"
         using C = memgov::sliding_window_config;
         const auto make = [&](const C& c) { memgov::sliding_window w{pool, c}; };
         using P = field_probe<C>;
-        probe_all<C>(make, {
-            P{"chunk_size", [](C& c) { c.chunk_size = 0; }, [](C& c) { c.chunk_size = 1; }},
-            P{"chunk_size", [](C& c) { c.chunk_size = 1048577; }, [](C& c) { c.chunk_size = 1048576; }},
-            P{"cap_bytes", [](C& c) { c.cap_bytes = 0; }, [](C& c) { c.cap_bytes = std::numeric_limits<std::size_t>::max(); }},
-            P{"drop_fraction", [](C& c) { c.drop_fraction = 0.0; }, [](C& c) { c.drop_fraction = 1.0; }},
-            P{"drop_fraction", [](C& c) { c.drop_fraction = not_a_number; }, [](C& c) { c.drop_fraction = 1e-9; }},
-        });
+        probe_all<C>(
+            make,
+            {
+                P{"chunk_size", [](C& c) { c.chunk_size = 0; }, [](C& c) { c.chunk_size = 1; }},
+                P{"chunk_size", [](C& c) { c.chunk_size = 1048577; }, [](C& c) { c.chunk_size = 1048576; }},
+                P{"cap_bytes", [](C& c) { c.cap_bytes = 0; },
+                  [](C& c) { c.cap_bytes = std::numeric_limits<std::size_t>::max(); }},
+                P{"drop_fraction", [](C& c) { c.drop_fraction = 0.0; }, [](C& c) { c.drop_fraction = 1.0; }},
+                P{"drop_fraction", [](C& c) { c.drop_fraction = not_a_number; }, [](C& c) { c.drop_fraction = 1e-9; }},
+            });
         using Q = memgov::window_quota_config;
         const auto make_q = [](const Q& c) { memgov::window_quota q{c}; };
         using PQ = field_probe<Q>;
         probe_all<Q>(make_q, {
-            PQ{"total_bytes", [](Q& c) { c.total_bytes = 0; }, [](Q& c) { c.total_bytes = c.max_grant_bytes; }},
-            PQ{"max_grant_bytes", [](Q& c) { c.max_grant_bytes = c.total_bytes + 1; }, [](Q& c) { c.max_grant_bytes = 1; }},
-        });
+                                 PQ{"total_bytes", [](Q& c) { c.total_bytes = 0; },
+                                    [](Q& c) { c.total_bytes = c.max_grant_bytes; }},
+                                 PQ{"max_grant_bytes", [](Q& c) { c.max_grant_bytes = c.total_bytes + 1; },
+                                    [](Q& c) { c.max_grant_bytes = 1; }},
+                             });
     }
 
     SECTION("object_pool_config") {
@@ -538,42 +668,58 @@ TEST_CASE("config validation: every constrained field of every part", "[config]"
         using C = memgov::object_pool_config;
         const auto make = [](const C& c) { memgov::object_pool<obj> p{c}; };
         using P = field_probe<C>;
-        probe_all<C>(make, {
-            P{"block_objects", [](C& c) { c.block_objects = 3; }, [](C& c) { c.block_objects = std::size_t{1} << 20; }},
-            P{"max_objects", [](C& c) { c.max_objects = 0; }, [](C& c) { c.max_objects = 1; }},
-            P{"thread_cache_objects", [](C& c) { c.thread_cache_objects = 65537; }, [](C& c) { c.thread_cache_objects = 65536; }},
-            P{"young_lifetime", [](C& c) { c.young_lifetime = 0s; }, [](C& c) { c.young_lifetime = 1ns; }},
-            P{"mid_lifetime", [](C& c) { c.mid_lifetime = c.young_lifetime - 1ns; }, [](C& c) { c.mid_lifetime = c.young_lifetime; }},
-            P{"old_lifetime", [](C& c) { c.old_lifetime = year + 1ns; }, [](C& c) { c.old_lifetime = year; }},
-            P{"reuses_to_promote", [](C& c) { c.reuses_to_promote = 0; }, [](C& c) { c.reuses_to_promote = 1; }},
-            P{"lifetime_divisor", [](C& c) { c.lifetime_divisor = {1, 2, 1, 32, 32}; }, [](C& c) { c.lifetime_divisor = {1, 1, 1, 1, 1}; }},
-            P{"generation_limit", [](C& c) { c.generation_limit = 0xFFFF'FFFFu; }, [](C& c) { c.generation_limit = 1; }},
-            P{"on_stale_handle", [](C& c) { c.on_stale_handle = static_cast<memgov::stale_handle_policy>(9); },
-              [](C& c) { c.on_stale_handle = memgov::stale_handle_policy::abort; }},
-            P{"ledger_category", [](C& c) { c.ledger_category = static_cast<memgov::category>(16); },
-              [](C& c) { c.ledger_category = static_cast<memgov::category>(15); }},
-        });
+        probe_all<C>(
+            make,
+            {
+                P{"block_objects", [](C& c) { c.block_objects = 3; },
+                  [](C& c) { c.block_objects = std::size_t{1} << 20; }},
+                P{"max_objects", [](C& c) { c.max_objects = 0; }, [](C& c) { c.max_objects = 1; }},
+                P{"thread_cache_objects", [](C& c) { c.thread_cache_objects = 65537; },
+                  [](C& c) { c.thread_cache_objects = 65536; }},
+                P{"young_lifetime", [](C& c) { c.young_lifetime = 0s; }, [](C& c) { c.young_lifetime = 1ns; }},
+                P{"mid_lifetime", [](C& c) { c.mid_lifetime = c.young_lifetime - 1ns; },
+                  [](C& c) { c.mid_lifetime = c.young_lifetime; }},
+                P{"old_lifetime", [](C& c) { c.old_lifetime = year + 1ns; }, [](C& c) { c.old_lifetime = year; }},
+                P{"reuses_to_promote", [](C& c) { c.reuses_to_promote = 0; }, [](C& c) { c.reuses_to_promote = 1; }},
+                P{"lifetime_divisor",
+                  [](C& c) {
+                      c.lifetime_divisor = {1, 2, 1, 32, 32};
+                  },
+                  [](C& c) {
+                      c.lifetime_divisor = {1, 1, 1, 1, 1};
+                  }},
+                P{"generation_limit", [](C& c) { c.generation_limit = 0xFFFF'FFFFu; },
+                  [](C& c) { c.generation_limit = 1; }},
+                P{"on_stale_handle", [](C& c) { c.on_stale_handle = static_cast<memgov::stale_handle_policy>(9); },
+                  [](C& c) { c.on_stale_handle = memgov::stale_handle_policy::abort; }},
+                P{"ledger_category", [](C& c) { c.ledger_category = static_cast<memgov::category>(16); },
+                  [](C& c) { c.ledger_category = static_cast<memgov::category>(15); }},
+            });
     }
 
     SECTION("session_map_config") {
         using C = memgov::session_map_config;
         const auto make = [](const C& c) { memgov::session_map<int, int> m{c}; };
         using P = field_probe<C>;
-        probe_all<C>(make, {
-            P{"shards", [](C& c) { c.shards = 3; }, [](C& c) { c.shards = 65536; }},
-            P{"idle_ttl", [](C& c) { c.idle_ttl = -1ns; }, [](C& c) { c.idle_ttl = C::never; }},
-            P{"absolute_ttl", [](C& c) { c.absolute_ttl = -1ns; }, [](C& c) { c.absolute_ttl = 0s; }},
-            P{"ended_grace", [](C& c) { c.ended_grace = -1ns; }, [](C& c) { c.ended_grace = 0s; }},
-            P{"suspicious_age", [](C& c) { c.suspicious_age = -1ns; }, [](C& c) { c.suspicious_age = C::never; }},
-            P{"suspicious_idle", [](C& c) { c.suspicious_idle = -1ns; }, [](C& c) { c.suspicious_idle = 0s; }},
-            P{"check_interval", [](C& c) { c.check_interval = C::never; }, [](C& c) { c.check_interval = year; }},
-            P{"sweep_resolution", [](C& c) { c.sweep_resolution = 1h + 1ns; }, [](C& c) { c.sweep_resolution = 1ns; }},
-            P{"lru_samples", [](C& c) { c.lru_samples = 1025; }, [](C& c) { c.lru_samples = 1; }},
-            P{"touch", [](C& c) { c.touch = static_cast<memgov::touch_time>(2); }, [](C& c) { c.touch = memgov::touch_time::coarse; }},
-            P{"ledger_category", [](C& c) { c.ledger_category = static_cast<memgov::category>(16); },
-              [](C& c) { c.ledger_category = static_cast<memgov::category>(15); }},
-            P{"storage_category", [](C& c) { c.storage_category = static_cast<memgov::category>(200); },
-              [](C& c) { c.storage_category = memgov::category::pool_idle; }},
-        });
+        probe_all<C>(
+            make,
+            {
+                P{"shards", [](C& c) { c.shards = 3; }, [](C& c) { c.shards = 65536; }},
+                P{"idle_ttl", [](C& c) { c.idle_ttl = -1ns; }, [](C& c) { c.idle_ttl = C::never; }},
+                P{"absolute_ttl", [](C& c) { c.absolute_ttl = -1ns; }, [](C& c) { c.absolute_ttl = 0s; }},
+                P{"ended_grace", [](C& c) { c.ended_grace = -1ns; }, [](C& c) { c.ended_grace = 0s; }},
+                P{"suspicious_age", [](C& c) { c.suspicious_age = -1ns; }, [](C& c) { c.suspicious_age = C::never; }},
+                P{"suspicious_idle", [](C& c) { c.suspicious_idle = -1ns; }, [](C& c) { c.suspicious_idle = 0s; }},
+                P{"check_interval", [](C& c) { c.check_interval = C::never; }, [](C& c) { c.check_interval = year; }},
+                P{"sweep_resolution", [](C& c) { c.sweep_resolution = 1h + 1ns; },
+                  [](C& c) { c.sweep_resolution = 1ns; }},
+                P{"lru_samples", [](C& c) { c.lru_samples = 1025; }, [](C& c) { c.lru_samples = 1; }},
+                P{"touch", [](C& c) { c.touch = static_cast<memgov::touch_time>(2); },
+                  [](C& c) { c.touch = memgov::touch_time::coarse; }},
+                P{"ledger_category", [](C& c) { c.ledger_category = static_cast<memgov::category>(16); },
+                  [](C& c) { c.ledger_category = static_cast<memgov::category>(15); }},
+                P{"storage_category", [](C& c) { c.storage_category = static_cast<memgov::category>(200); },
+                  [](C& c) { c.storage_category = memgov::category::pool_idle; }},
+            });
     }
 }

@@ -32,8 +32,7 @@ struct scripted {
     std::size_t items = 0;
 };
 
-std::shared_ptr<memgov::function_reclaimer> make(std::string name,
-                                                 std::vector<reclaim_action> actions,
+std::shared_ptr<memgov::function_reclaimer> make(std::string name, std::vector<reclaim_action> actions,
                                                  std::shared_ptr<scripted> s) {
     return std::make_shared<memgov::function_reclaimer>(
         std::move(name), std::move(actions),
@@ -70,8 +69,8 @@ TEST_CASE("evictor: a step at normal runs only the expiry sweep and wants nothin
     auto sessions = std::make_shared<scripted>();
     ev.add(make("pools", {reclaim_action::trim_pools}, pools));
     ev.add(make("sessions",
-                {reclaim_action::sweep_expired, reclaim_action::evict_by_age,
-                 reclaim_action::evict_over_cost, reclaim_action::evict_lru},
+                {reclaim_action::sweep_expired, reclaim_action::evict_by_age, reclaim_action::evict_over_cost,
+                 reclaim_action::evict_lru},
                 sessions));
     const auto rep = ev.step(view(pressure_level::normal, 0.99, 0.0), t0);
     CHECK(rep.wanted == 0);
@@ -111,8 +110,7 @@ struct listening final : memgov::reclaimer {
 
 } // namespace
 
-TEST_CASE("evictor: set_level tells every reclaimer each change once, down as well as up",
-          "[evictor]") {
+TEST_CASE("evictor: set_level tells every reclaimer each change once, down as well as up", "[evictor]") {
     auto ev = quiet_evictor();
     auto a = std::make_shared<listening>();
     auto b = std::make_shared<listening>();
@@ -169,8 +167,7 @@ TEST_CASE("evictor: elevated trims pools first and stops once enough is freed", 
     CHECK(st.total(reclaim_action::sweep_expired).runs == 0);
 }
 
-TEST_CASE("evictor: an action that frees nothing lets the next run in the same step",
-          "[evictor]") {
+TEST_CASE("evictor: an action that frees nothing lets the next run in the same step", "[evictor]") {
     auto ev = quiet_evictor();
     auto pools = std::make_shared<scripted>();    // frees nothing
     auto sessions = std::make_shared<scripted>(); // frees 3 MiB of the 10 wanted
@@ -191,13 +188,11 @@ TEST_CASE("evictor: an action that frees nothing lets the next run in the same s
     CHECK(st.total(reclaim_action::trim_heap).runs == 1);
 }
 
-TEST_CASE("evictor: critical always evicts over-cost sessions and uses the age ladder",
-          "[evictor]") {
+TEST_CASE("evictor: critical always evicts over-cost sessions and uses the age ladder", "[evictor]") {
     auto ev = quiet_evictor();
     auto sessions = std::make_shared<scripted>();
     ev.add(make("sessions",
-                {reclaim_action::evict_over_cost, reclaim_action::evict_by_age,
-                 reclaim_action::sweep_expired},
+                {reclaim_action::evict_over_cost, reclaim_action::evict_by_age, reclaim_action::sweep_expired},
                 sessions));
     SECTION("below 94% there is no age eviction") {
         (void)ev.step(view(pressure_level::critical, 0.90, 0.80), t0);
@@ -279,8 +274,7 @@ TEST_CASE("evictor: level changes reach reclaimers", "[evictor]") {
 // A level no enum value names (7, 9) reaches the evictor at run time only through a cast; it
 // used to index the per-level tables (steps, ladder, cells) and the pools' factor tables past
 // their end (an abort under _GLIBCXX_ASSERTIONS, a silent overrun without).
-TEST_CASE("evictor: a level past emergency given at run time is taken as emergency and counted",
-          "[evictor]") {
+TEST_CASE("evictor: a level past emergency given at run time is taken as emergency and counted", "[evictor]") {
     const auto seven = static_cast<pressure_level>(7);
     auto ev = quiet_evictor();
     memgov::buffer_pool pool;
@@ -325,8 +319,7 @@ TEST_CASE("evictor: a level past emergency given at run time is taken as emergen
 TEST_CASE("evictor: heap trimmer backs off while trims free little", "[evictor]") {
     int calls = 0;
     std::size_t rss = 100 * mib;
-    memgov::heap_trimmer h{memgov::heap_trim_config{}, [&] { ++calls; },
-                           [&] { return rss; }};
+    memgov::heap_trimmer h{memgov::heap_trim_config{}, [&] { ++calls; }, [&] { return rss; }};
     auto now = t0;
     CHECK(h.maybe_trim(now) == 0); // first trim runs, frees nothing
     CHECK(calls == 1);
@@ -352,7 +345,8 @@ TEST_CASE("evictor: a useful trim resets the interval", "[evictor]") {
     std::size_t rss = 100 * mib;
     std::size_t gives_back = 0; // what the next trim returns to the OS
     int calls = 0;
-    memgov::heap_trimmer h{memgov::heap_trim_config{}, [&] {
+    memgov::heap_trimmer h{memgov::heap_trim_config{},
+                           [&] {
                                ++calls;
                                rss -= gives_back;
                            },
@@ -377,47 +371,36 @@ TEST_CASE("evictor: a useful trim resets the interval", "[evictor]") {
     CHECK(h.interval() == 400ms);
 }
 
-TEST_CASE("evictor: bad configuration throws std::invalid_argument naming the field",
-          "[evictor]") {
+TEST_CASE("evictor: bad configuration throws std::invalid_argument naming the field", "[evictor]") {
     auto bad = [](auto mutate) {
         memgov::evictor_config cfg;
         mutate(cfg);
         return memgov::evictor{cfg};
     };
-    CHECK_THROWS_WITH(bad([](auto& c) { c.session_cost_cap = 0; }),
-                      Catch::Contains("session_cost_cap"));
-    CHECK_THROWS_WITH(bad([](auto& c) { c.emergency_margin = 1.5; }),
-                      Catch::Contains("emergency_margin"));
-    CHECK_THROWS_WITH(bad([](auto& c) { c.age_ladder = {{0.96, 200s}, {0.94, 400s}}; }),
-                      Catch::Contains("age_ladder"));
-    CHECK_THROWS_WITH(bad([](auto& c) { c.age_ladder = {{0.96, 0s}}; }),
-                      Catch::Contains("age_ladder"));
+    CHECK_THROWS_WITH(bad([](auto& c) { c.session_cost_cap = 0; }), Catch::Contains("session_cost_cap"));
+    CHECK_THROWS_WITH(bad([](auto& c) { c.emergency_margin = 1.5; }), Catch::Contains("emergency_margin"));
+    CHECK_THROWS_WITH(bad([](auto& c) { c.age_ladder = {{0.96, 200s}, {0.94, 400s}}; }), Catch::Contains("age_ladder"));
+    CHECK_THROWS_WITH(bad([](auto& c) { c.age_ladder = {{0.96, 0s}}; }), Catch::Contains("age_ladder"));
     CHECK_THROWS_WITH(bad([](auto& c) {
                           c.ladder[1] = {{reclaim_action::trim_pools, 0, false}};
                       }),
                       Catch::Contains("ladder"));
     CHECK_THROWS_WITH(bad([](auto& c) { c.heap.min_interval = 0s; }),
                       Catch::Contains("heap_trim_config::min_interval"));
-    CHECK_THROWS_WITH(bad([](auto& c) { c.heap.backoff_factor = 0.5; }),
-                      Catch::Contains("backoff_factor"));
+    CHECK_THROWS_WITH(bad([](auto& c) { c.heap.backoff_factor = 0.5; }), Catch::Contains("backoff_factor"));
     memgov::evictor ev;
     CHECK_THROWS_AS(ev.add(nullptr), std::invalid_argument);
-    CHECK_THROWS_WITH(memgov::function_reclaimer("", {}, [](const auto&) {
-                          return memgov::reclaim_result{};
-                      }),
+    CHECK_THROWS_WITH(memgov::function_reclaimer("", {}, [](const auto&) { return memgov::reclaim_result{}; }),
                       Catch::Contains("name is empty"));
 }
 
-TEST_CASE("evictor: a throwing user reclaimer frees nothing and the ladder goes on",
-          "[evictor]") {
+TEST_CASE("evictor: a throwing user reclaimer frees nothing and the ladder goes on", "[evictor]") {
     auto ev = quiet_evictor();
     auto sessions = std::make_shared<scripted>();
     sessions->frees = 1;
     ev.add(std::make_shared<memgov::function_reclaimer>(
         "throws", std::vector{reclaim_action::trim_pools},
-        [](const memgov::reclaim_request&) -> memgov::reclaim_result {
-            throw std::runtime_error{"boom"};
-        }));
+        [](const memgov::reclaim_request&) -> memgov::reclaim_result { throw std::runtime_error{"boom"}; }));
     ev.add(make("sessions", {reclaim_action::sweep_expired}, sessions));
     (void)ev.step(view(pressure_level::elevated, 0.75, 0.65), t0);
     CHECK(sessions->seen.size() == 1);
@@ -425,8 +408,7 @@ TEST_CASE("evictor: a throwing user reclaimer frees nothing and the ladder goes 
     STATIC_REQUIRE(noexcept(ev.step(v, t0)));
 }
 
-TEST_CASE("evictor: a removed reclaimer is not called again; removing an unknown one is false",
-          "[evictor]") {
+TEST_CASE("evictor: a removed reclaimer is not called again; removing an unknown one is false", "[evictor]") {
     auto ev = quiet_evictor();
     auto pools = std::make_shared<scripted>();
     auto sessions = std::make_shared<scripted>();
@@ -459,8 +441,7 @@ TEST_CASE("evictor: a removed reclaimer is not called again; removing an unknown
     CHECK(names == std::vector<std::string>{"sessions", "pools"});
 }
 
-TEST_CASE("evictor: inside a step reads work and registration changes wait for its end",
-          "[evictor]") {
+TEST_CASE("evictor: inside a step reads work and registration changes wait for its end", "[evictor]") {
     auto ev = quiet_evictor();
     auto victim_seen = std::make_shared<scripted>();
     const auto victim = make("victim", {reclaim_action::trim_pools, reclaim_action::sweep_expired}, victim_seen);
@@ -489,16 +470,16 @@ TEST_CASE("evictor: inside a step reads work and registration changes wait for i
                 log.emplace_back("invalid_argument");
             }
             log.push_back("copy " + std::to_string(ev.reclaimers().size())); // victim hidden
-            log.push_back("inner actions " + std::to_string(ev.step(view(pressure_level::elevated, 0.75, 0.65), t0).actions_run));
+            log.push_back("inner actions " +
+                          std::to_string(ev.step(view(pressure_level::elevated, 0.75, 0.65), t0).actions_run));
             return memgov::reclaim_result{1, 1};
         });
     ev.add(self);
     ev.add(victim);
     const auto rep = ev.step(view(pressure_level::elevated, 0.75, 0.65), t0);
     CHECK(rep.freed == 1);
-    CHECK(log == std::vector<std::string>{"steps 1", "reentrant,reentrantvictim;victim,reentrantvictim;",
-                                          "copy 2", "removed", "absent", "invalid_argument", "copy 1",
-                                          "inner actions 0"});
+    CHECK(log == std::vector<std::string>{"steps 1", "reentrant,reentrantvictim;victim,reentrantvictim;", "copy 2",
+                                          "removed", "absent", "invalid_argument", "copy 1", "inner actions 0"});
     CHECK(victim_seen->seen.empty()); // not called by the step that removed it
     CHECK(victim.use_count() == 1);   // gone when the step ended
     const auto copy = ev.reclaimers();
@@ -511,8 +492,7 @@ TEST_CASE("evictor: inside a step reads work and registration changes wait for i
     CHECK(st.deferred_changes == 2);
 }
 
-TEST_CASE("evictor: inside a visit registration changes apply when the visit ends",
-          "[evictor]") {
+TEST_CASE("evictor: inside a visit registration changes apply when the visit ends", "[evictor]") {
     auto ev = quiet_evictor();
     auto seen = std::make_shared<scripted>();
     const auto a = make("a", {reclaim_action::trim_pools}, seen);
@@ -543,8 +523,7 @@ TEST_CASE("evictor: inside a visit registration changes apply when the visit end
     CHECK(ev.reclaimers().empty());
 }
 
-TEST_CASE("evictor: a heap trim runs off the stepping thread and is counted when it completes",
-          "[evictor]") {
+TEST_CASE("evictor: a heap trim runs off the stepping thread and is counted when it completes", "[evictor]") {
     const auto stepper = std::this_thread::get_id();
     std::atomic<int> on_stepper{0};
     std::atomic<int> calls{0};
@@ -589,9 +568,8 @@ TEST_CASE("evictor: a heap trim runs off the stepping thread and is counted when
     CHECK(st.heap_trims == 1);
     CHECK(!st.heap_trim_running);
     CHECK(st.heap_trimmed_bytes == 5 * mib);
-    CHECK(st.cells[memgov::to_index(pressure_level::elevated)]
-                  [static_cast<std::size_t>(reclaim_action::trim_heap)]
-                      .bytes == 5 * mib);
+    CHECK(st.cells[memgov::to_index(pressure_level::elevated)][static_cast<std::size_t>(reclaim_action::trim_heap)]
+              .bytes == 5 * mib);
     CHECK(st.total(reclaim_action::trim_heap).bytes == 5 * mib);
     CHECK(st.heap_interval == 200ms);
 }
@@ -657,8 +635,7 @@ TEST_CASE("evictor: no trimmer thread when heap trims are disabled or in dry run
     CHECK(ev.heap_trimmer_started());
 }
 
-TEST_CASE("heap_trimmer: request is non-blocking; maybe_trim still trims on the caller's thread",
-          "[evictor]") {
+TEST_CASE("heap_trimmer: request is non-blocking; maybe_trim still trims on the caller's thread", "[evictor]") {
     std::latch release{1};
     std::atomic<int> calls{0};
     std::vector<std::pair<std::size_t, std::size_t>> done; // (bytes, tag), on the worker
@@ -702,9 +679,9 @@ std::vector<reclaim_action> actions_of(const scripted& s) {
     for (const auto& r : s.seen) out.push_back(r.action);
     return out;
 }
-const std::vector<reclaim_action> all_session_actions{
-    reclaim_action::sweep_expired, reclaim_action::evict_by_age, reclaim_action::evict_over_cost,
-    reclaim_action::evict_largest, reclaim_action::evict_lru};
+const std::vector<reclaim_action> all_session_actions{reclaim_action::sweep_expired, reclaim_action::evict_by_age,
+                                                      reclaim_action::evict_over_cost, reclaim_action::evict_largest,
+                                                      reclaim_action::evict_lru};
 } // namespace
 
 TEST_CASE("evictor: evict_largest is action 6 and the others keep their values", "[evictor]") {
@@ -717,26 +694,23 @@ TEST_CASE("evictor: evict_largest is action 6 and the others keep their values",
     CHECK(memgov::to_string(reclaim_action::custom) == "custom");
 }
 
-TEST_CASE("evictor: the default ladder reaches the largest sessions before age and LRU",
-          "[evictor]") {
+TEST_CASE("evictor: the default ladder reaches the largest sessions before age and LRU", "[evictor]") {
     auto ev = quiet_evictor();
     auto sessions = std::make_shared<scripted>(); // frees nothing: every entry runs
     ev.add(make("sessions", all_session_actions, sessions));
     SECTION("critical: over-cost (always), sweep, largest, then age") {
         (void)ev.step(view(pressure_level::critical, 0.97, 0.80), t0);
-        CHECK(actions_of(*sessions) ==
-              std::vector{reclaim_action::evict_over_cost, reclaim_action::sweep_expired,
-                          reclaim_action::evict_largest, reclaim_action::evict_by_age});
+        CHECK(actions_of(*sessions) == std::vector{reclaim_action::evict_over_cost, reclaim_action::sweep_expired,
+                                                   reclaim_action::evict_largest, reclaim_action::evict_by_age});
         REQUIRE(sessions->seen.size() == 4);
         CHECK(sessions->seen[2].budget == 16);
         CHECK(sessions->seen[2].bytes_wanted == 17 * mib);
     }
     SECTION("emergency: over-cost, sweep, largest, age, then LRU") {
         (void)ev.step(view(pressure_level::emergency, 0.99, 0.90), t0);
-        CHECK(actions_of(*sessions) ==
-              std::vector{reclaim_action::evict_over_cost, reclaim_action::sweep_expired,
-                          reclaim_action::evict_largest, reclaim_action::evict_by_age,
-                          reclaim_action::evict_lru});
+        CHECK(actions_of(*sessions) == std::vector{reclaim_action::evict_over_cost, reclaim_action::sweep_expired,
+                                                   reclaim_action::evict_largest, reclaim_action::evict_by_age,
+                                                   reclaim_action::evict_lru});
         REQUIRE(sessions->seen.size() == 5);
         CHECK(sessions->seen[2].budget == 16);
     }
@@ -746,9 +720,8 @@ TEST_CASE("evictor: the default ladder reaches the largest sessions before age a
         big->items = 1;
         ev.add(make("big", {reclaim_action::evict_largest}, big));
         (void)ev.step(view(pressure_level::emergency, 0.99, 0.90), t0); // wants 16 MiB
-        CHECK(actions_of(*sessions) ==
-              std::vector{reclaim_action::evict_over_cost, reclaim_action::sweep_expired,
-                          reclaim_action::evict_largest});
+        CHECK(actions_of(*sessions) == std::vector{reclaim_action::evict_over_cost, reclaim_action::sweep_expired,
+                                                   reclaim_action::evict_largest});
         CHECK(ev.stats().total(reclaim_action::evict_largest).bytes == 20 * mib);
     }
     // Trims keep their places: pools before the sweep, the heap last.
@@ -785,8 +758,8 @@ TEST_CASE("evictor: a custom action runs where the ladder puts it", "[evictor]")
     memgov::evictor_config cfg;
     cfg.custom_actions = {"shed_queued_work"};
     auto& row = cfg.ladder[memgov::to_index(pressure_level::emergency)];
-    const auto lru = std::find_if(row.begin(), row.end(),
-                                  [](const auto& e) { return e.action == reclaim_action::evict_lru; });
+    const auto lru =
+        std::find_if(row.begin(), row.end(), [](const auto& e) { return e.action == reclaim_action::evict_lru; });
     REQUIRE(lru != row.end());
     row.insert(lru, memgov::policy_entry{reclaim_action::custom, 8, false, "shed_queued_work"});
     auto ev = quiet_evictor(cfg);
@@ -830,8 +803,7 @@ TEST_CASE("evictor: a custom action runs where the ladder puts it", "[evictor]")
     CHECK(ev.stats().total(reclaim_action::custom).dry_bytes == 5 * mib);
 }
 
-TEST_CASE("evictor: custom actions are validated at construction, naming the field",
-          "[evictor]") {
+TEST_CASE("evictor: custom actions are validated at construction, naming the field", "[evictor]") {
     auto bad = [](auto mutate) {
         memgov::evictor_config cfg;
         mutate(cfg);
@@ -839,7 +811,9 @@ TEST_CASE("evictor: custom actions are validated at construction, naming the fie
     };
     using e = memgov::policy_entry;
     // An unknown name in the ladder.
-    CHECK_THROWS_WITH(bad([](auto& c) { c.ladder[3].push_back(e{reclaim_action::custom, 1, false, "shed"}); }),
+    CHECK_THROWS_WITH(bad([](auto& c) {
+                          c.ladder[3].push_back(e{reclaim_action::custom, 1, false, "shed"});
+                      }),
                       Catch::Contains("evictor_config::ladder") && Catch::Contains("'shed'") &&
                           Catch::Contains("custom_actions"));
     // A custom entry without a name; a built-in entry with one.
@@ -859,7 +833,9 @@ TEST_CASE("evictor: custom actions are validated at construction, naming the fie
         CHECK_THROWS_WITH(bad([&](auto& c) { c.custom_actions = {name}; }),
                           Catch::Contains("evictor_config::custom_actions"));
     }
-    CHECK_THROWS_WITH(bad([](auto& c) { c.custom_actions = {"shed", "shed"}; }),
+    CHECK_THROWS_WITH(bad([](auto& c) {
+                          c.custom_actions = {"shed", "shed"};
+                      }),
                       Catch::Contains("evictor_config::custom_actions"));
     // The normal row still holds only sweeps.
     CHECK_THROWS_WITH(bad([](auto& c) {
@@ -867,7 +843,9 @@ TEST_CASE("evictor: custom actions are validated at construction, naming the fie
                           c.ladder[0].push_back(e{reclaim_action::custom, 1, false, "shed"});
                       }),
                       Catch::Contains("normal row"));
-    CHECK_THROWS_WITH(bad([](auto& c) { c.ladder[2] = {{reclaim_action::evict_largest, 0, false}}; }),
+    CHECK_THROWS_WITH(bad([](auto& c) {
+                          c.ladder[2] = {{reclaim_action::evict_largest, 0, false}};
+                      }),
                       Catch::Contains("budget"));
     CHECK_NOTHROW(bad([](auto& c) {
         c.custom_actions = {"shed_queued_work", "drop_cache2"};
@@ -891,11 +869,13 @@ TEST_CASE("evictor: counts bytes, items and runs per reclaimer and action", "[ev
     ev.add(make("sessions", all_session_actions, sessions));
     auto shed = std::make_shared<memgov::function_reclaimer>(
         "kafka", std::vector<reclaim_action>{},
-        [](const memgov::reclaim_request&) { return memgov::reclaim_result{4 * mib, 5}; },
+        [](const memgov::reclaim_request&) {
+            return memgov::reclaim_result{4 * mib, 5};
+        },
         memgov::function_reclaimer::estimate_fn{}, std::vector<std::string>{"shed_queued_work"});
     ev.add(shed);
 
-    (void)ev.step(view(pressure_level::high, 0.80, 0.50), t0);     // wants 30 MiB: all run
+    (void)ev.step(view(pressure_level::high, 0.80, 0.50), t0);      // wants 30 MiB: all run
     (void)ev.step(view(pressure_level::emergency, 0.99, 0.90), t0); // wants 16 MiB
 
     const auto st = ev.stats();
@@ -957,7 +937,9 @@ TEST_CASE("evictor: counters per reclaimer are exported with a reclaimer label",
     ev.add(make("sessions", all_session_actions, sessions));
     ev.add(std::make_shared<memgov::function_reclaimer>(
         "kafka", std::vector<reclaim_action>{},
-        [](const memgov::reclaim_request&) { return memgov::reclaim_result{4 * mib, 5}; },
+        [](const memgov::reclaim_request&) {
+            return memgov::reclaim_result{4 * mib, 5};
+        },
         memgov::function_reclaimer::estimate_fn{}, std::vector<std::string>{"shed_queued_work"}));
     (void)ev.step(view(pressure_level::high, 0.80, 0.50), t0);
     memgov::prometheus_writer w;

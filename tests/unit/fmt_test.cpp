@@ -17,8 +17,7 @@ TEST_CASE("fmt: enumerations format as their names and take a string's spec", "[
     CHECK(fmt::format("{}", memgov::reclaim_action::trim_pools) == "trim_pools");
     CHECK(fmt::format("{}", memgov::admit_kind::session) == "session");
     CHECK(fmt::format("{}", memgov::cgroup_mode::v2) == memgov::to_string(memgov::cgroup_mode::v2));
-    CHECK(fmt::format("{}", memgov::grant_result::granted) ==
-          memgov::to_string(memgov::grant_result::granted));
+    CHECK(fmt::format("{}", memgov::grant_result::granted) == memgov::to_string(memgov::grant_result::granted));
     // Every evict reason has a name of its own.
     for (std::size_t i = 0; i < memgov::evict_reason_count; ++i) {
         const auto r = static_cast<memgov::evict_reason>(i);
@@ -39,10 +38,9 @@ TEST_CASE("fmt: a health summary is one logfmt line", "[fmt]") {
     h.rejections_last_minute = 3;
     h.evictions_last_minute = 40;
     h.reuse_rates.push_back({"pools", 0.9});
-    CHECK(fmt::format("{}", h) ==
-          "level=high ratio=0.812 estimate_bytes=812 limit_bytes=1024 headroom_bytes=-3 "
-          "growth_bytes_per_second=1048576 time_to_limit_s=12.500 rejections_last_minute=3 "
-          "evictions_last_minute=40 reuse.pools=0.900");
+    CHECK(fmt::format("{}", h) == "level=high ratio=0.812 estimate_bytes=812 limit_bytes=1024 headroom_bytes=-3 "
+                                  "growth_bytes_per_second=1048576 time_to_limit_s=12.500 rejections_last_minute=3 "
+                                  "evictions_last_minute=40 reuse.pools=0.900");
 
     h.time_to_limit.reset();
     h.reuse_rates.clear();

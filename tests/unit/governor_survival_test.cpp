@@ -43,8 +43,7 @@ TEST_CASE("governor: survives 15 s in a 128 MiB cgroup where the ungoverned buil
     }
     auto governed_cg = memgov_test::real_cgroup::create(limit, "survival-governed");
     if (!governed_cg) return memgov_test::skip_test(governed_cg.skip_reason());
-    const auto governed = governed_cg.run({program(), "--governed=1", "--seconds=15"},
-                                          std::chrono::seconds{60});
+    const auto governed = governed_cg.run({program(), "--governed=1", "--seconds=15"}, std::chrono::seconds{60});
     if (!governed.started) {
         return memgov_test::skip_test("cannot move a process into " + governed_cg.dir());
     }
@@ -61,8 +60,8 @@ TEST_CASE("governor: survives 15 s in a 128 MiB cgroup where the ungoverned buil
     const double peak_percent = 100.0 * static_cast<double>(*peak) / static_cast<double>(limit);
     INFO("peak " << *peak << " bytes = " << peak_percent << "% of the limit");
     // On stdout for the record (docs quote it): the peak of this run.
-    std::cout << "survival: governed peak " << *peak << " bytes = " << peak_percent
-              << "% of the " << limit / MiB << " MiB limit\n";
+    std::cout << "survival: governed peak " << *peak << " bytes = " << peak_percent << "% of the " << limit / MiB
+              << " MiB limit\n";
     CHECK(*peak <= limit * 95 / 100);
     if (oom) CHECK(*oom == 0);
     // It did real work and memgov really acted: sessions were evicted and admissions refused.
@@ -74,8 +73,7 @@ TEST_CASE("governor: survives 15 s in a 128 MiB cgroup where the ungoverned buil
 
     auto control_cg = memgov_test::real_cgroup::create(limit, "survival-control");
     REQUIRE(control_cg);
-    const auto control = control_cg.run({program(), "--governed=0", "--seconds=30"},
-                                        std::chrono::seconds{60});
+    const auto control = control_cg.run({program(), "--governed=0", "--seconds=30"}, std::chrono::seconds{60});
     REQUIRE(control.started);
     INFO("ungoverned run output:\n" << control.output);
     CHECK_FALSE(control.timed_out);

@@ -39,8 +39,7 @@ struct recording_reclaimer final : memgov::reclaimer {
     std::size_t frees = 0;
     std::size_t items = 0;
 
-    recording_reclaimer(std::string n, std::vector<reclaim_action> a)
-        : label{std::move(n)}, actions{std::move(a)} {}
+    recording_reclaimer(std::string n, std::vector<reclaim_action> a) : label{std::move(n)}, actions{std::move(a)} {}
     std::string_view name() const noexcept override { return label; }
     bool handles(reclaim_action a) const noexcept override {
         for (auto x : actions) {
@@ -63,8 +62,7 @@ struct recording_reclaimer final : memgov::reclaimer {
 
 // A 1 GiB v2 tree at `usage`, and a governor configuration that reads it (no forecast unless
 // asked: the replays test the ratio ladder).
-memgov::governor_config on_fake_tree(fake_cgroup_tree& tree, std::uint64_t usage,
-                                     bool forecast = false) {
+memgov::governor_config on_fake_tree(fake_cgroup_tree& tree, std::uint64_t usage, bool forecast = false) {
     tree.set_limit("/app", GiB);
     tree.set_usage("/app", usage);
     memgov::governor_config cfg;
@@ -98,9 +96,7 @@ struct rig {
         gov->register_reclaimer(sessions);
         sub = gov->monitor().subscribe([this](const memgov::level_change& c) { changes.push_back(c); });
     }
-    void percent(double p) {
-        tree.set_usage("/app", static_cast<std::uint64_t>(p / 100.0 * static_cast<double>(GiB)));
-    }
+    void percent(double p) { tree.set_usage("/app", static_cast<std::uint64_t>(p / 100.0 * static_cast<double>(GiB))); }
     // One second passes, usage is now `p` percent, the governor polls.
     pressure_level at(double p) {
         clock.advance(1s);
@@ -116,8 +112,7 @@ struct rig {
 
 } // namespace
 
-TEST_CASE("governor: replay from 50% to 99% and back follows the documented ladder",
-          "[governor]") {
+TEST_CASE("governor: replay from 50% to 99% and back follows the documented ladder", "[governor]") {
     rig r;
     auto& g = *r.gov;
     CHECK(g.level() == pressure_level::normal);
@@ -186,9 +181,8 @@ TEST_CASE("governor: replay from 50% to 99% and back follows the documented ladd
     for (int i = 0; i < 10; ++i) (void)r.at(50);
     CHECK(g.level() == pressure_level::normal);
 
-    const std::vector<pressure_level> up{pressure_level::elevated, pressure_level::high,
-                                         pressure_level::critical, pressure_level::emergency,
-                                         pressure_level::critical};
+    const std::vector<pressure_level> up{pressure_level::elevated, pressure_level::high, pressure_level::critical,
+                                         pressure_level::emergency, pressure_level::critical};
     const auto lv = r.levels();
     REQUIRE(lv.size() >= up.size() + 1);
     CHECK(std::vector(lv.begin(), lv.begin() + static_cast<std::ptrdiff_t>(up.size())) == up);
@@ -207,8 +201,7 @@ TEST_CASE("governor: replay from 50% to 99% and back follows the documented ladd
     CHECK(st.evictor.total(reclaim_action::evict_lru).empty == 3); // the script frees nothing
 }
 
-TEST_CASE("governor: usage oscillating ±1% around the red line makes at most 2 transitions",
-          "[governor]") {
+TEST_CASE("governor: usage oscillating ±1% around the red line makes at most 2 transitions", "[governor]") {
     rig r;
     for (int i = 0; i < 40; ++i) (void)r.at(i % 2 == 0 ? 84.0 : 86.0);
     INFO("transitions: " << r.changes.size());
@@ -216,8 +209,7 @@ TEST_CASE("governor: usage oscillating ±1% around the red line makes at most 2 
     CHECK(r.gov->level() == pressure_level::critical);
 }
 
-TEST_CASE("governor: evictions by reason are counted as the reclaimers report them",
-          "[governor]") {
+TEST_CASE("governor: evictions by reason are counted as the reclaimers report them", "[governor]") {
     rig r;
     r.sessions->frees = 1 * MiB;
     r.sessions->items = 2;
@@ -305,16 +297,14 @@ TEST_CASE("governor: health summary and Prometheus output", "[governor]") {
     const std::string text = w.str();
     CHECK_THAT(text, Catch::Contains("memgov_limit_bytes 1073741824"));
     CHECK_THAT(text, Catch::Contains("memgov_pressure_level{level=\"normal\"} 1"));
-    CHECK_THAT(text, Catch::Contains(
-                         "memgov_rejections_total{kind=\"work\",reason=\"no_headroom\"} 1"));
+    CHECK_THAT(text, Catch::Contains("memgov_rejections_total{kind=\"work\",reason=\"no_headroom\"} 1"));
     CHECK_THAT(text, Catch::Contains("memgov_reuse_ratio{reclaimer=\"pools\"} 0.9"));
     const auto res = memgov_test::check_metrics_text(text);
     INFO(res.output);
     CHECK(res.exit_code == 0);
 }
 
-TEST_CASE("governor: bad configuration throws std::invalid_argument naming the field",
-          "[governor]") {
+TEST_CASE("governor: bad configuration throws std::invalid_argument naming the field", "[governor]") {
     auto tree = fake_cgroup_tree::v2("/app");
     auto make = [&](auto mutate) {
         memgov::governor_config c = on_fake_tree(tree, 100 * MiB, true);
@@ -330,14 +320,11 @@ TEST_CASE("governor: bad configuration throws std::invalid_argument naming the f
                           c.admission.close_sessions_at = pressure_level::critical;
                       }),
                       Catch::Contains("refuse_all_at"));
-    CHECK_THROWS_WITH(make([](auto& c) { c.poll_period = 0s; }),
-                      Catch::Contains("poll_period"));
-    CHECK_THROWS_WITH(make([](auto& c) { c.evictor.session_cost_cap = 0; }),
-                      Catch::Contains("session_cost_cap"));
+    CHECK_THROWS_WITH(make([](auto& c) { c.poll_period = 0s; }), Catch::Contains("poll_period"));
+    CHECK_THROWS_WITH(make([](auto& c) { c.evictor.session_cost_cap = 0; }), Catch::Contains("session_cost_cap"));
 }
 
-TEST_CASE("governor: admission is noexcept and disabled admission admits everything",
-          "[governor]") {
+TEST_CASE("governor: admission is noexcept and disabled admission admits everything", "[governor]") {
     auto tree = fake_cgroup_tree::v2("/app");
     memgov::governor_config c = on_fake_tree(tree, static_cast<std::uint64_t>(0.99 * GiB), true);
     c.admission.enabled = false;
@@ -353,8 +340,7 @@ TEST_CASE("governor: admission is noexcept and disabled admission admits everyth
 
 // The same ladder acting on a real session map through its adapter: evictions happen for the
 // documented reasons, in the documented order, and `no_evict` sessions are spared.
-TEST_CASE("governor: replay on a real session map evicts by cost, then age, then LRU",
-          "[governor]") {
+TEST_CASE("governor: replay on a real session map evicts by cost, then age, then LRU", "[governor]") {
     auto tree = fake_cgroup_tree::v2("/app");
     memgov::manual_clock clock;
     memgov::governor_config cfg = on_fake_tree(tree, GiB / 2);
@@ -370,7 +356,8 @@ TEST_CASE("governor: replay on a real session map evicts by cost, then age, then
     REQUIRE(sessions.insert(5, [] { return 0; }, {.no_evict = true, .cost = static_cast<std::int64_t>(MiB)}));
     clock.advance(500s);
     REQUIRE(sessions.insert(99, [] { return 0; }, {.cost = static_cast<std::int64_t>(40 * MiB)}));
-    for (int k = 100; k < 300; ++k) REQUIRE(sessions.insert(k, [] { return 0; }, {.cost = static_cast<std::int64_t>(MiB)}));
+    for (int k = 100; k < 300; ++k)
+        REQUIRE(sessions.insert(k, [] { return 0; }, {.cost = static_cast<std::int64_t>(MiB)}));
     g.register_reclaimer(std::make_shared<memgov::session_map_reclaimer<map_type>>(sessions));
 
     const auto at = [&](double percent) {
@@ -450,8 +437,7 @@ TEST_CASE("governor: a level subscriber may call back into the governor", "[gove
     CHECK(r.gov->stats().polls == polls_before + 1); // the nested poll was not counted
 }
 
-TEST_CASE("governor: a poll from inside its own callbacks or a visit is counted, not run",
-          "[governor]") {
+TEST_CASE("governor: a poll from inside its own callbacks or a visit is counted, not run", "[governor]") {
     rig r;
     auto sub = r.gov->monitor().subscribe([&](const memgov::level_change&) {
         (void)r.gov->poll(r.clock.now()); // inside the poll's subscriber
@@ -528,8 +514,7 @@ struct listening final : memgov::reclaimer {
 // 50% → 86% (critical) → 40% for two minutes: the governor reads normal again, and so must
 // everything it governs, including a real buffer pool; a part registered afterwards is told
 // nothing (it starts at normal), not the level of the last step.
-TEST_CASE("governor: a fall back to normal reaches every reclaimer; a late one hears the current level",
-          "[governor]") {
+TEST_CASE("governor: a fall back to normal reaches every reclaimer; a late one hears the current level", "[governor]") {
     rig r;
     auto heard = std::make_shared<listening>("heard");
     r.gov->register_reclaimer(heard);
@@ -575,8 +560,7 @@ TEST_CASE("governor: a fall back to normal reaches every reclaimer; a late one h
 TEST_CASE("governor: callbacks inside a step may read stats, health and metrics", "[governor]") {
     auto tree = fake_cgroup_tree::v2("/app");
     memgov::manual_clock clock;
-    memgov::governor<memgov::manual_clock> g{on_fake_tree(tree, GiB / 2), clock, [] {},
-                                             [] { return std::size_t{0}; }};
+    memgov::governor<memgov::manual_clock> g{on_fake_tree(tree, GiB / 2), clock, [] {}, [] { return std::size_t{0}; }};
     struct read_back {
         pressure_level level = pressure_level::normal;
         std::vector<std::string> reclaimers;
@@ -638,11 +622,10 @@ TEST_CASE("governor: callbacks inside a step may read stats, health and metrics"
 // Registration changes asked for from inside a step take effect when the step ends: the
 // removed reclaimer is not called again by that step, the added one is not called by it, and
 // neither call throws or waits.
-TEST_CASE("governor: registering and unregistering from inside a step take effect when it ends",
-          "[governor]") {
+TEST_CASE("governor: registering and unregistering from inside a step take effect when it ends", "[governor]") {
     rig r;
-    auto victim = std::make_shared<listening>(
-        "victim", std::vector{reclaim_action::trim_pools, reclaim_action::sweep_expired});
+    auto victim =
+        std::make_shared<listening>("victim", std::vector{reclaim_action::trim_pools, reclaim_action::sweep_expired});
     auto late = std::make_shared<listening>("late", std::vector{reclaim_action::trim_pools});
     auto changer = std::make_shared<listening>("changer", std::vector{reclaim_action::trim_pools});
     std::vector<std::string> outcomes;
@@ -688,14 +671,12 @@ TEST_CASE("governor: registering and unregistering from inside a step take effec
 
 // Idle sessions expire at normal pressure, driven by the governor's polls alone: on time
 // (within one step period of their idle_ttl), with no pool trim, heap trim or eviction.
-TEST_CASE("governor: idle sessions expire at normal pressure with nothing but polls",
-          "[governor]") {
+TEST_CASE("governor: idle sessions expire at normal pressure with nothing but polls", "[governor]") {
     auto tree = fake_cgroup_tree::v2("/app");
     memgov::manual_clock clock;
     int heap_trims = 0;
     const memgov::governor_config cfg = on_fake_tree(tree, static_cast<std::uint64_t>(0.40 * static_cast<double>(GiB)));
-    memgov::governor<memgov::manual_clock> g{cfg, clock, [&] { ++heap_trims; },
-                                             [] { return std::size_t{0}; }};
+    memgov::governor<memgov::manual_clock> g{cfg, clock, [&] { ++heap_trims; }, [] { return std::size_t{0}; }};
     using map_type = memgov::session_map<int, int, memgov::manual_clock>;
     std::vector<std::pair<int, memgov::evict_reason>> evicted;
     memgov::time_point expired_at{};
@@ -735,8 +716,8 @@ TEST_CASE("governor: idle sessions expire at normal pressure with nothing but po
 
 TEST_CASE("governor: a blind monitor fails open and says so in health and metrics", "[governor]") {
     // A cgroup root that is missing, and one that is a file: nothing can be read.
-    const std::filesystem::path base = std::filesystem::temp_directory_path() /
-                                       ("memgov-blind-" + std::to_string(::getpid()));
+    const std::filesystem::path base =
+        std::filesystem::temp_directory_path() / ("memgov-blind-" + std::to_string(::getpid()));
     std::filesystem::create_directories(base);
     const std::string file_root = (base / "a-file").string();
     { std::ofstream{file_root} << "not a directory\n"; }
@@ -767,8 +748,7 @@ TEST_CASE("governor: a blind monitor fails open and says so in health and metric
     // A monitor that sees says it is not blind.
     fake_cgroup_tree tree = fake_cgroup_tree::v2("/app");
     memgov::manual_clock clock;
-    memgov::governor<memgov::manual_clock> g{on_fake_tree(tree, GiB / 2), clock, [] {},
-                                             [] { return std::size_t{0}; }};
+    memgov::governor<memgov::manual_clock> g{on_fake_tree(tree, GiB / 2), clock, [] {}, [] { return std::size_t{0}; }};
     CHECK_FALSE(g.health().blind);
     CHECK(g.health().blind_reason.empty());
     memgov::prometheus_writer w;

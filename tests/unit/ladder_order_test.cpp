@@ -66,8 +66,7 @@ memgov::pressure_view at(pressure_level l, double usage, double exit_ratio) {
 }
 } // namespace
 
-TEST_CASE("ladder order: at emergency the giants go first, then only what is still wanted",
-          "[evictor][ladder]") {
+TEST_CASE("ladder order: at emergency the giants go first, then only what is still wanted", "[evictor][ladder]") {
     population p;
     memgov::evictor ev{{}, [] {}, [] { return std::size_t{0}; }};
     ev.add(std::make_shared<memgov::session_map_reclaimer<map_type>>(*p.map));
@@ -118,7 +117,7 @@ TEST_CASE("ladder order: with a session quota the cost cap follows it", "[evicto
     v.session_quota_bytes = 15 * MiB; // the governor's quota at critical (30 MiB × 0.5)
     (void)ev.step(v, p.clock.now());
     CHECK(p.giants_gone());
-    CHECK(p.count(evict_reason::over_cost) == 4); // over the quota: evicted as over cost
+    CHECK(p.count(evict_reason::over_cost) == 4);              // over the quota: evicted as over cost
     CHECK(p.count(evict_reason::largest_under_pressure) == 0); // 116 MiB covered the ~51 wanted
     CHECK(p.map->size() == 301);
 }

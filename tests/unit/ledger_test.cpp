@@ -45,8 +45,8 @@ TEST_CASE("ledger: charge and release per category and in total", "[ledger]") {
 
 TEST_CASE("ledger: physical memory is counted, attributions are not", "[ledger]") {
     memgov::ledger l;
-    for (const category c : {category::pool_idle, category::pool_in_use, category::objects,
-                             category::session_storage}) {
+    for (const category c :
+         {category::pool_idle, category::pool_in_use, category::objects, category::session_storage}) {
         CHECK(l.counted(c));
     }
     // Who holds pool memory, not more memory: a session's cost is its window's chunks, a
@@ -88,8 +88,7 @@ TEST_CASE("ledger: attribution categories are kept out of the total", "[ledger]"
     CHECK(s.total == 74);
     CHECK_FALSE(s.categories[static_cast<std::size_t>(category::windows)].counted);
     CHECK(s.categories[static_cast<std::size_t>(category::sessions)].counted);
-    CHECK_THROWS_WITH(l.set_counted(static_cast<category>(15), true),
-                      Catch::Contains("category 15 is not defined"));
+    CHECK_THROWS_WITH(l.set_counted(static_cast<category>(15), true), Catch::Contains("category 15 is not defined"));
 }
 
 TEST_CASE("ledger: user categories", "[ledger]") {

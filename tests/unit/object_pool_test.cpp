@@ -101,8 +101,7 @@ TEST_CASE("object_pool: release paths, observers and moves are noexcept", "[obje
     STATIC_REQUIRE_FALSE(memgov::resettable<object_pool_test::plain>);
 }
 
-TEST_CASE("object_pool: a bad configuration field throws invalid_argument naming it",
-          "[object_pool]") {
+TEST_CASE("object_pool: a bad configuration field throws invalid_argument naming it", "[object_pool]") {
     struct bad_case {
         const char* field;
         std::function<void(object_pool_config&)> mutate;
@@ -118,25 +117,26 @@ TEST_CASE("object_pool: a bad configuration field throws invalid_argument naming
         {"old_lifetime", [](auto& c) { c.old_lifetime = 60s; }},
         {"reuses_to_promote", [](auto& c) { c.reuses_to_promote = 0; }},
         {"lifetime_divisor", [](auto& c) { c.lifetime_divisor[2] = 0; }},
-        {"lifetime_divisor", [](auto& c) { c.lifetime_divisor = {1, 4, 2, 8, 8}; }},
+        {"lifetime_divisor",
+         [](auto& c) {
+             c.lifetime_divisor = {1, 4, 2, 8, 8};
+         }},
         {"generation_limit", [](auto& c) { c.generation_limit = 0; }},
         {"generation_limit", [](auto& c) { c.generation_limit = 0xFFFF'FFFFu; }},
-        {"on_stale_handle",
-         [](auto& c) { c.on_stale_handle = static_cast<memgov::stale_handle_policy>(9); }},
+        {"on_stale_handle", [](auto& c) { c.on_stale_handle = static_cast<memgov::stale_handle_policy>(9); }},
     };
     for (const auto& bc : cases) {
         object_pool_config cfg;
         bc.mutate(cfg);
         INFO(bc.field);
         CHECK_THROWS_AS(pool_t(cfg), std::invalid_argument);
-        CHECK_THROWS_WITH(pool_t(cfg), Catch::StartsWith(std::string{"memgov::object_pool_config::"} +
-                                                         bc.field + ": "));
+        CHECK_THROWS_WITH(pool_t(cfg),
+                          Catch::StartsWith(std::string{"memgov::object_pool_config::"} + bc.field + ": "));
     }
     CHECK_NOTHROW(pool_t{object_pool_config{}});
 }
 
-TEST_CASE("object_pool: reset runs on every release and no state leaks to the next user",
-          "[object_pool]") {
+TEST_CASE("object_pool: reset runs on every release and no state leaks to the next user", "[object_pool]") {
     object_pool_test::reset_counts();
     const std::size_t cache = GENERATE(std::size_t{0}, std::size_t{4});
     INFO("thread_cache_objects " << cache);
@@ -278,8 +278,7 @@ TEST_CASE("object_pool: get(handle) works while leased and fails once released, 
     CHECK(pool.stats().stale_handles == 4);
 }
 
-TEST_CASE("object_pool: a slot whose generation would wrap is retired and its handles stay stale",
-          "[object_pool]") {
+TEST_CASE("object_pool: a slot whose generation would wrap is retired and its handles stay stale", "[object_pool]") {
     object_pool_test::reset_counts();
     auto cfg = counting_config();
     cfg.generation_limit = 3;
@@ -307,8 +306,7 @@ TEST_CASE("object_pool: a slot whose generation would wrap is retired and its ha
     CHECK(pool.get(b.handle()) == b.get());
 }
 
-TEST_CASE("object_pool: slots in growing blocks keep stable addresses and distinct indices",
-          "[object_pool]") {
+TEST_CASE("object_pool: slots in growing blocks keep stable addresses and distinct indices", "[object_pool]") {
     auto cfg = counting_config();
     cfg.block_objects = 2;
     pool_t pool{cfg};
@@ -333,8 +331,7 @@ TEST_CASE("object_pool: slots in growing blocks keep stable addresses and distin
 }
 
 #if MEMGOV_ASSERTS_ENABLED
-TEST_CASE("object_pool: by default a stale handle aborts in builds with assertions",
-          "[object_pool]") {
+TEST_CASE("object_pool: by default a stale handle aborts in builds with assertions", "[object_pool]") {
     memgov::object_pool<message> pool; // default policy: debug_assert
     object_handle h;
     {
@@ -351,8 +348,7 @@ TEST_CASE("object_pool: by default a stale handle aborts in builds with assertio
     CHECK(WIFEXITED(ok));
 }
 #else
-TEST_CASE("object_pool: by default a stale handle gives nullptr and is counted in release builds",
-          "[object_pool]") {
+TEST_CASE("object_pool: by default a stale handle gives nullptr and is counted in release builds", "[object_pool]") {
     memgov::object_pool<message> pool;
     object_handle h;
     {
@@ -387,12 +383,10 @@ TEST_CASE("object_pool: a young idle object is freed once its lifetime has passe
     manual_clock clk;
     memgov::ledger l;
     pool_t pool{counting_config(cache), &l, clk};
-    {
-        auto a = pool.acquire();
-    }
+    { auto a = pool.acquire(); }
     const std::int64_t storage = storage_of(pool);
     CHECK(l.bytes(category::objects) == storage); // the object retains nothing beyond its slot
-    CHECK(pool.trim().objects == 0); // first sighting: the idle clock starts
+    CHECK(pool.trim().objects == 0);              // first sighting: the idle clock starts
     clk.advance(4999ms);
     CHECK(pool.trim().objects == 0);
     clk.advance(1ms);
@@ -415,8 +409,7 @@ TEST_CASE("object_pool: a young idle object is freed once its lifetime has passe
     CHECK(pool.stats().constructions == 2);
 }
 
-TEST_CASE("object_pool: reuse promotes, idleness demotes one tier per lifetime, then frees",
-          "[object_pool]") {
+TEST_CASE("object_pool: reuse promotes, idleness demotes one tier per lifetime, then frees", "[object_pool]") {
     object_pool_test::reset_counts();
     const std::size_t cache = GENERATE(std::size_t{0}, std::size_t{32});
     INFO("thread_cache_objects " << cache);
@@ -471,9 +464,7 @@ TEST_CASE("object_pool: reuse promotes, idleness demotes one tier per lifetime, 
 TEST_CASE("object_pool: a reused object's idle clock restarts", "[object_pool]") {
     manual_clock clk;
     pool_t pool{counting_config(), nullptr, clk};
-    {
-        auto a = pool.acquire();
-    }
+    { auto a = pool.acquire(); }
     (void)pool.trim();
     clk.advance(4s);
     {
@@ -487,17 +478,14 @@ TEST_CASE("object_pool: a reused object's idle clock restarts", "[object_pool]")
 
 TEST_CASE("object_pool: pressure divides every lifetime", "[object_pool]") {
     manual_clock clk;
-    const auto level = GENERATE(pressure_level::elevated, pressure_level::high,
-                                pressure_level::critical);
+    const auto level = GENERATE(pressure_level::elevated, pressure_level::high, pressure_level::critical);
     auto cfg = counting_config();
     pool_t pool{cfg, nullptr, clk};
     pool.set_pressure(level);
     CHECK(pool.pressure() == level);
     const memgov::duration young = cfg.young_lifetime / cfg.lifetime_divisor[memgov::to_index(level)];
     INFO("level " << memgov::to_string(level));
-    {
-        auto a = pool.acquire();
-    }
+    { auto a = pool.acquire(); }
     (void)pool.trim();
     clk.advance(young - 1ns);
     CHECK(pool.trim().objects == 0);
@@ -568,8 +556,7 @@ TEST_CASE("object_pool: trim frees at most max_objects per call", "[object_pool]
     CHECK(pool.stats().idle_objects == 1);
 }
 
-TEST_CASE("object_pool: the retained-capacity cap destroys oversize objects on release",
-          "[object_pool]") {
+TEST_CASE("object_pool: the retained-capacity cap destroys oversize objects on release", "[object_pool]") {
     object_pool_test::reset_counts();
     memgov::ledger l;
     auto cfg = counting_config();
@@ -590,7 +577,8 @@ TEST_CASE("object_pool: the retained-capacity cap destroys oversize objects on r
     CHECK(st.idle_objects == 1);
     CHECK(counts().alive() == 1);
     const auto expected = msg_size + static_cast<std::int64_t>(small_cap);
-    CHECK(l.bytes(category::objects) == static_cast<std::int64_t>(st.storage_bytes) + static_cast<std::int64_t>(small_cap));
+    CHECK(l.bytes(category::objects) ==
+          static_cast<std::int64_t>(st.storage_bytes) + static_cast<std::int64_t>(small_cap));
     CHECK(l.bytes(category::objects) == static_cast<std::int64_t>(st.charged_bytes));
     CHECK(static_cast<std::int64_t>(st.retained_bytes) == expected);
     CHECK(static_cast<std::int64_t>(st.idle_bytes) == expected);
@@ -598,7 +586,7 @@ TEST_CASE("object_pool: the retained-capacity cap destroys oversize objects on r
 
     auto again = pool.acquire();
     CHECK(again->payload.capacity() == small_cap); // the small one is kept
-    auto fresh = pool.acquire();                  // the big one is gone: constructed anew
+    auto fresh = pool.acquire();                   // the big one is gone: constructed anew
     CHECK(pool.stats().constructions == 3);
     CHECK(pool.stats().slots == 2); // its slot was reused
 }
@@ -727,8 +715,7 @@ TEST_CASE("object_pool: trim reaches the cache of a thread that is still alive",
     t.join();
 }
 
-TEST_CASE("object_pool: objects cached by an exited thread go to the shared depot",
-          "[object_pool]") {
+TEST_CASE("object_pool: objects cached by an exited thread go to the shared depot", "[object_pool]") {
     object_pool_test::reset_counts();
     pool_t pool{counting_config()};
     std::thread t([&] {
@@ -819,8 +806,7 @@ struct trivial64 {
 };
 } // namespace
 
-TEST_CASE("object_pool: a type that retains nothing is charged its pool's storage only",
-          "[object_pool]") {
+TEST_CASE("object_pool: a type that retains nothing is charged its pool's storage only", "[object_pool]") {
     memgov::ledger l;
     {
         memgov::object_pool<trivial64> pool{counting_config(4), &l};

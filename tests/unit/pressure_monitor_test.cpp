@@ -117,7 +117,11 @@ TEST_CASE("pressure_monitor: configuration errors name the field", "[pressure_mo
                       "memgov::pressure_monitor_config::red_line.small_limit_ratio: must be in (0, 1]");
     CHECK_THROWS_WITH(M(bad([](auto& c) { c.thresholds[1].exit = c.thresholds[1].enter; }), nullptr, r.clock),
                       "memgov::pressure_monitor_config::thresholds[1].exit: must be below enter");
-    CHECK_THROWS_WITH(M(bad([](auto& c) { c.thresholds[2].enter = -0.5; c.thresholds[2].exit = -0.6; }), nullptr, r.clock),
+    CHECK_THROWS_WITH(M(bad([](auto& c) {
+                            c.thresholds[2].enter = -0.5;
+                            c.thresholds[2].exit = -0.6;
+                        }),
+                        nullptr, r.clock),
                       "memgov::pressure_monitor_config::thresholds[2].enter: must be above the previous level's enter");
     CHECK_THROWS_WITH(M(bad([](auto& c) { c.thresholds[0].dwell = -1s; }), nullptr, r.clock),
                       "memgov::pressure_monitor_config::thresholds[0].dwell: must be in [0, longest_period]");
@@ -243,8 +247,7 @@ TEST_CASE("pressure_monitor: a time to limit hovering around the forecast trigge
 
 // PSI fires once every 2.5 s, just over the 2 s hold: a PSI-raised level is left only after
 // the hold has passed with no new event and the level's dwell after that, so it stays.
-TEST_CASE("pressure_monitor: PSI events spaced just over the hold do not flap the level",
-          "[pressure_monitor]") {
+TEST_CASE("pressure_monitor: PSI events spaced just over the hold do not flap the level", "[pressure_monitor]") {
     rig r;
     const std::string watch = r.tree.path("/proc/pressure/memory").string();
     ::setenv("MEMORY_PRESSURE_WATCH", watch.c_str(), 1);
@@ -305,7 +308,7 @@ TEST_CASE("pressure_monitor: the ledger moves the estimate between samples", "[p
     CHECK(m.estimate_bytes() == 100 * MiB);
     r.ledger.charge(memgov::category::pool_in_use, 700 * MiB); // 800 MiB = 78.1%: high
     CHECK(m.estimate_bytes() == 800 * MiB);
-    CHECK(m.level() == pressure_level::normal); // level() is only a load
+    CHECK(m.level() == pressure_level::normal);                      // level() is only a load
     CHECK(m.update_estimate(r.clock.now()) == pressure_level::high); // seen at once, no sample
     CHECK(m.snapshot().sample_count == 1);
     CHECK(m.snapshot().ledger_delta_bytes == static_cast<std::int64_t>(700 * MiB));
@@ -326,7 +329,8 @@ TEST_CASE("pressure_monitor: the ledger moves the estimate between samples", "[p
     CHECK(m.level() == pressure_level::high);
 }
 
-TEST_CASE("pressure_monitor: a sample that catches an allocation half touched keeps the estimate", "[pressure_monitor]") {
+TEST_CASE("pressure_monitor: a sample that catches an allocation half touched keeps the estimate",
+          "[pressure_monitor]") {
     rig r;
     pressure_monitor<manual_clock> m{r.config(), &r.ledger, r.clock};
     r.ledger.charge(memgov::category::pool_in_use, 200 * MiB); // charged, then touched
@@ -335,7 +339,7 @@ TEST_CASE("pressure_monitor: a sample that catches an allocation half touched ke
     r.clock.advance(100ms);
     m.poll(r.clock.now());
     CHECK(m.estimate_bytes() == 300 * MiB); // not 200: the previous calibration still holds
-    r.usage(300 * MiB); // fully touched
+    r.usage(300 * MiB);                     // fully touched
     r.clock.advance(100ms);
     m.poll(r.clock.now());
     CHECK(m.estimate_bytes() == 300 * MiB);
@@ -380,7 +384,7 @@ TEST_CASE("pressure_monitor: untracked memory given back shows at the next sampl
     r.clock.advance(100ms);
     m.poll(r.clock.now());
     CHECK(m.estimate_bytes() == 100 * MiB); // not 500 for the calibration window
-    r.usage(600 * MiB); // untracked growth is seen at once too
+    r.usage(600 * MiB);                     // untracked growth is seen at once too
     r.clock.advance(100ms);
     m.poll(r.clock.now());
     CHECK(m.estimate_bytes() == 600 * MiB);
@@ -493,7 +497,7 @@ TEST_CASE("pressure_monitor: growth toward the limit raises the level early", "[
     }
     const auto s = m.snapshot();
     INFO("ratio " << s.ratio << " growth " << s.growth_bytes_per_second);
-    CHECK(s.ratio < 0.5); // far below any ratio threshold...
+    CHECK(s.ratio < 0.5);                         // far below any ratio threshold...
     CHECK(m.level() >= pressure_level::elevated); // ...yet raised
     REQUIRE_FALSE(rec.changes.empty());
     CHECK(rec.changes[0].cause == pressure_cause::forecast);
@@ -513,8 +517,7 @@ TEST_CASE("pressure_monitor: growth toward the limit raises the level early", "[
     CHECK(m.level() <= pressure_level::high);
 }
 
-TEST_CASE("pressure_monitor: a level held again for a moment starts its dwell over",
-          "[pressure_monitor]") {
+TEST_CASE("pressure_monitor: a level held again for a moment starts its dwell over", "[pressure_monitor]") {
     rig r;
     pressure_monitor<manual_clock> m{r.config(), nullptr, r.clock};
     const auto start = r.clock.now();
@@ -559,10 +562,9 @@ TEST_CASE("pressure_monitor: by default the forecast alone stops at high, below 
     }
 }
 
-TEST_CASE("pressure_monitor: forecast_ceiling bounds what the forecast alone raises",
-          "[pressure_monitor]") {
-    for (const auto ceiling : {pressure_level::normal, pressure_level::elevated, pressure_level::high,
-                               pressure_level::critical}) {
+TEST_CASE("pressure_monitor: forecast_ceiling bounds what the forecast alone raises", "[pressure_monitor]") {
+    for (const auto ceiling :
+         {pressure_level::normal, pressure_level::elevated, pressure_level::high, pressure_level::critical}) {
         rig r;
         auto cfg = r.config(true);
         cfg.forecast_ceiling = ceiling;
@@ -765,7 +767,8 @@ TEST_CASE("pressure_monitor: a PSI watch that cannot register falls back to poll
     CHECK(m.level() == pressure_level::normal);
 }
 
-TEST_CASE("pressure_monitor: /dev/null disables the watch; the real PSI file registers or polls", "[pressure_monitor]") {
+TEST_CASE("pressure_monitor: /dev/null disables the watch; the real PSI file registers or polls",
+          "[pressure_monitor]") {
     rig r;
     pressure_monitor_config c = r.config();
     c.psi_watch = "/dev/null";
@@ -855,8 +858,7 @@ struct scratch_path {
 };
 } // namespace
 
-TEST_CASE("psi_watch: a FIFO counts writes as events and is shut when its writer closes",
-          "[pressure_monitor]") {
+TEST_CASE("psi_watch: a FIFO counts writes as events and is shut when its writer closes", "[pressure_monitor]") {
     scratch_path p{"pressure.fifo"};
     REQUIRE(::mkfifo(p.path.c_str(), 0600) == 0);
     memgov::detail::psi_watch w;
@@ -878,8 +880,7 @@ TEST_CASE("psi_watch: a FIFO counts writes as events and is shut when its writer
     CHECK_FALSE(w.check(buf));
 }
 
-TEST_CASE("psi_watch: a socket gets the trigger, counts data as events and is shut on hang-up",
-          "[pressure_monitor]") {
+TEST_CASE("psi_watch: a socket gets the trigger, counts data as events and is shut on hang-up", "[pressure_monitor]") {
     scratch_path p{"pressure.sock"};
     const int server = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     REQUIRE(server >= 0);

@@ -8,8 +8,7 @@
 
 using memgov::metric_type;
 
-TEST_CASE("prometheus: families get HELP and TYPE once, samples keep their labels",
-          "[prometheus]") {
+TEST_CASE("prometheus: families get HELP and TYPE once, samples keep their labels", "[prometheus]") {
     memgov::prometheus_writer w;
     w.sample("things_total", "Things counted", metric_type::counter, {{"kind", "a"}}, 3);
     w.sample("level", "The level", metric_type::gauge, {}, 2);
@@ -39,8 +38,7 @@ TEST_CASE("prometheus: bad names and conflicting types are rejected", "[promethe
     CHECK_THROWS_WITH(w.sample("ok", "", metric_type::gauge, {{"bad-label", "v"}}, 1),
                       Catch::Contains("invalid label name 'bad-label'"));
     w.sample("m", "", metric_type::gauge, {}, 1);
-    CHECK_THROWS_WITH(w.sample("m", "", metric_type::counter, {}, 1),
-                      Catch::Contains("two types"));
+    CHECK_THROWS_WITH(w.sample("m", "", metric_type::counter, {}, 1), Catch::Contains("two types"));
 }
 
 TEST_CASE("prometheus: ledger and evictor output passes promtool", "[prometheus]") {
@@ -52,8 +50,7 @@ TEST_CASE("prometheus: ledger and evictor output passes promtool", "[prometheus]
     memgov::collect(w, ev.stats());
     const std::string text = w.str();
     CHECK_THAT(text, Catch::Contains("memgov_ledger_bytes{category=\"sessions\"} 1234"));
-    CHECK_THAT(text, Catch::Contains(
-                         "memgov_evictor_actions_total{level=\"critical\",action=\"evict_lru\"} 0"));
+    CHECK_THAT(text, Catch::Contains("memgov_evictor_actions_total{level=\"critical\",action=\"evict_lru\"} 0"));
     const auto r = memgov_test::check_metrics_text(text);
     INFO(r.output);
     CHECK(r.exit_code == 0);

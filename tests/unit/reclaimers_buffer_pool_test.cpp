@@ -37,11 +37,9 @@ namespace memgov {
 using namespace ::memgov_test_absent;
 } // namespace memgov
 static_assert(memgov::session_map::absent, "memgov/session_map.hpp must not be included");
-static_assert(memgov::session_map_reclaimer::absent,
-              "the session map adapter must not be included");
+static_assert(memgov::session_map_reclaimer::absent, "the session map adapter must not be included");
 static_assert(memgov::object_pool::absent, "memgov/object_pool.hpp must not be included");
-static_assert(memgov::object_pool_reclaimer::absent,
-              "the object pool adapter must not be included");
+static_assert(memgov::object_pool_reclaimer::absent, "the object pool adapter must not be included");
 
 using namespace std::chrono_literals;
 using memgov::pressure_level;

@@ -18,8 +18,8 @@ namespace {
 constexpr std::size_t KiB = 1024;
 constexpr std::size_t MiB = 1024 * KiB;
 
-memgov::reclaim_request request(reclaim_action a, pressure_level l, std::size_t wanted,
-                                std::size_t budget, memgov::time_point now) {
+memgov::reclaim_request request(reclaim_action a, pressure_level l, std::size_t wanted, std::size_t budget,
+                                memgov::time_point now) {
     memgov::reclaim_request r;
     r.action = a;
     r.level = l;
@@ -35,8 +35,7 @@ struct message {
 };
 } // namespace
 
-TEST_CASE("reclaimers: buffer pool trims by what the step wants, all of it at emergency",
-          "[reclaimers]") {
+TEST_CASE("reclaimers: buffer pool trims by what the step wants, all of it at emergency", "[reclaimers]") {
     memgov::buffer_pool pool;
     {
         std::vector<memgov::buffer> held;
@@ -132,8 +131,7 @@ TEST_CASE("reclaimers: session map answers sweep, age, cost and LRU", "[reclaime
     CHECK(map.stats().evicted(memgov::evict_reason::expired_idle) == 4);
 }
 
-TEST_CASE("reclaimers: session map evicts the largest sessions until the step has enough",
-          "[reclaimers]") {
+TEST_CASE("reclaimers: session map evicts the largest sessions until the step has enough", "[reclaimers]") {
     memgov::manual_clock clock;
     using map_type = memgov::session_map<int, std::string, memgov::manual_clock>;
     map_type map{{}, {}, clock};

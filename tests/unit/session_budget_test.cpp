@@ -39,8 +39,7 @@ struct rig {
     std::uint64_t limit;
     std::unique_ptr<memgov::governor<memgov::manual_clock>> gov;
 
-    explicit rig(std::uint64_t lim = GiB, const std::function<void(memgov::governor_config&)>& edit = {})
-        : limit{lim} {
+    explicit rig(std::uint64_t lim = GiB, const std::function<void(memgov::governor_config&)>& edit = {}) : limit{lim} {
         tree.set_limit("/app", limit);
         tree.set_usage("/app", limit / 2);
         memgov::governor_config cfg;
@@ -144,7 +143,8 @@ TEST_CASE("session_budget: the default quota is 30 MiB, at most 1/8 of the limit
 }
 
 TEST_CASE("session_budget: a crowd's fair share shrinks with the level and the live sessions; "
-          "over it a session sheds, it is not refused", "[session_budget]") {
+          "over it a session sheds, it is not refused",
+          "[session_budget]") {
     rig r{128 * MiB};
     std::vector<session_budget> crowd;
     for (int i = 0; i < 200; ++i) crowd.push_back(r.gov->admit_session(0));
@@ -174,7 +174,8 @@ TEST_CASE("session_budget: a crowd's fair share shrinks with the level and the l
     // Sticky: a session found over its share keeps it as its cap, also once the level falls
     // (it may not regrow and push the level back up); the others get the quota back.
     const std::size_t marked = s.share_bytes();
-    for (int i = 0; i < 30 && r.at(50) != pressure_level::normal; ++i) {} // the dwells pass
+    for (int i = 0; i < 30 && r.at(50) != pressure_level::normal; ++i) {
+    } // the dwells pass
     REQUIRE(r.gov->level() == pressure_level::normal);
     CHECK(s.share_bytes() == marked);
     CHECK(s.over_share()); // still holds more than its cap
@@ -201,7 +202,8 @@ TEST_CASE("session_budget: a crowd's fair share shrinks with the level and the l
     CHECK(forgetful.at(86) == pressure_level::critical);
     many[0].charge(many[0].share_bytes() + 1);
     CHECK(many[0].over_share());
-    for (int i = 0; i < 30 && forgetful.at(50) != pressure_level::normal; ++i) {}
+    for (int i = 0; i < 30 && forgetful.at(50) != pressure_level::normal; ++i) {
+    }
     REQUIRE(forgetful.gov->level() == pressure_level::normal);
     CHECK(many[0].share_bytes() == many[0].quota_bytes());
     CHECK_FALSE(many[0].over_share());
@@ -214,10 +216,10 @@ TEST_CASE("session_budget: work over the quota is refused before anyone else's",
     REQUIRE(hog);
     REQUIRE(calm);
     CHECK(hog.try_charge(30 * MiB - KiB));
-    CHECK(hog.admit(KiB));                                            // exactly at the quota
+    CHECK(hog.admit(KiB));                                             // exactly at the quota
     CHECK(hog.try_charge(2 * KiB).reason == admit_reason::over_quota); // past it
-    CHECK(hog.held_bytes() == 30 * MiB - KiB);                        // a refusal charges nothing
-    CHECK(calm.try_charge(64 * KiB));                                 // others are untouched
+    CHECK(hog.held_bytes() == 30 * MiB - KiB);                         // a refusal charges nothing
+    CHECK(calm.try_charge(64 * KiB));                                  // others are untouched
     // Bytes in flight downstream stay charged until released.
     hog.release(MiB);
     CHECK(hog.try_charge(2 * KiB));
@@ -299,8 +301,7 @@ TEST_CASE("session_budget: a crowd of one-frame sessions is paced as a crowd", "
     CHECK(r.adm().refused[work][idx(admit_reason::paced)] == static_cast<std::uint64_t>(refused));
 }
 
-TEST_CASE("session_budget: admission reserves the declared cost until charges take over",
-          "[session_budget]") {
+TEST_CASE("session_budget: admission reserves the declared cost until charges take over", "[session_budget]") {
     rig r;
     const std::int64_t h0 = r.gov->admission_headroom();
     REQUIRE(h0 > 0);
@@ -341,8 +342,7 @@ TEST_CASE("session_budget: admission reserves the declared cost until charges ta
     CHECK(r.adm().sessions == 0);
 }
 
-TEST_CASE("session_budget: a burst between two polls admits exactly floor(headroom / declared)",
-          "[session_budget]") {
+TEST_CASE("session_budget: a burst between two polls admits exactly floor(headroom / declared)", "[session_budget]") {
     rig r;
     const std::int64_t h = r.gov->admission_headroom();
     constexpr std::size_t x = 7 * MiB;
@@ -352,7 +352,8 @@ TEST_CASE("session_budget: a burst between two polls admits exactly floor(headro
     std::uint64_t refused = 0;
     for (int i = 0; i < 400; ++i) {
         auto b = r.gov->admit_session(x);
-        if (b) admitted.push_back(std::move(b));
+        if (b)
+            admitted.push_back(std::move(b));
         else {
             CHECK(b.refusal() == admit_reason::no_headroom);
             ++refused;
@@ -450,8 +451,7 @@ TEST_CASE("session_budget: bytes and reasons in stats and Prometheus", "[session
     CHECK_THAT(text, Catch::Contains("memgov_admitted_bytes_total{kind=\"session\"} 1048576"));
     CHECK_THAT(text, Catch::Contains("memgov_admitted_bytes_total{kind=\"work\"} 30408704"));
     CHECK_THAT(text, Catch::Contains("memgov_rejections_total{kind=\"work\",reason=\"over_quota\"} 1"));
-    CHECK_THAT(text, Catch::Contains(
-                         "memgov_rejected_bytes_total{kind=\"work\",reason=\"over_quota\"} 2097152"));
+    CHECK_THAT(text, Catch::Contains("memgov_rejected_bytes_total{kind=\"work\",reason=\"over_quota\"} 2097152"));
     CHECK_THAT(text, Catch::Contains("memgov_rejections_total{kind=\"work\",reason=\"paced\"} 0"));
     CHECK_THAT(text, Catch::Contains("memgov_session_budgets 1"));
     CHECK_THAT(text, Catch::Contains("memgov_admission_reserved_bytes 0"));
@@ -461,8 +461,7 @@ TEST_CASE("session_budget: bytes and reasons in stats and Prometheus", "[session
     CHECK(res.exit_code == 0);
 }
 
-TEST_CASE("session_budget: bad configuration throws std::invalid_argument naming the field",
-          "[session_budget]") {
+TEST_CASE("session_budget: bad configuration throws std::invalid_argument naming the field", "[session_budget]") {
     const auto make = [](const std::function<void(memgov::admission_config&)>& edit) {
         rig r{GiB, [&](auto& c) { edit(c.admission); }};
     };

@@ -111,8 +111,7 @@ TEST_CASE("session_map index: growth keeps the load factor high", "[session_map]
     check_invariants(t);
 }
 
-TEST_CASE("session_map index: keys with the same hash bits overflow instead of stalling",
-          "[session_map]") {
+TEST_CASE("session_map index: keys with the same hash bits overflow instead of stalling", "[session_map]") {
     // Only sixteen entries fit in the two buckets one hash value maps to; the rest go to the
     // overflow list, whatever the table's size.
     session_index t;

@@ -64,8 +64,8 @@ auto value(int v) {
 
 // A map of `count` entries "0", "1", ... inserted `step` apart from now on, each costing `cost`,
 // in `shards` shards sampled `samples` at a time for LRU.
-std::unique_ptr<smap> aged_map(fixture& f, std::size_t shards, std::size_t samples, int count,
-                               memgov::duration step, std::int64_t cost) {
+std::unique_ptr<smap> aged_map(fixture& f, std::size_t shards, std::size_t samples, int count, memgov::duration step,
+                               std::int64_t cost) {
     auto c = quiet_config();
     c.shards = shards;
     c.lru_samples = samples;
@@ -183,9 +183,8 @@ TEST_CASE("session_map: insert, contains, with, erase", "[session_map]") {
     CHECK(read(*m, "a") == 11);
     CHECK_FALSE(m->with("z", [](int&) { FAIL("called for a missing key"); }));
     bool shared = false;
-    CHECK(m->with_shared("b", [&](const int& v, const smap::entry& e) {
-        shared = v == 2 && e.key() == "b" && !e.evicted();
-    }));
+    CHECK(m->with_shared(
+        "b", [&](const int& v, const smap::entry& e) { shared = v == 2 && e.key() == "b" && !e.evicted(); }));
     CHECK(shared);
 
     CHECK(m->erase("a"));
@@ -219,8 +218,7 @@ TEST_CASE("session_map: erase_if removes an entry only when the predicate holds"
         FAIL("called for a missing key");
         return true;
     }));
-    CHECK(m->erase_if("a",
-                      [](const int& v, const smap::entry& e) { return v == 1 && e.key() == "a"; }));
+    CHECK(m->erase_if("a", [](const int& v, const smap::entry& e) { return v == 1 && e.key() == "a"; }));
     CHECK_FALSE(m->contains("a"));
     REQUIRE(f.rec.count() == 1);
     CHECK(f.rec.records()[0].reason == evict_reason::erased);
@@ -230,13 +228,10 @@ TEST_CASE("session_map: erase_if removes an entry only when the predicate holds"
     CHECK_FALSE(m->erase_if("b", [](const int&) { return false; }));
     CHECK(m->info("b")->messages == 0);
     // A predicate that throws removes nothing and leaves the entry unlocked.
-    CHECK_THROWS_AS(m->erase_if("b", [](const int&) -> bool { throw std::runtime_error{"no"}; }),
-                    std::runtime_error);
+    CHECK_THROWS_AS(m->erase_if("b", [](const int&) -> bool { throw std::runtime_error{"no"}; }), std::runtime_error);
     CHECK(m->with("b", [](int& v) { v = 3; }));
     // Re-entry into the key being erased is detected.
-    m->with("b", [&](int&) {
-        CHECK_THROWS_AS(m->erase_if("b", [](const int&) { return true; }), std::logic_error);
-    });
+    m->with("b", [&](int&) { CHECK_THROWS_AS(m->erase_if("b", [](const int&) { return true; }), std::logic_error); });
     CHECK(m->contains("b"));
 }
 
@@ -281,8 +276,8 @@ TEST_CASE("session_map: erase_if spares a new session that reuses the key", "[se
 TEST_CASE("session_map: upsert replaces or updates", "[session_map]") {
     fixture f;
     auto m = f.make(quiet_config());
-    CHECK(m->upsert("k", value(1)));        // inserted
-    CHECK_FALSE(m->upsert("k", value(2)));  // replaced
+    CHECK(m->upsert("k", value(1)));       // inserted
+    CHECK_FALSE(m->upsert("k", value(2))); // replaced
     CHECK(read(*m, "k") == 2);
     CHECK(f.rec.count(evict_reason::replaced) == 1);
 
@@ -383,8 +378,7 @@ TEST_CASE("session_map: coarse touch time uses the ticked time", "[session_map]"
     CHECK(m->info("j")->created == t0 + 30s);
 }
 
-TEST_CASE("session_map: idle ttl expires exactly at the bound and activity postpones it",
-          "[session_map]") {
+TEST_CASE("session_map: idle ttl expires exactly at the bound and activity postpones it", "[session_map]") {
     fixture f;
     auto c = quiet_config();
     c.idle_ttl = 10min;
@@ -549,8 +543,7 @@ TEST_CASE("session_map: suspicious sessions are old, idle and nearly silent", "[
     CHECK(f.rec.count(evict_reason::suspicious) == 2);
 }
 
-TEST_CASE("session_map: the inconsistent-state hook is checked under the entry lock",
-          "[session_map]") {
+TEST_CASE("session_map: the inconsistent-state hook is checked under the entry lock", "[session_map]") {
     fixture f;
     auto c = quiet_config();
     c.check_interval = 30s;
@@ -602,20 +595,16 @@ TEST_CASE("session_map: user orphan rules with a time hint and a value check", "
     h.rules.push_back(smap::rule_type{
         .name = "fat-and-old",
         .reason = evict_reason::orphan,
-        .applies = [](const memgov::session_info& i, memgov::time_point now) {
-            return i.age(now) >= 5min && i.cost > 100;
-        },
-        .earliest = [](const memgov::session_info& i) -> std::optional<memgov::time_point> {
-            return i.created + 5min;
-        },
+        .applies = [](const memgov::session_info& i,
+                      memgov::time_point now) { return i.age(now) >= 5min && i.cost > 100; },
+        .earliest = [](const memgov::session_info& i) -> std::optional<memgov::time_point> { return i.created + 5min; },
         .confirm = {}});
     // Values equal to 42, checked under the lock, at most every check_interval.
-    h.rules.push_back(smap::rule_type{
-        .name = "forty-two",
-        .reason = evict_reason::orphan,
-        .applies = [](const memgov::session_info&, memgov::time_point) { return true; },
-        .earliest = {},
-        .confirm = [](const std::string&, const int& v) { return v == 42; }});
+    h.rules.push_back(smap::rule_type{.name = "forty-two",
+                                      .reason = evict_reason::orphan,
+                                      .applies = [](const memgov::session_info&, memgov::time_point) { return true; },
+                                      .earliest = {},
+                                      .confirm = [](const std::string&, const int& v) { return v == 42; }});
     auto m = f.make(c, h);
     const auto t0 = f.clock.now();
     m->insert("fat", value(0), {.cost = 500});
@@ -913,8 +902,7 @@ TEST_CASE("session_map: no_evict spares pressure eviction but not erase or expir
     CHECK(m->set_no_evict("vip4", true) == false);
 }
 
-TEST_CASE("session_map: an entry evicted while pinned goes when the pin is released",
-          "[session_map]") {
+TEST_CASE("session_map: an entry evicted while pinned goes when the pin is released", "[session_map]") {
     memgov::manual_clock clock;
     evict_recorder<std::string> rec;
     bool inside = false;
@@ -935,7 +923,7 @@ TEST_CASE("session_map: an entry evicted while pinned goes when the pin is relea
             CHECK(m.erase("k"));
             CHECK_FALSE(m.contains("k")); // gone from lookups at once
             CHECK(e.evicted());
-            CHECK(rec.count() == 0);      // but not finalized
+            CHECK(rec.count() == 0); // but not finalized
             v.counter = 7;
             e.set_cost(100); // cost changes after removal do not touch the totals
             inside = false;
@@ -959,8 +947,7 @@ TEST_CASE("session_map: an entry evicted while pinned goes when the pin is relea
     CHECK(tracked_value::live.load() == live0);
 }
 
-TEST_CASE("session_map: move-only values, clear and destruction call on_evict once each",
-          "[session_map]") {
+TEST_CASE("session_map: move-only values, clear and destruction call on_evict once each", "[session_map]") {
     evict_recorder<int> rec;
     using vmap = memgov::session_map<int, std::unique_ptr<int>, memgov::manual_clock>;
     vmap::hooks_type h;
@@ -1088,8 +1075,7 @@ TEST_CASE("session_map: a sweep given an earlier time than the last one", "[sess
     CHECK(m->contains("y"));
 }
 
-TEST_CASE("session_map: a value check that says no does not shield an entry from later rules",
-          "[session_map]") {
+TEST_CASE("session_map: a value check that says no does not shield an entry from later rules", "[session_map]") {
     fixture f;
     auto c = quiet_config();
     c.check_interval = 1min;
@@ -1101,24 +1087,24 @@ TEST_CASE("session_map: a value check that says no does not shield an entry from
         .reason = evict_reason::orphan,
         .applies = [](const memgov::session_info& i, memgov::time_point now) { return i.idle(now) >= 1min; },
         .earliest = {},
-        .confirm = [&](const std::string&, const int&) {
-            ++busy_checks;
-            return false;
-        }});
+        .confirm =
+            [&](const std::string&, const int&) {
+                ++busy_checks;
+                return false;
+            }});
     // 1: costing over 1000 bytes, on metadata alone.
-    h.rules.push_back(smap::rule_type{
-        .name = "fat",
-        .reason = evict_reason::over_cost,
-        .applies = [](const memgov::session_info& i, memgov::time_point) { return i.cost > 1000; },
-        .earliest = {},
-        .confirm = {}});
+    h.rules.push_back(
+        smap::rule_type{.name = "fat",
+                        .reason = evict_reason::over_cost,
+                        .applies = [](const memgov::session_info& i, memgov::time_point) { return i.cost > 1000; },
+                        .earliest = {},
+                        .confirm = {}});
     // 2: a second value check: values of 7.
-    h.rules.push_back(smap::rule_type{
-        .name = "seven",
-        .reason = evict_reason::suspicious,
-        .applies = [](const memgov::session_info&, memgov::time_point) { return true; },
-        .earliest = {},
-        .confirm = [](const std::string&, const int& v) { return v == 7; }});
+    h.rules.push_back(smap::rule_type{.name = "seven",
+                                      .reason = evict_reason::suspicious,
+                                      .applies = [](const memgov::session_info&, memgov::time_point) { return true; },
+                                      .earliest = {},
+                                      .confirm = [](const std::string&, const int& v) { return v == 7; }});
     // Rule 1 last: negative values.
     h.inconsistent = [](const std::string&, const int& v) {
         if (v == -2) throw std::runtime_error{"cannot tell"};
@@ -1141,8 +1127,7 @@ TEST_CASE("session_map: a value check that says no does not shield an entry from
     CHECK(busy_checks == 4); // every entry but "fat" reached the value checks
 }
 
-TEST_CASE("session_map: sweep and evict called from on_evict on the same thread return at once",
-          "[session_map]") {
+TEST_CASE("session_map: sweep and evict called from on_evict on the same thread return at once", "[session_map]") {
     fixture f;
     auto c = quiet_config();
     c.shards = 1;
@@ -1195,16 +1180,15 @@ TEST_CASE("session_map: add_cost saturates instead of overflowing", "[session_ma
     CHECK(m->info("k")->cost == 0);
 }
 
-TEST_CASE("session_map: the entry lock caps its shared holders instead of overflowing",
-          "[session_map]") {
+TEST_CASE("session_map: the entry lock caps its shared holders instead of overflowing", "[session_map]") {
     namespace es = memgov::detail::entry_state;
     std::atomic<std::uint32_t> w{es::reader_mask - es::reader}; // one short of full
     CHECK(es::try_lock_shared(w));
     CHECK((w.load() & es::reader_mask) == es::reader_mask);
-    CHECK_FALSE(es::try_lock_shared(w));        // full: the next waits
-    CHECK_FALSE(es::pin_try_lock_shared(w));    // pinned, not locked
+    CHECK_FALSE(es::try_lock_shared(w));     // full: the next waits
+    CHECK_FALSE(es::pin_try_lock_shared(w)); // pinned, not locked
     CHECK(es::pins(w.load()) == 1);
-    CHECK((w.load() & es::waiters) == 0);       // nothing carried into the next field
+    CHECK((w.load() & es::waiters) == 0); // nothing carried into the next field
     es::drop_units(w, es::reader);
     CHECK(es::try_lock_shared(w));
 }
@@ -1216,8 +1200,7 @@ namespace {
 using window_map = memgov::session_map<int, memgov::sliding_window, memgov::manual_clock>;
 
 // The README's setup: windows from a pool, filled through `with`, and no set_cost anywhere.
-void fill_windows(window_map& m, memgov::buffer_pool& pool, memgov::ledger* l, int sessions,
-                  std::size_t bytes) {
+void fill_windows(window_map& m, memgov::buffer_pool& pool, memgov::ledger* l, int sessions, std::size_t bytes) {
     static const std::array<std::byte, 640> frame{};
     for (int id = 0; id < sessions; ++id) {
         REQUIRE(m.insert(id, [&] {
@@ -1241,8 +1224,7 @@ std::int64_t held_by_windows(window_map& m) {
 
 } // namespace
 
-TEST_CASE("session_map: pressure eviction frees what sliding windows hold, without set_cost",
-          "[session_map]") {
+TEST_CASE("session_map: pressure eviction frees what sliding windows hold, without set_cost", "[session_map]") {
     memgov::manual_clock clock;
     memgov::buffer_pool pool;
     auto c = quiet_config();
@@ -1280,9 +1262,7 @@ TEST_CASE("session_map: the ledger total is what is held, once", "[session_map]"
     std::vector<memgov::window_chunk> in_flight(20);
     std::size_t taken = 0;
     for (int id = 0; id < 5; ++id) {
-        m.with(id, [&](memgov::sliding_window& w) {
-            taken += w.take_chunks(std::span{in_flight}.subspan(taken, 4));
-        });
+        m.with(id, [&](memgov::sliding_window& w) { taken += w.take_chunks(std::span{in_flight}.subspan(taken, 4)); });
     }
     REQUIRE(taken == 20);
     std::int64_t in_flight_bytes = 0;
@@ -1478,7 +1458,8 @@ TEST_CASE("session_map: costs follow the value after each exclusive callback", "
     m.with_shared("b", [](const costed::session&) {});
     CHECK(m.info("b")->cost == 7);
     // The update of upsert is an exclusive callback.
-    CHECK_FALSE(m.upsert("b", [] { return costed::session{}; }, [](costed::session& s) { s.bytes = 300; }));
+    CHECK_FALSE(m.upsert(
+        "b", [] { return costed::session{}; }, [](costed::session& s) { s.bytes = 300; }));
     CHECK(m.info("b")->cost == 300);
     // A callback that throws may have changed the value: its cost is taken all the same.
     CHECK_THROWS_AS(m.with("b",

@@ -84,9 +84,7 @@ private:
     void do_deallocate(void* p, std::size_t n, std::size_t align) override {
         std::pmr::new_delete_resource()->deallocate(p, n, align);
     }
-    [[nodiscard]] bool do_is_equal(const std::pmr::memory_resource& o) const noexcept override {
-        return this == &o;
-    }
+    [[nodiscard]] bool do_is_equal(const std::pmr::memory_resource& o) const noexcept override { return this == &o; }
 };
 
 bool identity_holds(const memgov::sliding_window_stats& s) {
@@ -115,19 +113,16 @@ TEST_CASE("sliding_window: guarantees are noexcept where the style requires", "[
 TEST_CASE("sliding_window: a bad configuration names the field", "[sliding_window]") {
     buffer_pool pool;
     using Catch::Contains;
-    CHECK_THROWS_WITH((sliding_window{pool, {.chunk_size = 0}}),
-                      Contains("memgov::sliding_window_config::chunk_size"));
+    CHECK_THROWS_WITH((sliding_window{pool, {.chunk_size = 0}}), Contains("memgov::sliding_window_config::chunk_size"));
     CHECK_THROWS_WITH((sliding_window{pool, {.chunk_size = 2 << 20}}),
                       Contains("chunk_size: must be > 0 and at most the pool's largest"));
     CHECK_THROWS_WITH((sliding_window{pool, {.cap_bytes = 0}}),
                       Contains("memgov::sliding_window_config::cap_bytes: must be > 0"));
-    CHECK_THROWS_WITH((sliding_window{pool, {.drop_fraction = 0.0}}),
-                      Contains("drop_fraction: must be in (0, 1]"));
+    CHECK_THROWS_WITH((sliding_window{pool, {.drop_fraction = 0.0}}), Contains("drop_fraction: must be in (0, 1]"));
     CHECK_THROWS_AS((sliding_window{pool, {.drop_fraction = 1.5}}), std::invalid_argument);
     CHECK_THROWS_WITH(window_quota{{.total_bytes = 0}},
                       Contains("memgov::window_quota_config::total_bytes: must be > 0"));
-    CHECK_THROWS_WITH((window_quota{{.total_bytes = 10, .max_grant_bytes = 11}}),
-                      Contains("max_grant_bytes"));
+    CHECK_THROWS_WITH((window_quota{{.total_bytes = 10, .max_grant_bytes = 11}}), Contains("max_grant_bytes"));
 }
 
 TEST_CASE("sliding_window: defaults", "[sliding_window]") {
@@ -249,8 +244,7 @@ TEST_CASE("sliding_window: drop-oldest is exact", "[sliding_window]") {
     }
 }
 
-TEST_CASE("sliding_window: take_chunks hands out the pool's buffers without copying",
-          "[sliding_window]") {
+TEST_CASE("sliding_window: take_chunks hands out the pool's buffers without copying", "[sliding_window]") {
     memgov::ledger l;
     buffer_pool pool{{}, &l};
     sliding_window w{pool, {.chunk_size = 4096, .cap_bytes = 1 << 20}, &l};
@@ -267,8 +261,7 @@ TEST_CASE("sliding_window: take_chunks hands out the pool's buffers without copy
     CHECK(out[1].bytes().data() == addrs[1]);
     CHECK(out[2].bytes().data() == addrs[2]);
     CHECK(out[0].size() == 4096 - 10);
-    CHECK(std::vector<std::byte>(out[1].bytes().begin(), out[1].bytes().end()) ==
-          pattern(4096, 4096));
+    CHECK(std::vector<std::byte>(out[1].bytes().begin(), out[1].bytes().end()) == pattern(4096, 4096));
     CHECK(w.size() == 100);
     CHECK(w.chunk_count() == 1);
     CHECK(l.bytes(category::windows) == 4096);
@@ -407,8 +400,7 @@ TEST_CASE("sliding_window: a moved-from window reports zero statistics", "[slidi
     CHECK(identity_holds(a.stats()));
 }
 
-TEST_CASE("sliding_window: an append that runs out of memory counts only what it wrote",
-          "[sliding_window]") {
+TEST_CASE("sliding_window: an append that runs out of memory counts only what it wrote", "[sliding_window]") {
     failing_resource upstream;
     memgov::buffer_pool_config pc;
     pc.upstream = &upstream;
@@ -465,8 +457,8 @@ TEST_CASE("sliding_window: append reports the bytes it dropped", "[sliding_windo
 
     SECTION("the return value is this call's share of dropped_bytes") {
         CHECK(w.append(pattern(9000, 0)) == 0);
-        CHECK(w.append(pattern(2000, 9000)) == 2500); // drops max(1000, 2500), oldest first
-        CHECK(w.append(pattern(1500, 11000)) == 0);   // exactly at the cap
+        CHECK(w.append(pattern(2000, 9000)) == 2500);          // drops max(1000, 2500), oldest first
+        CHECK(w.append(pattern(1500, 11000)) == 0);            // exactly at the cap
         CHECK(w.append(pattern(25000, 12500)) == cap + 15000); // all held, and the write's head
         CHECK(contents(w) == pattern(cap, 12500 + 15000));
         CHECK(w.stats().dropped_bytes == 2500 + cap + 15000);
@@ -498,8 +490,7 @@ TEST_CASE("sliding_window: append reports the bytes it dropped", "[sliding_windo
     }
 }
 
-TEST_CASE("sliding_window: an append that runs out of memory still reports what it did",
-          "[sliding_window]") {
+TEST_CASE("sliding_window: an append that runs out of memory still reports what it did", "[sliding_window]") {
     failing_resource upstream;
     memgov::buffer_pool_config pc;
     pc.upstream = &upstream;
@@ -516,8 +507,7 @@ TEST_CASE("sliding_window: an append that runs out of memory still reports what 
     CHECK(identity_holds(w.stats()));
 }
 
-TEST_CASE("sliding_window: a chunk_size between classes uses the whole class",
-          "[sliding_window]") {
+TEST_CASE("sliding_window: a chunk_size between classes uses the whole class", "[sliding_window]") {
     memgov::ledger l;
     buffer_pool pool{{}, &l}; // classes 4, 16, 64, 256 KiB and 1 MiB
     const std::size_t cap = 100 * KiB;

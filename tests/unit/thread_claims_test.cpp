@@ -35,16 +35,14 @@ struct late_user {
     std::shared_ptr<owner> o;
     bool* refused;
     ~late_user() {
-        *refused = claims::exiting() &&
-                   claims::find_or_claim(99, o, [this] { return o->hand_out(); }) == nullptr &&
+        *refused = claims::exiting() && claims::find_or_claim(99, o, [this] { return o->hand_out(); }) == nullptr &&
                    claims::find(1) == nullptr;
     }
 };
 
 } // namespace
 
-TEST_CASE("thread_claims: one claim per owner and thread, given back at thread exit",
-          "[thread_claims]") {
+TEST_CASE("thread_claims: one claim per owner and thread, given back at thread exit", "[thread_claims]") {
     auto a = std::make_shared<owner>();
     auto b = std::make_shared<owner>();
     const int hooks_before = exit_hooks.load();
@@ -88,8 +86,7 @@ TEST_CASE("thread_claims: a declined or failed claim records nothing", "[thread_
     auto o = std::make_shared<owner>();
     std::thread t{[&] {
         CHECK(claims::find_or_claim(3, o, []() -> int* { return nullptr; }) == nullptr);
-        CHECK(claims::find_or_claim(3, o, []() -> int* { throw std::runtime_error{"no"}; }) ==
-              nullptr);
+        CHECK(claims::find_or_claim(3, o, []() -> int* { throw std::runtime_error{"no"}; }) == nullptr);
         CHECK(claims::find(3) == nullptr);
         CHECK(claims::find_or_claim(3, o, [&] { return o->hand_out(); }) != nullptr);
     }};

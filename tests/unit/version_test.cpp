@@ -6,9 +6,8 @@
 #include <type_traits>
 
 TEST_CASE("version: string matches the numbers", "[version]") {
-    const std::string expected = std::to_string(MEMGOV_VERSION_MAJOR) + "." +
-                                 std::to_string(MEMGOV_VERSION_MINOR) + "." +
-                                 std::to_string(MEMGOV_VERSION_PATCH);
+    const std::string expected = std::to_string(MEMGOV_VERSION_MAJOR) + "." + std::to_string(MEMGOV_VERSION_MINOR) +
+                                 "." + std::to_string(MEMGOV_VERSION_PATCH);
     CHECK(expected == memgov::version_string);
     CHECK(memgov::version.major == MEMGOV_VERSION_MAJOR);
     CHECK(memgov::version.minor == MEMGOV_VERSION_MINOR);

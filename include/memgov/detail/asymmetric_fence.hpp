@@ -45,8 +45,7 @@ inline constexpr int membarrier_cmd_register_private_expedited = 1 << 4;
 [[nodiscard]] inline bool asymmetric_fence_available() noexcept {
     static const bool available = [] {
         const long cmds = ::syscall(SYS_membarrier, membarrier_cmd_query, 0, 0);
-        constexpr long needed =
-            membarrier_cmd_private_expedited | membarrier_cmd_register_private_expedited;
+        constexpr long needed = membarrier_cmd_private_expedited | membarrier_cmd_register_private_expedited;
         if (cmds < 0 || (cmds & needed) != needed) return false;
         return ::syscall(SYS_membarrier, membarrier_cmd_register_private_expedited, 0, 0) == 0;
     }();

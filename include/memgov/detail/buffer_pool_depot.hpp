@@ -48,13 +48,9 @@ public:
     }
 
     /// Buffers held now (a relaxed read; exact when no other thread moves buffers).
-    [[nodiscard]] std::size_t count() const noexcept {
-        return m_count_mirror.load(std::memory_order_relaxed);
-    }
+    [[nodiscard]] std::size_t count() const noexcept { return m_count_mirror.load(std::memory_order_relaxed); }
     /// The current cap in buffers.
-    [[nodiscard]] std::size_t cap() const noexcept {
-        return m_cap_mirror.load(std::memory_order_relaxed);
-    }
+    [[nodiscard]] std::size_t cap() const noexcept { return m_cap_mirror.load(std::memory_order_relaxed); }
     /// The largest cap this depot can take.
     [[nodiscard]] std::size_t max_cap() const noexcept { return m_ring_size; }
 

@@ -28,9 +28,7 @@ struct buffer_pool_counter {
     }
     /// Add from any thread.
     void add_shared(std::int64_t d) noexcept { value.fetch_add(d, std::memory_order_relaxed); }
-    [[nodiscard]] std::int64_t get() const noexcept {
-        return value.load(std::memory_order_relaxed);
-    }
+    [[nodiscard]] std::int64_t get() const noexcept { return value.load(std::memory_order_relaxed); }
 };
 
 /// The per-class counters of one thread (or of the shared, cacheless path).
@@ -47,11 +45,11 @@ struct buffer_pool_class_counters {
 
 /// One size class in one thread's cache: a stack of idle buffers plus counters.
 struct buffer_pool_cache_class {
-    std::byte** items = nullptr;          // storage for up to max_count pointers
-    std::atomic<std::uint32_t> count{0};  // owner writes; stats reads
-    std::uint32_t cap = 0;                // current cap (owner's copy of the pool's)
-    std::uint32_t batch = 0;              // buffers moved per depot transfer
-    std::uint32_t max_count = 0;          // cap at the lowest pressure
+    std::byte** items = nullptr;         // storage for up to max_count pointers
+    std::atomic<std::uint32_t> count{0}; // owner writes; stats reads
+    std::uint32_t cap = 0;               // current cap (owner's copy of the pool's)
+    std::uint32_t batch = 0;             // buffers moved per depot transfer
+    std::uint32_t max_count = 0;         // cap at the lowest pressure
     buffer_pool_class_counters counters;
 };
 
@@ -65,8 +63,8 @@ struct buffer_pool_thread_cache {
     // Bytes moved from idle to in use (negative: back) not yet charged to the ledger. Owner
     // only; the ledger's pool_idle/pool_in_use split lags by less than the batch size.
     std::int64_t ledger_pending = 0;
-    std::uint32_t index = 0;      // position in the pool's cache list (a buffer's origin)
-    bool owned = false;           // claimed by a live thread (guarded by the pool's mutex)
+    std::uint32_t index = 0; // position in the pool's cache list (a buffer's origin)
+    bool owned = false;      // claimed by a live thread (guarded by the pool's mutex)
     std::unique_ptr<std::byte*[]> storage;
     // Inline (not a pointer): one dependent load fewer on every acquire and release.
     std::array<buffer_pool_cache_class, size_class_max_count> classes;

@@ -60,9 +60,12 @@ struct cg_file_error {
 /// or "malformed contents". Throws `std::bad_alloc`.
 [[nodiscard]] inline std::string cg_file_error_text(const cg_file_error& e) {
     switch (e.problem) {
-    case cg_file_problem::not_regular: return "not a regular file";
-    case cg_file_problem::too_large: return "larger than " + std::to_string(e.cap) + " bytes";
-    case cg_file_problem::none: break;
+    case cg_file_problem::not_regular:
+        return "not a regular file";
+    case cg_file_problem::too_large:
+        return "larger than " + std::to_string(e.cap) + " bytes";
+    case cg_file_problem::none:
+        break;
     }
     if (e.err == 0) return "malformed contents";
     return std::generic_category().message(e.err);
@@ -76,8 +79,7 @@ public:
     cg_file() noexcept = default;
     cg_file(const cg_file&) = delete;
     cg_file& operator=(const cg_file&) = delete;
-    cg_file(cg_file&& o) noexcept
-        : m_fd{std::exchange(o.m_fd, -1)}, m_error{o.m_error}, m_path{std::move(o.m_path)} {}
+    cg_file(cg_file&& o) noexcept : m_fd{std::exchange(o.m_fd, -1)}, m_error{o.m_error}, m_path{std::move(o.m_path)} {}
     cg_file& operator=(cg_file&& o) noexcept {
         if (this != &o) {
             close();
@@ -200,7 +202,7 @@ private:
 /// Reads the whole file at `path` (open, read, close), at most `cap` bytes. On failure returns
 /// nullopt and sets `error`.
 [[nodiscard]] inline std::optional<std::string> cg_read_file(const std::string& path, cg_file_error& error,
-                                                            std::size_t cap = cg_file_cap) {
+                                                             std::size_t cap = cg_file_cap) {
     cg_file f;
     if (!f.open(path, cap)) {
         error = f.last_error();

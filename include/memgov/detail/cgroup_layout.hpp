@@ -50,19 +50,26 @@ enum class memory_controller : std::uint8_t {
 /// The name of a mode ("none", "v1", "v2", "hybrid"). Thread safety: pure. Complexity: O(1).
 [[nodiscard]] constexpr std::string_view to_string(cgroup_mode m) noexcept {
     switch (m) {
-    case cgroup_mode::none: return "none";
-    case cgroup_mode::v1: return "v1";
-    case cgroup_mode::v2: return "v2";
-    case cgroup_mode::hybrid: return "hybrid";
+    case cgroup_mode::none:
+        return "none";
+    case cgroup_mode::v1:
+        return "v1";
+    case cgroup_mode::v2:
+        return "v2";
+    case cgroup_mode::hybrid:
+        return "hybrid";
     }
     return "unknown";
 }
 /// The name of a controller location ("none", "v1", "v2"). Thread safety: pure.
 [[nodiscard]] constexpr std::string_view to_string(memory_controller m) noexcept {
     switch (m) {
-    case memory_controller::none: return "none";
-    case memory_controller::v1: return "v1";
-    case memory_controller::v2: return "v2";
+    case memory_controller::none:
+        return "none";
+    case memory_controller::v1:
+        return "v1";
+    case memory_controller::v2:
+        return "v2";
     }
     return "unknown";
 }
@@ -75,11 +82,11 @@ struct cgroup_level {
 
 /// Where the memory cgroup is, as found from mountinfo and /proc/self/cgroup.
 struct cgroup_layout {
-    cgroup_mode mode = cgroup_mode::none;                  ///< what the host mounts
+    cgroup_mode mode = cgroup_mode::none;                   ///< what the host mounts
     memory_controller controller = memory_controller::none; ///< where memory is controlled
-    std::string mount_point;    ///< the memory hierarchy's mount point (as in mountinfo)
-    std::string mount_root;     ///< its root field in mountinfo
-    std::string process_cgroup; ///< the process's path from /proc/self/cgroup
+    std::string mount_point;                                ///< the memory hierarchy's mount point (as in mountinfo)
+    std::string mount_root;                                 ///< its root field in mountinfo
+    std::string process_cgroup;                             ///< the process's path from /proc/self/cgroup
     /// From the process's own cgroup (index 0) up to the mount's root (last).
     std::vector<cgroup_level> levels;
     /// The process's cgroup directory in the unified hierarchy, for `memory.pressure`; empty
@@ -129,9 +136,8 @@ namespace detail {
 /// process's ancestors and their limits cannot bind it (under a cgroup namespace, paths out of
 /// view show as "/.."). Notes the escape in `layout.notes` and returns nullptr: there is no
 /// visible cgroup.
-inline const cg_mount* cg_pick_mount(cgroup_layout& layout, const cg_mountinfo& mi, bool v2,
-                                     const std::string& path, std::string& rel,
-                                     std::string_view what) {
+inline const cg_mount* cg_pick_mount(cgroup_layout& layout, const cg_mountinfo& mi, bool v2, const std::string& path,
+                                     std::string& rel, std::string_view what) {
     const cg_mount* best = nullptr;
     const cg_mount* first = nullptr;
     for (const auto& m : mi.mounts) {
@@ -147,9 +153,8 @@ inline const cg_mount* cg_pick_mount(cgroup_layout& layout, const cg_mountinfo& 
     if (best != nullptr) return best;
     rel.clear();
     if (first != nullptr) {
-        layout.notes.push_back("the " + std::string{what} + " cgroup path " + path +
-                               " escapes the mount root " + first->root + " of " +
-                               first->mount_point +
+        layout.notes.push_back("the " + std::string{what} + " cgroup path " + path + " escapes the mount root " +
+                               first->root + " of " + first->mount_point +
                                ": the process is below no visible cgroup, so no cgroup "
                                "limit applies to it here");
     }
@@ -245,12 +250,10 @@ inline void cg_find_layout(const std::string& root, cgroup_layout& layout, std::
             if (m != nullptr) cg_set_levels(layout, memory_controller::v1, *m, *mb.v1_memory, rel);
             return; // else the path escapes every memory mount: no visible cgroup (noted)
         }
-        layout.notes.push_back("a v1 memory hierarchy is mounted but " + cgroup_path +
-                               " has no memory line");
+        layout.notes.push_back("a v1 memory hierarchy is mounted but " + cgroup_path + " has no memory line");
     }
     if (v2_mount != nullptr) {
-        const std::string controllers_path =
-            cg_under_root(root, cg_join(v2_mount->mount_point, "cgroup.controllers"));
+        const std::string controllers_path = cg_under_root(root, cg_join(v2_mount->mount_point, "cgroup.controllers"));
         const auto controllers = cg_read_file(controllers_path, err);
         bool has_memory = false;
         if (controllers) {
@@ -263,16 +266,14 @@ inline void cg_find_layout(const std::string& root, cgroup_layout& layout, std::
         } else {
             // No cgroup.controllers: accept v2 if the process's cgroup has memory files.
             cg_file_error e2;
-            const std::string current =
-                cg_under_root(root, cg_join(layout.v2_directory, "memory.current"));
+            const std::string current = cg_under_root(root, cg_join(layout.v2_directory, "memory.current"));
             has_memory = cg_read_file(current, e2).has_value();
         }
         if (has_memory) {
             cg_set_levels(layout, memory_controller::v2, *v2_mount, *mb.v2, v2_rel);
             return;
         }
-        layout.notes.push_back("the cgroup2 mount at " + v2_mount->mount_point +
-                               " has no memory controller");
+        layout.notes.push_back("the cgroup2 mount at " + v2_mount->mount_point + " has no memory controller");
     } else if (any_v2 && !mb.v2) {
         layout.notes.push_back(cgroup_path + " has no \"0::\" line");
     }

@@ -89,9 +89,8 @@ inline constexpr std::uint64_t cg_plausible_factor = 4;
 [[nodiscard]] constexpr bool cg_is_plausible_bytes(std::uint64_t bytes, std::uint64_t physical) noexcept {
     if (bytes >= cg_sentinel_floor) return false;
     if (physical == 0) return true;
-    const std::uint64_t bound = physical >= cg_sentinel_floor / cg_plausible_factor
-                                    ? cg_sentinel_floor
-                                    : physical * cg_plausible_factor;
+    const std::uint64_t bound =
+        physical >= cg_sentinel_floor / cg_plausible_factor ? cg_sentinel_floor : physical * cg_plausible_factor;
     return bytes <= bound;
 }
 
@@ -129,12 +128,28 @@ inline constexpr std::uint64_t cg_plausible_factor = 4;
     unsigned shift = 0;
     if (!unit.empty()) {
         switch (unit.front()) {
-        case 'k': case 'K': shift = 10; break;
-        case 'm': case 'M': shift = 20; break;
-        case 'g': case 'G': shift = 30; break;
-        case 't': case 'T': shift = 40; break;
-        case 'b': case 'B': shift = 0; break;
-        default: return std::nullopt;
+        case 'k':
+        case 'K':
+            shift = 10;
+            break;
+        case 'm':
+        case 'M':
+            shift = 20;
+            break;
+        case 'g':
+        case 'G':
+            shift = 30;
+            break;
+        case 't':
+        case 'T':
+            shift = 40;
+            break;
+        case 'b':
+        case 'B':
+            shift = 0;
+            break;
+        default:
+            return std::nullopt;
         }
         if (shift != 0) {
             unit.remove_prefix(1);

@@ -88,8 +88,8 @@ struct cg_mount {
 
 /// The cgroup mounts of a mountinfo file.
 struct cg_mountinfo {
-    std::vector<cg_mount> mounts;   ///< cgroup and cgroup2 mounts, in file order
-    std::size_t lines = 0;          ///< lines seen
+    std::vector<cg_mount> mounts;    ///< cgroup and cgroup2 mounts, in file order
+    std::size_t lines = 0;           ///< lines seen
     std::size_t malformed_lines = 0; ///< lines that are not mountinfo lines
 };
 

@@ -67,7 +67,7 @@ struct object_slot_header {
     std::uint8_t tier = 0;
     // While in a thread cache: the objects under it in the stack (a cache holds at most 65536).
     std::atomic<std::uint16_t> below{0};
-    std::size_t charged = 0;    // retained bytes last charged for the object
+    std::size_t charged = 0; // retained bytes last charged for the object
     time_point idle_since = object_pool_unseen;
     object_slot_header* next = nullptr;
 };
@@ -145,15 +145,12 @@ struct alignas(cache_line_size) object_pool_cache {
     object_pool_cache* next_cache = nullptr; // immutable once published in the core's list
     bool owned = true;                       // guarded by the core mutex
 
-    explicit object_pool_cache(std::uint32_t cap)
-        : capacity{cap}, asymmetric{asymmetric_fence_available()} {
+    explicit object_pool_cache(std::uint32_t cap) : capacity{cap}, asymmetric{asymmetric_fence_available()} {
         visitor.store(asymmetric ? 0 : symmetric, std::memory_order_relaxed);
     }
 
     // What one cache allocates: itself (the stack runs through the slots).
-    [[nodiscard]] static constexpr std::size_t heap_bytes() noexcept {
-        return sizeof(object_pool_cache);
-    }
+    [[nodiscard]] static constexpr std::size_t heap_bytes() noexcept { return sizeof(object_pool_cache); }
 
     // Idle objects in the stack. Exact for a holder of the cache; an estimate otherwise.
     [[nodiscard]] std::uint32_t size() const noexcept {
@@ -229,13 +226,10 @@ struct alignas(cache_line_size) object_pool_cache {
             backoff.pause();
         }
     }
-    void visit_end() noexcept {
-        visitor.store(asymmetric ? 0 : symmetric, std::memory_order_release);
-    }
+    void visit_end() noexcept { visitor.store(asymmetric ? 0 : symmetric, std::memory_order_release); }
 
     [[nodiscard]] std::int64_t idle_bytes(std::size_t object_size) const noexcept {
-        return static_cast<std::int64_t>(size() * object_size) +
-               idle_retained.load(std::memory_order_relaxed);
+        return static_cast<std::int64_t>(size() * object_size) + idle_retained.load(std::memory_order_relaxed);
     }
 };
 
@@ -522,16 +516,14 @@ struct object_pool_core : std::enable_shared_from_this<object_pool_core> {
     }
 
     // No thread cache (caching off, or the thread is exiting): straight to the depot.
-    MEMGOV_NOINLINE void release_to_depot(object_slot_header* s, std::int64_t delta,
-                                          int promoted) noexcept {
+    MEMGOV_NOINLINE void release_to_depot(object_slot_header* s, std::int64_t delta, int promoted) noexcept {
         {
             std::lock_guard lock{mutex};
             depot_push_locked(s);
         }
         if (delta != 0) counters.charged.fetch_add(delta, std::memory_order_relaxed);
         if (promoted >= 0) {
-            counters.promotions[static_cast<std::size_t>(promoted)].fetch_add(
-                1, std::memory_order_relaxed);
+            counters.promotions[static_cast<std::size_t>(promoted)].fetch_add(1, std::memory_order_relaxed);
         }
         charge(delta);
     }
@@ -547,8 +539,7 @@ struct object_pool_core : std::enable_shared_from_this<object_pool_core> {
         } else {
             object_slot_header* last = c->head.load(std::memory_order_relaxed);
             for (std::uint32_t i = 0;; ++i) {
-                last->below.store(static_cast<std::uint16_t>(keep - 1 - i),
-                                  std::memory_order_relaxed);
+                last->below.store(static_cast<std::uint16_t>(keep - 1 - i), std::memory_order_relaxed);
                 if (i + 1 == keep) break;
                 last = last->next;
             }
@@ -661,8 +652,7 @@ struct object_pool_core : std::enable_shared_from_this<object_pool_core> {
                         if (keep > 0) --keep;
                         survivors.push_back(s);
                     } else {
-                        counters.depot_idle_bytes.fetch_sub(slot_bytes(s),
-                                                            std::memory_order_relaxed);
+                        counters.depot_idle_bytes.fetch_sub(slot_bytes(s), std::memory_order_relaxed);
                         s->state = object_slot_state::empty;
                         victim(s);
                     }
@@ -680,11 +670,14 @@ struct object_pool_core : std::enable_shared_from_this<object_pool_core> {
                 while (s != nullptr) {
                     object_slot_header* n = s->next;
                     switch (judge(s)) {
-                    case 0: survivors.push_back(s); break;
-                    case 1: tiers[t - 1].push_front(s); break;
+                    case 0:
+                        survivors.push_back(s);
+                        break;
+                    case 1:
+                        tiers[t - 1].push_front(s);
+                        break;
                     default:
-                        counters.depot_idle_bytes.fetch_sub(slot_bytes(s),
-                                                            std::memory_order_relaxed);
+                        counters.depot_idle_bytes.fetch_sub(slot_bytes(s), std::memory_order_relaxed);
                         s->state = object_slot_state::empty;
                         victim(s);
                         break;
@@ -725,8 +718,7 @@ struct object_pool_core : std::enable_shared_from_this<object_pool_core> {
 
     [[nodiscard]] std::size_t idle_bytes() const noexcept {
         std::int64_t sum = counters.depot_idle_bytes.load(std::memory_order_relaxed);
-        for (const object_pool_cache* c = caches.load(std::memory_order_acquire); c != nullptr;
-             c = c->next_cache) {
+        for (const object_pool_cache* c = caches.load(std::memory_order_acquire); c != nullptr; c = c->next_cache) {
             sum += c->idle_bytes(object_size);
         }
         return sum > 0 ? static_cast<std::size_t>(sum) : 0;
@@ -739,19 +731,19 @@ struct object_pool_claims {
     using owner_type = object_pool_core;
     using claim_type = object_pool_cache;
     static void on_thread_exit() noexcept { t_object_pool_tls = {}; }
-    static void give_back(object_pool_core& core, object_pool_cache* c) noexcept {
-        core.detach_cache(c);
-    }
+    static void give_back(object_pool_core& core, object_pool_cache* c) noexcept { core.detach_cache(c); }
 };
 using object_pool_thread_claims = thread_claims<object_pool_claims>;
 
 // The pool used most recently is found first.
 MEMGOV_NOINLINE inline object_pool_cache* object_pool_core::local_cache_slow() noexcept {
     if (cache_capacity == 0 || object_pool_thread_claims::exiting()) return nullptr;
-    return mru_lookup(t_object_pool_tls, id, [this]() noexcept {
-               object_pool_cache* c = claim_cache();
-               return object_pool_tls_entry{c != nullptr ? id : 0, c};
-           }).cache;
+    return mru_lookup(t_object_pool_tls, id,
+                      [this]() noexcept {
+                          object_pool_cache* c = claim_cache();
+                          return object_pool_tls_entry{c != nullptr ? id : 0, c};
+                      })
+        .cache;
 }
 
 inline object_pool_cache* object_pool_core::claim_cache() noexcept {

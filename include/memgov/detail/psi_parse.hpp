@@ -18,9 +18,9 @@ MEMGOV_NAMESPACE_BEGIN
 /// One PSI line: the share of time tasks were stalled on memory, averaged over 10, 60 and
 /// 300 seconds (percent, 0..100), and the total stall time in microseconds (monotonic).
 struct psi_line {
-    double avg10 = 0;        ///< percent over the last 10 s
-    double avg60 = 0;        ///< percent over the last 60 s
-    double avg300 = 0;       ///< percent over the last 300 s
+    double avg10 = 0;           ///< percent over the last 10 s
+    double avg60 = 0;           ///< percent over the last 60 s
+    double avg300 = 0;          ///< percent over the last 300 s
     std::uint64_t total_us = 0; ///< total stall time, microseconds, since boot
 };
 
@@ -54,9 +54,12 @@ namespace detail {
         }
         double* slot = nullptr;
         unsigned bit = 0;
-        if (k == "avg10") slot = &out.avg10, bit = 1U;
-        else if (k == "avg60") slot = &out.avg60, bit = 2U;
-        else if (k == "avg300") slot = &out.avg300, bit = 4U;
+        if (k == "avg10")
+            slot = &out.avg10, bit = 1U;
+        else if (k == "avg60")
+            slot = &out.avg60, bit = 2U;
+        else if (k == "avg300")
+            slot = &out.avg300, bit = 4U;
         if (slot == nullptr) continue;
         const auto d = cg_parse_decimal(v);
         if (!d) return std::nullopt;

@@ -50,9 +50,12 @@ enum class psi_watch_state : std::uint8_t {
 /// The name of a watch state ("disabled", "registered", "polling"). Thread safety: pure.
 [[nodiscard]] constexpr std::string_view to_string(psi_watch_state s) noexcept {
     switch (s) {
-    case psi_watch_state::disabled: return "disabled";
-    case psi_watch_state::registered: return "registered";
-    case psi_watch_state::polling: return "polling";
+    case psi_watch_state::disabled:
+        return "disabled";
+    case psi_watch_state::registered:
+        return "registered";
+    case psi_watch_state::polling:
+        return "polling";
     }
     return "unknown";
 }
@@ -73,12 +76,18 @@ namespace detail {
         }
         if (padding) return std::nullopt; // data after padding
         int v = -1;
-        if (c >= 'A' && c <= 'Z') v = c - 'A';
-        else if (c >= 'a' && c <= 'z') v = c - 'a' + 26;
-        else if (c >= '0' && c <= '9') v = c - '0' + 52;
-        else if (c == '+') v = 62;
-        else if (c == '/') v = 63;
-        else return std::nullopt;
+        if (c >= 'A' && c <= 'Z')
+            v = c - 'A';
+        else if (c >= 'a' && c <= 'z')
+            v = c - 'a' + 26;
+        else if (c >= '0' && c <= '9')
+            v = c - '0' + 52;
+        else if (c == '+')
+            v = 62;
+        else if (c == '/')
+            v = 63;
+        else
+            return std::nullopt;
         acc = (acc << 6) | static_cast<std::uint32_t>(v);
         bits += 6;
         if (bits >= 8) {
@@ -97,8 +106,7 @@ struct psi_trigger_spec {
     std::uint64_t window_us = 0;
     /// The stall share the trigger stands for, in percent (for the polling fallback).
     [[nodiscard]] double percent() const noexcept {
-        return window_us == 0 ? 0.0
-                              : 100.0 * static_cast<double>(stall_us) / static_cast<double>(window_us);
+        return window_us == 0 ? 0.0 : 100.0 * static_cast<double>(stall_us) / static_cast<double>(window_us);
     }
 };
 
@@ -109,8 +117,8 @@ struct psi_trigger_spec {
     const std::string_view kind = cg_next_field(rest);
     const auto stall = cg_parse_u64(cg_next_field(rest));
     const auto window = cg_parse_u64(cg_next_field(rest));
-    if ((kind != "some" && kind != "full") || !stall || !window || !cg_trim(rest).empty() ||
-        *window == 0 || *stall > *window) {
+    if ((kind != "some" && kind != "full") || !stall || !window || !cg_trim(rest).empty() || *window == 0 ||
+        *stall > *window) {
         return std::nullopt;
     }
     return psi_trigger_spec{kind == "full", *stall, *window};

@@ -54,9 +54,7 @@ public:
         if (m_run) return; // another start() won
         auto next = std::make_unique<run>();
         Wake& wake = next->wake;
-        next->thread = std::jthread{[body = std::move(body), &wake](std::stop_token st) mutable {
-            body(st, wake);
-        }};
+        next->thread = std::jthread{[body = std::move(body), &wake](std::stop_token st) mutable { body(st, wake); }};
         m_run = std::move(next);
     }
 
@@ -86,9 +84,7 @@ private:
         std::jthread thread; // joins when destroyed
     };
 
-    [[nodiscard]] bool on_this_thread() const noexcept {
-        return m_run->thread.get_id() == std::this_thread::get_id();
-    }
+    [[nodiscard]] bool on_this_thread() const noexcept { return m_run->thread.get_id() == std::this_thread::get_id(); }
 
     mutable std::mutex m_mutex;
     std::unique_ptr<run> m_run;

@@ -37,9 +37,7 @@ struct session_victims {
     std::int64_t last_bytes = 0;   // the cost of the entry unlinked last
     std::int64_t removed_cost = 0; // taken off the shard total when the batch is disposed of
     [[nodiscard]] bool full() const noexcept { return count == capacity; }
-    void add(std::uint32_t idx, Node& n, evict_reason reason) noexcept {
-        items[count++] = victim{idx, &n, reason};
-    }
+    void add(std::uint32_t idx, Node& n, evict_reason reason) noexcept { items[count++] = victim{idx, &n, reason}; }
 };
 
 // Approximate LRU, as Redis does it: samples `samples` entries of one shard (all of them when
@@ -51,9 +49,8 @@ public:
     explicit session_lru_sampler(std::uint64_t seed = 1) noexcept : m_state{seed | 1U} {}
 
     template <class Node>
-    [[nodiscard]] std::uint32_t pick(const session_index& index, session_slab<Node>& slab,
-                                     std::size_t samples, std::size_t budget,
-                                     std::size_t& work) noexcept {
+    [[nodiscard]] std::uint32_t pick(const session_index& index, session_slab<Node>& slab, std::size_t samples,
+                                     std::size_t budget, std::size_t& work) noexcept {
         const std::uint32_t cap = index.positions();
         const std::uint32_t size = index.size();
         if (size == 0) return session_nil;

@@ -70,8 +70,7 @@ public:
         return m_table[pos / bucket_slots].slots[pos % bucket_slots];
     }
     [[nodiscard]] std::size_t memory_bytes() const noexcept {
-        return static_cast<std::size_t>(m_buckets) * sizeof(bucket) +
-               m_overflow.capacity() * sizeof(session_slot);
+        return static_cast<std::size_t>(m_buckets) * sizeof(bucket) + m_overflow.capacity() * sizeof(session_slot);
     }
 
     // `x` scaled from [0, 2^32) to [0, n) (Lemire's multiply-shift range reduction).
@@ -79,13 +78,11 @@ public:
         return static_cast<std::uint32_t>((static_cast<std::uint64_t>(x) * n) >> 32);
     }
     // The position after `pos`, wrapping around.
-    [[nodiscard]] std::uint32_t next(std::uint32_t pos) const noexcept {
-        return pos + 1 == positions() ? 0 : pos + 1;
-    }
+    [[nodiscard]] std::uint32_t next(std::uint32_t pos) const noexcept { return pos + 1 == positions() ? 0 : pos + 1; }
     // The two buckets an entry with hash bits `fp` may live in, among `n`; equal only when
     // n == 1.
-    [[nodiscard]] static std::pair<std::uint32_t, std::uint32_t>
-    buckets_of(std::uint32_t fp, std::uint32_t n) noexcept {
+    [[nodiscard]] static std::pair<std::uint32_t, std::uint32_t> buckets_of(std::uint32_t fp,
+                                                                            std::uint32_t n) noexcept {
         const std::uint32_t a = scale(fp, n);
         std::uint32_t b = scale(fp * 0x9E3779B1U, n);
         if (b == a && n > 1) b = a + 1 == n ? 0 : a + 1;
@@ -127,8 +124,8 @@ public:
     // std::bad_alloc when the table must grow and cannot; the table is unchanged then, up to
     // such moves.
     void reserve_one(std::uint32_t fp) {
-        if (m_table == nullptr || (static_cast<std::uint64_t>(in_buckets()) + 1) * 10 >
-                                      static_cast<std::uint64_t>(capacity()) * 9) {
+        if (m_table == nullptr ||
+            (static_cast<std::uint64_t>(in_buckets()) + 1) * 10 > static_cast<std::uint64_t>(capacity()) * 9) {
             rehash(grown(m_buckets));
         }
         if (make_room(m_table.get(), m_buckets, fp)) return;
@@ -201,8 +198,7 @@ private:
 
     // Puts `s` in a free slot of one of its buckets, or else on the overflow list, which must
     // then have room (reserved).
-    static void place(bucket* table, std::uint32_t n, std::vector<session_slot>& overflow,
-                      session_slot s) noexcept {
+    static void place(bucket* table, std::uint32_t n, std::vector<session_slot>& overflow, session_slot s) noexcept {
         const auto [a, b] = buckets_of(s.fp, n);
         if (const std::uint32_t i = free_slot(table[a]); i != session_nil) {
             table[a].slots[i] = s;
@@ -215,8 +211,7 @@ private:
     }
 
     template <class Eq>
-    [[nodiscard]] MEMGOV_NOINLINE std::uint32_t find_overflow(std::uint32_t fp,
-                                                              Eq& eq) const noexcept {
+    [[nodiscard]] MEMGOV_NOINLINE std::uint32_t find_overflow(std::uint32_t fp, Eq& eq) const noexcept {
         for (std::size_t i = 0; i < m_overflow.size(); ++i) {
             const session_slot s = m_overflow[i];
             if (s.fp == fp && eq(s.idx)) return capacity() + static_cast<std::uint32_t>(i);
@@ -287,8 +282,7 @@ private:
             // Move the chain from its end: each slot into the one its successor freed.
             std::uint32_t dest_bucket = st.to;
             std::uint32_t dest_slot = free;
-            for (std::int32_t k = static_cast<std::int32_t>(head); k >= 0;
-                 k = q[static_cast<std::size_t>(k)].parent) {
+            for (std::int32_t k = static_cast<std::int32_t>(head); k >= 0; k = q[static_cast<std::size_t>(k)].parent) {
                 const step& s = q[static_cast<std::size_t>(k)];
                 table[dest_bucket].slots[dest_slot] = table[s.bucket].slots[s.slot];
                 table[s.bucket].slots[s.slot].idx = session_nil;

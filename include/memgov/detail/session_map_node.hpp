@@ -62,16 +62,16 @@ inline constexpr std::int64_t session_unticked = std::numeric_limits<std::int64_
 // from the end or from the last activity after it, and the node needs no field of its own.
 template <class Key, class Value>
 struct session_node {
-    std::atomic<std::uint32_t> state{0};       // detail::entry_state
+    std::atomic<std::uint32_t> state{0}; // detail::entry_state
     std::atomic<std::uint32_t> messages{0};
     std::atomic<std::int64_t> last_active{0};
     alignas(Key) unsigned char key_storage[sizeof(Key)];
     alignas(Value) unsigned char value_storage[sizeof(Value)];
-    std::int64_t created = 0;                  // written before the entry is published
-    std::atomic<std::uint64_t> cost{0};        // bytes and the flags above (session_cost_mask)
-    session_links wheel;                       // expiry wheel (after unlink: .next = reason)
-    session_links age;                         // creation order (when free: .next = free list)
-    session_links bucket;                      // cost bucket
+    std::int64_t created = 0;           // written before the entry is published
+    std::atomic<std::uint64_t> cost{0}; // bytes and the flags above (session_cost_mask)
+    session_links wheel;                // expiry wheel (after unlink: .next = reason)
+    session_links age;                  // creation order (when free: .next = free list)
+    session_links bucket;               // cost bucket
 
     Key& key() noexcept { return *std::launder(reinterpret_cast<Key*>(key_storage)); }
     const Key& key() const noexcept { return *std::launder(reinterpret_cast<const Key*>(key_storage)); }

@@ -84,8 +84,7 @@ public:
         std::uint32_t head = m_pending.load(std::memory_order_relaxed);
         do {
             node.free_link() = head;
-        } while (!m_pending.compare_exchange_weak(head, idx, std::memory_order_release,
-                                                  std::memory_order_relaxed));
+        } while (!m_pending.compare_exchange_weak(head, idx, std::memory_order_release, std::memory_order_relaxed));
     }
 
     // Pushes the chain first → ... → last (already linked through `free_link`) in one step.
@@ -93,8 +92,7 @@ public:
         std::uint32_t head = m_pending.load(std::memory_order_relaxed);
         do {
             last.free_link() = head;
-        } while (!m_pending.compare_exchange_weak(head, first, std::memory_order_release,
-                                                  std::memory_order_relaxed));
+        } while (!m_pending.compare_exchange_weak(head, first, std::memory_order_release, std::memory_order_relaxed));
     }
 
     // Every byte the slab allocated: its chunks of nodes and the vector that holds them.
@@ -106,8 +104,7 @@ public:
 private:
     void grow() {
         const auto chunk = static_cast<std::uint32_t>(m_chunks.size());
-        const std::uint32_t n = chunk < growing_chunks ? (std::uint32_t{1} << (first_bits + chunk))
-                                                       : big_chunk;
+        const std::uint32_t n = chunk < growing_chunks ? (std::uint32_t{1} << (first_bits + chunk)) : big_chunk;
         if (static_cast<std::uint64_t>(m_capacity) + n > session_max_index) throw std::bad_alloc{};
         m_chunks.reserve(m_chunks.size() + 1);
         m_chunks.emplace_back(new Node[n]);

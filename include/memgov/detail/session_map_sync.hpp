@@ -74,8 +74,7 @@ inline constexpr std::uint32_t writer = 1U << 31;
 inline bool pin_try_lock_exclusive(std::atomic<std::uint32_t>& w) noexcept {
     std::uint32_t s = w.load(std::memory_order_relaxed);
     if ((s & (writer | reader_mask)) == 0 &&
-        w.compare_exchange_strong(s, s + pin + writer, std::memory_order_acquire,
-                                  std::memory_order_relaxed)) {
+        w.compare_exchange_strong(s, s + pin + writer, std::memory_order_acquire, std::memory_order_relaxed)) {
         return true;
     }
     w.fetch_add(pin, std::memory_order_relaxed);
@@ -86,8 +85,7 @@ inline bool pin_try_lock_exclusive(std::atomic<std::uint32_t>& w) noexcept {
 inline bool pin_try_lock_shared(std::atomic<std::uint32_t>& w) noexcept {
     std::uint32_t s = w.load(std::memory_order_relaxed);
     if (can_add_reader(s) &&
-        w.compare_exchange_strong(s, s + pin + reader, std::memory_order_acquire,
-                                  std::memory_order_relaxed)) {
+        w.compare_exchange_strong(s, s + pin + reader, std::memory_order_acquire, std::memory_order_relaxed)) {
         return true;
     }
     w.fetch_add(pin, std::memory_order_relaxed);
@@ -97,8 +95,7 @@ inline bool pin_try_lock_shared(std::atomic<std::uint32_t>& w) noexcept {
 inline bool try_lock_shared(std::atomic<std::uint32_t>& w) noexcept {
     std::uint32_t s = w.load(std::memory_order_relaxed);
     while (can_add_reader(s)) {
-        if (w.compare_exchange_weak(s, s + reader, std::memory_order_acquire,
-                                    std::memory_order_relaxed)) {
+        if (w.compare_exchange_weak(s, s + reader, std::memory_order_acquire, std::memory_order_relaxed)) {
             return true;
         }
     }
@@ -112,8 +109,7 @@ inline MEMGOV_NOINLINE void lock_slow(std::atomic<std::uint32_t>& w, bool exclus
     for (;;) {
         std::uint32_t s = w.load(std::memory_order_relaxed);
         if (exclusive ? (s & (writer | reader_mask)) == 0 : can_add_reader(s)) {
-            if (w.compare_exchange_weak(s, s + unit, std::memory_order_acquire,
-                                        std::memory_order_relaxed)) {
+            if (w.compare_exchange_weak(s, s + unit, std::memory_order_acquire, std::memory_order_relaxed)) {
                 return;
             }
             continue;
@@ -124,8 +120,7 @@ inline MEMGOV_NOINLINE void lock_slow(std::atomic<std::uint32_t>& w, bool exclus
             continue;
         }
         if ((s & waiters) == 0) {
-            if (!w.compare_exchange_weak(s, s | waiters, std::memory_order_relaxed,
-                                         std::memory_order_relaxed)) {
+            if (!w.compare_exchange_weak(s, s | waiters, std::memory_order_relaxed, std::memory_order_relaxed)) {
                 continue;
             }
             s |= waiters;
@@ -140,8 +135,7 @@ inline MEMGOV_NOINLINE void lock_slow(std::atomic<std::uint32_t>& w, bool exclus
 // allocated for the map's lifetime, and a spurious wake only makes a waiter re-check.
 inline std::uint32_t drop_units(std::atomic<std::uint32_t>& w, std::uint32_t units) noexcept {
     std::uint32_t s = w.load(std::memory_order_relaxed);
-    while (!w.compare_exchange_weak(s, (s - units) & ~waiters, std::memory_order_acq_rel,
-                                    std::memory_order_relaxed)) {
+    while (!w.compare_exchange_weak(s, (s - units) & ~waiters, std::memory_order_acq_rel, std::memory_order_relaxed)) {
     }
     if (MEMGOV_UNLIKELY((s & waiters) != 0)) w.notify_all();
     return s;
@@ -175,9 +169,7 @@ inline void session_push_held(const void* entry) noexcept {
     ++h.depth;
 }
 
-inline void session_pop_held() noexcept {
-    --t_session_held.depth;
-}
+inline void session_pop_held() noexcept { --t_session_held.depth; }
 
 } // namespace detail
 MEMGOV_NAMESPACE_END

@@ -41,13 +41,10 @@ struct session_links {
     std::uint32_t next = session_nil;
 };
 
-[[nodiscard]] inline bool session_linked(const session_links& l) noexcept {
-    return l.prev != session_nil;
-}
+[[nodiscard]] inline bool session_linked(const session_links& l) noexcept { return l.prev != session_nil; }
 
 template <class Get>
-void session_list_push_front(std::uint32_t* heads, std::uint32_t list, std::uint32_t idx,
-                             Get&& get) noexcept {
+void session_list_push_front(std::uint32_t* heads, std::uint32_t list, std::uint32_t idx, Get&& get) noexcept {
     session_links& l = get(idx);
     l.prev = session_head_base + list;
     l.next = heads[list];

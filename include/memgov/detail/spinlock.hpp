@@ -64,8 +64,7 @@ public:
 
     /// Takes the lock if it is free; never waits.
     [[nodiscard]] bool try_lock() noexcept {
-        return m_locked.load(std::memory_order_relaxed) == 0 &&
-               m_locked.exchange(1, std::memory_order_acquire) == 0;
+        return m_locked.load(std::memory_order_relaxed) == 0 && m_locked.exchange(1, std::memory_order_acquire) == 0;
     }
     /// Takes the lock, waiting for it as long as it takes.
     void lock() noexcept {

@@ -57,8 +57,8 @@ public:
     /// the thread is exiting, `claim` declined or threw, or memory ran out: callers fall back
     /// to a path that needs no claim.
     template <class Claim>
-    [[nodiscard]] static claim_type*
-    find_or_claim(std::uint64_t id, std::weak_ptr<owner_type> owner, Claim&& claim) noexcept {
+    [[nodiscard]] static claim_type* find_or_claim(std::uint64_t id, std::weak_ptr<owner_type> owner,
+                                                   Claim&& claim) noexcept {
         if (t_exiting) return nullptr;
         try {
             registry& r = list();

@@ -16,8 +16,7 @@ namespace detail {
 
 /// Throws `std::invalid_argument{"memgov::" + config + "::" + field + ": " + what}`.
 /// Thread safety: pure. Throws: always.
-[[noreturn]] inline void throw_bad_field(std::string_view config, std::string_view field,
-                                         std::string_view what) {
+[[noreturn]] inline void throw_bad_field(std::string_view config, std::string_view field, std::string_view what) {
     std::string message;
     message.reserve(10 + config.size() + field.size() + what.size());
     message.append("memgov::").append(config).append("::").append(field).append(": ").append(what);
@@ -26,8 +25,7 @@ namespace detail {
 
 /// Throws as `throw_bad_field` unless `ok`.
 /// Thread safety: pure. Throws: `std::invalid_argument` when `!ok`.
-inline void require_field(bool ok, std::string_view config, std::string_view field,
-                          std::string_view what) {
+inline void require_field(bool ok, std::string_view config, std::string_view field, std::string_view what) {
     if (!ok) throw_bad_field(config, field, what);
 }
 

@@ -65,30 +65,24 @@ public:
         for (const auto& c : s.classes) {
             const std::string size = std::to_string(c.size);
             const auto counter = [&](std::string_view n, std::string_view help, std::uint64_t v) {
-                sink.sample(n, help, metric_type::counter, {{"pool", m_name}, {"class", size}},
-                            static_cast<double>(v));
+                sink.sample(n, help, metric_type::counter, {{"pool", m_name}, {"class", size}}, static_cast<double>(v));
             };
             const auto gauge = [&](std::string_view n, std::string_view help, std::size_t v) {
-                sink.sample(n, help, metric_type::gauge, {{"pool", m_name}, {"class", size}},
-                            static_cast<double>(v));
+                sink.sample(n, help, metric_type::gauge, {{"pool", m_name}, {"class", size}}, static_cast<double>(v));
             };
             counter("buffer_pool_acquisitions_total", "Buffers handed out", c.acquisitions);
             counter("buffer_pool_thread_cache_hits_total", "Acquisitions served by the thread cache",
                     c.thread_cache_hits);
             counter("buffer_pool_depot_hits_total", "Acquisitions served by the depot", c.depot_hits);
             counter("buffer_pool_misses_total", "Acquisitions allocated from upstream", c.misses);
-            counter("buffer_pool_remote_releases_total", "Buffers released on another thread",
-                    c.remote_releases);
-            counter("buffer_pool_trimmed_bytes_total", "Idle bytes freed by trims and cap cuts",
-                    c.trimmed_bytes);
+            counter("buffer_pool_remote_releases_total", "Buffers released on another thread", c.remote_releases);
+            counter("buffer_pool_trimmed_bytes_total", "Idle bytes freed by trims and cap cuts", c.trimmed_bytes);
             gauge("buffer_pool_in_use_bytes", "Capacity of buffers handed out", c.in_use_bytes);
             gauge("buffer_pool_idle_bytes", "Idle bytes in depot and thread caches", c.idle_bytes);
-            gauge("buffer_pool_harmful_bytes", "Capacity handed out beyond what was asked",
-                  c.harmful_bytes);
+            gauge("buffer_pool_harmful_bytes", "Capacity handed out beyond what was asked", c.harmful_bytes);
         }
-        sink.sample("buffer_pool_oversize_total", "Requests larger than the largest class",
-                    metric_type::counter, {{"pool", m_name}},
-                    static_cast<double>(s.oversize_acquisitions));
+        sink.sample("buffer_pool_oversize_total", "Requests larger than the largest class", metric_type::counter,
+                    {{"pool", m_name}}, static_cast<double>(s.oversize_acquisitions));
     }
 };
 

@@ -40,9 +40,7 @@ template <class Pool>
 class pool_reclaimer_base : public reclaimer {
 public:
     [[nodiscard]] std::string_view name() const noexcept override { return m_name; }
-    [[nodiscard]] bool handles(reclaim_action a) const noexcept override {
-        return a == reclaim_action::trim_pools;
-    }
+    [[nodiscard]] bool handles(reclaim_action a) const noexcept override { return a == reclaim_action::trim_pools; }
     [[nodiscard]] std::size_t estimate(reclaim_action a) const noexcept override {
         return a == reclaim_action::trim_pools ? m_pool.idle_bytes() : 0;
     }

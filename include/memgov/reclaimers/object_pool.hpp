@@ -51,10 +51,10 @@ public:
         counter("object_pool_constructions_total", "Objects constructed", s.constructions);
         counter("object_pool_stale_handles_total", "Stale handles detected", s.stale_handles);
         counter("object_pool_trimmed_bytes_total", "Bytes freed by trims", s.trimmed_bytes);
-        sink.sample("object_pool_idle_objects", "Idle objects", metric_type::gauge,
-                    {{"pool", m_name}}, static_cast<double>(s.idle_objects));
-        sink.sample("object_pool_retained_bytes", "Bytes held by the pool's objects",
-                    metric_type::gauge, {{"pool", m_name}}, static_cast<double>(s.retained_bytes));
+        sink.sample("object_pool_idle_objects", "Idle objects", metric_type::gauge, {{"pool", m_name}},
+                    static_cast<double>(s.idle_objects));
+        sink.sample("object_pool_retained_bytes", "Bytes held by the pool's objects", metric_type::gauge,
+                    {{"pool", m_name}}, static_cast<double>(s.retained_bytes));
     }
 };
 

@@ -52,7 +52,9 @@ public:
         try {
             evict_result r;
             switch (req.action) {
-            case reclaim_action::sweep_expired: r = m_map.sweep(req.now, req.budget); break;
+            case reclaim_action::sweep_expired:
+                r = m_map.sweep(req.now, req.budget);
+                break;
             case reclaim_action::evict_by_age:
                 r = m_map.evict_older_than(req.max_age, req.budget);
                 break;
@@ -84,7 +86,8 @@ public:
                 }
                 break;
             }
-            default: return {};
+            default:
+                return {};
             }
             return {r.bytes > 0 ? static_cast<std::size_t>(r.bytes) : 0, r.evicted};
         } catch (...) {
@@ -95,28 +98,25 @@ public:
         const auto s = m_map.stats();
         sink.sample("sessions", "Sessions in the map", metric_type::gauge, {{"map", m_name}},
                     static_cast<double>(s.size));
-        sink.sample("sessions_cost_bytes", "Byte cost of the sessions in the map",
-                    metric_type::gauge, {{"map", m_name}}, static_cast<double>(s.total_cost));
+        sink.sample("sessions_cost_bytes", "Byte cost of the sessions in the map", metric_type::gauge,
+                    {{"map", m_name}}, static_cast<double>(s.total_cost));
         for (std::size_t r = 0; r < evict_reason_count; ++r) {
-            sink.sample("session_evictions_total", "Sessions removed, by reason",
-                        metric_type::counter,
+            sink.sample("session_evictions_total", "Sessions removed, by reason", metric_type::counter,
                         {{"map", m_name}, {"reason", to_string(static_cast<evict_reason>(r))}},
                         static_cast<double>(s.evictions[r]));
         }
-        sink.sample("session_sweep_work_total", "Entries examined by sweeps", metric_type::counter,
-                    {{"map", m_name}}, static_cast<double>(s.sweep_work));
-        sink.sample("session_pinned_at_eviction_total", "Removals that found the entry in use",
-                    metric_type::counter, {{"map", m_name}},
-                    static_cast<double>(s.pinned_at_eviction));
+        sink.sample("session_sweep_work_total", "Entries examined by sweeps", metric_type::counter, {{"map", m_name}},
+                    static_cast<double>(s.sweep_work));
+        sink.sample("session_pinned_at_eviction_total", "Removals that found the entry in use", metric_type::counter,
+                    {{"map", m_name}}, static_cast<double>(s.pinned_at_eviction));
     }
 
 private:
     // Entries the map may examine for `budget` evictions: `lru_samples` each.
     [[nodiscard]] std::size_t work_for(std::size_t budget) const noexcept {
         const std::size_t samples = m_map.config().lru_samples;
-        return budget > std::numeric_limits<std::size_t>::max() / samples
-                   ? std::numeric_limits<std::size_t>::max()
-                   : budget * samples;
+        return budget > std::numeric_limits<std::size_t>::max() / samples ? std::numeric_limits<std::size_t>::max()
+                                                                          : budget * samples;
     }
 
     Map& m_map;
