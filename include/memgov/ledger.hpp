@@ -6,13 +6,15 @@
 /// it gives back, and the pressure monitor reads the total between its samples.
 ///
 /// ## Design
-/// Each thread that charges a ledger owns one *slot*: a cache-line aligned array of counters,
-/// one per category. Only the owning thread writes its slot, so a charge is a relaxed load and a
-/// relaxed store to a line no other thread writes (no locked instruction, no sharing). Readers
-/// sum the slots with relaxed loads. A thread finds its slot through a small thread-local cache
-/// keyed by the ledger's unique id; the first charge from a thread takes the ledger's mutex once
-/// to claim a slot. When the thread exits its slot goes back to a free list, keeping its value
-/// (slots hold partial sums, so whichever thread adopts it next simply continues the sum).
+/// A category is one counter of the ledger's `detail::thread_counters`
+/// (detail/thread_counters.hpp). Each thread that charges a ledger owns one *slot*: a
+/// cache-line aligned array of counters, one per category. Only the owning thread writes its
+/// slot, so a charge is a relaxed load and a relaxed store to a line no other thread writes (no
+/// locked instruction, no sharing). Readers sum the slots with relaxed loads. A thread finds its
+/// slot through a small thread-local cache keyed by a unique id; the first charge from a thread
+/// takes a mutex once to claim a slot. When the thread exits its slot goes back to a free list,
+/// keeping its value (slots hold partial sums, so whichever thread adopts it next simply
+/// continues the sum).
 ///
 /// Past `max_slots` concurrent threads, or if claiming a slot fails to allocate, charges fall
 /// back to one shared overflow slot updated with atomic adds: slower, never lost.
@@ -50,8 +52,7 @@
 /// is charging, reads are exact.
 
 #include <memgov/config.hpp>
-#include <memgov/detail/instance_id.hpp>
-#include <memgov/detail/thread_claims.hpp>
+#include <memgov/detail/thread_counters.hpp>
 
 #include <array>
 #include <atomic>
@@ -60,7 +61,6 @@
 #include <initializer_list>
 #include <memory>
 #include <mutex>
-#include <new>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -85,98 +85,15 @@ enum class category : std::uint8_t {
 
 namespace detail {
 
-inline constexpr std::size_t ledger_max_categories = 16;
-inline constexpr std::size_t ledger_slots_per_block = 64;
-inline constexpr std::size_t ledger_max_blocks = 64;
+inline constexpr std::size_t ledger_max_categories = thread_counters::counter_count;
 
-/// One thread's counters. Aligned so that two threads' slots never share a cache line.
-struct alignas(cache_line_size) ledger_slot {
-    std::array<std::atomic<std::int64_t>, ledger_max_categories> bytes{};
-};
-
-struct ledger_slot_block {
-    std::array<ledger_slot, ledger_slots_per_block> slots{};
-};
-
+// A ledger's names and counted set. The bytes are in the ledger's `thread_counters`.
 struct ledger_state {
-    std::mutex mutex; // guards names, free list, block allocation
-    std::array<std::atomic<ledger_slot_block*>, ledger_max_blocks> blocks{};
-    std::atomic<std::size_t> slot_count{0}; // slots ever handed out (highest index + 1)
-    std::vector<ledger_slot*> free_slots;
-    ledger_slot overflow; // shared slot, updated with atomic adds
+    std::mutex mutex; // guards names
     std::array<std::string, ledger_max_categories> names;
     std::atomic<std::size_t> category_count{0};
     std::atomic<std::uint32_t> counted_mask{0}; // bit i: category i counts in total()
-
-    ledger_state() = default;
-    ledger_state(const ledger_state&) = delete;
-    ledger_state& operator=(const ledger_state&) = delete;
-    ~ledger_state() {
-        for (auto& b : blocks) delete b.load(std::memory_order_relaxed);
-    }
-
-    // Claims a slot for the calling thread, or nullptr when none can be had.
-    ledger_slot* acquire_slot() noexcept {
-        std::lock_guard lock{mutex};
-        if (!free_slots.empty()) {
-            ledger_slot* s = free_slots.back();
-            free_slots.pop_back();
-            return s;
-        }
-        const std::size_t index = slot_count.load(std::memory_order_relaxed);
-        const std::size_t block = index / ledger_slots_per_block;
-        if (block >= ledger_max_blocks) return nullptr;
-        ledger_slot_block* b = blocks[block].load(std::memory_order_relaxed);
-        if (b == nullptr) {
-            b = new (std::nothrow) ledger_slot_block{};
-            if (b == nullptr) return nullptr;
-            blocks[block].store(b, std::memory_order_release);
-        }
-        slot_count.store(index + 1, std::memory_order_release);
-        return &b->slots[index % ledger_slots_per_block];
-    }
-
-    void release_slot(ledger_slot* s) noexcept {
-        std::lock_guard lock{mutex};
-        try {
-            free_slots.push_back(s);
-        } catch (...) {
-            // The slot stays claimed by nobody; its partial sums are still read. Only reuse is
-            // lost, and only when memory is exhausted.
-        }
-    }
-
-    template <class Fn>
-    void for_each_slot(Fn&& fn) const noexcept {
-        const std::size_t n = slot_count.load(std::memory_order_acquire);
-        for (std::size_t i = 0; i < n; ++i) {
-            const ledger_slot_block* b = blocks[i / ledger_slots_per_block].load(std::memory_order_acquire);
-            fn(b->slots[i % ledger_slots_per_block]);
-        }
-        fn(overflow);
-    }
 };
-
-struct ledger_cache_entry {
-    std::uint64_t id = 0;
-    ledger_slot* slot = nullptr;
-    bool shared = false; // the overflow slot: must use atomic adds
-};
-
-inline constexpr std::size_t ledger_cache_size = 4;
-// Trivially destructible, so reaching it costs no guard check on the hot path.
-inline thread_local std::array<ledger_cache_entry, ledger_cache_size> t_ledger_cache{};
-
-// A thread's claims on ledgers' slots, given back when it exits. Charges made by later
-// thread-exit destructors must not write a slot another thread may adopt: from then on they
-// take the shared overflow path.
-struct ledger_claims {
-    using owner_type = ledger_state;
-    using claim_type = ledger_slot;
-    static void on_thread_exit() noexcept { t_ledger_cache = {}; }
-    static void give_back(ledger_state& s, ledger_slot* slot) noexcept { s.release_slot(slot); }
-};
-using ledger_thread_claims = thread_claims<ledger_claims>;
 
 } // namespace detail
 
@@ -199,10 +116,10 @@ public:
     /// Categories a ledger can hold, built-in and user-defined together.
     static constexpr std::size_t max_categories = detail::ledger_max_categories;
     /// Threads that get a private slot; more than this share one atomically updated slot.
-    static constexpr std::size_t max_slots = detail::ledger_slots_per_block * detail::ledger_max_blocks;
+    static constexpr std::size_t max_slots = detail::thread_counters::max_slots;
 
     /// An empty ledger with the built-in categories defined. Throws `std::bad_alloc` only.
-    ledger() : m_state{std::make_shared<detail::ledger_state>()}, m_id{detail::next_instance_id()} {
+    ledger() : m_state{std::make_unique<detail::ledger_state>()} {
         static constexpr std::array<std::string_view, 7> builtin{
             "pool_idle", "pool_in_use", "sessions", "windows", "objects", "kafka_inflight", "session_storage"};
         static_assert(builtin.size() == static_cast<std::size_t>(category::first_user));
@@ -304,14 +221,7 @@ public:
         const auto i = static_cast<std::size_t>(c);
         MEMGOV_ASSERT(i < max_categories, "ledger category out of range");
         if (MEMGOV_UNLIKELY(i >= max_categories)) return;
-        const detail::ledger_cache_entry& e = local_entry();
-        auto& counter = e.slot->bytes[i];
-        if (MEMGOV_LIKELY(!e.shared)) {
-            // Only this thread writes this counter: a plain read-modify-write is exact.
-            counter.store(counter.load(std::memory_order_relaxed) + bytes, std::memory_order_relaxed);
-        } else {
-            counter.fetch_add(bytes, std::memory_order_relaxed);
-        }
+        m_counters.add(i, bytes);
     }
 
     /// Subtracts `bytes` from category `c`. Same guarantees as `charge`.
@@ -322,10 +232,7 @@ public:
     [[nodiscard]] std::int64_t bytes(category c) const noexcept {
         const auto i = static_cast<std::size_t>(c);
         if (i >= max_categories) return 0;
-        std::int64_t sum = 0;
-        m_state->for_each_slot(
-            [&](const detail::ledger_slot& s) { sum += s.bytes[i].load(std::memory_order_relaxed); });
-        return sum;
+        return m_counters.sum(i);
     }
 
     /// Bytes charged over all counted categories (attributions are left out: their bytes are
@@ -333,21 +240,17 @@ public:
     /// Thread safety: safe. Complexity: O(threads × categories).
     [[nodiscard]] std::int64_t total() const noexcept {
         const std::uint32_t mask = m_state->counted_mask.load(std::memory_order_acquire);
+        const std::array<std::int64_t, max_categories> sums = m_counters.sums();
         std::int64_t sum = 0;
-        m_state->for_each_slot([&](const detail::ledger_slot& s) {
-            for (std::size_t i = 0; i < max_categories; ++i) {
-                if (((mask >> i) & 1U) != 0) sum += s.bytes[i].load(std::memory_order_relaxed);
-            }
-        });
+        for (std::size_t i = 0; i < max_categories; ++i) {
+            if (((mask >> i) & 1U) != 0) sum += sums[i];
+        }
         return sum;
     }
 
     /// Every category's name and bytes, and the total. Allocates; not for the hot path.
     [[nodiscard]] ledger_snapshot snapshot() const {
-        std::array<std::int64_t, max_categories> sums{};
-        m_state->for_each_slot([&](const detail::ledger_slot& s) {
-            for (std::size_t i = 0; i < max_categories; ++i) sums[i] += s.bytes[i].load(std::memory_order_relaxed);
-        });
+        const std::array<std::int64_t, max_categories> sums = m_counters.sums();
         ledger_snapshot out;
         const std::uint32_t mask = m_state->counted_mask.load(std::memory_order_acquire);
         std::lock_guard lock{m_state->mutex};
@@ -369,33 +272,13 @@ public:
     }
 
     /// Threads that currently hold or once held a private slot (the cost factor of reads).
-    [[nodiscard]] std::size_t slot_count() const noexcept {
-        return m_state->slot_count.load(std::memory_order_acquire);
-    }
+    [[nodiscard]] std::size_t slot_count() const noexcept { return m_counters.slot_count(); }
 
 private:
-    const detail::ledger_cache_entry& local_entry() const noexcept {
-        auto& cache = detail::t_ledger_cache;
-        if (MEMGOV_LIKELY(cache[0].id == m_id)) return cache[0];
-        return local_entry_slow();
-    }
-
-    // The ledger used most recently is found first; `claim` always gives an entry (at worst
-    // the shared overflow slot), so afterwards it is at the front.
-    MEMGOV_NOINLINE const detail::ledger_cache_entry& local_entry_slow() const noexcept {
-        detail::mru_lookup(detail::t_ledger_cache, m_id, [this]() noexcept { return claim(); });
-        return detail::t_ledger_cache[0];
-    }
-
-    detail::ledger_cache_entry claim() const noexcept {
-        detail::ledger_slot* s =
-            detail::ledger_thread_claims::find_or_claim(m_id, m_state, [this] { return m_state->acquire_slot(); });
-        if (s == nullptr) return {m_id, &m_state->overflow, true};
-        return {m_id, s, false};
-    }
-
-    std::shared_ptr<detail::ledger_state> m_state;
-    std::uint64_t m_id;
+    detail::thread_counters m_counters; // one counter per category index
+    // Out of line: `define`, `find` and `snapshot` lock its mutex, which must not share a cache
+    // line with what every charge reads.
+    std::unique_ptr<detail::ledger_state> m_state;
 };
 
 /// An RAII charge: charges its bytes on construction, releases them when destroyed or reset.

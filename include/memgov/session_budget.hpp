@@ -35,8 +35,8 @@
 
 #include <memgov/config.hpp>
 #include <memgov/detail/saturate.hpp>
+#include <memgov/detail/thread_counters.hpp>
 #include <memgov/detail/validate.hpp>
-#include <memgov/ledger.hpp>
 #include <memgov/pressure_level.hpp>
 
 #include <algorithm>
@@ -47,7 +47,6 @@
 #include <limits>
 #include <memory>
 #include <stdexcept>
-#include <string>
 #include <string_view>
 #include <utility>
 
@@ -264,13 +263,7 @@ inline void validate(const admission_config& a) {
 /// update (`update`, serialised by the governor), read by every admission.
 class admission_state {
 public:
-    admission_state(const admission_config& cfg, bool dry_run) : m_cfg{cfg}, m_dry_run{dry_run} {
-        for (std::size_t k = 0; k < admit_kind_count; ++k) {
-            const std::string kind{to_string(static_cast<admit_kind>(k))};
-            m_calls[k] = m_counts.define("admitted_" + kind);
-            m_bytes[k] = m_counts.define("admitted_" + kind + "_bytes");
-        }
-    }
+    admission_state(const admission_config& cfg, bool dry_run) : m_cfg{cfg}, m_dry_run{dry_run} {}
     admission_state(const admission_state&) = delete;
     admission_state& operator=(const admission_state&) = delete;
 
@@ -325,11 +318,11 @@ public:
         m_level.store(static_cast<std::uint8_t>(li), std::memory_order_relaxed);
     }
 
-    /// Counts an admission of `bytes`. Thread-owned ledger counters (a thread's first count
-    /// claims its slot once). Thread safety: any thread.
+    /// Counts an admission of `bytes` of kind `k`. Thread-owned counters (a thread's first
+    /// count claims its slot once). Thread safety: any thread. Complexity: O(1), no locked
+    /// instruction once the thread has its slot.
     void count_admitted(std::size_t k, std::int64_t bytes) noexcept {
-        m_counts.charge(m_calls[k], 1);
-        m_counts.charge(m_bytes[k], bytes);
+        m_counts.add(admitted_calls_at(k), 1, admitted_bytes_at(k), bytes);
     }
     /// Counts a refusal (or, in dry run, a would-be refusal and an admission); returns the
     /// answer to give. Thread safety: any thread.
@@ -394,8 +387,8 @@ public:
     /// Fills the counters and gauges of `s` (gate fields are the governor's).
     void fill(admission_stats& s) const noexcept {
         for (std::size_t k = 0; k < admit_kind_count; ++k) {
-            s.admitted[k] = static_cast<std::uint64_t>(std::max<std::int64_t>(0, m_counts.bytes(m_calls[k])));
-            s.admitted_bytes[k] = static_cast<std::uint64_t>(std::max<std::int64_t>(0, m_counts.bytes(m_bytes[k])));
+            s.admitted[k] = static_cast<std::uint64_t>(std::max<std::int64_t>(0, m_counts.sum(admitted_calls_at(k))));
+            s.admitted_bytes[k] = static_cast<std::uint64_t>(std::max<std::int64_t>(0, m_counts.sum(admitted_bytes_at(k))));
             for (std::size_t r = 0; r < admit_reason_count; ++r) {
                 s.refused[k][r] = m_refused[k][r].load(std::memory_order_relaxed);
                 s.refused_bytes[k][r] = m_refused_bytes[k][r].load(std::memory_order_relaxed);
@@ -413,6 +406,11 @@ public:
 
 private:
     using counter_table = std::array<std::array<std::atomic<std::uint64_t>, admit_reason_count>, admit_kind_count>;
+
+    // The thread-owned counters of kind `k`: admitted calls, then admitted bytes.
+    static constexpr std::size_t admitted_calls_at(std::size_t k) noexcept { return 2 * k; }
+    static constexpr std::size_t admitted_bytes_at(std::size_t k) noexcept { return 2 * k + 1; }
+    static_assert(2 * admit_kind_count <= thread_counters::counter_count);
 
     admission_config m_cfg;
     bool m_dry_run;
@@ -433,9 +431,7 @@ private:
     std::atomic<std::uint32_t> m_light_pace{0};
     std::atomic<std::uint8_t> m_session_gate{0};
     std::atomic<std::uint8_t> m_level{0};
-    alignas(cache_line_size) mutable memgov::ledger m_counts; // thread-owned counters
-    std::array<category, admit_kind_count> m_calls{};
-    std::array<category, admit_kind_count> m_bytes{};
+    alignas(cache_line_size) thread_counters m_counts; // admitted calls and bytes, by kind
     counter_table m_refused{};
     counter_table m_refused_bytes{};
     counter_table m_dry_refused{};
@@ -482,7 +478,7 @@ public:
     /// `refusal()`. Thread safety: one thread at a time (see the file comment). Complexity:
     /// O(1): a few relaxed loads, and an add on the handle when a share applies; no lock,
     /// allocation, exception or system call (a thread's first admission ever claims its
-    /// ledger counter slot once).
+    /// counter slot once).
     [[nodiscard]] admission admit(std::size_t bytes) noexcept {
         detail::admission_state* s = m_state.get();
         if (MEMGOV_UNLIKELY(s == nullptr)) return {m_refusal};

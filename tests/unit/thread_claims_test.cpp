@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
-// The per-thread claim list behind the ledger's slots and the pools' thread caches.
+// The per-thread claim list behind the counter slots (ledgers, admission counters) and the
+// pools' thread caches.
 #include <memgov/detail/thread_claims.hpp>
 
 #include <catch2/catch.hpp>

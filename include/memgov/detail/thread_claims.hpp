@@ -2,7 +2,7 @@
 #pragma once
 
 /// \file
-/// The claims one thread holds on shared owners (a ledger's counter slot, a pool's thread
+/// The claims one thread holds on shared owners (a `thread_counters` slot, a pool's thread
 /// cache), and their return when the thread exits.
 ///
 /// A part that gives each thread a private resource keeps, per thread, a list of
