@@ -388,7 +388,8 @@ public:
     void fill(admission_stats& s) const noexcept {
         for (std::size_t k = 0; k < admit_kind_count; ++k) {
             s.admitted[k] = static_cast<std::uint64_t>(std::max<std::int64_t>(0, m_counts.sum(admitted_calls_at(k))));
-            s.admitted_bytes[k] = static_cast<std::uint64_t>(std::max<std::int64_t>(0, m_counts.sum(admitted_bytes_at(k))));
+            s.admitted_bytes[k] =
+                static_cast<std::uint64_t>(std::max<std::int64_t>(0, m_counts.sum(admitted_bytes_at(k))));
             for (std::size_t r = 0; r < admit_reason_count; ++r) {
                 s.refused[k][r] = m_refused[k][r].load(std::memory_order_relaxed);
                 s.refused_bytes[k][r] = m_refused_bytes[k][r].load(std::memory_order_relaxed);

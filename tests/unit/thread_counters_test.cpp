@@ -63,8 +63,7 @@ TEST_CASE("thread_counters: adds and reads are noexcept", "[thread_counters]") {
     STATIC_REQUIRE_FALSE(std::is_move_constructible_v<thread_counters>);
 }
 
-TEST_CASE("thread_counters: a thread's sums survive its exit and its slot is reused",
-          "[thread_counters]") {
+TEST_CASE("thread_counters: a thread's sums survive its exit and its slot is reused", "[thread_counters]") {
     thread_counters c;
     c.add(0, 1); // the main thread's slot
     for (int round = 0; round < 5; ++round) {
@@ -76,8 +75,7 @@ TEST_CASE("thread_counters: a thread's sums survive its exit and its slot is reu
     CHECK(c.slot_count() == 2); // one for main, one adopted by each thread in turn
 }
 
-TEST_CASE("thread_counters: threads past the slot limit share the overflow slot, nothing lost",
-          "[thread_counters]") {
+TEST_CASE("thread_counters: threads past the slot limit share the overflow slot, nothing lost", "[thread_counters]") {
     constexpr std::size_t limit = 2;
     constexpr int threads = 5;
     constexpr int adds = 1000;
@@ -101,8 +99,7 @@ TEST_CASE("thread_counters: threads past the slot limit share the overflow slot,
     CHECK(c.sum(7) == -threads * adds);
 }
 
-TEST_CASE("thread_counters: no slot limit means every add is shared, nothing lost",
-          "[thread_counters]") {
+TEST_CASE("thread_counters: no slot limit means every add is shared, nothing lost", "[thread_counters]") {
     thread_counters c{0};
     c.add(0, 4);
     std::thread t{[&] { c.add(0, 6, 1, 1); }};
@@ -112,8 +109,7 @@ TEST_CASE("thread_counters: no slot limit means every add is shared, nothing los
     CHECK(c.slot_count() == 0);
 }
 
-TEST_CASE("thread_counters: adds from late thread-exit destructors are kept",
-          "[thread_counters]") {
+TEST_CASE("thread_counters: adds from late thread-exit destructors are kept", "[thread_counters]") {
     thread_counters c;
     std::thread t{[&] {
         thread_local late_adder late{&c};

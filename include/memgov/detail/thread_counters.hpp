@@ -106,8 +106,7 @@ struct thread_counter_slots {
     void for_each_slot(Fn&& fn) const noexcept {
         const std::size_t n = slot_count.load(std::memory_order_acquire);
         for (std::size_t i = 0; i < n; ++i) {
-            const thread_counter_block* b =
-                blocks[i / thread_counter_slots_per_block].load(std::memory_order_acquire);
+            const thread_counter_block* b = blocks[i / thread_counter_slots_per_block].load(std::memory_order_acquire);
             fn(b->slots[i % thread_counter_slots_per_block]);
         }
         fn(overflow);
@@ -122,8 +121,7 @@ struct thread_counter_cache_entry {
 
 inline constexpr std::size_t thread_counter_cache_size = 4;
 // Trivially destructible, so reaching it costs no guard check on the hot path.
-inline thread_local std::array<thread_counter_cache_entry, thread_counter_cache_size>
-    t_thread_counter_cache{};
+inline thread_local std::array<thread_counter_cache_entry, thread_counter_cache_size> t_thread_counter_cache{};
 
 // A thread's claims on counter slots, given back when it exits. Adds made by later
 // thread-exit destructors must not write a slot another thread may adopt: forgetting the
@@ -133,9 +131,7 @@ struct thread_counter_claims {
     using owner_type = thread_counter_slots;
     using claim_type = thread_counter_slot;
     static void on_thread_exit() noexcept { t_thread_counter_cache = {}; }
-    static void give_back(thread_counter_slots& s, thread_counter_slot* slot) noexcept {
-        s.release_slot(slot);
-    }
+    static void give_back(thread_counter_slots& s, thread_counter_slot* slot) noexcept { s.release_slot(slot); }
 };
 using thread_counter_thread_claims = thread_claims<thread_counter_claims>;
 
@@ -146,15 +142,13 @@ public:
     /// Counters in the block; an index passed to `add` or `sum` is below this.
     static constexpr std::size_t counter_count = thread_counter_count;
     /// The most threads that can get a private slot.
-    static constexpr std::size_t max_slots =
-        thread_counter_slots_per_block * thread_counter_max_blocks;
+    static constexpr std::size_t max_slots = thread_counter_slots_per_block * thread_counter_max_blocks;
 
     /// All counters at zero, no slot claimed yet. Up to `slot_limit` threads at a time get a
     /// private slot (at most `max_slots`); more share one atomically updated slot.
     /// Throws `std::bad_alloc` only.
     explicit thread_counters(std::size_t slot_limit = max_slots)
-        : m_slots{std::make_shared<thread_counter_slots>(std::min(slot_limit, max_slots))},
-          m_id{next_instance_id()} {}
+        : m_slots{std::make_shared<thread_counter_slots>(std::min(slot_limit, max_slots))}, m_id{next_instance_id()} {}
     thread_counters(const thread_counters&) = delete;
     thread_counters& operator=(const thread_counters&) = delete;
     ~thread_counters() = default;
@@ -182,8 +176,7 @@ public:
     /// Adds `n` to counter `i` and `m` to counter `j`, finding the calling thread's slot once.
     /// Same contract as the single `add`.
     void add(std::size_t i, std::int64_t n, std::size_t j, std::int64_t m) noexcept {
-        MEMGOV_ASSERT(i < counter_count && j < counter_count,
-                      "thread_counters: counter out of range");
+        MEMGOV_ASSERT(i < counter_count && j < counter_count, "thread_counters: counter out of range");
         // Read once: the second add must not reload the entry after the first one's store.
         const thread_counter_cache_entry& e = local_entry();
         thread_counter_slot* const slot = e.slot;
@@ -205,9 +198,8 @@ public:
     [[nodiscard]] std::int64_t sum(std::size_t i) const noexcept {
         if (i >= counter_count) return 0;
         std::int64_t s = 0;
-        m_slots->for_each_slot([&](const thread_counter_slot& slot) {
-            s += slot.values[i].load(std::memory_order_relaxed);
-        });
+        m_slots->for_each_slot(
+            [&](const thread_counter_slot& slot) { s += slot.values[i].load(std::memory_order_relaxed); });
         return s;
     }
 
@@ -244,8 +236,8 @@ private:
     }
 
     thread_counter_cache_entry claim() const noexcept {
-        thread_counter_slot* s = thread_counter_thread_claims::find_or_claim(
-            m_id, m_slots, [this] { return m_slots->acquire_slot(); });
+        thread_counter_slot* s =
+            thread_counter_thread_claims::find_or_claim(m_id, m_slots, [this] { return m_slots->acquire_slot(); });
         if (s == nullptr) return {m_id, &m_slots->overflow, true};
         return {m_id, s, false};
     }
