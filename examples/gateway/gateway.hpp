@@ -49,6 +49,9 @@ struct gateway_config {
     std::optional<std::size_t> session_quota_bytes{};
     bool governor_on = true;                     ///< false: the governor runs in dry run.
     std::optional<std::uint64_t> memory_limit{}; ///< Overrides the cgroup limit (bytes).
+    /// Where memgov reads the cgroup and /proc files (`memgov::cgroup_config::root`): "/" but
+    /// in tests, which point it at a fake tree to hold memory at a chosen level. No CLI option.
+    std::string cgroup_root = "/";
     std::chrono::seconds session_idle_ttl{120};  ///< session_map idle TTL (backstop).
     std::chrono::seconds session_max_age{3600};  ///< session_map absolute TTL.
     /// How often the session map's sweep checks sessions for a lost connection: a session

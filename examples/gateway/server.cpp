@@ -823,6 +823,7 @@ private:
 
 memgov::governor_config make_governor_config(const gateway_config& c) {
     memgov::governor_config g;
+    g.monitor.cgroup.root = c.cgroup_root;
     g.monitor.cgroup.explicit_limit = c.memory_limit;
     g.dry_run = !c.governor_on; // admission and reclaim only count what they would have done
     if (c.session_quota_bytes) g.admission.session_quota_bytes = *c.session_quota_bytes;

@@ -2,6 +2,7 @@
 // The reference gateway end to end, in one process, on loopback: the gateway on ephemeral
 // ports with librdkafka's mock cluster, driven by the load generator and by scripted probes.
 // Links librdkafka: never part of the TSan ("concurrency") run.
+#include "fake_cgroup.hpp"
 #include "gateway.hpp"
 #include "loadgen.hpp"
 #include "promtool.hpp"
@@ -18,12 +19,14 @@
 #include <cstdio>
 #include <cstring>
 #include <future>
+#include <initializer_list>
 #include <iostream>
 #include <map>
 #include <netinet/in.h>
 #include <span>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <sys/socket.h>
 #include <thread>
 #include <unistd.h>
@@ -635,6 +638,166 @@ TEST_CASE("gateway: a window at its cap drops the oldest bytes, releases them fr
     CHECK(s.budget_released_window_bytes == dropped);
     CHECK(s.kafka.delivered_bytes == 10000 - dropped);
     check_gateway_identities(s);
+}
+
+namespace {
+
+// The value of one sample (its name and labels as /metrics writes them) in a /metrics body;
+// -1 when it is not there.
+double metric_value(const std::string& body, const std::string& series) {
+    const std::string line = "\n" + series + " ";
+    const std::size_t at = body.find(line);
+    return at == std::string::npos ? -1.0 : std::stod(body.substr(at + line.size()));
+}
+
+// The samples of a /metrics body whose names start with one of `prefixes` (a failure's context).
+std::string metric_lines(const std::string& body,
+                         std::initializer_list<std::string_view> prefixes) {
+    std::string out;
+    std::istringstream in{body};
+    for (std::string l; std::getline(in, l);) {
+        for (const std::string_view p : prefixes) {
+            if (l.rfind(p, 0) == 0) {
+                out += l + "\n";
+                break;
+            }
+        }
+    }
+    return out;
+}
+
+// What the fair-share scenario below saw.
+struct over_share_run {
+    std::uint64_t burst = 0;                // bytes the heavy session sent within one chunk period
+    double share = 0, quota = 0, heavy = 0; // its budget's figures at `high`, from /metrics
+    std::string metrics;                    // /metrics once its first period was over
+    std::string context;                    // its level, share and shed lines
+    std::vector<loadgen::probe_result> clients;
+    gateway::gateway_stats stats; // after shutdown
+};
+
+// Memory at `high`, where the gateway's fair share applies, and twelve live sessions: eleven
+// idle, one that sends a burst above its share (and below the heavy mark, so no frame of it is
+// refused) within one chunk period. The level comes from a fake cgroup tree whose usage the test
+// sets: a real one moves with everything else on the machine. The share is half the admission
+// ceiling split between the live sessions (0.5 × 0.95 × 16 MiB / 12 = 664,098 B), under the quota
+// at `high` (0.75 × 2 MiB); the burst is 720,000 B, under the heavy mark (half the quota).
+over_share_run run_over_share(bool governor_on) {
+    constexpr std::uint64_t limit = 16 * memgov_test::fake_mib;
+    auto tree = memgov_test::fake_cgroup_tree::v2("/gateway");
+    tree.set_limit("/gateway", limit);
+    // 80%: high, entered at 78% (7 points under the 85% red line).
+    tree.set_usage("/gateway", limit / 100 * 80);
+    std::vector<std::future<loadgen::probe_result>> clients; // outlive the server: it closes them
+    auto cfg = test_config();
+    cfg.governor_on = governor_on;
+    cfg.cgroup_root = tree.root();
+    cfg.memory_limit = limit;           // as the tree says; MEMGOV_MEMORY_LIMIT cannot move it
+    cfg.chunk_period = 1000ms;          // the burst lands within the heavy session's first period
+    cfg.window_chunk_bytes = 65536;     // a pool class: the window's buffers hold only audio
+    cfg.window_cap_bytes = 1024 * 1024; // above the burst: the cap drops nothing
+    gateway::server srv{cfg};
+    srv.start();
+    const auto metrics = [&] {
+        return loadgen::http_get("127.0.0.1", srv.http_port(), "/metrics").body;
+    };
+    const std::string high = R"(memgov_pressure_level{level="high"})";
+    REQUIRE(eventually([&] { return metric_value(metrics(), high) == 1.0; }, 3000ms));
+    // Held at 75%, above high's exit (74%), the level stays high, and the window the burst
+    // fills (tracked, so it shows in the estimate at once) stays clear of critical (85%), where
+    // the evictor would take the largest session.
+    tree.set_usage("/gateway", limit / 100 * 75);
+    REQUIRE(
+        eventually([&] { return metric_value(metrics(), "memgov_usage_ratio") < 0.77; }, 3000ms));
+
+    for (int i = 0; i < 11; ++i) {
+        clients.push_back(std::async(std::launch::async, [&srv, i] {
+            return probe(srv, {text(start_json("share-idle-" + std::to_string(i)))}, 15000ms);
+        }));
+    }
+    REQUIRE(eventually([&] { return srv.stats().sessions_started == 11; }, 5000ms));
+    over_share_run out;
+    std::vector<loadgen::probe_message> msgs{text(start_json("share-heavy"))};
+    for (int i = 0; i < 90; ++i) msgs.push_back(binary(8000));
+    out.burst = 90 * 8000;
+    clients.push_back(
+        std::async(std::launch::async, [&srv, msgs] { return probe(srv, msgs, 15000ms); }));
+    REQUIRE(eventually([&] { return metric_value(metrics(), "memgov_session_budgets") == 12.0; },
+                       5000ms));
+    // Its first tick either sheds (governed) or produces (off).
+    REQUIRE(eventually(
+        [&] {
+            const auto st = srv.stats();
+            return st.shed_periods > 0 || st.kafka.produced_bytes > 0;
+        },
+        5000ms));
+    out.metrics = metrics();
+    out.share = metric_value(out.metrics, "memgov_session_share_bytes");
+    out.quota = metric_value(out.metrics, "memgov_session_quota_bytes");
+    out.heavy = metric_value(out.metrics, "memgov_session_heavy_bytes");
+    out.context = metric_lines(out.metrics, {"memgov_pressure_level", "memgov_usage_ratio",
+                                             "memgov_session_", "gateway_shed_", "gateway_lost_"});
+    INFO(out.context);
+    CHECK(metric_value(out.metrics, high) == 1.0);
+    out.stats = srv.shutdown();
+    for (auto& c : clients) out.clients.push_back(c.get());
+    return out;
+}
+
+// The figures every run of the scenario must show, governed or not.
+void check_over_share_run(const over_share_run& r) {
+    INFO(r.context);
+    // The input is what the case says: a share that applies (below the quota), a burst above
+    // it and at most the heavy mark.
+    CHECK(r.share > 0.0);
+    CHECK(r.share < r.quota);
+    CHECK(r.share < static_cast<double>(r.burst));
+    CHECK(static_cast<double>(r.burst) <= r.heavy);
+    const auto& s = r.stats;
+    CHECK(s.sessions_started == 12);
+    CHECK(s.received_bytes == r.burst);
+    CHECK(s.refused_work.empty());
+    CHECK(s.evicted_sessions == 0);
+    REQUIRE(r.clients.size() == 12);
+    for (const auto& c : r.clients) {
+        INFO(c.error);
+        CHECK(c.close_code == 1001); // open until the shutdown, never evicted
+    }
+    check_gateway_identities(s);
+}
+
+} // namespace
+
+TEST_CASE("gateway: a session over its fair share sheds its oldest audio at a tick as shed_over_share",
+          "[gateway][budget]") {
+    const over_share_run r = run_over_share(true);
+    check_over_share_run(r);
+    const auto& s = r.stats;
+    INFO(r.context);
+    CHECK(s.shed_periods == 1); // the next period finds it under its share: produced
+    REQUIRE(s.kafka.losses.count("shed_over_share") == 1);
+    const auto shed = s.kafka.losses.at("shed_over_share");
+    // Shed down to three quarters of the share, the rest produced.
+    CHECK(shed.bytes == r.burst - static_cast<std::uint64_t>(r.share) / 4 * 3);
+    CHECK(shed.messages == s.shed_periods);
+    CHECK(s.kafka.losses.size() == 1);
+    CHECK(s.kafka.delivered_bytes + shed.bytes == r.burst);
+    CHECK(s.budget_released_window_bytes == shed.bytes);
+    CHECK(metric_value(r.metrics, "gateway_shed_periods_total") == 1.0);
+    CHECK(metric_value(r.metrics, R"(gateway_lost_bytes_total{reason="shed_over_share"})") ==
+          static_cast<double>(shed.bytes));
+}
+
+TEST_CASE("gateway: with --governor=off a session over its fair share sheds nothing",
+          "[gateway][budget]") {
+    const over_share_run r = run_over_share(false);
+    check_over_share_run(r);
+    const auto& s = r.stats;
+    INFO(r.context);
+    CHECK(s.shed_periods == 0);
+    CHECK(s.kafka.losses.empty());
+    CHECK(s.kafka.delivered_bytes == r.burst);
+    CHECK(metric_value(r.metrics, "gateway_shed_periods_total") == 0.0);
 }
 
 TEST_CASE("gateway: 5 sessions from an independent python client are read back by kcat byte-exact "
