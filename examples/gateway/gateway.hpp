@@ -52,8 +52,8 @@ struct gateway_config {
     /// Where memgov reads the cgroup and /proc files (`memgov::cgroup_config::root`): "/" but
     /// in tests, which point it at a fake tree to hold memory at a chosen level. No CLI option.
     std::string cgroup_root = "/";
-    std::chrono::seconds session_idle_ttl{120};  ///< session_map idle TTL (backstop).
-    std::chrono::seconds session_max_age{3600};  ///< session_map absolute TTL.
+    std::chrono::seconds session_idle_ttl{120}; ///< session_map idle TTL (backstop).
+    std::chrono::seconds session_max_age{3600}; ///< session_map absolute TTL.
     /// How often the session map's sweep checks sessions for a lost connection: a session
     /// whose TCP connection dropped without a WebSocket close (or timed out half-open) stays in
     /// the map as an orphan until then, and leaves it with reason `orphan` (its window's audio

@@ -651,8 +651,7 @@ double metric_value(const std::string& body, const std::string& series) {
 }
 
 // The samples of a /metrics body whose names start with one of `prefixes` (a failure's context).
-std::string metric_lines(const std::string& body,
-                         std::initializer_list<std::string_view> prefixes) {
+std::string metric_lines(const std::string& body, std::initializer_list<std::string_view> prefixes) {
     std::string out;
     std::istringstream in{body};
     for (std::string l; std::getline(in, l);) {
@@ -698,17 +697,14 @@ over_share_run run_over_share(bool governor_on) {
     cfg.window_cap_bytes = 1024 * 1024; // above the burst: the cap drops nothing
     gateway::server srv{cfg};
     srv.start();
-    const auto metrics = [&] {
-        return loadgen::http_get("127.0.0.1", srv.http_port(), "/metrics").body;
-    };
+    const auto metrics = [&] { return loadgen::http_get("127.0.0.1", srv.http_port(), "/metrics").body; };
     const std::string high = R"(memgov_pressure_level{level="high"})";
     REQUIRE(eventually([&] { return metric_value(metrics(), high) == 1.0; }, 3000ms));
     // Held at 75%, above high's exit (74%), the level stays high, and the window the burst
     // fills (tracked, so it shows in the estimate at once) stays clear of critical (85%), where
     // the evictor would take the largest session.
     tree.set_usage("/gateway", limit / 100 * 75);
-    REQUIRE(
-        eventually([&] { return metric_value(metrics(), "memgov_usage_ratio") < 0.77; }, 3000ms));
+    REQUIRE(eventually([&] { return metric_value(metrics(), "memgov_usage_ratio") < 0.77; }, 3000ms));
 
     for (int i = 0; i < 11; ++i) {
         clients.push_back(std::async(std::launch::async, [&srv, i] {
@@ -720,10 +716,8 @@ over_share_run run_over_share(bool governor_on) {
     std::vector<loadgen::probe_message> msgs{text(start_json("share-heavy"))};
     for (int i = 0; i < 90; ++i) msgs.push_back(binary(8000));
     out.burst = 90 * 8000;
-    clients.push_back(
-        std::async(std::launch::async, [&srv, msgs] { return probe(srv, msgs, 15000ms); }));
-    REQUIRE(eventually([&] { return metric_value(metrics(), "memgov_session_budgets") == 12.0; },
-                       5000ms));
+    clients.push_back(std::async(std::launch::async, [&srv, msgs] { return probe(srv, msgs, 15000ms); }));
+    REQUIRE(eventually([&] { return metric_value(metrics(), "memgov_session_budgets") == 12.0; }, 5000ms));
     // Its first tick either sheds (governed) or produces (off).
     REQUIRE(eventually(
         [&] {
@@ -735,8 +729,8 @@ over_share_run run_over_share(bool governor_on) {
     out.share = metric_value(out.metrics, "memgov_session_share_bytes");
     out.quota = metric_value(out.metrics, "memgov_session_quota_bytes");
     out.heavy = metric_value(out.metrics, "memgov_session_heavy_bytes");
-    out.context = metric_lines(out.metrics, {"memgov_pressure_level", "memgov_usage_ratio",
-                                             "memgov_session_", "gateway_shed_", "gateway_lost_"});
+    out.context = metric_lines(out.metrics, {"memgov_pressure_level", "memgov_usage_ratio", "memgov_session_",
+                                             "gateway_shed_", "gateway_lost_"});
     INFO(out.context);
     CHECK(metric_value(out.metrics, high) == 1.0);
     out.stats = srv.shutdown();
@@ -788,8 +782,7 @@ TEST_CASE("gateway: a session over its fair share sheds its oldest audio at a ti
           static_cast<double>(shed.bytes));
 }
 
-TEST_CASE("gateway: with --governor=off a session over its fair share sheds nothing",
-          "[gateway][budget]") {
+TEST_CASE("gateway: with --governor=off a session over its fair share sheds nothing", "[gateway][budget]") {
     const over_share_run r = run_over_share(false);
     check_over_share_run(r);
     const auto& s = r.stats;
