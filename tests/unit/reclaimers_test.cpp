@@ -32,6 +32,7 @@ memgov::reclaim_request request(reclaim_action a, pressure_level l, std::size_t 
 struct message {
     std::string text;
     void reset() noexcept { text.clear(); }
+    [[nodiscard]] std::size_t retained_bytes() const noexcept { return text.capacity(); }
 };
 } // namespace
 
@@ -71,10 +72,20 @@ TEST_CASE("reclaimers: object pool frees what outlived its tier", "[reclaimers]"
     pool_type pool{{}, nullptr, clock};
     {
         std::vector<pool_type::lease> leases;
-        for (int i = 0; i < 4; ++i) leases.push_back(pool.acquire());
+        for (int i = 0; i < 4; ++i) {
+            leases.push_back(pool.acquire());
+            leases.back()->text.assign(1000, 'x'); // capacity the object keeps after reset()
+        }
     }
     memgov::object_pool_reclaimer<pool_type> r{pool};
-    CHECK(r.estimate(reclaim_action::trim_pools) > 0);
+    // The estimate is what a trim of every idle object gives back: the heap they retain beyond
+    // their slots, not the slots themselves.
+    const auto idle = pool.stats();
+    REQUIRE(idle.idle_objects == 4);
+    const std::size_t retained_beyond_slots = idle.idle_bytes - 4 * sizeof(message);
+    CHECK(retained_beyond_slots >= 4 * 1000);
+    CHECK(r.estimate(reclaim_action::trim_pools) == retained_beyond_slots);
+    CHECK(r.estimate(reclaim_action::evict_lru) == 0);
     // The idle clock starts at the first trim that sees an object idle.
     auto got = r.reclaim(request(reclaim_action::trim_pools, pressure_level::elevated, MiB, 64, clock.now()));
     CHECK(got.items == 0);
@@ -85,6 +96,8 @@ TEST_CASE("reclaimers: object pool frees what outlived its tier", "[reclaimers]"
     // What the objects retained beyond their slots went back to the allocator; the slots stay
     // in their blocks for reuse, so they are not reported as freed.
     CHECK(got.bytes == held - pool.stats().retained_bytes - 4 * sizeof(message));
+    CHECK(got.bytes == retained_beyond_slots); // the estimate was exact
+    CHECK(r.estimate(reclaim_action::trim_pools) == 0);
     CHECK(r.reuse_rate() == Approx(0.0));
 }
 

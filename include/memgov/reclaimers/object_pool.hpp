@@ -40,6 +40,15 @@ public:
         const auto r = m_pool.trim(req.now, req.budget);
         return {r.freed_bytes, r.objects}; // the slots stay in their blocks, for reuse
     }
+    /// For `trim_pools`: the heap the idle objects retain beyond their slots, which is what
+    /// trimming all of them would give back (their slots stay allocated for reuse). Costs one
+    /// `stats()` call (a system call where the pool's fence needs one).
+    [[nodiscard]] std::size_t estimate(reclaim_action a) const noexcept override {
+        if (a != reclaim_action::trim_pools) return 0;
+        const auto s = m_pool.stats();
+        const std::size_t slots = s.idle_objects * sizeof(typename Pool::value_type);
+        return s.idle_bytes > slots ? s.idle_bytes - slots : 0;
+    }
     [[nodiscard]] double reuse_rate() const noexcept override { return m_pool.stats().reuse_rate(); }
     void collect(metric_sink& sink) const override {
         const auto s = m_pool.stats();
