@@ -420,8 +420,8 @@ public:
                                  std::size_t max_objects = std::numeric_limits<std::size_t>::max()) noexcept {
         const detail::object_pool_trim_collect done = m_core->collect_trim(now, max_objects);
         for (auto* s = done.victims; s != nullptr; s = s->next) static_cast<slot*>(s)->object()->~T();
-        m_core->finish_trim(done);
-        return {done.objects, done.bytes, done.bytes - done.objects * sizeof(T)};
+        const std::size_t freed = m_core->finish_trim(done);
+        return {done.objects, done.bytes, freed};
     }
     /// `trim(clock.now())`.
     object_pool_trim_result trim() noexcept { return trim(m_clock.now()); }

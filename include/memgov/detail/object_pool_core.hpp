@@ -697,9 +697,10 @@ struct object_pool_core : std::enable_shared_from_this<object_pool_core> {
     }
 
     // Returns destroyed victims' slots to the empty list and settles the gauges. The ledger
-    // loses what the objects retained beyond their slots; the slots stay in their blocks.
-    void finish_trim(const object_pool_trim_collect& done) noexcept {
-        if (done.objects == 0) return;
+    // loses what the objects retained beyond their slots, which is returned (the bytes that
+    // went back to the allocator); the slots stay in their blocks.
+    std::size_t finish_trim(const object_pool_trim_collect& done) noexcept {
+        if (done.objects == 0) return 0;
         {
             std::lock_guard lock{mutex};
             object_slot_header* s = done.victims;
@@ -711,7 +712,9 @@ struct object_pool_core : std::enable_shared_from_this<object_pool_core> {
             }
         }
         counters.charged.fetch_sub(static_cast<std::int64_t>(done.bytes), std::memory_order_relaxed);
-        charge(-static_cast<std::int64_t>(done.bytes - done.objects * object_size));
+        const std::size_t freed = done.bytes - done.objects * object_size;
+        charge(-static_cast<std::int64_t>(freed));
+        return freed;
     }
 
     // ---- observers ----
