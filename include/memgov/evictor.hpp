@@ -206,6 +206,15 @@ public:
     [[nodiscard]] virtual double reuse_rate() const noexcept { return -1.0; }
 };
 
+namespace detail {
+/// Returns `name`; throws `std::invalid_argument{"memgov::<what>: name is empty"}` if it is
+/// empty (`what` names the reclaimer type).
+inline std::string reclaimer_name(std::string name, const char* what) {
+    if (name.empty()) throw std::invalid_argument{std::string{"memgov::"} + what + ": name is empty"};
+    return name;
+}
+} // namespace detail
+
 /// A reclaimer made of functions, for user caches and tests.
 class function_reclaimer final : public reclaimer {
 public:
@@ -220,9 +229,8 @@ public:
     /// or an action is out of range.
     function_reclaimer(std::string name, std::vector<reclaim_action> actions, reclaim_fn fn, estimate_fn estimate = {},
                        std::vector<std::string> custom_actions = {})
-        : m_name{std::move(name)}, m_fn{std::move(fn)}, m_estimate{std::move(estimate)}, m_custom{std::move(
-                                                                                             custom_actions)} {
-        if (m_name.empty()) throw std::invalid_argument{"memgov::function_reclaimer: name is empty"};
+        : m_name{detail::reclaimer_name(std::move(name), "function_reclaimer")}, m_fn{std::move(fn)},
+          m_estimate{std::move(estimate)}, m_custom{std::move(custom_actions)} {
         if (!m_fn) throw std::invalid_argument{"memgov::function_reclaimer: reclaim function is empty"};
         for (auto a : actions) {
             if (static_cast<std::size_t>(a) >= reclaim_action_count) {

@@ -2,8 +2,9 @@
 #pragma once
 
 /// \file
-/// What the reclaimer adapters (`memgov/reclaimers/*.hpp`) share: the check that an adapter's
-/// name is not empty, and `pool_reclaimer_base`, the part both pool adapters have in common.
+/// What the reclaimer adapters (`memgov/reclaimers/*.hpp`) share: `pool_reclaimer_base`, the
+/// part both pool adapters have in common (the name check, `detail::reclaimer_name`, is the
+/// evictor's, which `function_reclaimer` uses too).
 /// It knows the evictor's `reclaimer` interface but no part: each adapter header includes the
 /// one part it adapts.
 ///
@@ -16,23 +17,11 @@
 #include <memgov/pressure_level.hpp>
 
 #include <cstddef>
-#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <utility>
 
 MEMGOV_NAMESPACE_BEGIN
-
-namespace detail {
-/// Returns `name`; throws `std::invalid_argument{"memgov::<what>: name is empty"}` if it is
-/// empty (`what` names the adapter).
-inline std::string reclaimer_name(std::string name, const char* what) {
-    if (name.empty()) {
-        throw std::invalid_argument{std::string{"memgov::"} + what + ": name is empty"};
-    }
-    return name;
-}
-} // namespace detail
 
 /// The part every pool adapter shares: a name, `trim_pools` as the one action, the pool's
 /// idle bytes as the estimate, and the level passed on to `set_pressure`.
